@@ -1,0 +1,3 @@
+from auditmw._cli import main
+
+raise SystemExit(main())
