@@ -10,16 +10,16 @@ from ._store import AuditStore
 from ._verify import Finding, LogSummary, VerifyReport
 
 __all__ = [
-    "GENESIS_HASH",
-    "OUTCOMES",
     "AuditError",
     "AuditStore",
     "Event",
     "Finding",
+    "GENESIS_HASH",
     "Limits",
     "LogSummary",
     "NewEvent",
     "NotAStoreError",
+    "OUTCOMES",
     "Outcome",
     "SQLiteStore",
     "StoreClosedError",

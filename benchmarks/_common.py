@@ -1,0 +1,140 @@
+"""Helpers shared by the benchmarks: machine description, timing, tables.
+
+Absolute times drift on a shared machine, so benchmarks compare variants side by side
+in one run: alternate them over a few rounds, take medians and print ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The CPU model name (from /proc/cpuinfo on Linux), or what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask), else the logical core count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def filesystem_of(path: str | os.PathLike[str]) -> str:
+    """The mount point and filesystem type holding ``path`` (Linux), else "unknown".
+
+    It matters for durability benchmarks: fsync on tmpfs costs nothing.
+    """
+    target = Path(path).resolve()
+    best: tuple[str, str] | None = None
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                mount_point, fs_type = fields[1], fields[2]
+                if target.is_relative_to(mount_point) and (
+                    best is None or len(mount_point) > len(best[0])
+                ):
+                    best = (mount_point, fs_type)
+    except OSError:
+        return "unknown"
+    return "unknown" if best is None else f"{best[1]} (mounted on {best[0]})"
+
+
+def package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_description(
+    data_dir: str | os.PathLike[str] | None = None, packages: Iterable[str] = ()
+) -> list[tuple[str, str]]:
+    """Facts a reader needs to compare benchmark numbers across machines."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    facts = [
+        ("CPU", cpu_model()),
+        ("cores", f"{os.cpu_count()} logical, {usable_cores()} usable"),
+        ("load average", load),
+        ("OS", f"{platform.system()} {platform.release()} ({platform.machine()})"),
+        ("Python", f"{platform.python_implementation()} {sys.version.split()[0]}"),
+        ("SQLite", f"{sqlite3.sqlite_version} (library linked into Python's sqlite3)"),
+    ]
+    facts.extend((name, package_version(name)) for name in packages)
+    if data_dir is not None:
+        facts.append(("data dir", f"{data_dir} on {filesystem_of(data_dir)}"))
+    return facts
+
+
+def print_facts(title: str, facts: Sequence[tuple[str, str]]) -> None:
+    print(title)
+    width = max(len(name) for name, _ in facts)
+    for name, value in facts:
+        print(f"  {name.ljust(width)}  {value}")
+    print()
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            str(cell).ljust(width) if index == 0 else str(cell).rjust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    print(line(headers))
+    print("  ".join("-" * width for width in widths))
+    for row in rows:
+        print(line(row))
+
+
+def timed(function: Callable[[], object]) -> float:
+    """Seconds ``function()`` took (monotonic, high resolution)."""
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+async def timed_async(function: Callable[[], Awaitable[object]]) -> float:
+    """Seconds ``await function()`` took."""
+    start = time.perf_counter()
+    await function()
+    return time.perf_counter() - start
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(values)
+
+
+def rate(count: int, seconds: float) -> float:
+    """Items per second."""
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def fmt_rate(per_second: float) -> str:
+    return f"{per_second:,.0f}/s"
+
+
+def fmt_ratio(ratio: float) -> str:
+    return f"{ratio:.2f}"
