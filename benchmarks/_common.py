@@ -13,6 +13,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def print_facts(title: str, facts: Sequence[tuple[str, str]]) -> None:
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A plain-text table: first column left-aligned, the others right-aligned."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
@@ -107,6 +108,29 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     print("  ".join("-" * width for width in widths))
     for row in rows:
         print(line(row))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock and CPU seconds of one measured run.
+
+    CPU time (all threads of the process, or of the worker processes) is the steadier
+    number on a shared machine: other load stretches wall time, not the work done.
+    """
+
+    wall: float
+    cpu: float
+
+
+class Stopwatch:
+    """Wall and CPU time of a block: ``with Stopwatch() as watch: ...; watch.timing``."""
+
+    def __enter__(self) -> Stopwatch:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.timing = Timing(time.perf_counter() - self._wall, time.process_time() - self._cpu)
 
 
 def timed(function: Callable[[], object]) -> float:
@@ -138,3 +162,8 @@ def fmt_rate(per_second: float) -> str:
 
 def fmt_ratio(ratio: float) -> str:
     return f"{ratio:.2f}"
+
+
+def fmt_us(seconds: float, count: int) -> str:
+    """Microseconds per item."""
+    return f"{seconds / count * 1e6:,.1f} µs"

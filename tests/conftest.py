@@ -1,11 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from auditmw import SQLiteStore
+from auditmw import AuditStore, SQLiteStore, open_store
+
+from ._postgres import drop_schema, new_schema_name, require_postgres, store_url
+
+BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture
@@ -16,4 +21,29 @@ def store_path(tmp_path: Path) -> Path:
 @pytest.fixture
 async def store(store_path: Path) -> AsyncIterator[SQLiteStore]:
     async with SQLiteStore(store_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema, dropped after the test."""
+    require_postgres()
+    name = new_schema_name()
+    yield name
+    asyncio.run(drop_schema(name))
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """``make()`` gives the URL of one empty store of the parametrized backend."""
+    if request.param == "sqlite":
+        return lambda: str(tmp_path / "audit.db")
+    schema = request.getfixturevalue("pg_schema")
+    return lambda: store_url(schema)
+
+
+@pytest.fixture
+async def any_store(store_url_factory: Callable[[], str]) -> AsyncIterator[AuditStore]:
+    """An open store of each backend: the shared store test suite uses this."""
+    async with open_store(store_url_factory()) as opened:
         yield opened

@@ -20,7 +20,8 @@ def test_every_public_name_is_listed() -> None:
     public = {
         name
         for name, value in vars(auditmw).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
         and name not in {"annotations"}
     }
     assert public - set(auditmw.__all__) == set()

@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import typing
+
+from . import actions
+from ._admin import AdminApp, AdminUser
+from ._audited import PendingEvent, audited, pending_event
+from ._context import Actor, set_actor
+from ._diff import diff
 from ._errors import AuditError, NotAStoreError, StoreClosedError, StoreError, ValidationError
 from ._event import GENESIS_HASH, OUTCOMES, Event, Limits, NewEvent, Outcome, entry_hash
+from ._mask import DEFAULT_SENSITIVE_KEYS
+from ._middleware import AuditMiddleware
 from ._open import open_store
+from ._query import EventFilter, Page, QueryError
+from ._record import FailurePolicy, acting_as, audit
 from ._sqlite import SQLiteStore
 from ._store import AuditStore
 from ._verify import Finding, LogSummary, VerifyReport
 
+if typing.TYPE_CHECKING:
+    from ._litestar import AuditPlugin as AuditPlugin
+
 __all__ = [
+    "Actor",
+    "AdminApp",
+    "AdminUser",
     "AuditError",
+    "AuditMiddleware",
     "AuditStore",
+    "DEFAULT_SENSITIVE_KEYS",
     "Event",
+    "EventFilter",
+    "FailurePolicy",
     "Finding",
     "GENESIS_HASH",
     "Limits",
@@ -21,12 +42,32 @@ __all__ = [
     "NotAStoreError",
     "OUTCOMES",
     "Outcome",
+    "Page",
+    "PendingEvent",
+    "QueryError",
     "SQLiteStore",
     "StoreClosedError",
     "StoreError",
     "ValidationError",
     "VerifyReport",
+    "acting_as",
+    "actions",
+    "audit",
+    "audited",
+    "diff",
     "entry_hash",
     "open_store",
+    "pending_event",
+    "set_actor",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # AuditPlugin needs litestar, an optional extra: import it only when asked for.
+    # (Not in __all__, so that ``from auditmw import *`` works without litestar.)
+    if name == "AuditPlugin":
+        from ._litestar import AuditPlugin
+
+        return AuditPlugin
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,11 +1,12 @@
 """RFC 8785 (JCS) canonical JSON, with a fast path through orjson.
 
 orjson with sorted keys writes the same bytes as JCS for everything except floats
-(``1.0``, ``1e30``, ``-0.0``) and keys outside the Basic Multilingual Plane (JCS
-sorts by UTF-16 code units, orjson by code points). ``check_json`` walks a value
-once: it rejects what JSON cannot represent exactly and tells whether the fast path
-is safe; when it is not, the reference implementation (``rfc8785``) writes it.
-A property test keeps the two byte-identical.
+(``1.0``, ``-0.0``, ``1e20``, ``1e-6``...) and keys outside the Basic Multilingual Plane (JCS
+sorts by UTF-16 code units, orjson by code points). orjson also refuses ``str``
+subclasses as keys (e.g. a ``StrEnum``) and ``tuple`` subclasses (e.g. a namedtuple).
+``check_json`` walks a value once: it rejects what JSON cannot represent exactly and
+tells whether the fast path is safe; when it is not, the reference implementation
+(``rfc8785``) writes it. A property test keeps the two byte-identical.
 """
 
 from __future__ import annotations
@@ -53,12 +54,15 @@ def _check(value: Any, path: str, max_depth: int, depth: int) -> bool:
             if not isinstance(key, str):
                 raise ValidationError(path, f"key {key!r} is not a string")
             _check_text(key, f"{path} key {key[:40]!r}")
-            if not key.isascii() and any(ord(ch) > 0xFFFF for ch in key):
+            if type(key) is not str:
+                fast = False  # orjson rejects str subclasses (StrEnum...) as keys.
+            elif not key.isascii() and any(ord(ch) > 0xFFFF for ch in key):
                 fast = False  # UTF-16 and code-point key order can differ.
             fast = _check(item, f"{path}.{key}", max_depth, depth + 1) and fast
         return fast
     if isinstance(value, list | tuple):
-        fast = True
+        # orjson writes lists (and their subclasses) and plain tuples, not namedtuples.
+        fast = isinstance(value, list) or type(value) is tuple
         for index, item in enumerate(value):
             fast = _check(item, f"{path}[{index}]", max_depth, depth + 1) and fast
         return fast

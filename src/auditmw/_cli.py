@@ -1,5 +1,9 @@
 """The ``auditmw`` command line.
 
+    auditmw verify STORE                  prove a store's log intact
+    auditmw verify --jsonl FILE           the same for a JSON Lines export
+    auditmw export STORE --format csv|jsonl [filters] [-o FILE]
+
 Exit codes: 0 success (log intact), 1 the log is damaged, 2 bad arguments or a store
 that cannot be read (a one-line message, never a traceback).
 """
@@ -8,15 +12,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import BinaryIO
 
 import orjson
 
 from ._errors import StoreError
+from ._export import FORMATS, Format, export_chunks
+from ._jsonl import JsonlReport, verify_jsonl
 from ._open import open_store
 from ._progress import Progress
-from ._verify import VerifyReport
+from ._query import FILTER_PARAMS, EventFilter, QueryError, parse_filter
+from ._verify import GAP, VerifyReport
 
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
 
@@ -34,7 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="prove a log intact, or name the first damaged entry",
         description="Verify every hash, link and index column of a store.",
     )
-    verify.add_argument("store", help="a SQLite file path or sqlite:///path")
+    verify.add_argument("store", nargs="?", help="a SQLite file path or sqlite:///path")
+    verify.add_argument(
+        "--jsonl",
+        metavar="FILE",
+        help="verify a JSON Lines export (- for stdin) instead of a store",
+    )
+    verify.add_argument(
+        "--complete",
+        action="store_true",
+        help="with --jsonl: fail (exit 1) unless the file holds the whole log",
+    )
     verify.add_argument("--json", action="store_true", help="print the full report as JSON")
     verify.add_argument(
         "--max-findings",
@@ -43,14 +62,49 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="findings to list (all are counted); default 1000",
     )
+    export = commands.add_parser(
+        "export",
+        help="write the events matching filters as CSV or JSON Lines",
+        description="Export events in chain order (by log, then seq). A JSON Lines export "
+        "of the whole log verifies with `auditmw verify --jsonl FILE`. CSV cells that a "
+        "spreadsheet would run as a formula get a leading '.",
+    )
+    export.add_argument("store", help="a SQLite file path or sqlite:///path")
+    export.add_argument("--format", required=True, choices=FORMATS, help="csv or jsonl")
+    export.add_argument("-o", "--output", metavar="FILE", help="write here, not to stdout")
+    for param in FILTER_PARAMS:
+        export.add_argument(_flag(param), dest=f"filter_{param}", metavar="VALUE")
+    export.epilog = (
+        "Filters (all must match): --action is exact, or a prefix ending in *; --from "
+        "and --to take an ISO 8601 date or date-time (UTC unless a zone is given; a --to "
+        "date includes that day); --search is a case-insensitive substring of action, "
+        "resource, resource id, user email or user id."
+    )
     return parser
 
 
+def _flag(param: str) -> str:
+    return "--" + param.replace("_", "-")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed
+        return int(exc.code or 0)
+    try:
+        if args.command == "verify" and args.jsonl is not None:
+            return _verify_jsonl(args)
         if args.command == "verify":
             return asyncio.run(_verify(args))
+        if args.command == "export":
+            return _export_command(args)
+    except QueryError as exc:
+        print(f"auditmw {args.command}: {_flag(exc.param)}: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # e.g. `auditmw export ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_DAMAGED
     except (StoreError, ValueError, OSError) as exc:
         print(f"auditmw {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -63,9 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _verify(args: argparse.Namespace) -> int:
     if args.max_findings < 0:
         raise ValueError("--max-findings must be zero or more")
+    if args.store is None:
+        raise ValueError("give a STORE, or --jsonl FILE")
+    if args.complete:
+        raise ValueError("--complete goes with --jsonl")
     async with open_store(args.store, create=False) as store:
         progress = Progress("verifying", await store.count())
-        report = await store.verify(progress)
+        report = await store.verify(progress, max_findings=args.max_findings)
         progress.done()
     _print_report(report, as_json=args.json)
     return EXIT_OK if report.ok else EXIT_DAMAGED
@@ -83,3 +141,65 @@ def _print_report(report: VerifyReport, *, as_json: bool) -> None:
         print(f"  ... and {report.total_findings - len(report.findings)} more")
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+
+
+def _verify_jsonl(args: argparse.Namespace) -> int:
+    if args.store is not None:
+        raise ValueError("give a STORE or --jsonl FILE, not both")
+    if args.max_findings < 0:
+        raise ValueError("--max-findings must be zero or more")
+    progress = Progress("verifying", None)
+    if args.jsonl == "-":
+        report = verify_jsonl(sys.stdin.buffer, max_findings=args.max_findings, progress=progress)
+    else:
+        with open(args.jsonl, "rb") as lines:
+            report = verify_jsonl(lines, max_findings=args.max_findings, progress=progress)
+    progress.done()
+    _print_jsonl_report(report, as_json=args.json)
+    if report.damaged or (args.complete and report.subset):
+        return EXIT_DAMAGED
+    return EXIT_OK
+
+
+def _print_jsonl_report(report: JsonlReport, *, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+        return
+    print(report.summary())
+    for problem in report.problems:
+        print(f"  {problem}")
+    if report.total_problems > len(report.problems):
+        print(f"  ... and {report.total_problems - len(report.problems)} more unreadable lines")
+    if report.damaged:  # gaps are expected in a subset: list only the damage
+        for finding in report.findings:
+            if finding.kind != GAP:
+                print(f"  log {finding.log!r} seq {finding.seq}: {finding.kind}: {finding.message}")
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    params = {param: getattr(args, f"filter_{param}") for param in FILTER_PARAMS}
+    filter = parse_filter(params)  # bad input fails before any file is created
+    if args.output is None:
+        return asyncio.run(_export(args.store, filter, args.format, sys.stdout.buffer))
+    try:
+        with open(args.output, "wb") as output:
+            return asyncio.run(_export(args.store, filter, args.format, output))
+    except BaseException:
+        os.unlink(args.output)  # no half-written export left behind
+        raise
+
+
+async def _export(store_path: str, filter: EventFilter, format: Format, output: BinaryIO) -> int:
+    async with open_store(store_path, create=False) as store:
+        total = await store.count() if not filter.to_params() else None
+        progress = Progress("exporting", total)
+        await _write(export_chunks(store.iter_events(filter), format, progress), output)
+        progress.done()
+    return EXIT_OK
+
+
+async def _write(chunks: AsyncIterator[bytes], output: BinaryIO) -> None:
+    async for chunk in chunks:
+        output.write(chunk)
+    output.flush()

@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 import orjson
 
-from ._canonical import canonical_json, canonical_string, check_json
+from ._canonical import MAX_SAFE_INTEGER, canonical_json, check_json
 from ._errors import ValidationError
-from ._ids import uuid7
+from ._ids import uuid7_str
 
 Outcome = Literal["success", "failure", "denied"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
 GENESIS_HASH = "0" * 64
 DEFAULT_LOG = "default"
+MAX_DETAILS_DEPTH = 128
 
 # Every field of an event, in JSON (and JCS key) order. The entry is all but "hash".
 EVENT_FIELDS = (
@@ -43,6 +46,25 @@ EVENT_FIELDS = (
     "hash",
 )
 ENTRY_FIELDS = EVENT_FIELDS[:-1]
+# Columns of a stored row (every store's events table), in ``PreparedEvent.row`` order.
+ROW_FIELDS = (
+    "log",
+    "seq",
+    "id",
+    "timestamp",
+    "user_id",
+    "user_email",
+    "action",
+    "resource",
+    "resource_id",
+    "outcome",
+    "ip_address",
+    "user_agent",
+    "request_id",
+    "prev_hash",
+    "hash",
+    "entry",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +72,9 @@ class Limits:
     """Size limits enforced on every event; an event over a limit is rejected, never cut.
 
     ``max_chars`` applies to action, resource, resource_id, user_id, request_id and log.
+    Lengths count Unicode code points; ``max_details_bytes`` counts the UTF-8 bytes of
+    the canonical (RFC 8785) encoding of ``details``; ``max_details_depth`` is how many
+    keys/indices deep a value may sit below ``details`` (at most ``MAX_DETAILS_DEPTH``).
     """
 
     max_chars: int = 256
@@ -57,6 +82,21 @@ class Limits:
     max_user_agent_chars: int = 1024
     max_details_bytes: int = 64 * 1024
     max_details_depth: int = 32
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_chars",
+            "max_email_chars",
+            "max_user_agent_chars",
+            "max_details_bytes",
+            "max_details_depth",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Limits.{name} must be a positive integer, not {value!r}")
+        if self.max_details_depth > MAX_DETAILS_DEPTH:
+            # orjson and the recursive checks cannot go much deeper than this.
+            raise ValueError(f"Limits.max_details_depth must be at most {MAX_DETAILS_DEPTH}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +144,7 @@ class Event:
     def from_entry(cls, entry: bytes, hash: str) -> Event:
         """Parse stored canonical entry bytes (trusted: written by this library)."""
         data = orjson.loads(entry)
+        data["details"] = _as_doubles(data["details"])
         return cls(**{name: data[name] for name in ENTRY_FIELDS}, hash=hash)
 
 
@@ -134,72 +175,111 @@ class PreparedEvent:
         entry = b"".join((self.head, prev_hash.encode(), self.middle, b"%d" % seq, self.tail))
         return entry, entry_hash(entry)
 
+    def row(self, seq: int, prev_hash: str, hash: str, entry: bytes) -> tuple[Any, ...]:
+        """The stored row of the sealed event, in ``ROW_FIELDS`` order."""
+        sealed = {"seq": seq, "prev_hash": prev_hash, "hash": hash, "entry": entry}
+        return tuple(sealed[name] if name in sealed else self.columns[name] for name in ROW_FIELDS)
+
+    def event(self, seq: int, prev_hash: str, hash: str) -> Event:
+        """The committed ``Event`` of the sealed event."""
+        values = self.columns
+        return Event(
+            **{name: values[name] for name in ENTRY_FIELDS if name not in ("seq", "prev_hash")},
+            seq=seq,
+            prev_hash=prev_hash,
+            hash=hash,
+        )
+
 
 def utc_timestamp(now: datetime | None = None) -> str:
-    """RFC 3339, UTC, always with microseconds and ``Z``."""
-    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339, UTC, always with microseconds and ``Z``; ``now`` must be timezone-aware."""
+    if now is None:
+        return _current_timestamp()
+    if now.utcoffset() is None:
+        raise ValueError("utc_timestamp needs a timezone-aware datetime")
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_second_formatted: tuple[int, str] = (-1, "")
+
+
+def _current_timestamp() -> str:
+    """The current time as ``utc_timestamp`` writes it; formats each second only once."""
+    global _second_formatted
+    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    cached_second, prefix = _second_formatted
+    if second != cached_second:
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_formatted = (second, prefix)
+    return f"{prefix}.{micro:06d}Z"
 
 
 def prepare(event: NewEvent, limits: Limits) -> PreparedEvent:
     """Validate ``event`` and serialize all of it but the chain link."""
-    action = _required_text("action", event.action, limits.max_chars)
-    resource = _required_text("resource", event.resource, limits.max_chars)
-    log = _required_text("log", event.log, limits.max_chars)
     if event.outcome not in OUTCOMES:
         raise ValidationError("outcome", f"must be one of {', '.join(OUTCOMES)}")
+    max_chars = limits.max_chars
     values: dict[str, Any] = {
-        "action": action,
-        "resource": resource,
-        "log": log,
-        "outcome": event.outcome,
-        "resource_id": _optional_text("resource_id", event.resource_id, limits.max_chars),
-        "user_id": _optional_text("user_id", event.user_id, limits.max_chars),
-        "user_email": _optional_text("user_email", event.user_email, limits.max_email_chars),
-        "user_agent": _optional_text("user_agent", event.user_agent, limits.max_user_agent_chars),
-        "request_id": _optional_text("request_id", event.request_id, limits.max_chars),
+        "action": _text("action", event.action, max_chars, required=True),
+        "id": uuid7_str(),
         "ip_address": _ip_address(event.ip_address),
-        "id": str(uuid7()),
-        "timestamp": utc_timestamp(),
+        "log": _text("log", event.log, max_chars, required=True),
+        "outcome": event.outcome,
+        "request_id": _text("request_id", event.request_id, max_chars),
+        "resource": _text("resource", event.resource, max_chars, required=True),
+        "resource_id": _text("resource_id", event.resource_id, max_chars),
+        "timestamp": _current_timestamp(),
+        "user_agent": _text("user_agent", event.user_agent, limits.max_user_agent_chars),
+        "user_email": _text("user_email", event.user_email, limits.max_email_chars),
+        "user_id": _text("user_id", event.user_id, max_chars),
     }
-    details_json = _details(event.details, limits)
+    details_json, fast = _details(event.details, limits)
 
     def part(*names: str) -> bytes:
-        return b",".join(
-            b'"%s":%s' % (name.encode(), details_json if name == "details" else _json(values[name]))
+        """The members ``names`` of the entry object, without braces. orjson keeps
+        insertion order and escapes strings exactly as JCS does; the details are already
+        canonical and go in as they are."""
+        members = {
+            name: orjson.Fragment(details_json) if name == "details" else values[name]
             for name in names
-        )
+        }
+        return orjson.dumps(members)[1:-1]
 
     head = b"{" + part("action", "details", "id", "ip_address", "log", "outcome")
     head += b',"prev_hash":"'
     middle = b'",' + part("request_id", "resource", "resource_id") + b',"seq":'
     tail = b"," + part("timestamp", "user_agent", "user_email", "user_id") + b"}"
-    values["details"] = None if event.details is None else orjson.loads(details_json)
-    return PreparedEvent(log, values["id"], values["timestamp"], head, middle, tail, values)
+    if event.details is None:
+        values["details"] = None
+    else:
+        details = orjson.loads(details_json)
+        # Integers beyond 2**53 can only come back from floats, which take the slow path.
+        values["details"] = details if fast else _as_doubles(details)
+    return PreparedEvent(
+        values["log"], values["id"], values["timestamp"], head, middle, tail, values
+    )
 
 
-def _json(value: str | None) -> bytes:
-    return b"null" if value is None else canonical_string(value)
-
-
-def _required_text(name: str, value: object, max_chars: int) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(name, "is required and must be a non-empty string")
-    return _checked_text(name, value, max_chars)
-
-
-def _optional_text(name: str, value: object, max_chars: int) -> str | None:
-    if value is None:
+def _text(name: str, value: object, max_chars: int, *, required: bool = False) -> str | None:
+    if value is None and not required:
         return None
     if not isinstance(value, str):
+        if required:
+            raise ValidationError(name, "is required and must be a non-empty string")
         raise ValidationError(name, f"must be a string or None, not {type(value).__name__}")
-    return _checked_text(name, value, max_chars)
-
-
-def _checked_text(name: str, value: str, max_chars: int) -> str:
+    if required and not value.strip():
+        raise ValidationError(name, "is required and must be a non-empty string")
     if len(value) > max_chars:
         raise ValidationError(name, f"is {len(value)} characters long; the limit is {max_chars}")
-    check_json(value, name, 0)
+    if not value.isascii():
+        check_json(value, name, 0)  # rejects lone surrogates
     return value
+
+
+# Dotted-quad IPv4 without leading zeros: what ``ipaddress`` accepts, checked cheaply.
+_IPV4 = re.compile(
+    r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+)
 
 
 def _ip_address(value: object) -> str | None:
@@ -207,6 +287,8 @@ def _ip_address(value: object) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > 64:
         raise ValidationError("ip_address", "must be an IPv4 or IPv6 address")
+    if _IPV4.fullmatch(value):
+        return value
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -214,9 +296,30 @@ def _ip_address(value: object) -> str | None:
     return value  # as given: validated, never rewritten
 
 
-def _details(details: object, limits: Limits) -> bytes:
+def _as_doubles(value: Any) -> Any:
+    """``value`` with integers beyond ±(2**53-1) as floats, in place.
+
+    Such integers only come from floats (JCS writes ``1e20`` as ``100000000000000000000``);
+    keeping them floats lets ``Event.details`` be written to JSON and canonicalized again
+    by any RFC 8785 implementation (which rejects integers outside the safe range).
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict | list | int) and not isinstance(item, bool):
+                value[key] = _as_doubles(item)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, dict | list | int) and not isinstance(item, bool):
+                value[index] = _as_doubles(item)
+    elif isinstance(value, int) and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return float(value)
+    return value
+
+
+def _details(details: object, limits: Limits) -> tuple[bytes, bool]:
+    """The canonical JSON of ``details``, and whether the orjson fast path wrote it."""
     if details is None:
-        return b"null"
+        return b"null", True
     if not isinstance(details, dict):
         kind = type(details).__name__
         raise ValidationError("details", f"must be a JSON object (dict), not {kind}")
@@ -227,4 +330,4 @@ def _details(details: object, limits: Limits) -> bytes:
             "details",
             f"encodes to {len(encoded)} bytes; the limit is {limits.max_details_bytes}",
         )
-    return encoded
+    return encoded, fast

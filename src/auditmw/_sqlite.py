@@ -9,21 +9,52 @@ network filesystem.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import itertools
+import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiosqlite
+import orjson
 
 from ._errors import NotAStoreError, StoreError
 from ._event import GENESIS_HASH, Event, Limits, PreparedEvent, entry_hash
+from ._query import (
+    MIN_SEARCH_INDEX_CHARS,
+    TIMESTAMP,
+    EventFilter,
+    Page,
+    QueryError,
+    decode_cursor,
+    encode_cursor,
+)
 from ._store import AuditStore
 from ._verify import INDEX_COLUMNS, ChainRow
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+# Search (EventFilter.search) looks in these columns, through the search index defined in
+# SCHEMA, or by LIKE (ASCII case-insensitive, as the index, which holds lowercased text).
+SEARCH_COLUMNS = ("action", "resource", "resource_id", "user_email", "user_id")
+SEARCH_LIKE = "(" + " OR ".join(f"e.{name} LIKE ? ESCAPE '\\'" for name in SEARCH_COLUMNS) + ")"
+# The FTS5 query for a search term: one phrase, so every character is literal.
+FTS_PHRASE = """'"' || replace(lower(?), '"', '""') || '"'"""
+# Up to this many matches, a search starts from the index (see SQLiteStore._search_index_matches).
+SEARCH_INDEX_MAX_MATCHES = 5000
+# Below this many events the planner's choice of index makes no difference worth an ANALYZE.
+STATISTICS_MIN_EVENTS = 1000
+# An action prefix is expanded to the actions that have it, up to this many.
+MAX_PREFIX_ACTIONS = 1000
+EXACT_COLUMNS = ("user_id", "user_email", "resource", "resource_id", "outcome")
+FACET_COLUMNS = ("action", "resource", "outcome")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS auditmw_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,13 +82,31 @@ CREATE INDEX IF NOT EXISTS auditmw_events_time ON auditmw_events (timestamp);
 CREATE INDEX IF NOT EXISTS auditmw_events_user_id ON auditmw_events (user_id, timestamp);
 CREATE INDEX IF NOT EXISTS auditmw_events_user_email ON auditmw_events (user_email, timestamp);
 CREATE INDEX IF NOT EXISTS auditmw_events_action ON auditmw_events (action, timestamp);
-CREATE INDEX IF NOT EXISTS auditmw_events_resource
-    ON auditmw_events (resource, resource_id, timestamp);
+CREATE INDEX IF NOT EXISTS auditmw_events_resource ON auditmw_events (resource, timestamp);
+CREATE INDEX IF NOT EXISTS auditmw_events_resource_id ON auditmw_events (resource_id, timestamp);
+CREATE INDEX IF NOT EXISTS auditmw_events_outcome ON auditmw_events (outcome, timestamp);
 CREATE TRIGGER IF NOT EXISTS auditmw_events_no_update BEFORE UPDATE ON auditmw_events
 BEGIN SELECT RAISE(ABORT, 'auditmw_events is append-only: UPDATE is not allowed'); END;
 CREATE TRIGGER IF NOT EXISTS auditmw_events_no_delete BEFORE DELETE ON auditmw_events
 BEGIN SELECT RAISE(ABORT, 'auditmw_events is append-only: DELETE is not allowed'); END;
 INSERT OR IGNORE INTO auditmw_meta (key, value) VALUES ('schema_version', '1');
+-- Search (EventFilter.search): an FTS5 trigram index of one text per event, its searchable
+-- fields lowercased and joined by char(31), a character search terms cannot contain.
+-- Contentless (it holds only the index), keyed by the event's rowid, which never changes
+-- as the table is append-only. The trigger keeps it in step; the INSERT after it indexes,
+-- once, the events of a store created before the index existed.
+CREATE VIRTUAL TABLE IF NOT EXISTS auditmw_search USING fts5(
+    text, content='', columnsize=0, tokenize='trigram case_sensitive 1');
+CREATE TRIGGER IF NOT EXISTS auditmw_events_search AFTER INSERT ON auditmw_events BEGIN
+    INSERT INTO auditmw_search (rowid, text) VALUES (new.rowid, lower(coalesce(new.action, '')
+        || char(31) || coalesce(new.resource, '') || char(31) || coalesce(new.resource_id, '')
+        || char(31) || coalesce(new.user_email, '') || char(31) || coalesce(new.user_id, '')));
+END;
+INSERT INTO auditmw_search (rowid, text) SELECT rowid, lower(coalesce(action, '')
+        || char(31) || coalesce(resource, '') || char(31) || coalesce(resource_id, '')
+        || char(31) || coalesce(user_email, '') || char(31) || coalesce(user_id, ''))
+    FROM auditmw_events WHERE NOT EXISTS (SELECT 1 FROM auditmw_meta WHERE key = 'search_index');
+INSERT OR IGNORE INTO auditmw_meta (key, value) VALUES ('search_index', 'trigram-1');
 """
 TRIGGERS = ("auditmw_events_no_update", "auditmw_events_no_delete")
 ROW_COLUMNS = (
@@ -83,10 +132,29 @@ INSERT = (
     f"INSERT INTO auditmw_events ({', '.join(ROW_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 )
+# Appends insert up to this many rows per statement (fewer if SQLite's limit on ? per
+# statement is lower), not one statement per row with executemany(): SQLite ends every
+# statement with a savepoint, at which FTS5 writes what it has buffered out as a new
+# index segment, so a statement per row made the search index cost ~4x the rest of the
+# insert. One statement also releases the GIL once, not once per row.
+ROWS_PER_INSERT = 1024
+HEAD_QUERY = (
+    "SELECT seq, CAST(entry AS BLOB) FROM auditmw_events WHERE log = ? ORDER BY seq DESC LIMIT 1"
+)
+# Settings of the write connection beyond journal_mode and synchronous. A group commit
+# of ~1000 events dirties pages all over the table and its indexes; SQLite's default
+# 2 MiB page cache forgets them between batches and reads them back every time.
+WRITE_PRAGMAS = ("PRAGMA cache_size=-65536",)  # 64 MiB, allocated only as used
+# INSERT OR REPLACE deletes the row it replaces without firing DELETE triggers unless
+# recursive triggers are on: with them on, the append-only trigger stops REPLACE too.
+SAFETY_PRAGMAS = ("PRAGMA recursive_triggers=ON",)
 CHAIN_QUERY = (
-    "SELECT log, CAST(seq AS INTEGER), hash, CAST(entry AS BLOB), "  # noqa: S608
+    "SELECT log, CAST(seq AS INTEGER), hash, coalesce(CAST(entry AS BLOB), x''), "  # noqa: S608
     f"{', '.join(INDEX_COLUMNS)} FROM auditmw_events ORDER BY log, seq"
 )
+
+T = TypeVar("T")
+logger = logging.getLogger("auditmw")
 
 
 class SQLiteStore(AuditStore):
@@ -116,8 +184,14 @@ class SQLiteStore(AuditStore):
         self._create = create
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
-        self._write_conn: aiosqlite.Connection | None = None
+        # Appends go through a plain sqlite3 connection owned by one thread, so a whole
+        # batch (BEGIN ... COMMIT) is one hop to that thread (see _commit_batch).
+        self._write_thread: ThreadPoolExecutor | None = None
+        self._write_conn: sqlite3.Connection | None = None
         self._read_conn: aiosqlite.Connection | None = None
+        self._search_index: bool | None = None  # does the file have one? (see query)
+        self._search_index_max_matches = SEARCH_INDEX_MAX_MATCHES
+        self._statistics_checked = False
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -126,15 +200,10 @@ class SQLiteStore(AuditStore):
         if not self._create and not self.path.is_file():
             raise NotAStoreError(f"{self.path}: no such file")
         try:
-            self._write_conn = await self._open_connection()
-            if self._create:
-                await self._write_conn.execute("PRAGMA journal_mode=WAL")
-                await self._write_conn.execute(f"PRAGMA synchronous={self._synchronous}")
-                # One script, one transaction: two processes creating the store at
-                # once must not interleave (executescript commits what came before).
-                await self._write_conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
-            await self._check_is_store(self._write_conn)
+            self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="auditmw-sqlite-writer")
+            self._write_conn = await self._in_write_thread(self._open_write_connection)
             self._read_conn = await self._open_connection()
+            await self._check_is_store(self._read_conn)
         except sqlite3.Error as exc:
             await self._disconnect()
             if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
@@ -144,11 +213,38 @@ class SQLiteStore(AuditStore):
             await self._disconnect()
             raise
 
-    async def _open_connection(self) -> aiosqlite.Connection:
+    def _uri(self) -> str:
         mode = "rwc" if self._create else "rw"
-        uri = f"file:{quote(str(self.path.absolute()))}?mode={mode}"
+        return f"file:{quote(str(self.path.absolute()))}?mode={mode}"
+
+    def _open_write_connection(self) -> sqlite3.Connection:
+        """Open (and with ``create``, set up) the store; runs in the write thread."""
+        conn = sqlite3.connect(
+            self._uri(), uri=True, isolation_level=None, timeout=self._busy_timeout
+        )
+        try:
+            if self._create:
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            for pragma in WRITE_PRAGMAS + SAFETY_PRAGMAS:
+                conn.execute(pragma)
+            if self._create:
+                _warn_if_triggers_were_dropped(conn, self.path)
+                # One script, one transaction: two processes creating the store at
+                # once must not interleave (executescript commits what came before).
+                conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _in_write_thread(self, function: Callable[[], T]) -> asyncio.Future[T]:
+        assert self._write_thread is not None
+        return asyncio.get_running_loop().run_in_executor(self._write_thread, function)
+
+    async def _open_connection(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(
-            uri,
+            self._uri(),
             uri=True,
             isolation_level=None,
             timeout=self._busy_timeout,
@@ -157,6 +253,8 @@ class SQLiteStore(AuditStore):
         # An attacker may leave bytes that are not UTF-8 in a text column: read them
         # without failing, so the verifier can report the row.
         conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+        # Reads never write: even an injected statement on this connection cannot.
+        await conn.execute("PRAGMA query_only=ON")
         return conn
 
     async def _check_is_store(self, conn: aiosqlite.Connection) -> None:
@@ -169,37 +267,49 @@ class SQLiteStore(AuditStore):
             raise NotAStoreError(f"{self.path}: not an auditmw store (no auditmw tables)")
 
     async def _disconnect(self) -> None:
-        for conn in (self._read_conn, self._write_conn):
-            if conn is not None:
-                await conn.close()
-        self._read_conn = self._write_conn = None
+        read_conn, write_conn, write_thread = self._read_conn, self._write_conn, self._write_thread
+        self._read_conn = self._write_conn = self._write_thread = None
+        try:
+            if read_conn is not None:
+                await read_conn.close()
+        finally:
+            if write_thread is not None:
+                if write_conn is not None:
+                    await asyncio.get_running_loop().run_in_executor(write_thread, write_conn.close)
+                write_thread.shutdown(wait=False)  # idle: the writer has stopped
 
     async def _commit_batch(self, batch: list[PreparedEvent]) -> list[Event]:
+        # The whole transaction is one job for the write thread: one thread hop per
+        # batch instead of one per statement (aiosqlite), and the event loop stays free
+        # while SQLite inserts and fsyncs.
+        return await self._in_write_thread(partial(self._write_batch, batch))
+
+    def _write_batch(self, batch: list[PreparedEvent]) -> list[Event]:
         conn = self._write_conn
         assert conn is not None
         try:
-            await conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                rows, events = await self._chain(conn, batch)
-                await conn.executemany(INSERT, rows)
-                await conn.execute("COMMIT")
+                rows, events = self._chain(conn, batch)
+                _insert_rows(conn, rows)
+                conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise StoreError(f"audit store {self.path}: append failed: {exc}") from exc
         return events
 
-    async def _chain(
-        self, conn: aiosqlite.Connection, batch: list[PreparedEvent]
+    def _chain(
+        self, conn: sqlite3.Connection, batch: list[PreparedEvent]
     ) -> tuple[list[tuple[Any, ...]], list[Event]]:
         heads: dict[str, tuple[int, str]] = {}
         rows: list[tuple[Any, ...]] = []
         events: list[Event] = []
         for prepared in batch:
             if prepared.log not in heads:
-                heads[prepared.log] = await self._head(conn, prepared.log)
+                heads[prepared.log] = self._head(conn, prepared.log)
             last_seq, prev_hash = heads[prepared.log]
             seq = last_seq + 1
             entry, hash_ = prepared.seal(seq, prev_hash)
@@ -248,14 +358,9 @@ class SQLiteStore(AuditStore):
         return rows, events
 
     @staticmethod
-    async def _head(conn: aiosqlite.Connection, log: str) -> tuple[int, str]:
+    def _head(conn: sqlite3.Connection, log: str) -> tuple[int, str]:
         """Last seq and its hash, computed from the stored bytes (not the hash column)."""
-        async with conn.execute(
-            "SELECT seq, CAST(entry AS BLOB) FROM auditmw_events WHERE log = ? "
-            "ORDER BY seq DESC LIMIT 1",
-            (log,),
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = conn.execute(HEAD_QUERY, (log,)).fetchone()
         if row is None:
             return 0, GENESIS_HASH
         return int(row[0]), entry_hash(bytes(row[1]))
@@ -296,3 +401,283 @@ class SQLiteStore(AuditStore):
             for name in TRIGGERS
             if name not in present
         ]
+
+    # --- reading: queries, exports and facets (see auditmw._query) ------------------------
+    # Every statement is built from constant fragments; values are always parameters.
+
+    async def query(
+        self,
+        filter: EventFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        offset: int = 0,
+    ) -> Page:
+        sql, params = await self._query_statement(filter, limit, cursor, offset)
+        await self._refresh_statistics()
+        rows = await self._fetchall(sql, params)
+        events = [_event_of(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor(filter, (last[3], last[2]))  # (timestamp, rowid)
+        return Page(events, next_cursor)
+
+    async def _query_statement(
+        self, filter: EventFilter, limit: int, cursor: str | None, offset: int
+    ) -> tuple[str, list[Any]]:
+        """The SELECT behind ``query`` (one more row than ``limit``: is there a next page?).
+
+        Newest first is ``ORDER BY timestamp DESC, rowid DESC``: every filter column has an
+        index on ``(column, timestamp)``, and SQLite appends the rowid to each index, so
+        filter, order and keyset are one index range scan, without sorting.
+        """
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be at least 1 and offset at least 0")
+        source, conditions, params = await self._selection(filter, newest_first=True)
+        if cursor is not None:
+            timestamp, rowid = _position(filter, cursor)
+            conditions.append("e.timestamp <= ? AND (e.timestamp < ? OR e.rowid < ?)")
+            params += [timestamp, timestamp, rowid]
+        sql = (
+            f"SELECT e.log, e.seq, e.rowid, e.timestamp, CAST(e.entry AS BLOB), e.hash "  # noqa: S608
+            f"FROM {source}{_where(conditions)} "
+            "ORDER BY e.timestamp DESC, e.rowid DESC LIMIT ? OFFSET ?"
+        )
+        return sql, [*params, limit + 1, offset]
+
+    async def iter_events(self, filter: EventFilter) -> AsyncIterator[Event]:
+        """Every matching event in chain order: by log, then seq ascending (oldest first).
+
+        Streamed from one statement in chunks, so memory stays flat however many match;
+        an export of the whole log in this order verifies offline (``_jsonl``).
+        """
+        source, conditions, params = await self._selection(filter, newest_first=False)
+        sql = (
+            "SELECT e.log, e.seq, e.rowid, e.timestamp, CAST(e.entry AS BLOB), e.hash "  # noqa: S608
+            f"FROM {source}{_where(conditions)} ORDER BY e.log, e.seq"
+        )
+        try:
+            async with self._reader().execute(sql, params) as rows:
+                async for row in rows:
+                    yield _event_of(row)
+        except sqlite3.Error as exc:
+            raise StoreError(f"audit store {self.path}: read failed: {exc}") from exc
+
+    async def distinct_values(self, column: str, *, limit: int = 1000) -> list[str]:
+        if column not in FACET_COLUMNS:
+            raise ValueError(f"column must be one of {', '.join(FACET_COLUMNS)}")
+        return await self._distinct(column, "", limit)
+
+    async def _distinct(self, column: str, prefix: str, limit: int) -> list[str]:
+        """Distinct values of an indexed column starting with ``prefix``, in order.
+
+        A loose index scan: each step seeks the next greater value, so the cost grows with
+        the number of distinct values, not of rows.
+        """
+        sql = (
+            f"WITH RECURSIVE v(value) AS ("  # noqa: S608 (column is one of FACET_COLUMNS)
+            f"SELECT (SELECT min({column}) FROM auditmw_events WHERE {column} >= ?1) "
+            f"UNION ALL SELECT (SELECT min({column}) FROM auditmw_events "
+            f"WHERE {column} > v.value) FROM v "
+            "WHERE v.value IS NOT NULL AND substr(v.value, 1, length(?1)) = ?1) "
+            "SELECT value FROM v WHERE value IS NOT NULL AND substr(value, 1, length(?1)) = ?1 "
+            "LIMIT ?2"
+        )
+        rows = await self._fetchall(sql, [prefix, limit])
+        # A value that is not valid UTF-8 (written behind the library's back) is skipped.
+        return [row[0] for row in rows if _is_text(row[0])]
+
+    async def _selection(
+        self, filter: EventFilter, *, newest_first: bool
+    ) -> tuple[str, list[str], list[Any]]:
+        """FROM clause, WHERE conditions and their parameters for ``filter``.
+
+        The events table is always ``e``. A search for a rare term starts from the search
+        index instead: ``CROSS JOIN`` makes SQLite look up those few events by rowid.
+        """
+        source, conditions, params = "auditmw_events AS e", [], []
+        for name in EXACT_COLUMNS:
+            value = getattr(filter, name)
+            if value is not None:
+                conditions.append(f"e.{name} = ?")
+                params.append(value)
+        prefix = filter.action_prefix
+        actions = None
+        if prefix and newest_first:
+            # action IN (the distinct actions with that prefix): for each, SQLite reads
+            # its (action, timestamp) index newest first and stops once a page is full.
+            actions = await self._distinct("action", prefix, MAX_PREFIX_ACTIONS + 1)
+        if actions is not None and len(actions) <= MAX_PREFIX_ACTIONS:
+            conditions.append("e.action IN (SELECT value FROM json_each(?))")
+            params.append(orjson.dumps(actions).decode())
+        elif prefix:  # (exports read in chain order anyway)
+            conditions.append("e.action >= ? AND substr(e.action, 1, ?) = ?")
+            params += [prefix, len(prefix), prefix]
+        elif prefix is None and filter.action is not None:
+            conditions.append("e.action = ?")
+            params.append(filter.action)
+        if filter.since is not None:
+            conditions.append("e.timestamp >= ?")
+            params.append(filter.since)
+        if filter.until is not None:
+            conditions.append("e.timestamp < ?")
+            params.append(filter.until)
+        if filter.search:
+            matches = await self._search_index_matches(filter.search)
+            if matches is not None:
+                source = (
+                    "(SELECT value AS r FROM json_each(?)) AS m "
+                    "CROSS JOIN auditmw_events AS e ON e.rowid = m.r"
+                )
+                params.insert(0, orjson.dumps(matches).decode())
+            else:
+                conditions.append(SEARCH_LIKE)
+                params += ["%" + _like_escape(filter.search) + "%"] * len(SEARCH_COLUMNS)
+        return source, conditions, params
+
+    async def _search_index_matches(self, term: str) -> list[int] | None:
+        """The rowids of the events containing ``term``, from the search index, when it
+        can answer (a term of 3+ characters) and they are few (``SEARCH_INDEX_MAX_MATCHES``).
+
+        Otherwise (None) the query reads events newest first, through the index of the
+        other filters, and tests each with LIKE (ASCII case-insensitive, like the index):
+        for a common term a page fills after a few rows. A rare one would make that read
+        most of the table, so its few matches are looked up by rowid instead.
+        """
+        if len(term) < MIN_SEARCH_INDEX_CHARS or not await self._has_search_index():
+            return None
+        rows = await self._fetchall(
+            "SELECT rowid FROM auditmw_search "  # noqa: S608
+            f"WHERE auditmw_search MATCH {FTS_PHRASE} LIMIT ?",
+            [term, self._search_index_max_matches + 1],
+        )
+        if len(rows) > self._search_index_max_matches:
+            return None
+        return [row[0] for row in rows]
+
+    async def _refresh_statistics(self) -> None:
+        """Give SQLite's planner statistics, once per open store, when they are missing
+        or the log has grown tenfold since.
+
+        With two filters (a user and an action, say) SQLite must guess which index narrows
+        more; without statistics it may walk the wrong one, for thousands of rows. A
+        sampled ANALYZE takes about 0.2 s at a million events. Best effort: a read-only
+        or busy file is left as it is.
+        """
+        if self._statistics_checked or self._write_conn is None:
+            return
+        self._statistics_checked = True
+        try:
+            analyzed = 0  # events when the statistics were taken (the first number of stat)
+            if await self._fetchall("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'", []):
+                rows = await self._fetchall(
+                    "SELECT stat FROM sqlite_stat1 WHERE idx = 'auditmw_events_time'", []
+                )
+                analyzed = int(str(rows[0][0]).split()[0]) if rows else 0
+            rows = await self._fetchall("SELECT max(rowid) FROM auditmw_events", [])
+            events = int(rows[0][0] or 0)  # the table is append-only: rowids count events
+            if events >= STATISTICS_MIN_EVENTS and analyzed * 10 < events:
+                await self._in_write_thread(self._analyze)  # between two group commits
+        except (sqlite3.Error, StoreError) as exc:
+            logger.debug("%s: could not refresh planner statistics: %s", self.path, exc)
+
+    def _analyze(self) -> None:
+        """Sampled ANALYZE of the events table; runs in the write thread."""
+        assert self._write_conn is not None
+        self._write_conn.execute("PRAGMA analysis_limit=1000")
+        self._write_conn.execute("ANALYZE auditmw_events")
+
+    async def _has_search_index(self) -> bool:
+        # A store opened with create=False may predate the index: then search scans.
+        if self._search_index is None:
+            rows = await self._fetchall(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'auditmw_search'",
+                [],
+            )
+            self._search_index = bool(rows)
+        return self._search_index
+
+    async def _fetchall(self, sql: str, params: list[Any]) -> list[sqlite3.Row]:
+        try:
+            async with self._reader().execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreError(f"audit store {self.path}: read failed: {exc}") from exc
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    """An INSERT of ``rows`` rows (built from the constant column names only)."""
+    values = ", ".join(["(" + ", ".join("?" * len(ROW_COLUMNS)) + ")"] * rows)
+    return f"INSERT INTO auditmw_events ({', '.join(ROW_COLUMNS)}) VALUES {values}"  # noqa: S608
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` in few statements (see ROWS_PER_INSERT)."""
+    max_rows = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(ROW_COLUMNS)
+    size = max(1, min(ROWS_PER_INSERT, max_rows))
+    done = 0
+    while done < len(rows):
+        # The rest in halving sizes: only a dozen statement sizes ever exist, each
+        # prepared once and then found in the connection's statement cache.
+        while size > len(rows) - done:
+            size //= 2
+        params = list(itertools.chain.from_iterable(rows[done : done + size]))
+        conn.execute(_insert_sql(size), params)
+        done += size
+
+
+def _warn_if_triggers_were_dropped(conn: sqlite3.Connection, path: Path) -> None:
+    """Opening re-creates missing triggers; say so, as their absence is evidence."""
+    names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
+    if "auditmw_events" in names and any(name not in names for name in TRIGGERS):
+        logger.warning(
+            "%s: append-only triggers were missing and are being re-created; "
+            "run `auditmw verify` on this store",
+            path,
+        )
+
+
+def _like_escape(text: str) -> str:
+    """``text`` as a LIKE pattern matching itself (with ESCAPE '\\')."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _where(conditions: list[str]) -> str:
+    return " WHERE " + " AND ".join(conditions) if conditions else ""
+
+
+def _position(filter: EventFilter, cursor: str) -> tuple[str, int]:
+    """The (timestamp, rowid) keyset position of a cursor made by ``query``."""
+    position = decode_cursor(filter, cursor)
+    if (
+        len(position) != 2
+        or not isinstance(position[0], str)
+        or not TIMESTAMP.match(position[0])
+        or not isinstance(position[1], int)
+        or not 0 <= position[1] < 2**63
+    ):
+        raise QueryError("cursor", "is not a cursor returned by this API", "invalid_cursor")
+    return position[0], position[1]
+
+
+def _event_of(row: sqlite3.Row) -> Event:
+    """The event of a (log, seq, rowid, timestamp, entry, hash) row."""
+    try:
+        return Event.from_entry(bytes(row[4]), row[5])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreError(
+            f"the stored entry of log {row[0]!r} seq {row[1]} cannot be read ({exc}); "
+            "run `auditmw verify`"
+        ) from exc
+
+
+def _is_text(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

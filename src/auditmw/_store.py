@@ -9,6 +9,7 @@ from typing import Self
 
 from ._errors import StoreClosedError
 from ._event import Event, Limits, NewEvent, PreparedEvent, prepare
+from ._query import EventFilter, Page
 from ._verify import ChainRow, VerifyReport, verify_rows
 from ._writer import GroupCommitWriter
 
@@ -64,10 +65,15 @@ class AuditStore(ABC):
             raise StoreClosedError("the audit store is not open")
         return await self._writer.submit(prepared)
 
-    async def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
-        """Check the whole log (see ``auditmw._verify``); O(n) time, flat memory."""
+    async def verify(
+        self, progress: Callable[[int], None] | None = None, *, max_findings: int = 1000
+    ) -> VerifyReport:
+        """Check the whole log (see ``auditmw._verify``); O(n) time, flat memory.
+
+        All findings are counted; the first ``max_findings`` are listed in the report.
+        """
         self._require_open()
-        report = await verify_rows(self.iter_chain_rows(), progress)
+        report = await verify_rows(self.iter_chain_rows(), progress, max_findings)
         report.warnings.extend(await self.schema_warnings())
         return report
 
@@ -90,6 +96,39 @@ class AuditStore(ABC):
     @abstractmethod
     async def schema_warnings(self) -> list[str]:
         """Protections found missing (e.g. append-only triggers dropped)."""
+
+    # Reading, for the admin app and exports (filters and cursors: auditmw._query).
+
+    @abstractmethod
+    async def query(
+        self,
+        filter: EventFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        offset: int = 0,
+    ) -> Page:
+        """One page of the events matching ``filter``, newest first.
+
+        Newest first means by timestamp, ties broken by insertion order. Pages are
+        keyset-paginated: pass a page's ``next_cursor`` to get the next page, at the same
+        cost however deep it is. A cursor made for other filters (or not by this store)
+        raises ``QueryError`` with param ``cursor``. ``offset`` skips that many matches
+        first, for page-number clients; it costs O(offset).
+        """
+
+    @abstractmethod
+    def iter_events(self, filter: EventFilter) -> AsyncIterator[Event]:
+        """Every event matching ``filter`` in chain order: by log, then seq ascending.
+
+        Streamed with flat memory, for exports. Chain order is what lets an export of the
+        whole log be verified offline (``auditmw verify --jsonl``).
+        """
+
+    @abstractmethod
+    async def distinct_values(self, column: str, *, limit: int = 1000) -> list[str]:
+        """The distinct values of ``action``, ``resource`` or ``outcome`` in the log,
+        sorted, at most ``limit`` of them (for the dashboard's choices)."""
 
     @abstractmethod
     async def _connect(self) -> None: ...

@@ -1,24 +1,35 @@
 """Chain verification: prove a log intact, or name the first broken entry.
 
 The verifier trusts nothing but the stored entry bytes. It reads every row of a log
-in stored seq order (one row of look-ahead, so memory stays flat), hashes the bytes,
-parses them, and checks:
+in stored seq order (one row of look-ahead and a bounded window of recent hashes, so
+memory stays flat), hashes the bytes, parses them, and checks:
 
 - each row's hash and index columns against its own entry (``modified``,
-  ``column_mismatch``, ``malformed``);
-- positions: seq starts at 1 and counts up by one (``gap``, ``duplicate``,
-  ``reordered``);
-- links: each entry's ``prev_hash`` is the hash of the entry before it (``broken_link``).
+  ``column_mismatch``, ``malformed``). A row whose hash column alone was changed is told
+  apart from a modified entry by the next entry, whose ``prev_hash`` vouches for the
+  entry as stored; the last row has no such witness and is reported as ``modified``;
+- positions: the seq columns count 1, 2, 3... and each row holds the entry of its own
+  seq (``gap``, ``duplicate``, ``reordered``);
+- links: each entry's ``prev_hash`` is the hash of the entry of the seq before it
+  (``broken_link``), matched by the seq the entries carry, so that links between
+  reordered rows are checked too. A broken link between k and k+1 cannot say which of
+  the two was rewritten; the finding is reported at k+1 and names k.
 
-Each finding names the log, the seq and the kind of damage. Truncating the newest
-entries leaves a valid shorter chain; only checkpoints kept elsewhere can prove that.
+A modified or malformed entry is not trusted for anything else: its seq and prev_hash
+are ignored, and the next entry is expected to link to its hash column (the hash it had);
+after a malformed entry, a link to the hash of its bytes as stored is accepted too (an
+application restarted on a damaged file chains on from the bytes it finds).
+
+Each finding names the log, the seq and the kind of damage; findings are ordered by
+log, then seq. Truncating the newest entries, or rewriting the newest entry with its
+hash, leaves a valid shorter chain; only checkpoints kept elsewhere can prove that.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
@@ -48,6 +59,12 @@ DUPLICATE = "duplicate"
 REORDERED = "reordered"
 BROKEN_LINK = "broken_link"
 
+_T = TypeVar("_T")
+_ENTRY_KEYS = frozenset(ENTRY_FIELDS)
+
+# How many recent entries the verifier remembers to check links across reordered rows.
+LINK_WINDOW = 4096
+
 
 class ChainRow(NamedTuple):
     """One stored row, as the verifier reads it."""
@@ -67,7 +84,12 @@ class Finding:
     message: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"log": self.log, "seq": self.seq, "kind": self.kind, "message": self.message}
+        return {
+            "log": _printable(self.log),
+            "seq": self.seq,
+            "kind": self.kind,
+            "message": _printable(self.message),
+        }
 
 
 @dataclass(slots=True)
@@ -77,7 +99,11 @@ class LogSummary:
     head_hash: str = GENESIS_HASH
 
     def to_dict(self) -> dict[str, Any]:
-        return {"entries": self.entries, "last_seq": self.last_seq, "head_hash": self.head_hash}
+        return {
+            "entries": self.entries,
+            "last_seq": self.last_seq,
+            "head_hash": _printable(self.head_hash),
+        }
 
 
 @dataclass(slots=True)
@@ -105,7 +131,7 @@ class VerifyReport:
         return {
             "ok": self.ok,
             "entries": self.entries,
-            "logs": {name: summary.to_dict() for name, summary in self.logs.items()},
+            "logs": {_printable(name): summary.to_dict() for name, summary in self.logs.items()},
             "findings": [finding.to_dict() for finding in self.findings],
             "total_findings": self.total_findings,
             "warnings": self.warnings,
@@ -119,6 +145,8 @@ class VerifyReport:
                 for name, s in self.logs.items()
             )
             return f"OK: {self.entries} entries intact" + (f" ({heads})" if heads else "")
+        if not self.findings:
+            return f"DAMAGED: {self.total_findings} finding(s)"
         first = self.findings[0]
         return (
             f"DAMAGED: {self.total_findings} finding(s); first: log {first.log!r} "
@@ -126,31 +154,43 @@ class VerifyReport:
         )
 
 
-class _Seen(NamedTuple):
-    """What the verifier remembers of a row already checked."""
+class _Waiter(NamedTuple):
+    """An entry read before its predecessor (rows out of order): its link is checked later."""
 
-    entry_seq: int
-    linked_hash: str  # the hash the next entry should carry as prev_hash
-    clean: bool
+    row_seq: int  # where the entry is stored, where a broken link is reported
+    seq: int
+    prev_hash: str
 
 
 class ChainVerifier:
-    """Feed rows in (log, seq) order, then call ``finish()``."""
+    """Feed rows in (log, seq) order, then call ``finish()``.
 
-    def __init__(self, max_findings: int = 1000) -> None:
+    Links are checked by the seq the entries themselves carry, through a window of at
+    least the last ``window`` entries read: a link between reordered rows is still
+    checked, whichever of the two is read first. Memory stays bounded by the window.
+    """
+
+    def __init__(self, max_findings: int = 1000, window: int = LINK_WINDOW) -> None:
         self.report = VerifyReport()
         self._max_findings = max_findings
+        self._window = max(window, 1)
         self._pending: ChainRow | None = None
-        self._previous: _Seen | None = None
-        self._last_clean: _Seen | None = None
-        self._previous_column_seq = 0
+        self._start_log()
+
+    def _start_log(self) -> None:
+        # entry seq -> the hash(es) the next entry may carry as prev_hash (several when
+        # more than one row claims the same seq)
+        self._linked: dict[int, list[str]] = {}
+        self._waiting: dict[int, list[_Waiter]] = {}  # keyed by the seq they wait for
+        self._last_row_seq: int | None = None  # highest seq column read so far in this log
 
     def feed(self, row: ChainRow) -> None:
+        row = _sane(row)
         if self._pending is not None:
-            self._check(self._pending, row if row.log == self._pending.log else None)
-            if row.log != self._pending.log:
-                self._previous = self._last_clean = None
-                self._previous_column_seq = 0
+            same_log = row.log == self._pending.log
+            self._check(self._pending, row if same_log else None)
+            if not same_log:
+                self._start_log()
         self._pending = row
 
     def finish(self) -> VerifyReport:
@@ -160,100 +200,169 @@ class ChainVerifier:
         return self.report
 
     def _add(self, log: str, seq: int, kind: str, message: str) -> None:
+        """Record a finding, keeping the list ordered by seq within each log."""
         self.report.total_findings += 1
-        if len(self.report.findings) < self._max_findings:
-            self.report.findings.append(Finding(log, seq, kind, message))
+        findings = self.report.findings
+        at = len(findings)
+        while at > 0 and findings[at - 1].log == log and findings[at - 1].seq > seq:
+            at -= 1  # a link checked late (rows out of order) belongs before later findings
+        if at >= self._max_findings:
+            return
+        findings.insert(at, Finding(log, seq, kind, message))
+        if len(findings) > self._max_findings:
+            findings.pop()
 
     def _check(self, row: ChainRow, successor: ChainRow | None) -> None:
         summary = self.report.logs.setdefault(row.log, LogSummary())
         summary.entries += 1
         summary.last_seq = row.seq
         summary.head_hash = row.hash
-        before = self.report.total_findings
         computed = entry_hash(row.entry)
         entry = _parse(row.entry)
-        linked_hash = computed
+        linked = [computed]  # what the next entry may carry as prev_hash
+        wrong: list[str] = []  # columns that disagree with a trusted entry
 
         if entry is None:
             self._add(row.log, row.seq, MALFORMED, "stored entry is not a valid auditmw entry")
-            linked_hash = row.hash
+            # The hash it had, or (after a restart) the hash of the bytes the store found.
+            linked = [row.hash, computed]
         elif computed != row.hash:
-            next_entry = _parse(successor.entry) if successor is not None else None
-            if next_entry is not None and next_entry["prev_hash"] == computed:
-                self._add(
-                    row.log,
-                    row.seq,
-                    COLUMN_MISMATCH,
-                    "stored hash column differs from the entry's hash; the entry is intact",
-                )
+            if successor is not None and _prev_hash(successor) == computed:
+                wrong.append("hash")  # the next entry vouches for the entry as stored
             else:
                 self._add(
                     row.log, row.seq, MODIFIED, "entry bytes do not match their recorded hash"
                 )
-                linked_hash = row.hash
-        else:
-            wrong = [
+                entry = None  # its content is not to be trusted for anything else
+                linked = [row.hash]
+
+        if entry is not None:
+            if entry["log"] != row.log:
+                wrong.append("log")
+            wrong.extend(
                 name
                 for name, value in zip(INDEX_COLUMNS, row.columns, strict=True)
                 if entry[name] != value
-            ]
-            if entry["log"] != row.log:
-                wrong.insert(0, "log")
+            )
             if wrong:
+                message = f"column(s) {', '.join(wrong)} differ from the entry"
+                if wrong[0] == "hash":
+                    message += " (the next entry links to the entry as stored)"
+                self._add(row.log, row.seq, COLUMN_MISMATCH, message)
+
+        self._check_position(row)
+        seq = row.seq
+        if entry is not None:
+            seq = entry["seq"]
+            if seq != row.seq:
                 self._add(
                     row.log,
                     row.seq,
-                    COLUMN_MISMATCH,
-                    f"index column(s) {', '.join(wrong)} differ from the entry",
+                    REORDERED,
+                    f"the row at seq {row.seq} holds the entry of seq {seq}",
                 )
+            self._check_link(row, seq, entry["prev_hash"])
+        self._remember(row, seq, linked)
 
-        self._check_position(row, entry)
-        entry_seq = entry["seq"] if entry is not None else row.seq
-        if entry is not None:
-            self._check_link(row, entry)
-        seen = _Seen(entry_seq, linked_hash, self.report.total_findings == before)
-        self._previous = seen
-        if seen.clean:
-            self._last_clean = seen
-        self._previous_column_seq = row.seq
-
-    def _check_position(self, row: ChainRow, entry: dict[str, Any] | None) -> None:
-        expected = self._previous_column_seq + 1
-        if self._previous is not None and row.seq == self._previous_column_seq:
+    def _check_position(self, row: ChainRow) -> None:
+        """The seq columns must count 1, 2, 3... (one row each)."""
+        last = self._last_row_seq
+        if row.seq < 1:
+            self._add(row.log, row.seq, MALFORMED, f"seq column {row.seq} is not a position")
+            return
+        expected = 1 if last is None else last + 1
+        if last is not None and row.seq == last:
             self._add(row.log, row.seq, DUPLICATE, f"more than one row holds seq {row.seq}")
         elif row.seq > expected:
             missing = f"{expected}" if row.seq == expected + 1 else f"{expected}..{row.seq - 1}"
             self._add(row.log, expected, GAP, f"seq {missing} missing (entries deleted)")
         elif row.seq < expected:
-            self._add(row.log, row.seq, REORDERED, f"seq {row.seq} stored after seq {expected - 1}")
-        if entry is not None and entry["seq"] != row.seq:
-            self._add(
-                row.log,
-                row.seq,
-                REORDERED,
-                f"the row at seq {row.seq} holds the entry of seq {entry['seq']}",
-            )
+            self._add(row.log, row.seq, REORDERED, f"seq {row.seq} stored after seq {last}")
+        self._last_row_seq = row.seq if last is None else max(last, row.seq)
 
-    def _check_link(self, row: ChainRow, entry: dict[str, Any]) -> None:
-        seq = entry["seq"]
+    def _check_link(self, row: ChainRow, seq: int, prev_hash: str) -> None:
+        """Entry ``seq`` must carry the hash of entry ``seq - 1`` as its prev_hash."""
         if seq == 1:
-            candidates = [GENESIS_HASH]
-        else:
-            candidates = [
-                seen.linked_hash
-                for seen in (self._previous, self._last_clean)
-                if seen is not None and seen.entry_seq == seq - 1
-            ]
-            if not candidates:
-                return  # the predecessor is missing or displaced: already reported
-        if entry["prev_hash"] not in candidates:
-            self._add(
-                row.log,
-                seq,
-                BROKEN_LINK,
-                f"prev_hash does not match the hash of seq {seq - 1}: seq {seq - 1} was "
-                f"rewritten (with its hash), or seq {seq} was forged",
-            )
+            if prev_hash != GENESIS_HASH:
+                self._add(
+                    row.log,
+                    row.seq,
+                    BROKEN_LINK,
+                    "prev_hash of seq 1 is not the genesis hash (64 zeros): seq 1 was forged",
+                )
+            return
+        candidates = self._linked.get(seq - 1)
+        if candidates is None:
+            # Not read yet (rows out of order), or missing (already reported as a gap).
+            self._waiting.setdefault(seq - 1, []).append(_Waiter(row.seq, seq, prev_hash))
+            if len(self._waiting) > 2 * self._window:
+                self._waiting = _newest(self._waiting, self._window)
+        elif prev_hash not in candidates:
+            self._broken_link(row.log, row.seq, seq)
+
+    def _remember(self, row: ChainRow, seq: int, linked: list[str]) -> None:
+        self._linked.setdefault(seq, []).extend(linked)
+        if len(self._linked) > 2 * self._window:
+            self._linked = _newest(self._linked, self._window)
+        for waiter in self._waiting.pop(seq, ()):
+            if waiter.prev_hash not in self._linked[seq]:
+                self._broken_link(row.log, waiter.row_seq, waiter.seq)
+
+    def _broken_link(self, log: str, row_seq: int, seq: int) -> None:
+        self._add(
+            log,
+            row_seq,
+            BROKEN_LINK,
+            f"prev_hash does not match the hash of seq {seq - 1}: seq {seq - 1} was "
+            f"rewritten (with its hash), or seq {seq} was forged",
+        )
+
+
+def _newest(items: dict[int, _T], keep: int) -> dict[int, _T]:
+    """The ``keep`` items inserted last (pruning in bulk keeps each row O(1) amortized)."""
+    return dict(list(items.items())[-keep:])
+
+
+def _sane(row: ChainRow) -> ChainRow:
+    """The row with values of the declared types.
+
+    An attacker may rebuild the table without its NOT NULL constraints or column types:
+    a NULL or a blob where text is expected is damage to report, never a crash.
+    """
+    if (
+        isinstance(row.log, str)
+        and type(row.seq) is int
+        and isinstance(row.hash, str)
+        and isinstance(row.entry, bytes)
+    ):
+        return row
+    return row._replace(
+        log=_as_text(row.log),
+        seq=row.seq if type(row.seq) is int else 0,
+        hash=_as_text(row.hash),
+        entry=row.entry if isinstance(row.entry, bytes) else b"",
+    )
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return "" if value is None else str(value)
+
+
+def _printable(text: str) -> str:
+    """Text that encodes as UTF-8: undecodable bytes (kept as surrogates) become \\xNN."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that does not stand for a byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _prev_hash(row: ChainRow) -> str | None:
+    entry = _parse(row.entry)
+    return None if entry is None else str(entry["prev_hash"])
 
 
 def _parse(entry: bytes) -> dict[str, Any] | None:
@@ -264,8 +373,7 @@ def _parse(entry: bytes) -> dict[str, Any] | None:
         return None
     if (
         not isinstance(data, dict)
-        or len(data) != len(ENTRY_FIELDS)
-        or not all(name in data for name in ENTRY_FIELDS)
+        or data.keys() != _ENTRY_KEYS
         or type(data["seq"]) is not int
         or not isinstance(data["prev_hash"], str)
         or not isinstance(data["log"], str)

@@ -1,0 +1,613 @@
+"""The admin app: one mountable ASGI app to read, search, export and verify the log.
+
+    admin = AdminApp(store, authorize=is_admin)
+    app = Starlette(routes=[Mount("/admin/audit", app=admin)], middleware=[...])
+
+Access is denied unless ``authorize(request)`` grants it. It runs first for every HTTP
+request — the dashboard, its static files, the API, the exports, even unknown paths —
+and answers (sync or async):
+
+- an ``AdminUser``: allowed; it is recorded as the actor of each export;
+- ``None``: nobody is signed in → 401;
+- ``False``: signed in, but not allowed → 403;
+- or raises Starlette's ``HTTPException``: that status and detail.
+
+Anything else is a programming error (``TypeError``): access is never granted by
+accident. ``request.scope.get("user")`` holds what the host's authentication middleware
+found (``request.user`` raises when there is none).
+
+Every export records an ``export.requested`` event (format and filters, actor = the
+admin), committed before the first byte of the export is sent; if it cannot be
+recorded, nothing is exported. Errors are JSON: ``{"error": {"code", "message"}}``
+(plus ``param`` for a bad parameter), never an HTML page. The store's lifetime belongs
+to the host app (open it in its lifespan): a mounted app gets no lifespan events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import ipaddress
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import orjson
+from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Message, Receive, Scope, Send
+
+from ._errors import StoreClosedError, StoreError, ValidationError
+from ._event import OUTCOMES, NewEvent
+from ._export import MEDIA_TYPES, Format, export_chunks, export_filename
+from ._query import (
+    DEFAULT_LIMIT,
+    FILTER_PARAMS,
+    MAX_CURSOR_CHARS,
+    MAX_LIMIT,
+    MAX_PAGE,
+    MAX_PARAM_CHARS,
+    PAGE_PARAMS,
+    QueryError,
+    check_params,
+    parse_filter,
+    parse_limit,
+    parse_page,
+)
+from ._store import AuditStore
+from ._verify import VerifyReport
+
+DASHBOARD_DIR = Path(__file__).with_name("_dashboard")
+ADMIN_KEY = "auditmw.admin"  # the scope key holding the AdminUser of a granted request
+EXPORT_ACTION = "export.requested"
+MAX_EVENT_ID_CHARS = 256
+# Sent with every response: audit data must not be cached, sniffed or framed.
+SECURITY_HEADERS = (
+    ("cache-control", "no-store"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "same-origin"),
+)
+# The dashboard runs only its own files: nothing inline, nothing from elsewhere.
+DASHBOARD_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminUser:
+    """The person using the admin app, as ``authorize`` identified them."""
+
+    user_id: str | None = None
+    user_email: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("user_id", "user_email"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"AdminUser.{name} must be a string or None")
+        if not (self.user_id or self.user_email):
+            raise ValueError("AdminUser needs a user_id or a user_email")
+
+
+AuthorizeResult: TypeAlias = AdminUser | Literal[False] | None
+Authorize: TypeAlias = Callable[[Request], AuthorizeResult | Awaitable[AuthorizeResult]]
+
+
+class AdminApp:
+    """The admin app for ``store``, granting access through ``authorize`` (see module)."""
+
+    def __init__(self, store: AuditStore, *, authorize: Authorize) -> None:
+        if not callable(authorize):
+            raise TypeError("authorize must be a callable: (request) -> AdminUser | None | False")
+        self.store = store
+        self._authorize = authorize
+        self._verifying: asyncio.Future[VerifyReport] | None = None
+        self._app = Starlette(
+            routes=[
+                Route("/", self._dashboard, methods=["GET"]),
+                Route("/events", self._events, methods=["GET"]),
+                Route("/events/{event_id}", self._event, methods=["GET"]),
+                Route("/facets", self._facets, methods=["GET"]),
+                Route("/export.csv", self._export_csv, methods=["GET"]),
+                Route("/export.jsonl", self._export_jsonl, methods=["GET"]),
+                Route("/verify", self._verify, methods=["GET"]),
+                Route("/openapi.json", self._openapi, methods=["GET"]),
+                Mount("/static", StaticFiles(directory=DASHBOARD_DIR, check_dir=False)),
+            ],
+            exception_handlers={
+                HTTPException: _http_error,
+                QueryError: _query_error,
+                StoreError: _store_error,
+            },
+        )
+        # Trailing slashes are handled in __call__, the same way under every framework.
+        self._app.router.redirect_slashes = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)  # lifespan: nothing to do
+            return
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS:
+                    headers.setdefault(name, value)
+            await send(message)
+
+        denied = await self._check_access(scope, receive)
+        if denied is not None:
+            await denied(scope, receive, send_secured)
+            return
+        redirect = _to_trailing_slash(scope)
+        if redirect is not None:
+            await redirect(scope, receive, send_secured)
+            return
+        await self._app(_without_trailing_slash(scope), receive, send_secured)
+
+    async def _check_access(self, scope: Scope, receive: Receive) -> Response | None:
+        """None when ``authorize`` grants access (and the AdminUser is in the scope)."""
+        try:
+            result = self._authorize(Request(scope, receive))
+            if inspect.isawaitable(result):
+                result = await result
+        except HTTPException as exc:
+            return _http_error_response(exc)
+        if isinstance(result, AdminUser):
+            scope[ADMIN_KEY] = result
+            return None
+        if result is None:
+            return error_response(401, "unauthenticated", "sign in to use the audit log")
+        if result is False:
+            return error_response(403, "forbidden", "you may not use the audit log")
+        raise TypeError(
+            f"authorize() returned {result!r}: return an AdminUser to allow, None when "
+            "nobody is signed in (401), False for someone not allowed (403)"
+        )
+
+    # --- routes ---------------------------------------------------------------------------
+
+    async def _dashboard(self, request: Request) -> Response:
+        index = DASHBOARD_DIR / "index.html"
+        if not index.is_file():
+            return error_response(404, "not_found", "the dashboard is not installed")
+        return FileResponse(index, headers={"content-security-policy": DASHBOARD_CSP})
+
+    async def _events(self, request: Request) -> Response:
+        params = check_params(request.query_params.multi_items(), [*FILTER_PARAMS, *PAGE_PARAMS])
+        filter = parse_filter(params)
+        limit = parse_limit(params.get("limit"))
+        page = parse_page(params.get("page"))
+        cursor = params.get("cursor")
+        if page is not None and cursor is not None:
+            raise QueryError("page", "cannot be combined with cursor; use one or the other")
+        offset = (page - 1) * limit if page is not None else 0
+        result = await self.store.query(filter, limit=limit, cursor=cursor, offset=offset)
+        body: dict[str, Any] = {
+            "events": [event.to_dict() for event in result.events],
+            "next_cursor": result.next_cursor,
+            "limit": limit,
+        }
+        if page is not None:
+            body["page"] = page
+        return json_response(body)
+
+    async def _event(self, request: Request) -> Response:
+        check_params(request.query_params.multi_items(), ())
+        event_id: str = request.path_params["event_id"]
+        event = None
+        if len(event_id) <= MAX_EVENT_ID_CHARS:
+            event = await self.store.get(event_id)
+        if event is None:
+            return error_response(404, "not_found", "no event has this id")
+        return json_response(event.to_dict())
+
+    async def _facets(self, request: Request) -> Response:
+        check_params(request.query_params.multi_items(), ())
+        return json_response(
+            {
+                "actions": await self.store.distinct_values("action"),
+                "resources": await self.store.distinct_values("resource"),
+                "outcomes": await self.store.distinct_values("outcome"),
+            }
+        )
+
+    async def _verify(self, request: Request) -> Response:
+        check_params(request.query_params.multi_items(), ())
+        # Requests that arrive while a verification runs share it (it reads every event).
+        if self._verifying is None or self._verifying.done():
+            self._verifying = asyncio.ensure_future(self.store.verify())
+        report = await asyncio.shield(self._verifying)
+        return json_response(report.to_dict())
+
+    async def _openapi(self, request: Request) -> Response:
+        return json_response(openapi_document())
+
+    async def _export_csv(self, request: Request) -> Response:
+        return await self._export(request, "csv")
+
+    async def _export_jsonl(self, request: Request) -> Response:
+        return await self._export(request, "jsonl")
+
+    async def _export(self, request: Request, format: Format) -> Response:
+        params = check_params(request.query_params.multi_items(), FILTER_PARAMS)
+        filter = parse_filter(params)
+        headers = {"content-disposition": f'attachment; filename="{export_filename(format)}"'}
+        if request.method == "HEAD":  # no export happens: nothing to record
+            return Response(media_type=MEDIA_TYPES[format], headers=headers)
+        admin: AdminUser = request.scope[ADMIN_KEY]
+        limits = self.store.limits
+        record = NewEvent(
+            action=EXPORT_ACTION,
+            resource="audit_log",
+            details={"format": format, "filters": filter.to_params()},
+            user_id=admin.user_id,
+            user_email=admin.user_email,
+            ip_address=_client_ip(request),
+            user_agent=_header(request, "user-agent", limits.max_user_agent_chars),
+            request_id=_header(request, "x-request-id", limits.max_chars),
+        )
+        try:
+            await self.store.append(record)  # returns once the event is committed
+        except StoreClosedError:
+            raise
+        except (StoreError, ValidationError) as exc:
+            return error_response(
+                500,
+                "export_not_recorded",
+                f"nothing was exported: it could not be recorded ({exc})",
+            )
+        return StreamingResponse(
+            export_chunks(self.store.iter_events(filter), format),
+            media_type=MEDIA_TYPES[format],
+            headers=headers,
+        )
+
+
+# --- responses -------------------------------------------------------------------------------
+
+
+def json_response(body: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code, media_type="application/json")
+
+
+def error_response(
+    status_code: int,
+    code: str,
+    message: str,
+    *,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    error: dict[str, str] = {"code": code, "message": message}
+    if param is not None:
+        error["param"] = param
+    response = json_response({"error": error}, status_code)
+    response.headers.update(headers or {})
+    return response
+
+
+_HTTP_CODES = {
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+}
+
+
+def _http_error_response(exc: HTTPException) -> Response:
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, exc.detail, headers=dict(exc.headers or {}))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _http_error_response(exc)
+
+
+async def _query_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, QueryError)
+    return error_response(400, exc.code, str(exc), param=exc.param)
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, StoreClosedError):
+        return error_response(503, "store_unavailable", "the audit store is not open")
+    return error_response(500, "store_error", str(exc))
+
+
+# --- paths: mounted the same way in every framework ---------------------------------------
+
+
+def _route_path(scope: Scope) -> str:
+    """The request path below the mount point (Starlette: path minus root_path)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _to_trailing_slash(scope: Scope) -> Response | None:
+    """A redirect from the mount point without its slash (``/admin/audit``) to it with one:
+    the dashboard's relative URLs (``static/...``, ``events``) need it. Relative, so it
+    holds behind proxies that strip a prefix."""
+    if scope["method"] not in ("GET", "HEAD") or _route_path(scope) not in ("", "/"):
+        return None
+    raw: bytes = scope.get("raw_path") or (scope.get("root_path", "") + scope["path"]).encode()
+    if raw.endswith(b"/"):
+        return None
+    location = raw.rsplit(b"/", 1)[-1].decode("latin-1") + "/"
+    if scope.get("query_string"):
+        location += "?" + scope["query_string"].decode("latin-1")
+    return RedirectResponse(location, 307)
+
+
+def _without_trailing_slash(scope: Scope) -> Scope:
+    """``scope`` with ``/events/`` as ``/events`` (Litestar's mounts add the slash)."""
+    route = _route_path(scope)
+    if len(route) > 1 and route.endswith("/"):
+        return {**scope, "path": scope["path"].rstrip("/") or "/"}
+    return scope
+
+
+def _client_ip(request: Request) -> str | None:
+    """The peer's address as the server saw it (behind a proxy: run the server with
+    its trusted-proxy setting, e.g. uvicorn --forwarded-allow-ips)."""
+    host = request.client.host if request.client else None
+    try:
+        return str(ipaddress.ip_address(host)) if host else None
+    except ValueError:
+        return None
+
+
+def _header(request: Request, name: str, max_chars: int) -> str | None:
+    value = request.headers.get(name)
+    return value[:max_chars] if value else None
+
+
+# --- OpenAPI ---------------------------------------------------------------------------------
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the admin app (paths relative to its mount point)."""
+    text = {"type": "string", "maxLength": MAX_PARAM_CHARS}
+    nullable_text = {"type": ["string", "null"]}
+
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        # An empty value means "not set" (as an HTML form sends unfilled fields).
+        return {
+            "name": name,
+            "in": "query",
+            "schema": schema,
+            "allowEmptyValue": True,
+            "description": description,
+        }
+
+    filters = [
+        query("user_id", text, "Exact user id."),
+        query("user_email", text, "Exact user email."),
+        query("action", text, "Exact action, or a prefix ending in `*` (`project.*`)."),
+        query("resource", text, "Exact resource type."),
+        query("resource_id", text, "Exact resource id."),
+        query("outcome", {"type": "string", "enum": list(OUTCOMES)}, "Exact outcome."),
+        query(
+            "from",
+            {"anyOf": [{"type": "string", "format": "date"}, _date_time()]},
+            "Events at or after this ISO 8601 date (UTC day) or date-time (UTC if no zone).",
+        ),
+        query(
+            "to",
+            {"anyOf": [{"type": "string", "format": "date"}, _date_time()]},
+            "Events before this date-time; a date includes that whole (UTC) day.",
+        ),
+        query(
+            "search",
+            text,
+            "Case-insensitive (ASCII) substring of action, resource, resource_id, "
+            "user_email or user_id; every character is literal.",
+        ),
+    ]
+    paging = [
+        query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+            "Events per page.",
+        ),
+        query(
+            "cursor",
+            {"type": "string", "maxLength": MAX_CURSOR_CHARS},
+            "`next_cursor` of the previous page (same filters).",
+        ),
+        query(
+            "page",
+            {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+            "Page number, for simple clients (slower deep down than `cursor`).",
+        ),
+    ]
+    event = {
+        "type": "object",
+        "required": [*_EVENT_TYPES],
+        "properties": {
+            name: {"type": kind if name not in _NULLABLE else [kind, "null"]}
+            for name, kind in _EVENT_TYPES.items()
+        },
+    }
+    refs = {name: {"$ref": f"#/components/schemas/{name}"} for name in _SCHEMAS}
+
+    def ok(schema: dict[str, Any], media: str = "application/json") -> dict[str, Any]:
+        return {"description": "OK", "content": {media: {"schema": schema}}}
+
+    def error(description: str) -> dict[str, Any]:
+        return {
+            "description": description,
+            "content": {"application/json": {"schema": refs["Error"]}},
+        }
+
+    denied = {"401": error("Nobody is signed in."), "403": error("Not allowed.")}
+    bad = {"400": error("A parameter is invalid; `error.param` names it.")}
+
+    def get(summary: str, responses: dict[str, Any], parameters: list[Any]) -> dict[str, Any]:
+        return {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
+
+    export_headers = {
+        "Content-Disposition": {
+            "schema": {"type": "string"},
+            "description": 'attachment; filename="audit-logs-YYYY-MM-DD.csv" (or .jsonl)',
+        }
+    }
+
+    def export(summary: str, media: str) -> dict[str, Any]:
+        response = {**ok({"type": "string"}, media), "headers": export_headers}
+        return get(summary, {"200": response, **bad, **denied}, filters)
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "auditmw admin API",
+            "version": "1",
+            "description": "Read, search, export and verify a tamper-evident audit log. "
+            "Paths are relative to where the admin app is mounted; every route needs the "
+            "host application's authorization (401: nobody signed in, 403: not allowed).",
+        },
+        "paths": {
+            "/": get(
+                "The dashboard page", {"200": ok({"type": "string"}, "text/html"), **denied}, []
+            ),
+            "/static/{path}": get(
+                "Files of the dashboard",
+                {
+                    "200": {"description": "OK", "content": {"*/*": {}}},
+                    "404": error("No such file."),
+                    **denied,
+                },
+                [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
+            ),
+            "/events": get(
+                "Events matching the filters, newest first, one page",
+                {"200": ok(refs["EventPage"]), **bad, **denied},
+                [*filters, *paging],
+            ),
+            "/events/{event_id}": get(
+                "One event",
+                {"200": ok(refs["Event"]), "404": error("No event has this id."), **bad, **denied},
+                [
+                    {
+                        "name": "event_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+            ),
+            "/facets": get(
+                "Distinct actions, resources and outcomes in the log (for filter choices)",
+                {"200": ok(refs["Facets"]), **bad, **denied},
+                [],
+            ),
+            "/export.csv": export(
+                "All matching events as CSV (recorded as export.requested)", "text/csv"
+            ),
+            "/export.jsonl": export(
+                "All matching events as JSON Lines, in chain order (recorded as export.requested)",
+                "application/x-ndjson",
+            ),
+            "/verify": get(
+                "Verify the whole chain", {"200": ok(refs["VerifyReport"]), **bad, **denied}, []
+            ),
+            "/openapi.json": get("This document", {"200": ok({"type": "object"}), **denied}, []),
+        },
+        "components": {
+            "schemas": {
+                "Event": event,
+                "EventPage": {
+                    "type": "object",
+                    "required": ["events", "next_cursor", "limit"],
+                    "properties": {
+                        "events": {"type": "array", "items": refs["Event"]},
+                        "next_cursor": nullable_text,
+                        "limit": {"type": "integer"},
+                        "page": {"type": "integer"},
+                    },
+                },
+                "Facets": {
+                    "type": "object",
+                    "required": ["actions", "resources", "outcomes"],
+                    "properties": {
+                        name: {"type": "array", "items": {"type": "string"}}
+                        for name in ("actions", "resources", "outcomes")
+                    },
+                },
+                "VerifyReport": {
+                    "type": "object",
+                    "required": ["ok", "entries", "logs", "findings", "total_findings", "warnings"],
+                    "properties": {
+                        "ok": {"type": "boolean"},
+                        "entries": {"type": "integer"},
+                        "logs": {"type": "object"},
+                        "findings": {"type": "array", "items": {"type": "object"}},
+                        "total_findings": {"type": "integer"},
+                        "warnings": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                                "param": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+            }
+        },
+    }
+
+
+def _date_time() -> dict[str, Any]:
+    return {"type": "string", "format": "date-time"}
+
+
+_SCHEMAS = ("Event", "EventPage", "Facets", "VerifyReport", "Error")
+_EVENT_TYPES = {
+    "id": "string",
+    "log": "string",
+    "seq": "integer",
+    "timestamp": "string",
+    "action": "string",
+    "resource": "string",
+    "resource_id": "string",
+    "outcome": "string",
+    "details": "object",
+    "user_id": "string",
+    "user_email": "string",
+    "ip_address": "string",
+    "user_agent": "string",
+    "request_id": "string",
+    "prev_hash": "string",
+    "hash": "string",
+}
+_NULLABLE = {
+    "resource_id",
+    "details",
+    "user_id",
+    "user_email",
+    "ip_address",
+    "user_agent",
+    "request_id",
+}

@@ -1,0 +1,136 @@
+"""The audit context: who is acting, on which request, recording where.
+
+One ``AuditContext`` is current at a time, in a contextvar. ``AuditMiddleware`` makes
+one per request (and resets it when the request ends, so nothing leaks into the next
+request on a keep-alive connection); ``acting_as()`` makes one for code outside
+requests, or for a stretch of code inside one.
+
+The context is mutable on purpose: FastAPI runs sync dependencies in a copy of the
+context, where ``ContextVar.set`` would be lost, but a change to the object the
+contextvar holds is seen by everyone (``set_actor`` relies on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from starlette.types import Scope
+
+from ._errors import StoreError
+from ._event import NewEvent
+
+if TYPE_CHECKING:
+    from ._record import Recorder
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who performed an action: a user id, an email, or both."""
+
+    user_id: str | None = None
+    user_email: str | None = None
+
+
+UserResolver = Callable[[Scope], "Actor | None"]
+
+# Attributes a user object may name its id by, in order of preference. ``identity``
+# is Starlette's BaseUser; the others are what ORM models and Litestar users use.
+_ID_ATTRIBUTES = ("identity", "id", "user_id", "pk", "username")
+
+
+def user_from_scope(scope: Scope) -> Actor | None:
+    """The default user resolver: the authenticated ``scope["user"]``, else None.
+
+    Starlette's and Litestar's authentication middleware set ``scope["user"]``. A user
+    whose ``is_authenticated`` is false is nobody. The id is the first of
+    ``identity``, ``id``, ``user_id``, ``pk``, ``username`` that is a string, an int
+    or a UUID (``id``/``user_id``/``sub`` keys for a mapping; a string user is its
+    own id); the email is an ``email`` attribute or key. Never raises.
+    """
+    user = scope.get("user")
+    if user is None:
+        return None
+    try:
+        if getattr(user, "is_authenticated", True) is False:
+            return None
+        if isinstance(user, str):
+            return Actor(user_id=user) if user else None
+        if isinstance(user, Mapping):
+            user_id = _first_id(user.get(key) for key in ("id", "user_id", "sub"))
+            email = user.get("email")
+        else:
+            user_id = _first_id(_attribute(user, name) for name in _ID_ATTRIBUTES)
+            email = _attribute(user, "email")
+    except Exception:  # a broken user object must not break the request
+        return None
+    email = email if isinstance(email, str) and email else None
+    if user_id is None and email is None:
+        return None
+    return Actor(user_id=user_id, user_email=email)
+
+
+def _attribute(obj: object, name: str) -> Any:
+    try:
+        return getattr(obj, name, None)
+    except Exception:  # e.g. BaseUser.identity raises NotImplementedError
+        return None
+
+
+def _first_id(candidates: Any) -> str | None:
+    for value in candidates:
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, int | UUID):
+            return str(value)
+    return None
+
+
+@dataclass(slots=True, eq=False)
+class RequestInfo:
+    """What a request says about itself, read once when it arrives, and its audit state."""
+
+    scope: Scope  # kept to read the user late: auth middleware may run after ours
+    client_ip: str | None
+    peer_ip: str | None
+    user_agent: str | None
+    request_id: str
+    method: str | None
+    path: str
+    # Events recorded by sync code, committed by the middleware before the response
+    # starts (see ``audited``); appended from worker threads, hence a plain list.
+    deferred: list[NewEvent] = field(default_factory=list)
+    # Set when an event of this request could not be committed under the fail-closed
+    # policy: the middleware then refuses to send a success response.
+    store_error: StoreError | None = None
+
+
+@dataclass(slots=True, eq=False)
+class AuditContext:
+    recorder: Recorder | None
+    request: RequestInfo | None
+    actor: Actor | None = None  # set by set_actor() or acting_as(); wins over the resolver
+
+
+audit_context: ContextVar[AuditContext | None] = ContextVar("auditmw_context", default=None)
+
+
+def set_actor(user_id: str | None = None, user_email: str | None = None) -> None:
+    """Name the user of the current request (or ``acting_as`` block) explicitly.
+
+    It replaces what the user resolver would find in ``scope["user"]`` for every event
+    recorded afterwards in this request. Works from FastAPI dependencies, sync ones
+    (run in a worker thread) included. Raises RuntimeError outside a request handled
+    by ``AuditMiddleware`` and outside ``acting_as``.
+    """
+    context = audit_context.get()
+    if context is None:
+        raise RuntimeError(
+            "set_actor() needs a current request (AuditMiddleware) or an acting_as() block"
+        )
+    context.actor = Actor(user_id=user_id, user_email=user_email)

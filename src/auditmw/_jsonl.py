@@ -1,0 +1,264 @@
+"""Verify a JSON Lines export offline, with the same checks as a store.
+
+Each line is parsed, its ``hash`` member removed and the rest written as RFC 8785
+canonical JSON: that is the entry (see docs/format.md). Lines written by ``auditmw
+export`` are canonical already and are checked byte for byte; any equivalent JSON is
+accepted too, read strictly (a member name given twice is an error: a reader could see
+one value while the hash covers another). Lines of different logs may be interleaved.
+
+A filtered export holds some entries of a log, not all. So the lines of each log are cut
+into *runs* of consecutive seqs, and each run goes, as ``ChainRow``s, to a fresh
+``ChainVerifier`` (the store verifier's own): it checks every hash and every link within
+the run. Between runs the chain cannot be checked; a seq that does not go up is damage.
+
+A file whose only flaw is gaps between runs is a *subset*: every entry in it is intact
+and neighbours link up, but a file with lines deleted looks the same. Only an export of
+the whole log (one run from seq 1) shows the log complete, up to its last entry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ._canonical import MAX_SAFE_INTEGER, canonical_json, check_json
+from ._errors import ValidationError
+from ._event import EVENT_FIELDS, MAX_DETAILS_DEPTH
+from ._verify import GAP, INDEX_COLUMNS, ChainRow, ChainVerifier, Finding, LogSummary
+
+_FIELDS = frozenset(EVENT_FIELDS)
+MAX_PROBLEMS = 100
+
+
+@dataclass(slots=True)
+class JsonlReport:
+    """What ``verify_jsonl`` found. ``findings`` and ``problems`` are damage (the first
+    ones; ``total_*`` counts all); gaps are not damage."""
+
+    logs: dict[str, LogSummary] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    total_findings: int = 0
+    problems: list[str] = field(default_factory=list)  # "line N: ..."
+    total_problems: int = 0
+    gaps: int = 0  # places where entries of a log are missing
+    lines: int = 0
+
+    @property
+    def entries(self) -> int:
+        return sum(summary.entries for summary in self.logs.values())
+
+    @property
+    def missing(self) -> int:
+        """Entries of the logs missing from the file, below each log's last seq."""
+        return sum(summary.last_seq - summary.entries for summary in self.logs.values())
+
+    @property
+    def damaged(self) -> bool:
+        """A line is unreadable or out of order, or an entry is modified or mislinked."""
+        return self.total_problems > 0 or self.total_findings > 0
+
+    @property
+    def subset(self) -> bool:
+        """Intact, but entries of the log are missing between or before those present."""
+        return not self.damaged and self.gaps > 0
+
+    @property
+    def ok(self) -> bool:
+        """No damage found: the file is the whole log, or an intact subset of it."""
+        return not self.damaged
+
+    def summary(self) -> str:
+        """One line for people."""
+        if self.damaged:
+            count = self.total_problems + self.total_findings
+            first = self.problems[0] if self.problems else "see the findings"
+            if not self.problems and self.findings:
+                f = self.findings[0]
+                first = f"log {f.log!r} seq {f.seq}: {f.kind}: {f.message}"
+            return f"DAMAGED: {count} problem(s); first: {first}"
+        heads = "; ".join(
+            f"log {name!r}: last seq {s.last_seq}, head {s.head_hash}"
+            for name, s in self.logs.items()
+        )
+        if self.subset:
+            return (
+                f"SUBSET: {self.entries} entries intact, {self.missing} entries of the log "
+                f"not in this file ({heads}). This is a filtered export: each entry's hash "
+                "checks out and entries that follow each other link up, but a subset "
+                "cannot show that nothing was removed; verify a whole-log export or the "
+                "store for that."
+            )
+        return f"OK: {self.entries} entries intact, the whole log from seq 1 ({heads})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "subset": self.subset,
+            "entries": self.entries,
+            "missing": self.missing,
+            "gaps": self.gaps,
+            "lines": self.lines,
+            "logs": {name: summary.to_dict() for name, summary in self.logs.items()},
+            "findings": [finding.to_dict() for finding in self.findings],
+            "total_findings": self.total_findings,
+            "problems": self.problems,
+            "total_problems": self.total_problems,
+        }
+
+
+@dataclass(slots=True)
+class _Run:
+    """Consecutive entries of one log, checked by one ``ChainVerifier``."""
+
+    start: int
+    last: int
+    verifier: ChainVerifier
+
+
+def verify_jsonl(
+    lines: Iterable[bytes],
+    *,
+    max_findings: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> JsonlReport:
+    """Verify the lines of a JSONL export (bytes, with or without line ends)."""
+    report = JsonlReport()
+    runs: dict[str, _Run] = {}
+
+    def problem(number: int, text: str) -> None:
+        report.total_problems += 1
+        if len(report.problems) < MAX_PROBLEMS:
+            report.problems.append(f"line {number}: {text}")
+
+    def finish(log: str, run: _Run) -> None:
+        found = run.verifier.finish()
+        # A run that starts after seq 1 is reported with the entries before it missing:
+        # that is the gap already counted, not damage.
+        leading = [f for f in found.findings if f.kind == GAP and f.seq < run.start]
+        report.total_findings += found.total_findings - len(leading)
+        for finding in found.findings:
+            if finding not in leading and len(report.findings) < max_findings:
+                report.findings.append(finding)
+        summary = report.logs.setdefault(log, LogSummary())
+        summary.entries += found.logs[log].entries
+        summary.last_seq = found.logs[log].last_seq
+        summary.head_hash = found.logs[log].head_hash
+
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        report.lines += 1
+        if progress is not None and report.lines % 10_000 == 0:
+            progress(report.lines)
+        try:
+            row = chain_row(line)
+        except ValueError as exc:
+            problem(number, str(exc))
+            continue
+        run = runs.get(row.log)
+        if run is not None and row.seq <= run.last:
+            problem(number, f"log {row.log!r} seq {row.seq} comes after seq {run.last}")
+            continue
+        if run is None or row.seq > run.last + 1:
+            if run is not None:
+                finish(row.log, run)
+            if row.seq > 1 or run is not None:
+                report.gaps += 1
+            # (the leading gap's finding needs room next to the first row's own findings)
+            run = runs[row.log] = _Run(row.seq, row.seq, ChainVerifier(max(max_findings, 8)))
+        run.last = row.seq
+        run.verifier.feed(row)
+    for log, run in runs.items():
+        finish(log, run)
+    if progress is not None:
+        progress(report.lines)
+    return report
+
+
+def chain_row(line: bytes) -> ChainRow:
+    """The ``ChainRow`` of one export line; ``ValueError`` when it is not an event."""
+    line = line.rstrip(b"\r\n")
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        hash_, entry = _split(data)
+        try:
+            canonical = canonical_json(entry, fast=check_json(entry, "entry", _DEPTH))
+        except ValidationError:
+            canonical = b""
+        if line == canonical[:-1] + b',"hash":"' + hash_.encode() + b'"}':
+            return _row(entry, hash_, canonical)
+    # Not in the exact form auditmw writes: read it strictly, as docs/format.md says.
+    try:
+        data = json.loads(
+            line, parse_int=_number, parse_constant=_no_constant, object_pairs_hook=_unique
+        )
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"not valid JSON ({_cut(exc)})") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    hash_, entry = _split(data)
+    try:
+        canonical = canonical_json(entry, fast=check_json(entry, "entry", _DEPTH))
+    except ValidationError as exc:
+        raise ValueError(f"not representable as RFC 8785 JSON ({_cut(exc)})") from None
+    return _row(entry, hash_, canonical)
+
+
+_DEPTH = MAX_DETAILS_DEPTH + 2  # the entry object and details sit above the details' depth
+
+
+def _split(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(hash, entry) of a parsed line."""
+    if set(data) != _FIELDS:
+        missing = sorted(_FIELDS - set(data))
+        extra = sorted(set(data) - _FIELDS)
+        what = "; ".join(
+            part
+            for part in (
+                f"missing {', '.join(missing)}" if missing else "",
+                f"unknown {', '.join(repr(name[:40]) for name in extra[:5])}" if extra else "",
+            )
+            if part
+        )
+        raise ValueError(f"not an event object ({what})")
+    hash_ = data["hash"]
+    if not isinstance(hash_, str):
+        raise ValueError("hash is not a string")
+    if type(data["seq"]) is not int or not isinstance(data["log"], str):
+        raise ValueError("log must be a string and seq an integer")
+    return hash_, {name: value for name, value in data.items() if name != "hash"}
+
+
+def _row(entry: dict[str, Any], hash_: str, canonical: bytes) -> ChainRow:
+    columns = tuple(entry[name] for name in INDEX_COLUMNS)
+    return ChainRow(entry["log"], entry["seq"], hash_, canonical, columns)
+
+
+def _number(text: str) -> int | float:
+    # JSON numbers are doubles (RFC 8785): an integer beyond 2**53 is the JCS form of a
+    # double such as 1e20, not an exact integer.
+    value = int(text)
+    return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else float(text)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError("a member name occurs twice")
+    return dict(pairs)
+
+
+def _cut(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:120] + "…"

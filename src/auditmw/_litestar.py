@@ -1,0 +1,85 @@
+"""Litestar integration: ``AuditPlugin``, an ``InitPlugin``.
+
+Litestar builds a middleware stack per route, after routing, and converts a handler's
+exceptions into responses *inside* that stack, so an outer middleware never sees a
+``StoreError`` raised by a handler. The plugin therefore does two things:
+
+- adds ``AuditMiddleware`` as the app's first (outermost) middleware, with one shared
+  ``FailurePolicy`` for every route's instance, so it runs before the app's
+  authentication middleware and reads ``scope["user"]`` after it;
+- registers an exception handler turning ``StoreError`` into the same
+  ``503 audit_unavailable`` JSON response the middleware sends elsewhere (unless the
+  app registered its own).
+
+Requests that match no route (404, 405) never reach route middleware in Litestar, so
+they get no request id header and no ``http.request`` event.
+
+This module imports litestar (an optional extra); ``import auditmw`` does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+from litestar import Request, Response
+from litestar.config.app import AppConfig
+from litestar.middleware import DefineMiddleware
+from litestar.plugins import InitPlugin
+from starlette.types import Scope
+
+from ._client_ip import X_FORWARDED_FOR
+from ._context import Actor, user_from_scope
+from ._errors import StoreError
+from ._mask import DEFAULT_SENSITIVE_KEYS
+from ._middleware import AUDIT_UNAVAILABLE_BODY, AuditMiddleware
+from ._record import FailurePolicy
+from ._store import AuditStore
+
+
+class AuditPlugin(InitPlugin):
+    """Audit a Litestar app: ``Litestar(..., plugins=[AuditPlugin(store=store)])``.
+
+    Takes the options of ``AuditMiddleware``. ``failure_policy`` (created when not
+    given) is shared by every route and exposed for monitoring.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: AuditStore,
+        failure_policy: FailurePolicy | None = None,
+        trusted_proxies: Iterable[str] = (),
+        forwarded_header: str = X_FORWARDED_FOR,
+        request_id_header: str = "x-request-id",
+        resolve_user: Callable[[Scope], Actor | None] = user_from_scope,
+        sensitive_keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS,
+        record_requests: Iterable[str] = (),
+    ) -> None:
+        self.failure_policy = failure_policy if failure_policy is not None else FailurePolicy()
+        self.middleware = DefineMiddleware(
+            # Litestar types ASGI apps with its own TypedDict scopes; the protocol is the same.
+            cast(Any, AuditMiddleware),
+            store=store,
+            failure_policy=self.failure_policy,
+            trusted_proxies=tuple(trusted_proxies),
+            forwarded_header=forwarded_header,
+            request_id_header=request_id_header,
+            resolve_user=resolve_user,
+            sensitive_keys=tuple(sensitive_keys),
+            record_requests=tuple(record_requests),
+        )
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        app_config.middleware.insert(0, self.middleware)
+        app_config.exception_handlers.setdefault(StoreError, audit_unavailable)
+        return app_config
+
+
+def audit_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """The response to a ``StoreError`` under the fail-closed policy."""
+    return Response(
+        content=AUDIT_UNAVAILABLE_BODY,
+        status_code=503,
+        media_type="application/json",
+    )

@@ -1,0 +1,483 @@
+"""The PostgreSQL store: one log shared by many processes on many hosts.
+
+Same guarantees as the SQLite store, on a server:
+
+- entry bytes stored as ``bytea`` (never ``jsonb``: it reorders keys and rejects ``\\u0000``);
+- append-only by triggers that reject UPDATE, DELETE and TRUNCATE;
+- one gapless chain per log across connections and hosts: a batch takes a
+  transaction-scoped advisory lock on its log, then reads the head — at READ COMMITTED
+  each statement sees what the previous lock holder committed (a REPEATABLE READ snapshot
+  would be stale), and no ``serial`` column is used for ``seq`` (those leave gaps);
+- group commit, as in every store: concurrent appends in a process share a transaction;
+- a lost connection is retried: every event carries its id before it is sent, so after
+  reconnecting the store asks which ids committed and never writes an event twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+
+from ._errors import NotAStoreError, StoreError
+from ._event import GENESIS_HASH, Event, Limits, PreparedEvent, entry_hash
+from ._query import TIMESTAMP, EventFilter, Page, QueryError, decode_cursor, encode_cursor
+from ._store import AuditStore
+from ._verify import INDEX_COLUMNS, ChainRow
+
+SCHEMA_VERSION = "1"
+logger = logging.getLogger("auditmw")
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+REJECT_CHANGE_BODY = """
+BEGIN
+    RAISE EXCEPTION 'auditmw_events is append-only: % is not allowed', TG_OP;
+END """
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS auditmw_meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS auditmw_events (
+    log text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    timestamp text COLLATE "C" NOT NULL,
+    user_id text COLLATE "C",
+    user_email text COLLATE "C",
+    action text COLLATE "C" NOT NULL,
+    resource text COLLATE "C" NOT NULL,
+    resource_id text COLLATE "C",
+    outcome text COLLATE "C" NOT NULL,
+    ip_address text,
+    user_agent text,
+    request_id text,
+    prev_hash text NOT NULL,
+    hash text NOT NULL,
+    entry bytea NOT NULL,
+    PRIMARY KEY (log, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS auditmw_events_id ON auditmw_events (id);
+CREATE INDEX IF NOT EXISTS auditmw_events_time ON auditmw_events (timestamp, id);
+CREATE INDEX IF NOT EXISTS auditmw_events_user_id ON auditmw_events (user_id, timestamp, id);
+CREATE INDEX IF NOT EXISTS auditmw_events_user_email
+    ON auditmw_events (user_email, timestamp, id);
+CREATE INDEX IF NOT EXISTS auditmw_events_action ON auditmw_events (action, timestamp, id);
+CREATE INDEX IF NOT EXISTS auditmw_events_resource ON auditmw_events (resource, timestamp, id);
+CREATE INDEX IF NOT EXISTS auditmw_events_resource_id
+    ON auditmw_events (resource_id, timestamp, id);
+CREATE INDEX IF NOT EXISTS auditmw_events_outcome ON auditmw_events (outcome, timestamp, id);
+CREATE OR REPLACE FUNCTION auditmw_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
+{REJECT_CHANGE_BODY}$$;
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_events_no_change'
+                   AND tgrelid = 'auditmw_events'::regclass) THEN
+        CREATE TRIGGER auditmw_events_no_change BEFORE UPDATE OR DELETE ON auditmw_events
+            FOR EACH ROW EXECUTE FUNCTION auditmw_reject_change();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_events_no_truncate'
+                   AND tgrelid = 'auditmw_events'::regclass) THEN
+        CREATE TRIGGER auditmw_events_no_truncate BEFORE TRUNCATE ON auditmw_events
+            FOR EACH STATEMENT EXECUTE FUNCTION auditmw_reject_change();
+    END IF;
+END $$;
+INSERT INTO auditmw_meta (key, value) VALUES ('schema_version', '1')
+    ON CONFLICT (key) DO NOTHING;
+"""
+SCHEMA = SCHEMA.replace("{REJECT_CHANGE_BODY}", REJECT_CHANGE_BODY)
+TRIGGERS = ("auditmw_events_no_change", "auditmw_events_no_truncate")
+SEARCH_COLUMNS = ("action", "resource", "resource_id", "user_email", "user_id")
+# The searched text: the five fields, ASCII-lowercased (as the SQLite store matches), joined
+# by a control character no search term may contain. Immutable, so a trigram index can hold it.
+SEARCH_TEXT = (
+    "translate("
+    + " || chr(31) || ".join(f"coalesce({name}, '')" for name in SEARCH_COLUMNS)
+    + ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+)
+EXACT_COLUMNS = ("user_id", "user_email", "resource", "resource_id", "outcome")
+FACET_COLUMNS = ("action", "resource", "outcome")
+EVENT_SELECT = "SELECT log, seq, timestamp, id, entry, hash FROM auditmw_events"
+ROW_COLUMNS = (
+    "log", "seq", "id", "timestamp", "user_id", "user_email", "action", "resource",
+    "resource_id", "outcome", "ip_address", "user_agent", "request_id", "prev_hash", "hash",
+    "entry",
+)  # fmt: skip
+# Statements are built from the constant column names above, never from input.
+INSERT = (
+    f"INSERT INTO auditmw_events ({', '.join(ROW_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join(f'${n}' for n in range(1, len(ROW_COLUMNS) + 1))})"
+)
+CHAIN_QUERY = (
+    # A NULL entry (in a table rebuilt without NOT NULL) reads as no bytes: damage to
+    # report, not a crash.
+    f"SELECT log, seq, hash, coalesce(entry, ''::bytea), {', '.join(INDEX_COLUMNS)} "  # noqa: S608
+    "FROM auditmw_events ORDER BY log, seq"
+)
+
+
+class PostgresStore(AuditStore):
+    """An audit log in PostgreSQL (``pip install auditmw[postgres]``).
+
+    ``dsn`` is a ``postgresql://`` URL. Tables live in ``schema`` (created if missing).
+    ``retry_for`` is how long (seconds) an append keeps reconnecting after the
+    connection is lost before it fails with ``StoreError``.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        create: bool = True,
+        pool_size: int = 4,
+        retry_for: float = 10.0,
+        limits: Limits | None = None,
+        max_batch: int = 1024,
+        max_pending: int = 10_000,
+    ) -> None:
+        super().__init__(limits=limits, max_batch=max_batch, max_pending=max_pending)
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError("schema must be a lowercase SQL identifier")
+        self.dsn = dsn
+        self.schema = schema
+        self._create = create
+        self._pool_size = pool_size
+        self._retry_for = retry_for
+        self._write_conn: asyncpg.Connection | None = None
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(schema={self.schema!r})"
+
+    @property
+    def _settings(self) -> dict[str, str]:
+        # The schema goes in as a connection setting, so SQL text never includes it.
+        return {"search_path": self.schema, "application_name": "auditmw"}
+
+    async def _connect(self) -> None:
+        try:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                if self._create:
+                    await _create_schema(conn, self.schema)
+            finally:
+                await conn.close()
+            self._write_conn = await self._connect_writer()
+            await self._check_is_store(self._write_conn)
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self._pool_size, server_settings=self._settings
+            )
+        except BaseException as exc:
+            await self._disconnect()
+            if isinstance(exc, asyncpg.PostgresError | OSError):
+                raise StoreError(f"cannot open the PostgreSQL audit store: {exc}") from exc
+            raise
+
+    async def _connect_writer(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.dsn, server_settings=self._settings)
+
+    async def _check_is_store(self, conn: asyncpg.Connection) -> None:
+        if not await _store_exists(conn, self.schema):
+            raise NotAStoreError(f"schema {self.schema!r} holds no auditmw store")
+
+    async def _disconnect(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+        if self._write_conn is not None and not self._write_conn.is_closed():
+            await self._write_conn.close()
+        self._pool = self._write_conn = None
+
+    async def _commit_batch(self, batch: list[PreparedEvent]) -> list[Event]:
+        deadline = asyncio.get_running_loop().time() + self._retry_for
+        while True:
+            conn = self._write_conn
+            try:
+                if conn is None:
+                    conn = self._write_conn = await self._connect_writer()
+                    committed = await self._committed(conn, batch)
+                    if committed is not None:
+                        return committed  # the lost commit had gone through
+                return await self._insert(conn, batch)
+            except asyncpg.UniqueViolationError as exc:
+                # A transaction we lost track of committed after all (its backend
+                # outlived our connection): the ids are there, report them.
+                assert conn is not None
+                committed = await self._committed(conn, batch)
+                if committed is None:
+                    raise StoreError(f"PostgreSQL audit store: append failed: {exc}") from exc
+                return committed
+            except Exception as exc:
+                if _is_server_refusal(exc):
+                    raise StoreError(f"PostgreSQL audit store: append failed: {exc}") from exc
+                # The connection is lost or in an unknown state: drop it; the next try
+                # reconnects and first checks whether the batch committed.
+                self._write_conn = None
+                if conn is not None:
+                    conn.terminate()
+                if asyncio.get_running_loop().time() > deadline:
+                    raise StoreError(f"PostgreSQL audit store unreachable: {exc}") from exc
+                await asyncio.sleep(0.1)
+
+    async def _insert(self, conn: asyncpg.Connection, batch: list[PreparedEvent]) -> list[Event]:
+        rows: list[tuple[Any, ...]] = []
+        events: list[Event] = []
+        async with conn.transaction():  # READ COMMITTED, the server default
+            # Every writer locks the logs of its batch in one order (sorted): two batches
+            # that share logs never hold one lock each while waiting for the other's.
+            heads: dict[str, tuple[int, str]] = {}
+            for log in sorted({prepared.log for prepared in batch}):
+                heads[log] = await _lock_head(conn, log)
+            for prepared in batch:
+                last_seq, prev_hash = heads[prepared.log]
+                entry, hash_ = prepared.seal(last_seq + 1, prev_hash)
+                heads[prepared.log] = (last_seq + 1, hash_)
+                rows.append(prepared.row(last_seq + 1, prev_hash, hash_, entry))
+                events.append(prepared.event(last_seq + 1, prev_hash, hash_))
+            await conn.executemany(INSERT, rows)
+        return events
+
+    async def _committed(
+        self, conn: asyncpg.Connection, batch: list[PreparedEvent]
+    ) -> list[Event] | None:
+        """The batch as stored when its transaction committed before the connection
+        was lost; None when it did not (a transaction is all or nothing)."""
+        records = await conn.fetch(
+            "SELECT id, hash, entry FROM auditmw_events WHERE id = ANY($1::text[])",
+            [prepared.id for prepared in batch],
+        )
+        if not records:
+            return None
+        by_id = {row["id"]: Event.from_entry(row["entry"], row["hash"]) for row in records}
+        return [by_id[prepared.id] for prepared in batch]
+
+    def _reader(self) -> asyncpg.Pool:
+        self._require_open()
+        assert self._pool is not None
+        return self._pool
+
+    async def get(self, event_id: str) -> Event | None:
+        record = await self._reader().fetchrow(
+            "SELECT entry, hash FROM auditmw_events WHERE id = $1", event_id
+        )
+        return None if record is None else Event.from_entry(record["entry"], record["hash"])
+
+    async def count(self) -> int:
+        return int(await self._reader().fetchval("SELECT count(*) FROM auditmw_events"))
+
+    async def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
+        async with self._reader().acquire() as conn, conn.transaction():
+            # A server-side cursor: rows stream in chunks, memory stays flat.
+            async for record in conn.cursor(CHAIN_QUERY, prefetch=1000):
+                yield ChainRow(record[0], record[1], record[2], bytes(record[3]), tuple(record[4:]))
+
+    async def schema_warnings(self) -> list[str]:
+        present = {
+            record["tgname"]
+            for record in await self._reader().fetch(
+                # Fires in ordinary sessions: 'O' (origin, the default) or 'A' (always).
+                # 'D' is disabled, and 'R' (ENABLE REPLICA TRIGGER) fires only in
+                # sessions with session_replication_role = replica: as good as disabled.
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'auditmw_events'::regclass "
+                "AND tgenabled IN ('O', 'A')"
+            )
+        }
+        source = await self._reader().fetchval(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'auditmw_reject_change' "
+            "AND pronamespace = current_schema()::regnamespace"
+        )
+        warnings = []
+        if source is None or source.split() != REJECT_CHANGE_BODY.split():
+            # A trigger that stays enabled but calls a neutered function protects nothing.
+            warnings.append("trigger function auditmw_reject_change is missing or altered")
+        return warnings + [
+            f"append-only trigger {name} is missing or disabled: the table accepts changes"
+            for name in TRIGGERS
+            if name not in present
+        ]
+
+    # --- reading: queries, exports and facets (see auditmw._query) ------------------------
+    # The same results as the SQLite store: newest first by timestamp, ties broken by the
+    # time-ordered id; every text column uses the "C" collation (byte order, like SQLite).
+
+    async def query(
+        self,
+        filter: EventFilter,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        offset: int = 0,
+    ) -> Page:
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be at least 1 and offset at least 0")
+        conditions, params = _conditions(filter)
+        if cursor is not None:
+            timestamp, event_id = _position(filter, cursor)
+            params += [timestamp, event_id]
+            conditions.append(f"(timestamp, id) < (${len(params) - 1}, ${len(params)})")
+        params += [limit + 1, offset]
+        records = await self._reader().fetch(
+            f"{EVENT_SELECT}{_where(conditions)} "
+            f"ORDER BY timestamp DESC, id DESC LIMIT ${len(params) - 1} OFFSET ${len(params)}",
+            *params,
+        )
+        events = [_event_of(record) for record in records[:limit]]
+        next_cursor = None
+        if len(records) > limit:
+            last = records[limit - 1]
+            next_cursor = encode_cursor(filter, (last["timestamp"], last["id"]))
+        return Page(events, next_cursor)
+
+    async def iter_events(self, filter: EventFilter) -> AsyncIterator[Event]:
+        """Every matching event in chain order (log, seq ascending), through a
+        server-side cursor: memory stays flat however many match."""
+        conditions, params = _conditions(filter)
+        sql = f"{EVENT_SELECT}{_where(conditions)} ORDER BY log, seq"
+        async with self._reader().acquire() as conn, conn.transaction():
+            async for record in conn.cursor(sql, *params, prefetch=1000):
+                yield _event_of(record)
+
+    async def distinct_values(self, column: str, *, limit: int = 1000) -> list[str]:
+        if column not in FACET_COLUMNS:
+            raise ValueError(f"column must be one of {', '.join(FACET_COLUMNS)}")
+        # A loose index scan: each step seeks the next greater value in the index.
+        records = await self._reader().fetch(
+            f"WITH RECURSIVE v(value) AS ("  # noqa: S608 (column is one of FACET_COLUMNS)
+            f"SELECT min({column}) FROM auditmw_events "
+            f"UNION ALL SELECT (SELECT min({column}) FROM auditmw_events "
+            f"WHERE {column} > v.value) FROM v WHERE v.value IS NOT NULL) "
+            "SELECT value FROM v WHERE value IS NOT NULL LIMIT $1",
+            limit,
+        )
+        return [record["value"] for record in records]
+
+
+def _conditions(filter: EventFilter) -> tuple[list[str], list[Any]]:
+    """WHERE conditions (numbered parameters) and their values for ``filter``."""
+    conditions: list[str] = []
+    params: list[Any] = []
+
+    def add(condition: str, value: Any) -> None:
+        params.append(value)
+        conditions.append(condition.replace("?", f"${len(params)}"))
+
+    for name in EXACT_COLUMNS:
+        if getattr(filter, name) is not None:
+            add(f"{name} = ?", getattr(filter, name))
+    prefix = filter.action_prefix
+    if prefix is not None:
+        if prefix:
+            add("action LIKE ? ESCAPE '\\'", _like_escape(prefix) + "%")
+    elif filter.action is not None:
+        add("action = ?", filter.action)
+    if filter.since is not None:
+        add("timestamp >= ?", filter.since)
+    if filter.until is not None:
+        add("timestamp < ?", filter.until)
+    if filter.search:
+        term = filter.search.translate(_ASCII_LOWER)
+        add(f"{SEARCH_TEXT} LIKE ? ESCAPE '\\'", "%" + _like_escape(term) + "%")
+    return conditions, params
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _like_escape(text: str) -> str:
+    """``text`` as a LIKE pattern matching itself (with ESCAPE '\\')."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _where(conditions: Sequence[str]) -> str:
+    return " WHERE " + " AND ".join(conditions) if conditions else ""
+
+
+def _position(filter: EventFilter, cursor: str) -> tuple[str, str]:
+    """The (timestamp, id) keyset position of a cursor made by ``query``."""
+    position = decode_cursor(filter, cursor)
+    if (
+        len(position) != 2
+        or not isinstance(position[0], str)
+        or not TIMESTAMP.match(position[0])
+        or not isinstance(position[1], str)
+        or len(position[1]) > 64
+    ):
+        raise QueryError("cursor", "is not a cursor returned by this API", "invalid_cursor")
+    return position[0], position[1]
+
+
+def _event_of(record: asyncpg.Record) -> Event:
+    try:
+        return Event.from_entry(bytes(record["entry"]), record["hash"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreError(
+            f"the stored entry of log {record['log']!r} seq {record['seq']} cannot be read "
+            f"({exc}); run `auditmw verify`"
+        ) from exc
+
+
+async def _create_schema(conn: asyncpg.Connection, schema: str) -> None:
+    """Create the schema idempotently; concurrent first starts serialize on a lock.
+
+    When the tables exist already nothing is run, so an application role that may only
+    INSERT and SELECT (see docs/postgres.md) can open a store its owner created.
+    """
+    if await _store_exists(conn, schema):
+        return
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('auditmw schema'))")
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')  # validated name
+        trigram_ops = await _trigram_operator_class(conn)
+        await conn.execute(f'SET LOCAL search_path TO "{schema}"')
+        await conn.execute(SCHEMA)
+        if trigram_ops is not None:
+            await conn.execute(
+                "CREATE INDEX IF NOT EXISTS auditmw_events_search ON auditmw_events "
+                f"USING gin (({SEARCH_TEXT}) {trigram_ops})"
+            )
+
+
+async def _trigram_operator_class(conn: asyncpg.Connection) -> str | None:
+    """pg_trgm's GIN operator class, installing the extension if allowed; None without it
+    (search then reads the table instead of the index)."""
+    try:
+        async with conn.transaction():  # a savepoint: a refusal must not abort the rest
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except asyncpg.PostgresError as exc:
+        logger.warning("pg_trgm unavailable (%s): search will not be indexed", exc)
+    schema = await conn.fetchval(
+        "SELECT quote_ident(n.nspname) FROM pg_extension e "
+        "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
+    )
+    return None if schema is None else f"{schema}.gin_trgm_ops"
+
+
+async def _store_exists(conn: asyncpg.Connection, schema: str) -> bool:
+    found = await conn.fetchval(
+        "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1 "
+        "AND tablename IN ('auditmw_meta', 'auditmw_events')",
+        schema,
+    )
+    return bool(found == 2)
+
+
+async def _lock_head(conn: asyncpg.Connection, log: str) -> tuple[int, str]:
+    """Lock the log until commit, then read its head from the stored bytes."""
+    # Keyed by schema and log: stores in other schemas of the database never wait on it.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext(current_schema()), hashtext($1))", log
+    )
+    record = await conn.fetchrow(
+        "SELECT seq, entry FROM auditmw_events WHERE log = $1 ORDER BY seq DESC LIMIT 1", log
+    )
+    if record is None:
+        return 0, GENESIS_HASH
+    return int(record["seq"]), entry_hash(bytes(record["entry"]))
+
+
+def _is_server_refusal(exc: Exception) -> bool:
+    """True when the server answered with an error (the batch did not commit); False
+    when the connection broke or the client lost track, so the outcome is unknown."""
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(
+        exc, asyncpg.PostgresConnectionError | asyncpg.exceptions.OperatorInterventionError
+    )

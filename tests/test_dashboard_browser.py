@@ -1,0 +1,723 @@
+"""The dashboard in a real browser.
+
+Playwright drives Debian's ``chromium`` (found on PATH; ``scripts/test`` installs it)
+against a live uvicorn server on 127.0.0.1 that mounts the real admin app at
+``/admin/audit`` (and, for the damaged-chain badge, a second one over a tampered store
+at another path). Access is granted by a test cookie. The store is seeded through the
+public API with several pages of varied events, including XSS payloads.
+
+Without chromium the module is skipped, unless ``AUDITMW_REQUIRE_BROWSER`` is set.
+A screenshot is kept in ``test-artifacts/dashboard.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Mount
+
+from auditmw import NewEvent, SQLiteStore
+from auditmw._admin import AdminApp, AdminUser
+
+CHROMIUM = shutil.which("chromium")
+if CHROMIUM is None and not os.environ.get("AUDITMW_REQUIRE_BROWSER"):
+    pytest.skip(
+        "Debian's chromium is not on PATH (scripts/test installs it: "
+        "apt-get install chromium); set AUDITMW_REQUIRE_BROWSER=1 to fail instead",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import (  # noqa: E402 (only once we know a browser exists)
+    Browser,
+    BrowserContext,
+    Dialog,
+    Page,
+    Playwright,
+    sync_playwright,
+)
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ROLE_COOKIE = "auditmw-test-role"
+# Far from UTC, so a dashboard that sent the date filters as UTC days would fail.
+TIMEZONE = "Pacific/Kiritimati"  # UTC+14
+CSV_HEADER = [
+    "Timestamp",
+    "User",
+    "Action",
+    "Resource",
+    "Resource ID",
+    "IP Address",
+    "Outcome",
+    "User Agent",
+    "Request ID",
+    "Details",
+    "Seq",
+    "Hash",
+]
+PAGE_SIZE = 50
+
+# --- the seeded log -------------------------------------------------------------------------
+
+USERS: list[tuple[str | None, str | None]] = [
+    ("u_alice", "alice@example.com"),
+    ("u_bob", "bob@example.org"),
+    ("u_carol", None),  # an id but no email
+    (None, None),  # the system
+]
+ACTIONS = [
+    ("auth.login", "session"),
+    ("project.create", "project"),
+    ("project.delete", "project"),
+    ("invoice.approve", "invoice"),
+    ("user.role.grant", "user"),
+    ("document.update", "document"),
+]
+OUTCOMES = ["success", "success", "failure", "denied"]
+NEEDLE_RESOURCE_ID = "NeedleResource-4242-long-id"
+XSS_ACTION = "<script>window.__xss = 'action'</script>"
+XSS_RESOURCE = "<img src=x onerror=\"window.__xss = 'resource'\">"
+XSS_DETAILS = {
+    "html": "<img src=x onerror=\"window.__xss = 'details'\">",
+    "script": "<script>window.__xss = 'details-script'</script>",
+}
+XSS_USER_AGENT = "<script>window.__xss = 'user_agent'</script>"
+XSS_EMAIL = "<img src=x onerror=alert(1)>@example.com"
+
+
+def seed_events() -> list[NewEvent]:
+    """Several pages of varied events; the XSS events and the needle are the oldest."""
+    events = [
+        NewEvent(
+            action=XSS_ACTION,
+            resource=XSS_RESOURCE,
+            resource_id="<b>bold</b>",
+            details=XSS_DETAILS,
+            user_email=XSS_EMAIL,
+            user_agent=XSS_USER_AGENT,
+            ip_address="203.0.113.66",
+        ),
+        NewEvent(
+            action="project.update",
+            resource="project",
+            resource_id=NEEDLE_RESOURCE_ID,
+            user_id="u_dave",
+            user_email="dave@example.net",
+            details={"changes": {"name": ["Old", "New"]}},
+        ),
+    ]
+    for index in range(128):
+        # Cycles of different lengths: every user does every action with most outcomes.
+        user_id, email = USERS[index % len(USERS)]
+        action, resource = ACTIONS[index // len(USERS) % len(ACTIONS)]
+        events.append(
+            NewEvent(
+                action=action,
+                resource=resource,
+                resource_id=f"{index:04d}e1f0-7c1d-4d2b-9a55-{index:012x}",
+                outcome=OUTCOMES[index // 3 % len(OUTCOMES)],  # type: ignore[arg-type]
+                details={
+                    "index": index,
+                    "request": {"method": "POST", "path": f"/api/{resource}s"},
+                    "tags": ["a", "b"],
+                },
+                user_id=user_id,
+                user_email=email,
+                ip_address=f"198.51.100.{index % 250 + 1}" if index % 5 else "2001:db8::7",
+                user_agent="Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36",
+                request_id=f"req-{index:04d}",
+            )
+        )
+    return events
+
+
+SEEDED = seed_events()
+TOTAL = len(SEEDED)
+
+
+def expected_count(**filters: str) -> int:
+    return sum(
+        all(getattr(event, name) == value for name, value in filters.items()) for event in SEEDED
+    )
+
+
+async def _seed(path: Path, events: list[NewEvent]) -> None:
+    async with SQLiteStore(path) as store:
+        for event in events:  # one by one: a well-defined order, newest last
+            await store.append(event)
+
+
+def tamper(path: Path) -> None:
+    """Rewrite one stored entry behind the store's back (as an attacker with file access)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("DROP TRIGGER auditmw_events_no_update")
+        # One more byte (still valid JSON): the entry no longer matches its hash.
+        changed = conn.execute(
+            "UPDATE auditmw_events SET entry = CAST(CAST(entry AS TEXT) || ' ' AS BLOB) "
+            "WHERE seq = 4"
+        ).rowcount
+        conn.commit()
+        assert changed == 1
+    finally:
+        conn.close()
+
+
+# --- the server ---------------------------------------------------------------------------
+
+
+def authorize(request: Request) -> AdminUser | Literal[False] | None:
+    """The host app's rule for this test: a cookie names the role."""
+    role = request.cookies.get(ROLE_COOKIE)
+    if role is None:
+        return None
+    if role != "admin":
+        return False
+    return AdminUser(user_id="u_admin", user_email="admin@example.com")
+
+
+def build_app(stores: dict[str, SQLiteStore]) -> Starlette:
+    """A host application mounting one real admin app per store (``/admin/<name>``)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for store in stores.values():
+                await stack.enter_async_context(store)
+            yield
+
+    routes = [
+        Mount(f"/admin/{name}", app=AdminApp(store, authorize=authorize))
+        for name, store in stores.items()
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+@dataclass
+class LiveServer:
+    base: str  # e.g. http://127.0.0.1:54321
+
+    @property
+    def dashboard(self) -> str:
+        return self.mount("audit")
+
+    def mount(self, name: str) -> str:
+        return f"{self.base}/admin/{name}/"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    directory = tmp_path_factory.mktemp("dashboard")
+    paths = {name: directory / f"{name}.db" for name in ("audit", "exports", "tampered")}
+    # In a thread of its own: sync Playwright may already run an event loop in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _seed(paths["audit"], SEEDED)).result()
+        pool.submit(asyncio.run, _seed(paths["exports"], SEEDED)).result()  # gets exports
+        pool.submit(asyncio.run, _seed(paths["tampered"], SEEDED[:10])).result()
+    tamper(paths["tampered"])
+
+    port = free_port()
+    config = uvicorn.Config(
+        build_app({name: SQLiteStore(path) for name, path in paths.items()}),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="dashboard-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+# --- the browser --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    if CHROMIUM is None:
+        pytest.fail("AUDITMW_REQUIRE_BROWSER is set but chromium is not on PATH")
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+def new_context(browser: Browser, server: LiveServer, role: str | None = "admin") -> BrowserContext:
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900},
+        timezone_id=TIMEZONE,
+        locale="en-US",
+        accept_downloads=True,
+    )
+    context.set_default_timeout(15_000)
+    if role is not None:
+        context.add_cookies([{"name": ROLE_COOKIE, "value": role, "url": server.base}])
+    return context
+
+
+@pytest.fixture
+def page(browser: Browser, live_server: LiveServer) -> Iterator[Page]:
+    """An admin's page; fails the test on any script error, dialog or breach of the
+    admin app's Content-Security-Policy."""
+    errors: list[str] = []
+
+    def on_dialog(dialog: Dialog) -> None:
+        errors.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    context = new_context(browser, live_server)
+    context.expose_binding(
+        "reportViolation", lambda _source, directive: errors.append(f"CSP: {directive}")
+    )
+    context.add_init_script(
+        "document.addEventListener('securitypolicyviolation', event => "
+        "window.reportViolation(`${event.violatedDirective} ${event.blockedURI}`));"
+    )
+    page = context.new_page()
+    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+    page.on("dialog", on_dialog)
+    try:
+        yield page
+        page.wait_for_timeout(100)  # let late reports arrive
+    finally:
+        context.close()
+    assert errors == []
+
+
+def loads(page: Page) -> int:
+    return int(page.get_attribute("#events", "data-loads") or 0)
+
+
+# True once the table finished the load started by an action: in the same document, the
+# load counter went up; after a full navigation (reload), the new document loaded once.
+LOADED = """before => {
+    const table = document.querySelector("#events");
+    if (!table || table.dataset.state === "loading") return false;
+    const count = Number(table.dataset.loads || 0);
+    return window.__sameDocument ? count > before : count > 0;
+}"""
+
+
+# Predicates are functions: the dashboard's CSP forbids eval, which expressions would need.
+CHAIN_CHECKED = "() => document.querySelector('#chain').dataset.state !== 'checking'"
+
+
+def wait_loaded(page: Page) -> None:
+    """Wait for the first load of a freshly opened page."""
+    page.wait_for_function(LOADED, arg=0)
+
+
+def act(page: Page, action: Callable[[], object]) -> None:
+    """Do something that reloads the table (in place or by navigating); wait for it."""
+    before = loads(page)
+    page.evaluate("window.__sameDocument = true")
+    action()
+    page.wait_for_function(LOADED, arg=before)
+
+
+def enter(page: Page, selector: str, text: str) -> Callable[[], None]:
+    """Type ``text`` into a field and press Enter (which applies it at once)."""
+
+    def action() -> None:
+        page.fill(selector, text)
+        page.press(selector, "Enter")
+
+    return action
+
+
+def open_dashboard(
+    page: Page, server: LiveServer, query: str = "", *, mount: str = "audit"
+) -> None:
+    response = page.goto(server.mount(mount) + (f"?{query}" if query else ""))
+    assert response is not None and response.status == 200
+    wait_loaded(page)
+
+
+def column(page: Page, name: str) -> list[str]:
+    return page.locator(f"#rows tr.event-row td.{name}").all_inner_texts()
+
+
+def url_query(page: Page) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(page.url).query)
+
+
+def row_count(page: Page) -> int:
+    return page.locator("#rows tr.event-row").count()
+
+
+def event_ids(page: Page) -> list[str]:
+    ids: list[str] = page.locator("#rows tr.event-row").evaluate_all(
+        "rows => rows.map(row => row.dataset.id)"
+    )
+    return ids
+
+
+# --- tests --------------------------------------------------------------------------------
+
+
+def test_first_page_table_details_and_chain_badge(page: Page, live_server: LiveServer) -> None:
+    open_dashboard(page, live_server)
+    assert page.get_attribute("#events", "data-state") == "ready"
+    assert row_count(page) == PAGE_SIZE
+    newest = SEEDED[-1]
+    first = page.locator("#rows tr.event-row").first
+
+    # Time: the viewer's local time (a UTC+14 zone here); the exact UTC time kept as data.
+    time_element = first.locator("time")
+    utc = time_element.get_attribute("datetime")
+    assert utc is not None and utc.endswith("Z")
+    local = datetime.fromisoformat(utc).astimezone(ZoneInfo(TIMEZONE))
+    shown = time_element.inner_text()
+    assert f"{local:%b} {local:%d}, {local:%Y}" in shown
+    assert f"{local.hour % 12 or 12:02d}:{local:%M}:{local:%S}" in shown
+
+    # User: email, else id, else "System".
+    assert {"alice@example.com", "bob@example.org", "u_carol", "System"} <= set(
+        column(page, "user")
+    )
+    assert first.locator("td.user").inner_text() == "System"
+    # Action as code; resource with the first 8 characters of its id.
+    assert first.locator("td.action code").inner_text() == newest.action
+    assert newest.resource_id is not None
+    assert first.locator("td.resource").inner_text() == (
+        f"{newest.resource} #{newest.resource_id[:8]}"
+    )
+    assert set(column(page, "outcome")) == {"success", "failure", "denied"}
+    assert "2001:db8::7" in column(page, "ip")
+
+    # Details expand to formatted JSON (and the event's other fields).
+    toggle = first.locator("button.toggle")
+    assert toggle.get_attribute("aria-expanded") == "false"
+    toggle.click()
+    assert toggle.get_attribute("aria-expanded") == "true"
+    detail = page.locator("#rows tr.detail-row").first
+    json_text = detail.locator("pre.json").inner_text()
+    assert json.loads(json_text) == newest.details
+    assert '\n  "index": 127,\n' in json_text  # indented, one member a line
+    assert newest.user_agent is not None and newest.user_agent in detail.inner_text()
+    event_id = first.get_attribute("data-id")
+    assert event_id is not None and event_id in detail.inner_text()
+
+    # The chain badge (the verification runs in the background).
+    page.wait_for_function(CHAIN_CHECKED)
+    badge = page.locator("#chain")
+    assert badge.get_attribute("data-state") == "ok"
+    assert badge.inner_text() == f"Chain intact · {TOTAL} events"
+    page.click("#reverify")  # runs the verification again
+    page.wait_for_function(CHAIN_CHECKED)
+    assert badge.get_attribute("data-state") == "ok"
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+    toggle.click()
+    assert detail.is_hidden()
+
+
+def test_filters_are_applied_and_reflected_in_the_url(page: Page, live_server: LiveServer) -> None:
+    open_dashboard(page, live_server)
+    # Resource choices are the values present in the log.
+    page.wait_for_function("() => document.querySelectorAll('#f-resource option').length > 1")
+    options = page.locator("#f-resource option").evaluate_all("os => os.map(o => o.value)")
+    assert options == ["", *sorted({event.resource for event in SEEDED})]
+
+    act(page, lambda: page.select_option("#f-resource", "project"))
+    assert {text.split(" #")[0] for text in column(page, "resource")} == {"project"}
+    assert row_count(page) == expected_count(resource="project")
+    assert url_query(page) == {"resource": ["project"]}
+
+    act(page, lambda: page.select_option("#f-outcome", "denied"))
+    assert set(column(page, "outcome")) == {"denied"}
+    assert row_count(page) == expected_count(resource="project", outcome="denied")
+    assert url_query(page) == {"resource": ["project"], "outcome": ["denied"]}
+
+    # Action: a prefix with a trailing * (typed, applied on Enter), then an exact one.
+    act(page, lambda: page.select_option("#f-outcome", ""))
+    act(page, enter(page, "#f-action", "project.*"))
+    assert set(column(page, "action")) == {"project.create", "project.delete", "project.update"}
+    act(page, enter(page, "#f-action", "project.create"))
+    assert set(column(page, "action")) == {"project.create"}
+    assert row_count(page) == expected_count(action="project.create")
+
+    # User: an email filters by user_email, anything else by user_id.
+    act(page, enter(page, "#f-user", "bob@example.org"))
+    assert url_query(page) == {
+        "action": ["project.create"],
+        "resource": ["project"],
+        "user_email": ["bob@example.org"],
+    }
+    assert set(column(page, "user")) == {"bob@example.org"}
+    rows = page.locator("#rows tr.event-row").evaluate_all("rs => rs.map(r => r.dataset.id)")
+    assert len(rows) == expected_count(action="project.create", user_email="bob@example.org") > 0
+
+    # Reloading the URL restores the filters and the same rows.
+    act(page, page.reload)
+    assert page.input_value("#f-resource") == "project"
+    assert page.input_value("#f-action") == "project.create"
+    assert page.input_value("#f-user") == "bob@example.org"
+    assert event_ids(page) == rows
+
+    # Back goes to the previous filters; forward returns.
+    act(page, page.go_back)
+    assert page.input_value("#f-user") == ""
+    assert "user_email" not in url_query(page)
+    assert len(set(column(page, "user"))) > 1
+    act(page, page.go_forward)
+    assert page.input_value("#f-user") == "bob@example.org"
+    assert event_ids(page) == rows
+
+    # Clear resets everything.
+    act(page, lambda: page.click("#clear"))
+    assert url_query(page) == {}
+    assert page.input_value("#f-action") == ""
+    assert row_count(page) == PAGE_SIZE
+
+
+def test_a_shared_url_restores_its_filters(page: Page, live_server: LiveServer) -> None:
+    open_dashboard(page, live_server, "resource=invoice&outcome=success&user_id=u_alice")
+    assert page.input_value("#f-resource") == "invoice"
+    assert page.input_value("#f-outcome") == "success"
+    assert page.input_value("#f-user") == "u_alice"
+    count = expected_count(resource="invoice", outcome="success", user_id="u_alice")
+    assert count > 0 and row_count(page) == count
+    assert set(column(page, "user")) == {"alice@example.com"}
+
+
+def test_a_page_link_that_does_not_fit_starts_from_the_newest_page(
+    page: Page, live_server: LiveServer
+) -> None:
+    open_dashboard(page, live_server, "outcome=denied&cursor=not-a-real-cursor")
+    assert page.get_attribute("#events", "data-state") == "ready"
+    assert url_query(page) == {"outcome": ["denied"]}
+    assert row_count(page) == expected_count(outcome="denied")
+    assert "showing the newest events" in page.inner_text("#status")
+
+
+def test_search(page: Page, live_server: LiveServer) -> None:
+    open_dashboard(page, live_server)
+    # A case-insensitive substring, applied on Enter.
+    act(
+        page,
+        enter(page, "#f-search", "NEEDLERESOURCE-4242"),
+    )
+    assert column(page, "user") == ["dave@example.net"]
+    assert url_query(page) == {"search": ["NEEDLERESOURCE-4242"]}
+
+    # Typing applies by itself after a pause.
+    act(page, lambda: page.fill("#f-search", "bob@"))
+    assert set(column(page, "user")) == {"bob@example.org"}
+    assert row_count(page) == expected_count(user_email="bob@example.org")
+
+    # Under 3 characters the store cannot use its search index: only Enter runs it.
+    before = loads(page)
+    page.fill("#f-search", "bo")
+    page.wait_for_timeout(1000)
+    assert loads(page) == before
+    assert page.is_visible("#f-search-hint")
+    act(page, lambda: page.press("#f-search", "Enter"))
+    assert url_query(page) == {"search": ["bo"]}
+    assert page.is_hidden("#f-search-hint")
+
+    # Nothing found: the empty state.
+    act(page, enter(page, "#f-search", "no such thing"))
+    assert page.get_attribute("#events", "data-state") == "empty"
+    assert "No events match these filters" in page.inner_text("#rows")
+
+
+def test_paging_forward_and_back(page: Page, live_server: LiveServer) -> None:
+    open_dashboard(page, live_server)
+    pages = [event_ids(page)]
+    assert page.is_disabled("#prev") and page.is_enabled("#next")
+    act(page, lambda: page.click("#next"))
+    pages.append(event_ids(page))
+    assert page.inner_text("#page-label") == "Page 2"
+    assert "cursor" in url_query(page)
+    act(page, lambda: page.click("#next"))
+    pages.append(event_ids(page))
+    assert page.inner_text("#page-label") == "Page 3"
+    assert [len(ids) for ids in pages] == [PAGE_SIZE, PAGE_SIZE, TOTAL - 2 * PAGE_SIZE]
+    assert page.is_disabled("#next")
+    # Newest first across pages: nothing repeated, nothing skipped.
+    times = page.locator("#rows time").evaluate_all("ts => ts.map(t => t.dateTime)")
+    assert times == sorted(times, reverse=True)
+    assert len({id_ for ids in pages for id_ in ids}) == TOTAL
+
+    act(page, lambda: page.click("#prev"))
+    assert event_ids(page) == pages[1]
+    assert page.inner_text("#page-label") == "Page 2"
+    act(page, lambda: page.click("#prev"))
+    assert event_ids(page) == pages[0]
+    assert "cursor" not in url_query(page)
+    assert page.is_disabled("#prev")
+
+    # The browser's back button walks the same way; a reload keeps the page and its
+    # way back.
+    act(page, page.go_back)
+    assert event_ids(page) == pages[1]
+    act(page, page.reload)
+    assert event_ids(page) == pages[1]
+    assert page.inner_text("#page-label") == "Page 2"
+    act(page, lambda: page.click("#prev"))
+    assert event_ids(page) == pages[0]
+
+
+def test_date_filters_are_local_days(page: Page, live_server: LiveServer) -> None:
+    open_dashboard(page, live_server)
+    newest = page.locator("#rows time").first.get_attribute("datetime")
+    assert newest is not None
+    today = datetime.fromisoformat(newest).astimezone(ZoneInfo(TIMEZONE)).date()
+    yesterday = today - timedelta(days=1)
+
+    # From today to today (local, UTC+14): everything, as it was all logged today.
+    act(page, lambda: page.fill("#f-from", today.isoformat()))
+    act(page, lambda: page.fill("#f-to", today.isoformat()))
+    assert url_query(page) == {"from": [today.isoformat()], "to": [today.isoformat()]}
+    assert row_count(page) == PAGE_SIZE
+
+    # Up to yesterday: nothing.
+    act(page, lambda: page.fill("#f-from", ""))
+    act(page, lambda: page.fill("#f-to", yesterday.isoformat()))
+    assert page.get_attribute("#events", "data-state") == "empty"
+
+
+def test_csv_and_jsonl_exports_keep_the_filters(page: Page, live_server: LiveServer) -> None:
+    # Its own store: every export records an export.requested event.
+    open_dashboard(page, live_server, "resource=project&outcome=success", mount="exports")
+    wanted = expected_count(resource="project", outcome="success")
+    assert wanted > 0
+
+    with page.expect_download() as info:
+        page.click("#export-csv")
+    download = info.value
+    assert download.suggested_filename.startswith("audit-logs-")
+    assert download.suggested_filename.endswith(".csv")
+    text = Path(download.path()).read_text(encoding="utf-8")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == CSV_HEADER
+    assert len(rows) - 1 == wanted
+    resource, outcome = CSV_HEADER.index("Resource"), CSV_HEADER.index("Outcome")
+    assert {(row[resource], row[outcome]) for row in rows[1:]} == {("project", "success")}
+
+    with page.expect_download() as info:
+        page.click("#export-jsonl")
+    assert info.value.suggested_filename.endswith(".jsonl")
+    lines = Path(info.value.path()).read_text(encoding="utf-8").splitlines()
+    events = [json.loads(line) for line in lines]
+    assert len(events) == wanted
+    assert {(event["resource"], event["outcome"]) for event in events} == {("project", "success")}
+
+
+def test_log_content_is_rendered_as_text_never_run(page: Page, live_server: LiveServer) -> None:
+    open_dashboard(page, live_server, "search=window.__xss")
+    assert row_count(page) == 1
+    row = page.locator("#rows tr.event-row").first
+    assert row.locator("td.action code").inner_text() == XSS_ACTION
+    assert row.locator("td.resource").inner_text() == f"{XSS_RESOURCE} #<b>bold<"
+    assert row.locator("td.user").inner_text() == XSS_EMAIL
+    row.locator("button.toggle").click()
+    detail = page.locator("#rows tr.detail-row").first
+    assert json.loads(detail.locator("pre.json").inner_text()) == XSS_DETAILS
+    assert XSS_USER_AGENT in detail.inner_text()
+
+    page.wait_for_timeout(300)  # an injected onerror would have fired by now
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    assert page.locator("#events img, #events script, #events b").count() == 0
+    assert page.locator("script").count() == 1  # the dashboard's own
+    # (the page fixture also fails the test on any dialog or script error)
+
+
+def test_error_state_shows_the_api_message(page: Page, live_server: LiveServer) -> None:
+    too_long = "x" * 2000  # the API rejects it (400)
+    open_dashboard(page, live_server, f"search={too_long}")
+    assert page.get_attribute("#events", "data-state") == "error"
+    shown = page.locator("#rows [role=alert] .error-message").inner_text()
+    reply = page.request.get(f"{live_server.dashboard}events?search={too_long}")
+    assert reply.status == 400
+    assert shown == reply.json()["error"]["message"]
+    assert shown.startswith("search:")
+
+
+def test_damaged_chain_badge_names_the_first_finding(page: Page, live_server: LiveServer) -> None:
+    open_dashboard(page, live_server, mount="tampered")  # also: mounted at another path
+    assert row_count(page) == 10
+    page.wait_for_function(CHAIN_CHECKED)
+    badge = page.locator("#chain")
+    assert badge.get_attribute("data-state") == "damaged"
+    assert badge.inner_text() == "Chain damaged · log default seq 4: modified"
+
+
+@pytest.mark.parametrize(("role", "status"), [(None, 401), ("viewer", 403)])
+def test_without_admin_rights_the_browser_gets_no_data(
+    browser: Browser, live_server: LiveServer, role: str | None, status: int
+) -> None:
+    context = new_context(browser, live_server, role)
+    try:
+        page = context.new_page()
+        response = page.goto(live_server.dashboard)
+        assert response is not None and response.status == status
+        content = page.content()
+        assert "alice@example.com" not in content and "<table" not in content
+        for path in (
+            "events",
+            "facets",
+            "verify",
+            "export.csv",
+            "export.jsonl",
+            "static/dashboard.js",
+        ):
+            reply = page.request.get(live_server.dashboard + path)
+            assert reply.status == status, path
+            assert "alice@example.com" not in reply.text()
+    finally:
+        context.close()

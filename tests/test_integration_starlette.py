@@ -1,0 +1,287 @@
+"""A real Starlette app: auth middleware supplies the user, AuditMiddleware is outermost."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    BaseUser,
+    UnauthenticatedUser,
+)
+from starlette.background import BackgroundTask
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import Message
+from starlette.websockets import WebSocket
+
+import auditmw
+from auditmw import AuditMiddleware, Event, SQLiteStore, audit, audited, diff, pending_event
+
+PROXY = "10.0.0.2"
+
+
+class User(BaseUser):
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        self.email = f"{user_id}@example.com"
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.user_id
+
+    @property
+    def identity(self) -> str:
+        return self.user_id
+
+
+class BearerBackend(AuthenticationBackend):
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        header = conn.headers.get("authorization", "")
+        if not header.startswith("Bearer "):
+            return None
+        return AuthCredentials(["authenticated"]), User(header.removeprefix("Bearer "))
+
+
+PROJECTS: dict[str, dict[str, Any]] = {}
+
+
+@audited("project.updated", "project", resource_id="project_id")
+async def update_project(request: Request) -> Response:
+    project_id = request.path_params["project_id"]
+    before = dict(PROJECTS.setdefault(project_id, {"name": "Apollo", "description": "moon"}))
+    data = await request.json()
+    await asyncio.sleep(random.random() / 200)  # let concurrent requests interleave
+    PROJECTS[project_id] = {**before, **data}
+    pending_event().changes = diff(before, PROJECTS[project_id])
+    return JSONResponse(PROJECTS[project_id])
+
+
+async def whoami(request: Request) -> Response:
+    event = await audit("profile.viewed", "user")
+    assert event is not None
+    return JSONResponse({"event_id": event.id})
+
+
+async def stream(request: Request) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        for index in range(5):
+            await asyncio.sleep(0)
+            yield b"%d," % index
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+async def after_response_task() -> None:
+    await audit("report.emailed", "report", "r1")
+
+
+@audited("report.archived", "report", resource_id=lambda arguments: "r2")
+def sync_archive() -> None:
+    pass
+
+
+async def with_background(request: Request) -> Response:
+    async def both() -> None:
+        await after_response_task()
+        await asyncio.to_thread(sync_archive)  # a sync task, run in a thread
+
+    return JSONResponse({"queued": True}, background=BackgroundTask(both))
+
+
+async def chat(websocket: WebSocket) -> None:
+    await websocket.accept()
+    async for text in websocket.iter_text():
+        await audit("chat.message", "chat", details={"text": text})
+        await websocket.send_text(text.upper())
+    # iter_text ends on disconnect
+
+
+def make_app(store: SQLiteStore, **options: Any) -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/projects/{project_id}", update_project, methods=["PUT"]),
+            Route("/me", whoami),
+            Route("/stream", stream, methods=["GET", "POST"]),
+            Route("/background", with_background, methods=["POST"]),
+            WebSocketRoute("/chat", chat),
+        ],
+        middleware=[
+            Middleware(AuditMiddleware, store=store, trusted_proxies=["10.0.0.0/8"], **options),
+            Middleware(AuthenticationMiddleware, backend=BearerBackend()),
+        ],
+    )
+
+
+async def stored(store: SQLiteStore) -> list[Event]:
+    return [Event.from_entry(row.entry, row.hash) async for row in store.iter_chain_rows()]
+
+
+def client_for(app: Starlette, peer: str = "127.0.0.1") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app, client=(peer, 51000))
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+async def test_identity_ip_user_agent_request_id_and_diff_land(store: SQLiteStore) -> None:
+    PROJECTS.clear()
+    async with client_for(make_app(store), peer=PROXY) as client:
+        response = await client.put(
+            "/projects/p1",
+            json={"description": "the moon"},
+            headers={
+                "authorization": "Bearer ada",
+                "user-agent": "Mozilla/5.0 (test)",
+                "x-forwarded-for": "6.6.6.6, 203.0.113.50",
+                "x-request-id": "req-42",
+            },
+        )
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "req-42"
+    [event] = await stored(store)
+    assert event.to_dict() | {"id": None, "timestamp": None, "hash": None} == {
+        "action": "project.updated",
+        "resource": "project",
+        "resource_id": "p1",
+        "outcome": "success",
+        "details": {"changes": {"description": {"from": "moon", "to": "the moon"}}},
+        "user_id": "ada",
+        "user_email": "ada@example.com",
+        "ip_address": "203.0.113.50",
+        "user_agent": "Mozilla/5.0 (test)",
+        "request_id": "req-42",
+        "log": "default",
+        "seq": 1,
+        "prev_hash": auditmw.GENESIS_HASH,
+        "id": None,
+        "timestamp": None,
+        "hash": None,
+    }
+    assert (await store.verify()).ok
+
+
+async def test_anonymous_requests_have_no_user(store: SQLiteStore) -> None:
+    async with client_for(make_app(store), peer="203.0.113.9") as client:
+        response = await client.get("/me")
+    event = await store.get(response.json()["event_id"])
+    assert event is not None
+    assert (event.user_id, event.user_email, event.ip_address) == (None, None, "203.0.113.9")
+    assert isinstance(UnauthenticatedUser(), BaseUser)  # what Starlette puts in scope
+
+
+async def test_200_concurrent_requests_never_swap_user_or_ip(store: SQLiteStore) -> None:
+    PROJECTS.clear()
+    app = make_app(store)
+    count = 200
+
+    def expected_ip(n: int) -> str:
+        return f"198.51.{n // 200}.{n % 200 + 1}"
+
+    async def one(n: int) -> httpx.Response:
+        headers = {"authorization": f"Bearer user-{n}"}
+        if n % 2:  # half connect directly...
+            peer = expected_ip(n)
+        else:  # ...half through the trusted proxy, with a forged entry in front
+            peer = PROXY
+            headers["x-forwarded-for"] = f"6.6.6.{n % 250}, {expected_ip(n)}"
+        async with client_for(app, peer=peer) as client:
+            return await client.put(f"/projects/{n}", json={"name": f"name-{n}"}, headers=headers)
+
+    responses = await asyncio.gather(*(one(n) for n in range(count)))
+    assert all(response.status_code == 200 for response in responses)
+    events = await stored(store)
+    assert len(events) == count
+    request_ids = {f"{n}": response.headers["x-request-id"] for n, response in enumerate(responses)}
+    for event in events:
+        n = int(event.resource_id or "-1")
+        assert event.user_id == f"user-{n}"
+        assert event.user_email == f"user-{n}@example.com"
+        assert event.ip_address == expected_ip(n)
+        assert event.request_id == request_ids[f"{n}"]
+        assert event.details == {"changes": {"name": {"from": "Apollo", "to": f"name-{n}"}}}
+    assert len(set(request_ids.values())) == count
+    assert (await store.verify()).ok
+
+
+@pytest.mark.parametrize("record_requests", [(), ("GET",)])
+async def test_streaming_responses_are_unchanged(
+    store: SQLiteStore, record_requests: tuple[str, ...]
+) -> None:
+    async with client_for(make_app(store, record_requests=record_requests)) as client:
+        response = await client.get("/stream")
+    assert response.status_code == 200
+    assert response.text == "0,1,2,3,4,"
+    assert await store.count() == len(record_requests)
+
+
+async def test_background_tasks_run_and_keep_the_request_context(store: SQLiteStore) -> None:
+    async with client_for(make_app(store), peer="203.0.113.77") as client:
+        response = await client.post("/background", headers={"authorization": "Bearer bob"})
+    assert response.json() == {"queued": True}
+    events = await stored(store)
+    assert [(e.action, e.resource_id, e.user_id, e.ip_address) for e in events] == [
+        ("report.emailed", "r1", "bob", "203.0.113.77"),
+        ("report.archived", "r2", "bob", "203.0.113.77"),
+    ]
+    assert {e.request_id for e in events} == {response.headers["x-request-id"]}
+
+
+async def test_websockets_work_and_are_audited(store: SQLiteStore) -> None:
+    app = make_app(store)
+    inbox: asyncio.Queue[Message] = asyncio.Queue()
+    for message in (
+        {"type": "websocket.connect"},
+        {"type": "websocket.receive", "text": "hello"},
+        {"type": "websocket.receive", "text": "bye"},
+        {"type": "websocket.disconnect", "code": 1000},
+    ):
+        inbox.put_nowait(message)
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "scheme": "ws",
+        "path": "/chat",
+        "raw_path": b"/chat",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"authorization", b"Bearer carol"), (b"user-agent", b"ws-client")],
+        "client": ("203.0.113.5", 7000),
+        "server": ("test", 80),
+        "subprotocols": [],
+    }
+    await app(scope, inbox.get, send)
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.send"]
+    assert [m["text"] for m in sent[1:]] == ["HELLO", "BYE"]
+    events = await stored(store)
+    assert [(e.details, e.user_id, e.ip_address, e.user_agent) for e in events] == [
+        ({"text": "hello"}, "carol", "203.0.113.5", "ws-client"),
+        ({"text": "bye"}, "carol", "203.0.113.5", "ws-client"),
+    ]
+    assert events[0].request_id == events[1].request_id
+
+
+async def test_fail_closed_503_through_the_decorated_handler(store: SQLiteStore) -> None:
+    app = make_app(store)
+    await store.close()
+    async with client_for(app) as client:
+        response = await client.put("/projects/p9", json={"name": "x"})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "audit_unavailable"

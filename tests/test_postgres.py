@@ -1,0 +1,190 @@
+"""What only the PostgreSQL store has to prove: triggers, lost connections, schema."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+import pytest
+
+from auditmw import Event, NewEvent, open_store
+from auditmw._postgres import PostgresStore
+
+from ._postgres import POSTGRES_DSN, store_url
+
+
+async def _raw(schema: str) -> asyncpg.Connection:
+    return await asyncpg.connect(POSTGRES_DSN, server_settings={"search_path": schema})
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE auditmw_events SET action = 'x'",
+        "DELETE FROM auditmw_events",
+        "TRUNCATE auditmw_events",
+    ],
+)
+async def test_the_database_refuses_changes(pg_schema: str, statement: str) -> None:
+    async with open_store(store_url(pg_schema)) as store:
+        await store.append(NewEvent(action="a", resource="r"))
+    conn = await _raw(pg_schema)
+    try:
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute(statement)
+        assert await conn.fetchval("SELECT count(*) FROM auditmw_events") == 1
+    finally:
+        await conn.close()
+
+
+async def test_entries_are_stored_as_exact_bytes(pg_schema: str) -> None:
+    async with open_store(store_url(pg_schema)) as store:
+        event = await store.append(
+            NewEvent(action="a", resource="r", details={"nul": "a\u0000b", "b": 1, "a": 2})
+        )
+    conn = await _raw(pg_schema)
+    try:
+        entry = await conn.fetchval("SELECT entry FROM auditmw_events")
+        column_type = await conn.fetchval(
+            "SELECT data_type FROM information_schema.columns "
+            "WHERE table_schema = $1 AND table_name = 'auditmw_events' AND column_name = 'entry'",
+            pg_schema,
+        )
+    finally:
+        await conn.close()
+    assert column_type == "bytea"
+    assert b'"details":{"a":2,"b":1,"nul":"a\\u0000b"}' in entry
+    assert Event.from_entry(entry, event.hash) == event
+
+
+async def test_schema_creation_is_idempotent_and_concurrent(pg_schema: str) -> None:
+    stores = [PostgresStore(POSTGRES_DSN, schema=pg_schema) for _ in range(4)]
+    await asyncio.gather(*(store.open() for store in stores))
+    events = await asyncio.gather(
+        *(store.append(NewEvent(action="a", resource="r")) for store in stores)
+    )
+    await asyncio.gather(*(store.close() for store in stores))
+    assert sorted(event.seq for event in events) == [1, 2, 3, 4]
+    conn = await _raw(pg_schema)
+    try:
+        assert (
+            await conn.fetchval("SELECT value FROM auditmw_meta WHERE key = 'schema_version'")
+            == "1"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_stores_sharing_a_log_keep_one_gapless_chain(pg_schema: str) -> None:
+    """Several stores (separate connections, as separate hosts would have) at once."""
+    stores = [await PostgresStore(POSTGRES_DSN, schema=pg_schema).open() for _ in range(3)]
+    try:
+        events = await asyncio.gather(
+            *(
+                stores[i % 3].append(NewEvent(action="a", resource="r", resource_id=str(i)))
+                for i in range(600)
+            )
+        )
+        assert sorted(event.seq for event in events) == list(range(1, 601))
+        report = await stores[0].verify()
+        assert report.ok, report.findings
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_killed_connection_loses_and_duplicates_nothing(pg_schema: str) -> None:
+    """pg_terminate_backend on the writer, again and again, while appends go on."""
+    acknowledged: list[Event] = []
+    stop = asyncio.Event()
+    async with open_store(store_url(pg_schema)) as store:
+        assert isinstance(store, PostgresStore)
+
+        async def keep_appending(worker: int) -> None:
+            count = 0
+            while not stop.is_set():
+                event = await store.append(
+                    NewEvent(action="a", resource="r", resource_id=f"{worker}-{count}")
+                )
+                acknowledged.append(event)
+                count += 1
+
+        writers = [asyncio.create_task(keep_appending(n)) for n in range(8)]
+        killer = await asyncpg.connect(POSTGRES_DSN)
+        try:
+            kills = 0
+            for _ in range(6):
+                await asyncio.sleep(0.15)
+                conn = store._write_conn  # the writer connection the test kills
+                if conn is not None and not conn.is_closed():
+                    pid = conn.get_server_pid()
+                    kills += bool(await killer.fetchval("SELECT pg_terminate_backend($1)", pid))
+        finally:
+            await killer.close()
+        await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.gather(*writers)
+        assert kills >= 3
+
+        rows = [row async for row in store.iter_chain_rows()]
+        ids = [orjson.loads(row.entry)["id"] for row in rows]
+        assert len(ids) == len(set(ids)), "an event was written twice"
+        assert [row.seq for row in rows] == list(range(1, len(rows) + 1))
+        for event in acknowledged:
+            assert await store.get(event.id) == event  # present, with the seq it was given
+        report = await store.verify()
+        assert report.ok, report.findings
+
+
+async def test_an_insert_and_select_only_role_can_append_but_not_change(pg_schema: str) -> None:
+    """The GRANTs of docs/postgres.md: the app's role appends and reads, nothing more."""
+    role = f"{pg_schema}_app"
+    async with open_store(store_url(pg_schema)) as owner_store:  # the owner creates it
+        await owner_store.append(NewEvent(action="a", resource="r"))
+    admin = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        await admin.execute(f'GRANT USAGE ON SCHEMA "{pg_schema}" TO "{role}"')
+        await admin.execute(f'GRANT SELECT, INSERT ON "{pg_schema}".auditmw_events TO "{role}"')
+        await admin.execute(f'GRANT SELECT ON "{pg_schema}".auditmw_meta TO "{role}"')
+        parts = urlsplit(POSTGRES_DSN)
+        app_dsn = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+        async with PostgresStore(app_dsn, schema=pg_schema) as app_store:
+            event = await app_store.append(NewEvent(action="b", resource="r"))
+            assert event.seq == 2
+            assert (await app_store.verify()).ok
+        conn = await asyncpg.connect(app_dsn, server_settings={"search_path": pg_schema})
+        try:
+            for statement in (
+                "UPDATE auditmw_events SET action = 'x'",
+                "DELETE FROM auditmw_events",
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(statement)
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP OWNED BY "{role}"')
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
+
+
+async def test_a_neutered_trigger_function_is_reported(pg_schema: str) -> None:
+    """Triggers that stay enabled but call a function that lets changes through."""
+    async with open_store(store_url(pg_schema)) as store:
+        await store.append(NewEvent(action="a", resource="r"))
+        assert await store.schema_warnings() == []
+        conn = await _raw(pg_schema)
+        try:
+            await conn.execute(
+                "CREATE OR REPLACE FUNCTION auditmw_reject_change() RETURNS trigger "
+                "LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$"
+            )
+            await conn.execute("UPDATE auditmw_events SET action = 'forged'")
+        finally:
+            await conn.close()
+        report = await store.verify()
+        assert any("auditmw_reject_change" in warning for warning in report.warnings)
+        assert not report.ok  # and the chain catches the edit itself

@@ -1,0 +1,100 @@
+"""The behaviour every store shares, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from auditmw import (
+    GENESIS_HASH,
+    AuditStore,
+    NewEvent,
+    StoreClosedError,
+    ValidationError,
+    open_store,
+)
+
+
+async def test_concurrent_appends_form_one_gapless_chain(any_store: AuditStore) -> None:
+    events = await asyncio.gather(
+        *(
+            any_store.append(NewEvent(action="item.created", resource="item", resource_id=str(i)))
+            for i in range(300)
+        )
+    )
+    assert sorted(event.seq for event in events) == list(range(1, 301))
+    by_seq = {event.seq: event for event in events}
+    assert by_seq[1].prev_hash == GENESIS_HASH
+    for seq in range(2, 301):
+        assert by_seq[seq].prev_hash == by_seq[seq - 1].hash
+    report = await any_store.verify()
+    assert report.ok, report.findings
+    assert report.entries == 300
+    assert report.warnings == []
+
+
+async def test_appended_event_reads_back_identically(any_store: AuditStore) -> None:
+    details = {"changes": {"name": {"from": "a", "to": "ü\U0001f600"}}, "n": 1.5, "z": None}
+    event = await any_store.append(
+        NewEvent(
+            action="project.updated",
+            resource="project",
+            resource_id="p1",
+            details=details,
+            user_id="u1",
+            user_email="a@example.com",
+            ip_address="2001:db8::1",
+            user_agent="ua/1.0",
+            request_id="req-1",
+            outcome="failure",
+        )
+    )
+    assert await any_store.get(event.id) == event
+    assert event.details == details
+    assert await any_store.get("no-such-id") is None
+    assert await any_store.count() == 1
+
+
+async def test_each_log_is_its_own_chain(any_store: AuditStore) -> None:
+    first = await any_store.append(NewEvent(action="a", resource="r", log="tenant-a"))
+    second = await any_store.append(NewEvent(action="a", resource="r", log="tenant-b"))
+    third = await any_store.append(NewEvent(action="a", resource="r", log="tenant-a"))
+    assert (first.seq, second.seq, third.seq) == (1, 1, 2)
+    assert second.prev_hash == GENESIS_HASH and third.prev_hash == first.hash
+    report = await any_store.verify()
+    assert report.ok and set(report.logs) == {"tenant-a", "tenant-b"}
+
+
+async def test_a_bad_event_is_rejected_before_it_is_queued(any_store: AuditStore) -> None:
+    good = [any_store.append(NewEvent(action="ok", resource="r")) for _ in range(20)]
+    bad = any_store.append(NewEvent(action="", resource="r"))
+    results = await asyncio.gather(*good, bad, return_exceptions=True)
+    assert isinstance(results[-1], ValidationError) and results[-1].field == "action"
+    assert sorted(event.seq for event in results[:-1]) == list(range(1, 21))  # type: ignore[union-attr]
+
+
+async def test_reopening_continues_the_chain(store_url_factory: Callable[[], str]) -> None:
+    url = store_url_factory()
+    async with open_store(url) as store:
+        last = await store.append(NewEvent(action="a", resource="r"))
+    async with open_store(url) as store:
+        following = await store.append(NewEvent(action="b", resource="r"))
+        assert following.seq == last.seq + 1 and following.prev_hash == last.hash
+        assert (await store.verify()).ok
+    with pytest.raises(StoreClosedError):
+        await store.append(NewEvent(action="c", resource="r"))
+
+
+async def test_close_commits_every_pending_append(store_url_factory: Callable[[], str]) -> None:
+    url = store_url_factory()
+    store = await open_store(url).open()
+    pending = [
+        asyncio.ensure_future(store.append(NewEvent(action="a", resource="r"))) for _ in range(500)
+    ]
+    await asyncio.sleep(0)  # every append is queued
+    await store.close()
+    assert all(task.done() and not task.cancelled() for task in pending)
+    async with open_store(url) as reopened:
+        assert await reopened.count() == 500
