@@ -6,6 +6,9 @@ in one run: alternate them over a few rounds, take medians and print ratios.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import os
 import platform
 import sqlite3
@@ -167,3 +170,55 @@ def fmt_ratio(ratio: float) -> str:
 def fmt_us(seconds: float, count: int) -> str:
     """Microseconds per item."""
     return f"{seconds / count * 1e6:,.1f} µs"
+
+
+# --- the machine-readable summary (for scripts/bench) ---------------------------------
+
+
+@dataclass(frozen=True)
+class Result:
+    """One headline figure of a benchmark: a ratio of two variants run side by side.
+
+    ``measure`` says what the ratio divides (e.g. "API/floor"); ``goal`` is the lowest
+    acceptable ratio when the benchmark has one (or the highest, with ``goal_is_max``);
+    ``detail`` carries the absolute figures behind it, for the reader.
+    """
+
+    name: str
+    ratio: float
+    measure: str
+    goal: float | None = None
+    goal_is_max: bool = False
+    detail: str = ""
+
+
+def add_summary_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--summary",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the headline ratios as JSON to FILE (scripts/bench reads it)",
+    )
+
+
+def write_summary(
+    path: Path | None,
+    benchmark: str,
+    facts: Sequence[tuple[str, str]],
+    results: Iterable[Result],
+) -> None:
+    """Write ``{"benchmark", "facts", "results"}`` as JSON to ``path`` (None: nothing)."""
+    if path is None:
+        return
+    document = {
+        "benchmark": benchmark,
+        "facts": [list(fact) for fact in facts],
+        "results": [dataclasses.asdict(result) for result in results],
+    }
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def parse_ratio(text: str) -> float:
+    """A ratio as a benchmark's table prints it ("1.02", "1,234", "12.3x") back to a float."""
+    return float(text.replace(",", "").rstrip("x").strip())

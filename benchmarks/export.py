@@ -36,7 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from _common import fmt_rate, machine_description, median, print_facts, print_table, rate
+from _common import (
+    Result,
+    add_summary_option,
+    fmt_rate,
+    machine_description,
+    median,
+    print_facts,
+    print_table,
+    rate,
+    write_summary,
+)
 from auditmw import SQLiteStore
 from auditmw._export import CSV_COLUMNS, export_chunks
 from auditmw._query import EventFilter
@@ -177,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="events in the store")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds (medians)")
+    add_summary_option(parser)
     args = parser.parse_args(argv)
     sqlite3 = shutil.which("sqlite3")
     if sqlite3 is None:
@@ -190,15 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     shell_version = subprocess.run(
         [sqlite3, "--version"], capture_output=True, text=True, check=True
     ).stdout.split()[0]
-    print_facts(
-        "auditmw CSV export benchmark",
-        [
-            *machine_description(store.parent, ["auditmw", "aiosqlite", "orjson"]),
-            ("sqlite3 shell", f"{sqlite3} {shell_version}"),
-            ("store", f"{store.name}, {args.events:,} events"),
-            ("run", f"whole log to /dev/null, {args.rounds} alternating rounds, medians"),
-        ],
-    )
+    facts = [
+        *machine_description(store.parent, ["auditmw", "aiosqlite", "orjson"]),
+        ("sqlite3 shell", f"{sqlite3} {shell_version}"),
+        ("store", f"{store.name}, {args.events:,} events"),
+        ("run", f"whole log to /dev/null, {args.rounds} alternating rounds, medians"),
+    ]
+    print_facts("auditmw CSV export benchmark", facts)
     week = check_same_output(sqlite3, store)
     print(
         f"  one week ({week:,} rows): auditmw and the shell write the same cells", file=sys.stderr
@@ -247,6 +256,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ("one week", one_week, nothing.peak_rss_kb),
                 ("the whole log", whole, nothing.peak_rss_kb),
             )
+        ],
+    )
+    write_summary(
+        args.summary,
+        "export",
+        facts,
+        [
+            Result(
+                f"export, CSV of {rows:,} events",
+                ours_rate / theirs_rate,
+                "auditmw/shell",
+                detail=f"auditmw {fmt_rate(ours_rate)}, shell {fmt_rate(theirs_rate)}",
+            ),
+            Result(
+                "export, peak memory: whole log / no rows",
+                whole.peak_rss_kb / nothing.peak_rss_kb,
+                "RSS ratio",
+                detail=f"{_mb(whole.peak_rss_kb)} vs {_mb(nothing.peak_rss_kb)}",
+            ),
         ],
     )
     return 0

@@ -41,7 +41,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from _common import fmt_ratio, machine_description, median, print_facts, print_table
+from _common import (
+    Result,
+    add_summary_option,
+    fmt_ratio,
+    machine_description,
+    median,
+    print_facts,
+    print_table,
+    write_summary,
+)
 
 VARIANTS = ("bare", "auditmw", "naive")
 # Not run by default: AuditMiddleware alone, no audit() call (how much the middleware costs).
@@ -278,6 +287,7 @@ def main() -> int:
         choices=("wrk", "python"),
         default="wrk" if shutil.which("wrk") else "python",
     )
+    add_summary_option(parser)
     args = parser.parse_args()
     variants = tuple(dict.fromkeys(["bare", *args.variants.split(",")]))
     unknown = set(variants) - set(VARIANTS + EXTRA_VARIANTS)
@@ -336,6 +346,22 @@ def main() -> int:
             ratio = median(rates["auditmw"]) / bare
             verdict = "met" if ratio >= 0.85 else "NOT met"
             print(f"auditmw / bare = {ratio:.2f} (goal >= 0.85): {verdict}")
+        write_summary(
+            args.summary,
+            "http_overhead",
+            facts,
+            [
+                Result(
+                    f"http, {variant} / bare requests/s",
+                    median(rates[variant]) / bare,
+                    f"{variant}/bare",
+                    goal=0.85 if variant == "auditmw" else None,
+                    detail=f"{median(rates[variant]):,.0f} vs {bare:,.0f} req/s",
+                )
+                for variant in variants
+                if variant != "bare"
+            ],
+        )
     return 0
 
 

@@ -31,7 +31,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from _common import machine_description, median, print_facts, print_table, usable_cores
+from _common import (
+    Result,
+    add_summary_option,
+    machine_description,
+    median,
+    parse_ratio,
+    print_facts,
+    print_table,
+    usable_cores,
+    write_summary,
+)
 from auditmw import Event, NewEvent, SQLiteStore
 from auditmw._event import GENESIS_HASH, Limits, PreparedEvent, prepare
 from auditmw._query import EventFilter, Page
@@ -475,18 +485,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="events in the store")
     parser.add_argument("--rounds", type=int, default=5, help="timed repetitions (medians)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached store")
+    add_summary_option(parser)
     args = parser.parse_args(argv)
     if args.events < 2 * PAGE or args.rounds < 1:
         parser.error(f"need --events >= {2 * PAGE} and --rounds >= 1")
     path = ensure_dataset(args.events, rebuild=args.rebuild)
-    print_facts(
-        "auditmw query benchmark",
-        [
-            *machine_description(path.parent, ["auditmw", "aiosqlite"]),
-            ("store", f"{path.name}, {args.events:,} events, {path.stat().st_size / 1e6:,.0f} MB"),
-            ("run", f"pages of {PAGE}; medians of {args.rounds} warm runs"),
-        ],
-    )
+    facts = [
+        *machine_description(path.parent, ["auditmw", "aiosqlite"]),
+        ("store", f"{path.name}, {args.events:,} events, {path.stat().st_size / 1e6:,.0f} MB"),
+        ("run", f"pages of {PAGE}; medians of {args.rounds} warm runs"),
+    ]
+    print_facts("auditmw query benchmark", facts)
     paging, search = asyncio.run(run(path, args.rounds))
     print("Pages: the first page against a deep page reached by its cursor (deep/first ≈ 1),")
     print("and the same deep page by offset (page=N), which reads every row before it.")
@@ -498,6 +507,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("Search: the first page of a substring search through the store (its trigram")
     print("index when the term is rare) against a plain LIKE '%term%' scan of the table.")
     print_table(["term", "matches", "store", "LIKE scan", "LIKE/store"], search)
+    write_summary(
+        args.summary,
+        "query",
+        facts,
+        [
+            *(
+                Result(f"query, deep/first page: {r[0]}", parse_ratio(r[5]), "deep/first",
+                       detail=f"page 1 {r[2]}; page {r[3]}: cursor {r[4]}, offset {r[6]}")
+                for r in paging
+            ),
+            *(
+                Result(f"query, search {r[0]}", parse_ratio(r[4]), "LIKE/store",
+                       detail=f"store {r[2]}, LIKE {r[3]}")
+                for r in search
+            ),
+        ],
+    )  # fmt: skip
     return 0
 
 

@@ -28,6 +28,7 @@ from ._query import FILTER_PARAMS, EventFilter, QueryError, parse_filter
 from ._verify import GAP, VerifyReport
 
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
+STORE_HELP = "a SQLite file path, sqlite:///path or postgresql://user@host/db?schema=name"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="prove a log intact, or name the first damaged entry",
         description="Verify every hash, link and index column of a store.",
     )
-    verify.add_argument("store", nargs="?", help="a SQLite file path or sqlite:///path")
+    verify.add_argument("store", nargs="?", help=STORE_HELP)
     verify.add_argument(
         "--jsonl",
         metavar="FILE",
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "of the whole log verifies with `auditmw verify --jsonl FILE`. CSV cells that a "
         "spreadsheet would run as a formula get a leading '.",
     )
-    export.add_argument("store", help="a SQLite file path or sqlite:///path")
+    export.add_argument("store", help=STORE_HELP)
     export.add_argument("--format", required=True, choices=FORMATS, help="csv or jsonl")
     export.add_argument("-o", "--output", metavar="FILE", help="write here, not to stdout")
     for param in FILTER_PARAMS:

@@ -191,6 +191,26 @@ class PreparedEvent:
         )
 
 
+def chain(
+    batch: list[PreparedEvent], heads: dict[str, tuple[int, str]]
+) -> tuple[list[tuple[Any, ...]], list[Event]]:
+    """Seal each event of ``batch`` after the head (last seq, last hash) of its log.
+
+    ``heads`` must hold every log of the batch, read under the store's write lock; it is
+    advanced in place. Returns the rows to insert (``ROW_FIELDS`` order) and the events.
+    """
+    rows: list[tuple[Any, ...]] = []
+    events: list[Event] = []
+    for prepared in batch:
+        last_seq, prev_hash = heads[prepared.log]
+        seq = last_seq + 1
+        entry, hash_ = prepared.seal(seq, prev_hash)
+        heads[prepared.log] = (seq, hash_)
+        rows.append(prepared.row(seq, prev_hash, hash_, entry))
+        events.append(prepared.event(seq, prev_hash, hash_))
+    return rows, events
+
+
 def utc_timestamp(now: datetime | None = None) -> str:
     """RFC 3339, UTC, always with microseconds and ``Z``; ``now`` must be timezone-aware."""
     if now is None:

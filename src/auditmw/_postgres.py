@@ -24,8 +24,16 @@ from typing import Any
 import asyncpg
 
 from ._errors import NotAStoreError, StoreError
-from ._event import GENESIS_HASH, Event, Limits, PreparedEvent, entry_hash
-from ._query import TIMESTAMP, EventFilter, Page, QueryError, decode_cursor, encode_cursor
+from ._event import GENESIS_HASH, ROW_FIELDS, Event, Limits, PreparedEvent, chain, entry_hash
+from ._query import (
+    TIMESTAMP,
+    EventFilter,
+    Page,
+    QueryError,
+    decode_cursor,
+    encode_cursor,
+    escape_like,
+)
 from ._store import AuditStore
 from ._verify import INDEX_COLUMNS, ChainRow
 
@@ -98,11 +106,7 @@ SEARCH_TEXT = (
 EXACT_COLUMNS = ("user_id", "user_email", "resource", "resource_id", "outcome")
 FACET_COLUMNS = ("action", "resource", "outcome")
 EVENT_SELECT = "SELECT log, seq, timestamp, id, entry, hash FROM auditmw_events"
-ROW_COLUMNS = (
-    "log", "seq", "id", "timestamp", "user_id", "user_email", "action", "resource",
-    "resource_id", "outcome", "ip_address", "user_agent", "request_id", "prev_hash", "hash",
-    "entry",
-)  # fmt: skip
+ROW_COLUMNS = ROW_FIELDS  # the events table's columns, in insert order
 # Statements are built from the constant column names above, never from input.
 INSERT = (
     f"INSERT INTO auditmw_events ({', '.join(ROW_COLUMNS)}) "  # noqa: S608
@@ -220,20 +224,13 @@ class PostgresStore(AuditStore):
                 await asyncio.sleep(0.1)
 
     async def _insert(self, conn: asyncpg.Connection, batch: list[PreparedEvent]) -> list[Event]:
-        rows: list[tuple[Any, ...]] = []
-        events: list[Event] = []
         async with conn.transaction():  # READ COMMITTED, the server default
             # Every writer locks the logs of its batch in one order (sorted): two batches
             # that share logs never hold one lock each while waiting for the other's.
             heads: dict[str, tuple[int, str]] = {}
             for log in sorted({prepared.log for prepared in batch}):
                 heads[log] = await _lock_head(conn, log)
-            for prepared in batch:
-                last_seq, prev_hash = heads[prepared.log]
-                entry, hash_ = prepared.seal(last_seq + 1, prev_hash)
-                heads[prepared.log] = (last_seq + 1, hash_)
-                rows.append(prepared.row(last_seq + 1, prev_hash, hash_, entry))
-                events.append(prepared.event(last_seq + 1, prev_hash, hash_))
+            rows, events = chain(batch, heads)
             await conn.executemany(INSERT, rows)
         return events
 
@@ -367,7 +364,7 @@ def _conditions(filter: EventFilter) -> tuple[list[str], list[Any]]:
     prefix = filter.action_prefix
     if prefix is not None:
         if prefix:
-            add("action LIKE ? ESCAPE '\\'", _like_escape(prefix) + "%")
+            add("action LIKE ? ESCAPE '\\'", escape_like(prefix) + "%")
     elif filter.action is not None:
         add("action = ?", filter.action)
     if filter.since is not None:
@@ -376,16 +373,11 @@ def _conditions(filter: EventFilter) -> tuple[list[str], list[Any]]:
         add("timestamp < ?", filter.until)
     if filter.search:
         term = filter.search.translate(_ASCII_LOWER)
-        add(f"{SEARCH_TEXT} LIKE ? ESCAPE '\\'", "%" + _like_escape(term) + "%")
+        add(f"{SEARCH_TEXT} LIKE ? ESCAPE '\\'", "%" + escape_like(term) + "%")
     return conditions, params
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def _like_escape(text: str) -> str:
-    """``text`` as a LIKE pattern matching itself (with ESCAPE '\\')."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _where(conditions: Sequence[str]) -> str:

@@ -287,3 +287,9 @@ def _shown(value: str, limit: int = 40) -> str:
 
 
 _OUTCOME_LIST = ", ".join(OUTCOMES)
+
+
+def escape_like(text: str) -> str:
+    """``text`` as a LIKE pattern matching itself, for ``LIKE ... ESCAPE '\\'``: search
+    terms are literal, ``%`` and ``_`` included."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -26,7 +26,7 @@ import aiosqlite
 import orjson
 
 from ._errors import NotAStoreError, StoreError
-from ._event import GENESIS_HASH, Event, Limits, PreparedEvent, entry_hash
+from ._event import GENESIS_HASH, ROW_FIELDS, Event, Limits, PreparedEvent, chain, entry_hash
 from ._query import (
     MIN_SEARCH_INDEX_CHARS,
     TIMESTAMP,
@@ -35,6 +35,7 @@ from ._query import (
     QueryError,
     decode_cursor,
     encode_cursor,
+    escape_like,
 )
 from ._store import AuditStore
 from ._verify import INDEX_COLUMNS, ChainRow
@@ -109,24 +110,7 @@ INSERT INTO auditmw_search (rowid, text) SELECT rowid, lower(coalesce(action, ''
 INSERT OR IGNORE INTO auditmw_meta (key, value) VALUES ('search_index', 'trigram-1');
 """
 TRIGGERS = ("auditmw_events_no_update", "auditmw_events_no_delete")
-ROW_COLUMNS = (
-    "log",
-    "seq",
-    "id",
-    "timestamp",
-    "user_id",
-    "user_email",
-    "action",
-    "resource",
-    "resource_id",
-    "outcome",
-    "ip_address",
-    "user_agent",
-    "request_id",
-    "prev_hash",
-    "hash",
-    "entry",
-)
+ROW_COLUMNS = ROW_FIELDS  # the events table's columns, in insert order
 # Statements below are built from the constant column names above, never from input.
 INSERT = (
     f"INSERT INTO auditmw_events ({', '.join(ROW_COLUMNS)}) "  # noqa: S608
@@ -304,58 +288,8 @@ class SQLiteStore(AuditStore):
     def _chain(
         self, conn: sqlite3.Connection, batch: list[PreparedEvent]
     ) -> tuple[list[tuple[Any, ...]], list[Event]]:
-        heads: dict[str, tuple[int, str]] = {}
-        rows: list[tuple[Any, ...]] = []
-        events: list[Event] = []
-        for prepared in batch:
-            if prepared.log not in heads:
-                heads[prepared.log] = self._head(conn, prepared.log)
-            last_seq, prev_hash = heads[prepared.log]
-            seq = last_seq + 1
-            entry, hash_ = prepared.seal(seq, prev_hash)
-            heads[prepared.log] = (seq, hash_)
-            values = prepared.columns
-            rows.append(
-                (
-                    prepared.log,
-                    seq,
-                    prepared.id,
-                    prepared.timestamp,
-                    values["user_id"],
-                    values["user_email"],
-                    values["action"],
-                    values["resource"],
-                    values["resource_id"],
-                    values["outcome"],
-                    values["ip_address"],
-                    values["user_agent"],
-                    values["request_id"],
-                    prev_hash,
-                    hash_,
-                    entry,
-                )
-            )
-            events.append(
-                Event(
-                    id=prepared.id,
-                    log=prepared.log,
-                    seq=seq,
-                    timestamp=prepared.timestamp,
-                    action=values["action"],
-                    resource=values["resource"],
-                    resource_id=values["resource_id"],
-                    outcome=values["outcome"],
-                    details=values["details"],
-                    user_id=values["user_id"],
-                    user_email=values["user_email"],
-                    ip_address=values["ip_address"],
-                    user_agent=values["user_agent"],
-                    request_id=values["request_id"],
-                    prev_hash=prev_hash,
-                    hash=hash_,
-                )
-            )
-        return rows, events
+        heads = {log: self._head(conn, log) for log in {prepared.log for prepared in batch}}
+        return chain(batch, heads)
 
     @staticmethod
     def _head(conn: sqlite3.Connection, log: str) -> tuple[int, str]:
@@ -533,7 +467,7 @@ class SQLiteStore(AuditStore):
                 params.insert(0, orjson.dumps(matches).decode())
             else:
                 conditions.append(SEARCH_LIKE)
-                params += ["%" + _like_escape(filter.search) + "%"] * len(SEARCH_COLUMNS)
+                params += ["%" + escape_like(filter.search) + "%"] * len(SEARCH_COLUMNS)
         return source, conditions, params
 
     async def _search_index_matches(self, term: str) -> list[int] | None:
@@ -637,11 +571,6 @@ def _warn_if_triggers_were_dropped(conn: sqlite3.Connection, path: Path) -> None
             "run `auditmw verify` on this store",
             path,
         )
-
-
-def _like_escape(text: str) -> str:
-    """``text`` as a LIKE pattern matching itself (with ESCAPE '\\')."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _where(conditions: list[str]) -> str:

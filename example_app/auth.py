@@ -1,0 +1,94 @@
+"""Who is calling: HTTP Basic (API clients), an API key, or the session cookie (browsers).
+
+``authenticate`` is shared by both frameworks; each app wraps it in its own
+authentication middleware, which puts the ``AppUser`` in ``scope["user"]``. That is
+where ``AuditMiddleware`` finds the actor of every event (its default resolver reads
+``identity``/``id`` and ``email``), and where the admin app's ``authorize`` looks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from starlette.authentication import BaseUser
+from starlette.requests import Request
+
+from auditmw import AdminUser
+
+from .db import API_KEY_PREFIX, Database, User
+from .payloads import ApiError
+
+SESSION_COOKIE = "session"
+
+
+class AppUser(BaseUser):
+    """The signed-in user, as ``scope["user"]``."""
+
+    def __init__(self, user: User, session_token: str | None = None) -> None:
+        self.id = user.id
+        self.email = user.email
+        self.role = user.role
+        self.session_token = session_token  # set when signed in by the session cookie
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.email
+
+    @property
+    def identity(self) -> str:
+        return self.id
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def bad_credentials() -> ApiError:
+    return ApiError(401, "invalid_credentials", "Wrong email, password or API key.")
+
+
+async def authenticate(
+    db: Database, authorization: str | None, session_token: str | None
+) -> AppUser | None:
+    """The caller, None when anonymous; raises ``ApiError`` 401 for wrong credentials.
+
+    An ``Authorization`` header wins over the cookie: ``Basic`` (email:password) or
+    ``Bearer`` (an API key). A stale or unknown session cookie counts as anonymous.
+    """
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "basic":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise bad_credentials() from None
+            email, _, password = decoded.partition(":")
+            user = await db.check_credentials(email.strip().lower(), password)
+        elif scheme == "bearer" and value.startswith(API_KEY_PREFIX):
+            user = await db.user_by_api_key(value.strip())
+        else:
+            raise bad_credentials()
+        if user is None:
+            raise bad_credentials()
+        return AppUser(user)
+    if session_token:
+        user = await db.user_by_session(session_token)
+        if user is not None:
+            return AppUser(user, session_token)
+    return None
+
+
+def authorize_admin(request: Request) -> AdminUser | bool | None:
+    """``AdminApp``'s gate: admins get in, other users 403, anonymous callers 401."""
+    user = request.scope.get("user")  # never request.user: it asserts without auth middleware
+    if not isinstance(user, AppUser):
+        return None
+    if not user.is_admin:
+        return False
+    return AdminUser(user_id=user.id, user_email=user.email)
