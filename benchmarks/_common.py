@@ -222,3 +222,65 @@ def write_summary(
 def parse_ratio(text: str) -> float:
     """A ratio as a benchmark's table prints it ("1.02", "1,234", "12.3x") back to a float."""
     return float(text.replace(",", "").rstrip("x").strip())
+
+
+def print_run_summary(out: Path, quick: bool) -> None:
+    """scripts/bench's closing table: every benchmark's results from ``out``.
+
+    ``out/runs.txt`` holds a line per benchmark run: name, exit code, seconds, arguments;
+    ``out/NAME.json`` what the benchmark wrote with ``--summary``.
+    """
+    runs = []
+    for line in (out / "runs.txt").read_text(encoding="utf-8").splitlines():
+        name, code, seconds, *extra = line.split()
+        runs.append((name, int(code), int(seconds), " ".join(extra)))
+    documents = {
+        name: json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+        for name, _, _, _ in runs
+        if (out / f"{name}.json").exists()
+    }
+    facts = dict(machine_description())
+    for document in documents.values():
+        for key, value in document["facts"]:
+            if key in ("PostgreSQL", "sqlite3 shell", "load generator"):
+                facts.setdefault(key, value)
+    facts["load average"] += " (at the end of the run)"
+    facts["mode"] = "quick (smaller data sets, fewer rounds)" if quick else "full"
+    print_facts("auditmw benchmarks: summary", list(facts.items()))
+
+    table = []
+    for name, code, _, _ in runs:
+        document = documents.get(name)
+        if code != 0 or document is None:
+            why = f"exit code {code}" if code != 0 else "wrote no --summary"
+            table.append([f"{name}: FAILED ({why})", "", "", "", "", f"see {out}/{name}.log"])
+            continue
+        for result in document["results"]:
+            goal, ratio = result["goal"], result["ratio"]
+            if goal is None:
+                goal_text = verdict = ""
+            elif result["goal_is_max"]:
+                goal_text, verdict = f"<= {goal:g}", "met" if ratio <= goal else "NOT met"
+            else:
+                goal_text, verdict = f">= {goal:g}", "met" if ratio >= goal else "NOT met"
+            table.append(
+                [
+                    result["name"],
+                    result["measure"],
+                    f"{ratio:,.2f}",
+                    goal_text,
+                    verdict,
+                    result["detail"],
+                ]
+            )
+    print_table(["result", "ratio of", "ratio", "goal", "", "absolute figures (medians)"], table)
+    print()
+    print_table(
+        ["benchmark", "arguments", "time", "exit code"],
+        [
+            [name, extra or "(defaults)", f"{seconds // 60}m{seconds % 60:02d}s", str(code)]
+            for name, code, seconds, extra in runs
+        ],
+    )
+    print(f"\nFull outputs and JSON summaries: {out}/")
+    print("Ratios compare variants run side by side in one run; absolute figures drift with load.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Literal
 
 from starlette.authentication import BaseUser
 from starlette.requests import Request
@@ -84,7 +85,7 @@ async def authenticate(
     return None
 
 
-def authorize_admin(request: Request) -> AdminUser | bool | None:
+def authorize_admin(request: Request) -> AdminUser | Literal[False] | None:
     """``AdminApp``'s gate: admins get in, other users 403, anonymous callers 401."""
     user = request.scope.get("user")  # never request.user: it asserts without auth middleware
     if not isinstance(user, AppUser):

@@ -188,8 +188,7 @@ class Database:
         return _user(row) if ok and row else None
 
     def _user_row(self, email: str) -> sqlite3.Row | None:
-        db = self._require_open()
-        return db.execute("SELECT * FROM users WHERE email = ?", (email,)).fetchone()
+        return _fetch_one(self._require_open(), "SELECT * FROM users WHERE email = ?", email)
 
     async def user_by_email(self, email: str) -> User | None:
         row = await self._run(self._user_row, email)
@@ -227,11 +226,13 @@ class Database:
 
     async def user_by_session(self, token: str) -> User | None:
         def run() -> sqlite3.Row | None:
-            return self._require_open().execute(
+            return _fetch_one(
+                self._require_open(),
                 "SELECT users.* FROM sessions JOIN users ON users.id = sessions.user_id"
                 " WHERE token_hash = ? AND expires_at > ?",
-                (_digest(token), _now().isoformat()),
-            ).fetchone()
+                _digest(token),
+                _now().isoformat(),
+            )
 
         row = await self._run(run)
         return _user(row) if row else None
@@ -245,7 +246,7 @@ class Database:
 
     # API keys: shown once at creation, stored as a digest.
 
-    async def create_api_key(self, user: User, name: str) -> tuple[ApiKey, str]:
+    async def create_api_key(self, user_id: str, name: str) -> tuple[ApiKey, str]:
         key_id = f"key_{secrets.token_hex(8)}"
         secret = f"{API_KEY_PREFIX}{secrets.token_urlsafe(32)}"
         key = ApiKey(key_id, name, _now().isoformat(timespec="seconds"))
@@ -255,7 +256,7 @@ class Database:
                 db.execute(
                     "INSERT INTO api_keys (id, user_id, name, key_hash, created_at)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (key.id, user.id, key.name, _digest(secret), key.created_at),
+                    (key.id, user_id, key.name, _digest(secret), key.created_at),
                 )
 
         await self._run(run)
@@ -263,23 +264,24 @@ class Database:
 
     async def user_by_api_key(self, secret: str) -> User | None:
         def run() -> sqlite3.Row | None:
-            return self._require_open().execute(
+            return _fetch_one(
+                self._require_open(),
                 "SELECT users.* FROM api_keys JOIN users ON users.id = api_keys.user_id"
                 " WHERE key_hash = ?",
-                (_digest(secret),),
-            ).fetchone()
+                _digest(secret),
+            )
 
         row = await self._run(run)
         return _user(row) if row else None
 
     # Projects
 
-    async def create_project(self, owner: User, name: str, description: str) -> Project:
+    async def create_project(self, owner_id: str, name: str, description: str) -> Project:
         def run() -> Project:
             with self._write() as db:
                 cursor = db.execute(
                     "INSERT INTO projects (name, description, owner_id) VALUES (?, ?, ?)",
-                    (name, description, owner.id),
+                    (name, description, owner_id),
                 )
                 assert cursor.lastrowid is not None
                 return Project(cursor.lastrowid, name, description)
@@ -288,9 +290,9 @@ class Database:
 
     async def get_project(self, project_id: int) -> Project | None:
         def run() -> sqlite3.Row | None:
-            return self._require_open().execute(
-                "SELECT * FROM projects WHERE id = ?", (project_id,)
-            ).fetchone()
+            return _fetch_one(
+                self._require_open(), "SELECT * FROM projects WHERE id = ?", project_id
+            )
 
         row = await self._run(run)
         return Project(row["id"], row["name"], row["description"]) if row else None
@@ -314,6 +316,11 @@ class Database:
                 return cursor.rowcount > 0
 
         return await self._run(run)
+
+
+def _fetch_one(db: sqlite3.Connection, sql: str, *params: object) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = db.execute(sql, params).fetchone()
+    return row
 
 
 def _user(row: sqlite3.Row) -> User:

@@ -38,8 +38,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Mount
 
-from auditmw import NewEvent, SQLiteStore
-from auditmw._admin import AdminApp, AdminUser
+from auditmw import AdminApp, AdminUser, NewEvent, SQLiteStore
 
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None and not os.environ.get("AUDITMW_REQUIRE_BROWSER"):

@@ -10,6 +10,7 @@ network filesystem.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import logging
@@ -368,9 +369,14 @@ class SQLiteStore(AuditStore):
         """
         if limit < 1 or offset < 0:
             raise ValueError("limit must be at least 1 and offset at least 0")
+        position = _position(filter, cursor) if cursor is not None else None
+        if position is not None and filter.until is not None and position[0] < filter.until:
+            # The cursor's bound implies ``until``; keeping both upper bounds makes SQLite
+            # start its index scan at ``until`` and step over every earlier page.
+            filter = dataclasses.replace(filter, until=None)
         source, conditions, params = await self._selection(filter, newest_first=True)
-        if cursor is not None:
-            timestamp, rowid = _position(filter, cursor)
+        if position is not None:
+            timestamp, rowid = position
             conditions.append("e.timestamp <= ? AND (e.timestamp < ? OR e.rowid < ?)")
             params += [timestamp, timestamp, rowid]
         sql = (

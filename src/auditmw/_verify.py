@@ -33,23 +33,10 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
-from ._event import ENTRY_FIELDS, GENESIS_HASH, entry_hash
+from ._event import ENTRY_FIELDS, GENESIS_HASH, ROW_FIELDS, entry_hash
 
 # Columns kept beside the entry for indexing; each must equal the entry's own field.
-INDEX_COLUMNS = (
-    "id",
-    "timestamp",
-    "user_id",
-    "user_email",
-    "action",
-    "resource",
-    "resource_id",
-    "outcome",
-    "ip_address",
-    "user_agent",
-    "request_id",
-    "prev_hash",
-)
+INDEX_COLUMNS = tuple(name for name in ROW_FIELDS if name not in ("log", "seq", "hash", "entry"))
 
 MODIFIED = "modified"
 COLUMN_MISMATCH = "column_mismatch"
