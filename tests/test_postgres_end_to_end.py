@@ -97,3 +97,36 @@ def test_cli_verify_and_export_on_postgres(
     out = tmp_path / "all.jsonl"
     assert main(["export", url, "--format", "jsonl", "-o", str(out)]) == 0
     assert main(["verify", "--jsonl", str(out)]) == 0
+
+
+async def test_example_app_on_postgres(pg_schema: str, tmp_path: Path) -> None:
+    """The example app with `--audit-store postgresql://...`: the flows land in PostgreSQL."""
+    from example_app.app import create_app
+    from example_app.settings import Settings
+
+    from auditmw import AuditStore, EventFilter
+    from auditmw._postgres import PostgresStore
+
+    app = create_app(Settings(data_dir=tmp_path / "data", audit_store=store_url(pg_schema)))
+    async with app.router.lifespan_context(app):
+        store: AuditStore = app.state.store
+        assert isinstance(store, PostgresStore)
+        transport = httpx.ASGITransport(app, client=("203.0.113.7", 50123))
+        auth = ("admin@example.com", "admin")
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", auth=auth) as client:
+            created = await client.post("/projects", json={"name": "Apollo", "description": "Moon"})
+            assert created.status_code == 201
+            project = created.json()
+            patched = await client.patch(f"/projects/{project['id']}", json={"name": "Artemis"})
+            assert patched.status_code == 200
+            deleted = await client.delete(f"/projects/{project['id']}")
+            assert deleted.status_code == 204
+            dashboard_data = await client.get("/admin/audit/events", params={"resource": "project"})
+            assert dashboard_data.status_code == 200
+        page = await store.query(EventFilter(resource="project"))
+        actions = [event.action for event in reversed(page.events)]
+        assert actions == ["project.created", "project.updated", "project.deleted"]
+        updated = page.events[1]
+        assert updated.details == {"changes": {"name": {"from": "Apollo", "to": "Artemis"}}}
+        assert {event.ip_address for event in page.events} == {"203.0.113.7"}
+        assert (await store.verify()).ok

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import sys
 import types
 from collections.abc import AsyncIterator, Iterator
@@ -93,3 +94,24 @@ async def test_readme_sample_runs(code: str, tmp_path: Path) -> None:
             if "AdminApp" not in code:
                 assert await store.count() >= 1
             assert (await store.verify()).ok
+
+
+COMMANDS = [
+    line.split("#")[0].strip()
+    for block in re.findall(r"```sh\n(.*?)```", README.read_text(), re.S)
+    for line in block.splitlines()
+    if line.startswith("auditmw ")
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_cli_lines_parse(command: str) -> None:
+    """The shell samples use only commands and flags the CLI has."""
+    from auditmw._cli import build_parser
+
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert args.command in {"verify", "export"}
+
+
+def test_the_readme_shows_the_cli() -> None:
+    assert len(COMMANDS) >= 4
