@@ -50,33 +50,8 @@ from .auth import SESSION_COOKIE, AppUser, authenticate, authorize_admin
 from .db import SESSION_LIFETIME, Database
 from .pages import ADMIN_PATH, home_page
 from .payloads import ApiError
+from .requests import current_user, db_of, is_form, json_body
 from .settings import Settings
-
-# Helpers
-
-
-def db_of(request: Request) -> Database:
-    database: Database = request.app.state.db
-    return database
-
-
-def current_user(request: Request) -> AppUser:
-    """The signed-in user, or a 401 (read from the scope: see ``AuthBackend``)."""
-    user = request.scope.get("user")
-    if not isinstance(user, AppUser):
-        raise payloads.unauthenticated()
-    return user
-
-
-def is_form(request: Request) -> bool:
-    """A browser's form post (answered with pages and redirects, not JSON)."""
-    content_type = request.headers.get("content-type", "")
-    return content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded"
-
-
-async def json_body(request: Request) -> dict[str, object]:
-    return payloads.json_object(await request.body())
-
 
 # Sessions
 

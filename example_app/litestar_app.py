@@ -38,32 +38,12 @@ from .auth import SESSION_COOKIE, AppUser, authenticate, authorize_admin
 from .db import SESSION_LIFETIME, Database
 from .pages import ADMIN_PATH, home_page
 from .payloads import ApiError
+from .requests import current_user, db_of, is_form, json_body
 from .settings import Settings
 
 AnyRequest = Request[Any, Any, Any]
 
 # Helpers
-
-
-def db_of(request: AnyRequest) -> Database:
-    database: Database = request.app.state.db
-    return database
-
-
-def current_user(request: AnyRequest) -> AppUser:
-    user = request.scope.get("user")
-    if not isinstance(user, AppUser):
-        raise payloads.unauthenticated()
-    return user
-
-
-def is_form(request: AnyRequest) -> bool:
-    content_type = request.headers.get("content-type", "")
-    return content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded"
-
-
-async def json_body(request: AnyRequest) -> dict[str, Any]:
-    return payloads.json_object(await request.body())
 
 
 def html(page: str, status_code: int = 200) -> Response[str]:
