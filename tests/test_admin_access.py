@@ -33,8 +33,8 @@ def every_path(written: list[Any]) -> list[str]:
     """Each route of the OpenAPI document (with real values), static files, and more."""
     paths = []
     for template in openapi_document()["paths"]:
-        if template == "/events/{event_id}":
-            paths.append(f"/events/{written[0].id}")
+        if "{event_id}" in template:
+            paths.append(template.replace("{event_id}", written[0].id))
         elif template == "/static/{path}":
             paths += [f"/static/{file.name}" for file in DASHBOARD_DIR.glob("*")]
             paths.append("/static/does-not-exist.js")

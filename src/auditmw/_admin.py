@@ -46,6 +46,7 @@ from starlette.types import Message, Receive, Scope, Send
 from ._errors import StoreClosedError, StoreError, ValidationError
 from ._event import OUTCOMES, NewEvent
 from ._export import MEDIA_TYPES, Format, export_chunks, export_filename
+from ._proofs import prove_inclusion
 from ._query import (
     DEFAULT_LIMIT,
     FILTER_PARAMS,
@@ -115,6 +116,7 @@ class AdminApp:
                 Route("/", self._dashboard, methods=["GET"]),
                 Route("/events", self._events, methods=["GET"]),
                 Route("/events/{event_id}", self._event, methods=["GET"]),
+                Route("/events/{event_id}/proof", self._proof, methods=["GET"]),
                 Route("/facets", self._facets, methods=["GET"]),
                 Route("/export.csv", self._export_csv, methods=["GET"]),
                 Route("/export.jsonl", self._export_jsonl, methods=["GET"]),
@@ -212,6 +214,18 @@ class AdminApp:
         if event is None:
             return error_response(404, "not_found", "no event has this id")
         return json_response(event.to_dict())
+
+    async def _proof(self, request: Request) -> Response:
+        """The event's Merkle inclusion proof against its log's current root."""
+        check_params(request.query_params.multi_items(), ())
+        event_id: str = request.path_params["event_id"]
+        event = None
+        if len(event_id) <= MAX_EVENT_ID_CHARS:
+            event = await self.store.get(event_id)
+        proof = None if event is None else await prove_inclusion(self.store, event.log, event.seq)
+        if proof is None:
+            return error_response(404, "not_found", "no event has this id")
+        return json_response(proof.to_dict())
 
     async def _facets(self, request: Request) -> Response:
         check_params(request.query_params.multi_items(), ())
@@ -500,6 +514,23 @@ def openapi_document() -> dict[str, Any]:
             "/events/{event_id}": get(
                 "One event",
                 {"200": ok(refs["Event"]), "404": error("No event has this id."), **bad, **denied},
+                [
+                    {
+                        "name": "event_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+            ),
+            "/events/{event_id}/proof": get(
+                "The event's Merkle inclusion proof (RFC 9162) against its log's current root",
+                {
+                    "200": ok({"type": "object"}),
+                    "404": error("No event has this id."),
+                    **bad,
+                    **denied,
+                },
                 [
                     {
                         "name": "event_id",

@@ -20,10 +20,12 @@ from typing import BinaryIO
 import orjson
 
 from ._errors import StoreError
+from ._event import DEFAULT_LOG
 from ._export import FORMATS, Format, export_chunks
 from ._jsonl import JsonlReport, verify_jsonl
 from ._open import open_store
 from ._progress import Progress
+from ._proofs import prove_inclusion
 from ._query import FILTER_PARAMS, EventFilter, QueryError, parse_filter
 from ._verify import GAP, VerifyReport
 
@@ -81,6 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
         "date includes that day); --search is a case-insensitive substring of action, "
         "resource, resource id, user email or user id."
     )
+    prove = commands.add_parser(
+        "prove",
+        help="print the Merkle inclusion proof of one entry (JSON)",
+        description="Prove that the entry at SEQ is in the log, against the log's current "
+        "Merkle root (RFC 9162). Compare that root with a checkpoint kept elsewhere before "
+        "trusting it.",
+    )
+    prove.add_argument("store", help=STORE_HELP)
+    prove.add_argument("--seq", type=int, required=True, help="the entry's seq")
+    prove.add_argument("--log", default=DEFAULT_LOG, help="the log's name (default: default)")
+    keygen = commands.add_parser(
+        "keygen",
+        help="write an Ed25519 key pair for signing checkpoints",
+        description="Write NAME's signing key to PREFIX.key (mode 0600) and its verifier key "
+        "to PREFIX.pub (C2SP signed-note formats). Keep the signing key out of the database.",
+    )
+    keygen.add_argument("name", help="the key's name, e.g. audit.example.com")
+    keygen.add_argument("--out", required=True, metavar="PREFIX", help="path prefix of the files")
     return parser
 
 
@@ -100,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_verify(args))
         if args.command == "export":
             return _export_command(args)
+        if args.command == "prove":
+            return asyncio.run(_prove(args))
+        if args.command == "keygen":
+            return _keygen(args)
     except QueryError as exc:
         print(f"auditmw {args.command}: {_flag(exc.param)}: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
@@ -113,6 +137,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("auditmw: interrupted", file=sys.stderr)
         return 130
     raise AssertionError(f"unhandled command {args.command}")  # pragma: no cover
+
+
+async def _prove(args: argparse.Namespace) -> int:
+    async with open_store(args.store, create=False) as store:
+        proof = await prove_inclusion(store, args.log, args.seq)
+    if proof is None:
+        raise ValueError(f"log {args.log!r} has no entry with seq {args.seq}")
+    if not proof.verify():  # the store's own hashes disagree with each other
+        raise StoreError("the proof does not verify; run `auditmw verify` on this store")
+    sys.stdout.write(orjson.dumps(proof.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return EXIT_OK
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    try:
+        from ._checkpoint import generate_key, save_signing_key, save_verifier_key
+    except ImportError:  # cryptography is the optional "checkpoints" extra
+        raise ValueError("keygen needs cryptography: pip install 'auditmw[checkpoints]'") from None
+    for path in (f"{args.out}.key", f"{args.out}.pub"):
+        if os.path.exists(path):
+            raise ValueError(f"{path} exists; refusing to overwrite a key")
+    signing, verifier = generate_key(args.name)
+    save_signing_key(signing, f"{args.out}.key")
+    save_verifier_key(verifier, f"{args.out}.pub")
+    print(verifier.encode())
+    return EXIT_OK
 
 
 async def _verify(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ import asyncpg
 
 from ._errors import NotAStoreError, StoreError
 from ._event import GENESIS_HASH, ROW_FIELDS, Event, Limits, PreparedEvent, chain, entry_hash
+from ._proofs import leaf_of
 from ._query import (
     TIMESTAMP,
     EventFilter,
@@ -292,6 +293,24 @@ class PostgresStore(AuditStore):
             for name in TRIGGERS
             if name not in present
         ]
+
+    async def last_seq(self, log: str) -> int:
+        value = await self._reader().fetchval(
+            "SELECT max(seq) FROM auditmw_events WHERE log = $1", log
+        )
+        return int(value or 0)
+
+    async def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
+        async with self._reader().acquire() as conn, conn.transaction():
+            async for record in conn.cursor(
+                "SELECT hash FROM auditmw_events WHERE log = $1 AND seq > $2 AND seq <= $3 "
+                "ORDER BY seq",
+                log,
+                start,
+                end,
+                prefetch=1000,
+            ):
+                yield leaf_of(record["hash"])
 
     # --- reading: queries, exports and facets (see auditmw._query) ------------------------
     # The same results as the SQLite store: newest first by timestamp, ties broken by the

@@ -28,6 +28,7 @@ import orjson
 
 from ._errors import NotAStoreError, StoreError
 from ._event import GENESIS_HASH, ROW_FIELDS, Event, Limits, PreparedEvent, chain, entry_hash
+from ._proofs import leaf_of
 from ._query import (
     MIN_SEARCH_INDEX_CHARS,
     TIMESTAMP,
@@ -336,6 +337,22 @@ class SQLiteStore(AuditStore):
             for name in TRIGGERS
             if name not in present
         ]
+
+    async def last_seq(self, log: str) -> int:
+        rows = await self._fetchall("SELECT max(seq) FROM auditmw_events WHERE log = ?", [log])
+        return int(rows[0][0] or 0)
+
+    async def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
+        try:
+            async with self._reader().execute(
+                "SELECT hash FROM auditmw_events WHERE log = ? AND seq > ? AND seq <= ? "
+                "ORDER BY seq",
+                (log, start, end),
+            ) as rows:
+                async for row in rows:
+                    yield leaf_of(row[0])
+        except sqlite3.Error as exc:
+            raise StoreError(f"audit store {self.path}: read failed: {exc}") from exc
 
     # --- reading: queries, exports and facets (see auditmw._query) ------------------------
     # Every statement is built from constant fragments; values are always parameters.

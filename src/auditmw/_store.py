@@ -130,6 +130,17 @@ class AuditStore(ABC):
         """The distinct values of ``action``, ``resource`` or ``outcome`` in the log,
         sorted, at most ``limit`` of them (for the dashboard's choices)."""
 
+    # Merkle leaves, for inclusion proofs (auditmw._proofs).
+
+    @abstractmethod
+    async def last_seq(self, log: str) -> int:
+        """The seq of ``log``'s newest entry (its Merkle tree size); 0 when empty."""
+
+    @abstractmethod
+    def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """The Merkle leaves ``[start, end)`` of ``log``: the stored hashes of its entries
+        with seq ``start + 1`` to ``end``, in order, as 32-byte values."""
+
     @abstractmethod
     async def _connect(self) -> None: ...
 
