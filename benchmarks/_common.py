@@ -284,3 +284,18 @@ def print_run_summary(out: Path, quick: bool) -> None:
     )
     print(f"\nFull outputs and JSON summaries: {out}/")
     print("Ratios compare variants run side by side in one run; absolute figures drift with load.")
+
+
+# Realistic people and clients for generated events (append.py, query.py).
+FIRST_NAMES = ("ada", "grace", "alan", "edsger", "barbara", "ken", "linus", "margaret", "donald")
+LAST_NAMES = ("lovelace", "hopper", "turing", "dijkstra", "liskov", "thompson", "knuth")
+DOMAINS = ("example.com", "example.org", "corp.example.net")
+USER_AGENTS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0",
+    "python-httpx/0.27.0",
+    "curl/8.8.0",
+)

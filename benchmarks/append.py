@@ -49,6 +49,10 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from _common import (
+    DOMAINS,
+    FIRST_NAMES,
+    LAST_NAMES,
+    USER_AGENTS,
     Result,
     Stopwatch,
     Timing,
@@ -77,18 +81,6 @@ ACTIONS = (
     ("invoice.approve", "invoice"),
     ("user.role.grant", "user"),
     ("api_key.rotate", "api_key"),
-)
-FIRST_NAMES = ("ada", "grace", "alan", "edsger", "barbara", "ken", "linus", "margaret", "donald")
-LAST_NAMES = ("lovelace", "hopper", "turing", "dijkstra", "liskov", "thompson", "knuth")
-DOMAINS = ("example.com", "example.org", "corp.example.net")
-USER_AGENTS = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/126.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.5 Safari/605.1.15",
-    "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0",
-    "python-httpx/0.27.0",
-    "curl/8.8.0",
 )
 OUTCOME_WEIGHTS = (("success", 90), ("failure", 7), ("denied", 3))
 

@@ -32,6 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    DOMAINS,
+    FIRST_NAMES,
+    LAST_NAMES,
+    USER_AGENTS,
     Result,
     add_summary_option,
     machine_description,
@@ -78,18 +82,6 @@ ACTIONS = (
     ("api_key.revoke", "api_key", 1),
     ("settings.update", "settings", 2),
     ("webhook.deliver", "webhook", 5),
-)
-FIRST_NAMES = ("ada", "grace", "alan", "edsger", "barbara", "ken", "linus", "margaret", "donald")
-LAST_NAMES = ("lovelace", "hopper", "turing", "dijkstra", "liskov", "thompson", "knuth")
-DOMAINS = ("example.com", "example.org", "corp.example.net")
-USER_AGENTS = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/126.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.5 Safari/605.1.15",
-    "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0",
-    "python-httpx/0.27.0",
-    "curl/8.8.0",
 )
 ACTION_WEIGHTS = [weight for _, _, weight in ACTIONS]
 USERS = 20_000

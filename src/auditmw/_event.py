@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 import orjson
 
 from ._canonical import MAX_SAFE_INTEGER, canonical_json, check_json
-from ._errors import ValidationError
+from ._errors import StoreError, ValidationError
 from ._ids import uuid7_str
 
 Outcome = Literal["success", "failure", "denied"]
@@ -146,6 +146,18 @@ class Event:
         data = orjson.loads(entry)
         data["details"] = _as_doubles(data["details"])
         return cls(**{name: data[name] for name in ENTRY_FIELDS}, hash=hash)
+
+
+def stored_event(entry: bytes, hash: str, log: object, seq: object) -> Event:
+    """``Event.from_entry`` for a row read back from a store: an entry that cannot be
+    parsed (changed behind the library's back) is a ``StoreError`` naming log and seq."""
+    try:
+        return Event.from_entry(entry, hash)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreError(
+            f"the stored entry of log {log!r} seq {seq} cannot be read ({exc}); "
+            "run `auditmw verify`"
+        ) from exc
 
 
 def entry_hash(entry: bytes) -> str:

@@ -18,22 +18,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 
 from ._errors import NotAStoreError, StoreError
-from ._event import GENESIS_HASH, ROW_FIELDS, Event, Limits, PreparedEvent, chain, entry_hash
+from ._event import (
+    GENESIS_HASH,
+    ROW_FIELDS,
+    Event,
+    Limits,
+    PreparedEvent,
+    chain,
+    entry_hash,
+    stored_event,
+)
 from ._proofs import leaf_of
 from ._query import (
-    TIMESTAMP,
     EventFilter,
     Page,
-    QueryError,
-    decode_cursor,
     encode_cursor,
     escape_like,
+    keyset_position,
+    where_clause,
 )
 from ._store import AuditStore
 from ._verify import INDEX_COLUMNS, ChainRow
@@ -328,16 +336,19 @@ class PostgresStore(AuditStore):
             raise ValueError("limit must be at least 1 and offset at least 0")
         conditions, params = _conditions(filter)
         if cursor is not None:
-            timestamp, event_id = _position(filter, cursor)
+            timestamp, event_id = keyset_position(filter, cursor, str)
             params += [timestamp, event_id]
             conditions.append(f"(timestamp, id) < (${len(params) - 1}, ${len(params)})")
         params += [limit + 1, offset]
         records = await self._reader().fetch(
-            f"{EVENT_SELECT}{_where(conditions)} "
+            f"{EVENT_SELECT}{where_clause(conditions)} "
             f"ORDER BY timestamp DESC, id DESC LIMIT ${len(params) - 1} OFFSET ${len(params)}",
             *params,
         )
-        events = [_event_of(record) for record in records[:limit]]
+        events = [
+            stored_event(bytes(record["entry"]), record["hash"], record["log"], record["seq"])
+            for record in records[:limit]
+        ]
         next_cursor = None
         if len(records) > limit:
             last = records[limit - 1]
@@ -348,10 +359,12 @@ class PostgresStore(AuditStore):
         """Every matching event in chain order (log, seq ascending), through a
         server-side cursor: memory stays flat however many match."""
         conditions, params = _conditions(filter)
-        sql = f"{EVENT_SELECT}{_where(conditions)} ORDER BY log, seq"
+        sql = f"{EVENT_SELECT}{where_clause(conditions)} ORDER BY log, seq"
         async with self._reader().acquire() as conn, conn.transaction():
             async for record in conn.cursor(sql, *params, prefetch=1000):
-                yield _event_of(record)
+                yield stored_event(
+                    bytes(record["entry"]), record["hash"], record["log"], record["seq"]
+                )
 
     async def distinct_values(self, column: str, *, limit: int = 1000) -> list[str]:
         if column not in FACET_COLUMNS:
@@ -399,32 +412,8 @@ def _conditions(filter: EventFilter) -> tuple[list[str], list[Any]]:
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def _where(conditions: Sequence[str]) -> str:
-    return " WHERE " + " AND ".join(conditions) if conditions else ""
-
-
-def _position(filter: EventFilter, cursor: str) -> tuple[str, str]:
-    """The (timestamp, id) keyset position of a cursor made by ``query``."""
-    position = decode_cursor(filter, cursor)
-    if (
-        len(position) != 2
-        or not isinstance(position[0], str)
-        or not TIMESTAMP.match(position[0])
-        or not isinstance(position[1], str)
-        or len(position[1]) > 64
-    ):
-        raise QueryError("cursor", "is not a cursor returned by this API", "invalid_cursor")
-    return position[0], position[1]
-
-
 def _event_of(record: asyncpg.Record) -> Event:
-    try:
-        return Event.from_entry(bytes(record["entry"]), record["hash"])
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise StoreError(
-            f"the stored entry of log {record['log']!r} seq {record['seq']} cannot be read "
-            f"({exc}); run `auditmw verify`"
-        ) from exc
+    return stored_event(bytes(record["entry"]), record["hash"], record["log"], record["seq"])
 
 
 async def _create_schema(conn: asyncpg.Connection, schema: str) -> None:

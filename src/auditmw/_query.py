@@ -293,3 +293,28 @@ def escape_like(text: str) -> str:
     """``text`` as a LIKE pattern matching itself, for ``LIKE ... ESCAPE '\\'``: search
     terms are literal, ``%`` and ``_`` included."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def where_clause(conditions: Iterable[str]) -> str:
+    """`` WHERE a AND b`` for SQL conditions built from constant fragments; "" for none."""
+    joined = " AND ".join(conditions)
+    return f" WHERE {joined}" if joined else ""
+
+
+def keyset_position(
+    filter: EventFilter, cursor: str, tiebreak: type[int] | type[str]
+) -> tuple[str, int | str]:
+    """The (timestamp, tie-breaker) position of a cursor ``query`` made for ``filter``.
+
+    Each store breaks timestamp ties its own way (SQLite: a rowid, an ``int`` below 2**63;
+    PostgreSQL: the event id, a ``str`` of at most 64 characters); anything else in the
+    cursor is refused as a cursor this API did not return.
+    """
+    position = decode_cursor(filter, cursor)
+    if len(position) == 2 and isinstance(position[0], str) and TIMESTAMP.match(position[0]):
+        value = position[1]
+        if tiebreak is int and type(value) is int and 0 <= value < 2**63:
+            return position[0], value
+        if tiebreak is str and isinstance(value, str) and len(value) <= 64:
+            return position[0], value
+    raise QueryError("cursor", "is not a cursor returned by this API", "invalid_cursor")

@@ -27,17 +27,25 @@ import aiosqlite
 import orjson
 
 from ._errors import NotAStoreError, StoreError
-from ._event import GENESIS_HASH, ROW_FIELDS, Event, Limits, PreparedEvent, chain, entry_hash
+from ._event import (
+    GENESIS_HASH,
+    ROW_FIELDS,
+    Event,
+    Limits,
+    PreparedEvent,
+    chain,
+    entry_hash,
+    stored_event,
+)
 from ._proofs import leaf_of
 from ._query import (
     MIN_SEARCH_INDEX_CHARS,
-    TIMESTAMP,
     EventFilter,
     Page,
-    QueryError,
-    decode_cursor,
     encode_cursor,
     escape_like,
+    keyset_position,
+    where_clause,
 )
 from ._store import AuditStore
 from ._verify import INDEX_COLUMNS, ChainRow
@@ -368,7 +376,7 @@ class SQLiteStore(AuditStore):
         sql, params = await self._query_statement(filter, limit, cursor, offset)
         await self._refresh_statistics()
         rows = await self._fetchall(sql, params)
-        events = [_event_of(row) for row in rows[:limit]]
+        events = [stored_event(bytes(row[4]), row[5], row[0], row[1]) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
@@ -386,7 +394,7 @@ class SQLiteStore(AuditStore):
         """
         if limit < 1 or offset < 0:
             raise ValueError("limit must be at least 1 and offset at least 0")
-        position = _position(filter, cursor) if cursor is not None else None
+        position = keyset_position(filter, cursor, int) if cursor is not None else None
         if position is not None and filter.until is not None and position[0] < filter.until:
             # The cursor's bound implies ``until``; keeping both upper bounds makes SQLite
             # start its index scan at ``until`` and step over every earlier page.
@@ -398,7 +406,7 @@ class SQLiteStore(AuditStore):
             params += [timestamp, timestamp, rowid]
         sql = (
             f"SELECT e.log, e.seq, e.rowid, e.timestamp, CAST(e.entry AS BLOB), e.hash "  # noqa: S608
-            f"FROM {source}{_where(conditions)} "
+            f"FROM {source}{where_clause(conditions)} "
             "ORDER BY e.timestamp DESC, e.rowid DESC LIMIT ? OFFSET ?"
         )
         return sql, [*params, limit + 1, offset]
@@ -412,12 +420,12 @@ class SQLiteStore(AuditStore):
         source, conditions, params = await self._selection(filter, newest_first=False)
         sql = (
             "SELECT e.log, e.seq, e.rowid, e.timestamp, CAST(e.entry AS BLOB), e.hash "  # noqa: S608
-            f"FROM {source}{_where(conditions)} ORDER BY e.log, e.seq"
+            f"FROM {source}{where_clause(conditions)} ORDER BY e.log, e.seq"
         )
         try:
             async with self._reader().execute(sql, params) as rows:
                 async for row in rows:
-                    yield _event_of(row)
+                    yield stored_event(bytes(row[4]), row[5], row[0], row[1])
         except sqlite3.Error as exc:
             raise StoreError(f"audit store {self.path}: read failed: {exc}") from exc
 
@@ -594,35 +602,6 @@ def _warn_if_triggers_were_dropped(conn: sqlite3.Connection, path: Path) -> None
             "run `auditmw verify` on this store",
             path,
         )
-
-
-def _where(conditions: list[str]) -> str:
-    return " WHERE " + " AND ".join(conditions) if conditions else ""
-
-
-def _position(filter: EventFilter, cursor: str) -> tuple[str, int]:
-    """The (timestamp, rowid) keyset position of a cursor made by ``query``."""
-    position = decode_cursor(filter, cursor)
-    if (
-        len(position) != 2
-        or not isinstance(position[0], str)
-        or not TIMESTAMP.match(position[0])
-        or not isinstance(position[1], int)
-        or not 0 <= position[1] < 2**63
-    ):
-        raise QueryError("cursor", "is not a cursor returned by this API", "invalid_cursor")
-    return position[0], position[1]
-
-
-def _event_of(row: sqlite3.Row) -> Event:
-    """The event of a (log, seq, rowid, timestamp, entry, hash) row."""
-    try:
-        return Event.from_entry(bytes(row[4]), row[5])
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise StoreError(
-            f"the stored entry of log {row[0]!r} seq {row[1]} cannot be read ({exc}); "
-            "run `auditmw verify`"
-        ) from exc
 
 
 def _is_text(value: object) -> bool:
