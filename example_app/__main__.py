@@ -1,5 +1,5 @@
 """python -m example_app --host 127.0.0.1 --port 8000 --data-dir ./data
-[--workers N] [--audit-store URL] [--framework starlette|litestar]"""
+[--workers N] [--audit-store URL] [--framework starlette|litestar] [--checkpoint-key FILE]"""
 
 from __future__ import annotations
 
@@ -33,11 +33,22 @@ def main() -> None:
         help="a SQLite path or postgresql://... URL (default: audit.db in the data directory)",
     )
     parser.add_argument("--framework", choices=sorted(APPS), default="starlette")
+    parser.add_argument(
+        "--checkpoint-key",
+        type=Path,
+        metavar="FILE",
+        help="sign checkpoints with this key (from `auditmw keygen NAME --out PREFIX`: "
+        "PREFIX.key); they go to the store and to checkpoints/ in the data directory",
+    )
     args = parser.parse_args()
     if args.workers < 1:
         parser.error("--workers must be at least 1")
 
-    settings = Settings(data_dir=args.data_dir.resolve(), audit_store=args.audit_store)
+    settings = Settings(
+        data_dir=args.data_dir.resolve(),
+        audit_store=args.audit_store,
+        checkpoint_key=args.checkpoint_key.resolve() if args.checkpoint_key else None,
+    )
     # Worker processes build the app themselves (factory=True): pass the settings through
     # the environment, which they inherit.
     os.environ.update(settings.to_env())
@@ -45,7 +56,8 @@ def main() -> None:
         f"auditmw example ({args.framework}) on http://{args.host}:{args.port}/\n"
         "  sign in as admin@example.com / admin  or  member@example.com / member\n"
         f"  audit dashboard: http://{args.host}:{args.port}/admin/audit/ (admins)\n"
-        f"  data: {settings.data_dir}  audit store: {settings.audit_store_target}",
+        f"  data: {settings.data_dir}  audit store: {settings.audit_store_target}"
+        + (f"\n  signed checkpoints: {settings.checkpoint_dir}" if settings.checkpoint_key else ""),
         flush=True,
     )
     # uvicorn handles SIGINT/SIGTERM by running the lifespan shutdown, which closes the

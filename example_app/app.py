@@ -240,7 +240,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """The app; without settings, they come from the environment (uvicorn workers)."""
     settings = settings or Settings.from_env()
     db = Database(settings.app_db)
-    store = open_store(settings.audit_store_target)
+    store = open_store(settings.audit_store_target, **settings.store_options())
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -234,7 +234,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """The app; without settings, they come from the environment (uvicorn workers)."""
     settings = settings or Settings.from_env()
     db = Database(settings.app_db)
-    store = open_store(settings.audit_store_target)
+    store = open_store(settings.audit_store_target, **settings.store_options())
     admin = AdminApp(store, authorize=authorize_admin)
 
     @asynccontextmanager

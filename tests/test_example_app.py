@@ -489,3 +489,26 @@ def test_python_m_example_app_serves_and_stops_cleanly_on_sigterm(tmp_path: Path
     asyncio.run(check_store())
     assert (data_dir / "app.db").exists()
     assert "Application shutdown complete" in log.read_text()
+
+
+# Signed checkpoints (optional)
+
+
+async def test_checkpoints_when_given_a_key(tmp_path: Path) -> None:
+    from auditmw import SigningKey, read_sink
+    from auditmw._checkpoint import open_checkpoint, save_signing_key
+
+    key = SigningKey.generate("example.test")
+    save_signing_key(key, tmp_path / "audit.key")
+    settings = Settings(data_dir=tmp_path / "data", checkpoint_key=tmp_path / "audit.key")
+    assert settings.to_env()["EXAMPLE_APP_CHECKPOINT_KEY"] == str(tmp_path / "audit.key")
+    application = create_app(settings)
+    async with application.router.lifespan_context(application), client_for(application) as c:
+        await sign_in(c, *ADMIN)
+    # Closing the store issued a checkpoint: stored, and written to data/checkpoints.
+    async with SQLiteStore(settings.audit_store_target) as store:
+        stored = await store.checkpoints()
+        assert [c.size for c in stored] == [await store.last_seq("default")]
+    (_, note), *others = read_sink(settings.checkpoint_dir)
+    assert others == [] and note == stored[0].note
+    assert open_checkpoint(note, [key.verifier]).checkpoint.root == stored[0].root

@@ -9,8 +9,8 @@ import asyncpg
 import orjson
 import pytest
 
-from auditmw import Event, NewEvent, open_store
-from auditmw._postgres import PostgresStore
+from auditmw import Checkpointing, Event, NewEvent, SigningKey, open_store
+from auditmw._postgres import SCHEMA_VERSION, PostgresStore
 
 from ._postgres import POSTGRES_DSN, store_url
 
@@ -71,7 +71,8 @@ async def test_schema_creation_is_idempotent_and_concurrent(pg_schema: str) -> N
     try:
         assert (
             await conn.fetchval("SELECT value FROM auditmw_meta WHERE key = 'schema_version'")
-            == "1"
+            == SCHEMA_VERSION
+            == "2"
         )
     finally:
         await conn.close()
@@ -149,17 +150,29 @@ async def test_an_insert_and_select_only_role_can_append_but_not_change(pg_schem
         await admin.execute(f'GRANT USAGE ON SCHEMA "{pg_schema}" TO "{role}"')
         await admin.execute(f'GRANT SELECT, INSERT ON "{pg_schema}".auditmw_events TO "{role}"')
         await admin.execute(f'GRANT SELECT ON "{pg_schema}".auditmw_meta TO "{role}"')
+        await admin.execute(
+            f'GRANT SELECT, INSERT ON "{pg_schema}".auditmw_checkpoints TO "{role}"'
+        )
         parts = urlsplit(POSTGRES_DSN)
         app_dsn = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
-        async with PostgresStore(app_dsn, schema=pg_schema) as app_store:
-            event = await app_store.append(NewEvent(action="b", resource="r"))
-            assert event.seq == 2
-            assert (await app_store.verify()).ok
+        key = SigningKey.generate("audit.example.com")
+        checkpointing = Checkpointing(key, every=None, interval=None)
+        async with PostgresStore(app_dsn, schema=pg_schema, checkpointing=checkpointing) as app:
+            event = await app.append(NewEvent(action="b", resource="r"))
+            assert event.seq == 3  # after the record of the checkpoint key
+            assert (await app.verify()).ok
+        async with PostgresStore(app_dsn, schema=pg_schema) as app:
+            # Closing issued a checkpoint (INSERT into auditmw_checkpoints).
+            assert [c.size for c in await app.checkpoints()] == [3]
+            stats = app.checkpoint_stats
+        assert stats is None
         conn = await asyncpg.connect(app_dsn, server_settings={"search_path": pg_schema})
         try:
             for statement in (
                 "UPDATE auditmw_events SET action = 'x'",
                 "DELETE FROM auditmw_events",
+                "UPDATE auditmw_checkpoints SET size = 0",
+                "DELETE FROM auditmw_checkpoints",
             ):
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
                     await conn.execute(statement)

@@ -6,7 +6,16 @@ import typing
 
 from . import actions
 from ._admin import AdminApp, AdminUser
+from ._anchor import AnchorReport, CheckpointInput, check_anchors
 from ._audited import PendingEvent, audited, pending_event
+from ._checkpoint import SigningKey, VerifierKey, load_signing_key
+from ._checkpointer import (
+    KEY_ROTATED_ACTION,
+    Checkpointing,
+    CheckpointingError,
+    CheckpointStats,
+    signing_key_from_env,
+)
 from ._context import Actor, set_actor
 from ._diff import diff
 from ._errors import AuditError, NotAStoreError, StoreClosedError, StoreError, ValidationError
@@ -16,8 +25,9 @@ from ._middleware import AuditMiddleware
 from ._open import open_store
 from ._query import EventFilter, Page, QueryError
 from ._record import FailurePolicy, acting_as, audit
+from ._sink import DirectorySink, Sink, SinkConflictError, read_sink
 from ._sqlite import SQLiteStore
-from ._store import AuditStore
+from ._store import AuditStore, StoredCheckpoint
 from ._verify import Finding, LogSummary, VerifyReport
 
 if typing.TYPE_CHECKING:
@@ -27,15 +37,22 @@ __all__ = [
     "Actor",
     "AdminApp",
     "AdminUser",
+    "AnchorReport",
     "AuditError",
     "AuditMiddleware",
     "AuditStore",
+    "CheckpointInput",
+    "CheckpointStats",
+    "Checkpointing",
+    "CheckpointingError",
     "DEFAULT_SENSITIVE_KEYS",
+    "DirectorySink",
     "Event",
     "EventFilter",
     "FailurePolicy",
     "Finding",
     "GENESIS_HASH",
+    "KEY_ROTATED_ACTION",
     "Limits",
     "LogSummary",
     "NewEvent",
@@ -46,19 +63,28 @@ __all__ = [
     "PendingEvent",
     "QueryError",
     "SQLiteStore",
+    "SigningKey",
+    "Sink",
+    "SinkConflictError",
     "StoreClosedError",
     "StoreError",
+    "StoredCheckpoint",
     "ValidationError",
+    "VerifierKey",
     "VerifyReport",
     "acting_as",
     "actions",
     "audit",
     "audited",
+    "check_anchors",
     "diff",
     "entry_hash",
+    "load_signing_key",
     "open_store",
     "pending_event",
+    "read_sink",
     "set_actor",
+    "signing_key_from_env",
 ]
 __version__ = "0.1.0"
 

@@ -216,7 +216,8 @@ class AdminApp:
         return json_response(event.to_dict())
 
     async def _proof(self, request: Request) -> Response:
-        """The event's Merkle inclusion proof against its log's current root."""
+        """The event's Merkle inclusion proof: anchored in the newest stored checkpoint
+        that covers it, else against its log's current root."""
         check_params(request.query_params.multi_items(), ())
         event_id: str = request.path_params["event_id"]
         event = None
@@ -524,9 +525,10 @@ def openapi_document() -> dict[str, Any]:
                 ],
             ),
             "/events/{event_id}/proof": get(
-                "The event's Merkle inclusion proof (RFC 9162) against its log's current root",
+                "The event's Merkle inclusion proof (RFC 9162): in the tree of the newest "
+                "signed checkpoint covering it (anchored), else of its log as it is now",
                 {
-                    "200": ok({"type": "object"}),
+                    "200": ok(refs["InclusionProof"]),
                     "404": error("No event has this id."),
                     **bad,
                     **denied,
@@ -568,6 +570,35 @@ def openapi_document() -> dict[str, Any]:
                         "next_cursor": nullable_text,
                         "limit": {"type": "integer"},
                         "page": {"type": "integer"},
+                    },
+                },
+                "InclusionProof": {
+                    "type": "object",
+                    "required": [
+                        "log",
+                        "seq",
+                        "leaf_index",
+                        "tree_size",
+                        "leaf_hash",
+                        "root",
+                        "proof",
+                        "anchored",
+                        "checkpoint",
+                    ],
+                    "properties": {
+                        "log": {"type": "string"},
+                        "seq": {"type": "integer"},
+                        "leaf_index": {"type": "integer"},
+                        "tree_size": {"type": "integer"},
+                        "leaf_hash": {"type": "string"},
+                        "root": {"type": "string"},
+                        "proof": {"type": "array", "items": {"type": "string"}},
+                        "anchored": {"type": "boolean"},
+                        "checkpoint": {
+                            **nullable_text,
+                            "description": "The signed note (C2SP tlog-checkpoint) whose "
+                            "root the proof reaches, when anchored.",
+                        },
                     },
                 },
                 "Facets": {
@@ -614,7 +645,7 @@ def _date_time() -> dict[str, Any]:
     return {"type": "string", "format": "date-time"}
 
 
-_SCHEMAS = ("Event", "EventPage", "Facets", "VerifyReport", "Error")
+_SCHEMAS = ("Event", "EventPage", "InclusionProof", "Facets", "VerifyReport", "Error")
 _EVENT_TYPES = {
     "id": "string",
     "log": "string",

@@ -17,8 +17,9 @@ Opening a note follows Go's ``note.Open``: the note must be UTF-8 without contro
 characters but newline; the text ends at the last blank line; signatures by keys that are
 not given are ignored; a signature by a given key that fails rejects the whole note
 (``BadSignatureError``); a note no given key signed is ``UnknownKeyError``; anything
-unparsable is ``MalformedNoteError``. This module needs the ``cryptography`` package
-(the ``checkpoints`` extra).
+unparsable is ``MalformedNoteError``. Signing and checking signatures need the
+``cryptography`` package (the ``checkpoints`` extra), imported only then: parsing works,
+and ``import auditmw`` succeeds, without it.
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ._errors import AuditError
 from ._merkle import HASH_SIZE
@@ -143,6 +141,9 @@ class VerifierKey:
     def verify(self, message: bytes, signature: bytes) -> bool:
         if len(signature) != SIGNATURE_SIZE:
             return False
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         try:
             Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
         except (InvalidSignature, ValueError):  # ValueError: not a point on the curve
@@ -172,6 +173,8 @@ class SigningKey:
 
     @property
     def verifier(self) -> VerifierKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         public = Ed25519PrivateKey.from_private_bytes(self.seed).public_key()
         return VerifierKey(self.name, public.public_bytes_raw())
 
@@ -180,6 +183,8 @@ class SigningKey:
         return self.verifier.key_id
 
     def sign(self, message: bytes) -> bytes:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return Ed25519PrivateKey.from_private_bytes(self.seed).sign(message)
 
     def encode(self) -> str:

@@ -2,6 +2,8 @@
 
     auditmw verify STORE                  prove a store's log intact
     auditmw verify --jsonl FILE           the same for a JSON Lines export
+    auditmw verify STORE --public-key KEY [--checkpoint FILE] [--sink DIR]
+                                          ... and check the log against signed checkpoints
     auditmw export STORE --format csv|jsonl [filters] [-o FILE]
 
 Exit codes: 0 success (log intact), 1 the log is damaged, 2 bad arguments or a store
@@ -15,7 +17,7 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator, Sequence
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
 
@@ -28,6 +30,9 @@ from ._progress import Progress
 from ._proofs import prove_inclusion
 from ._query import FILTER_PARAMS, EventFilter, QueryError, parse_filter
 from ._verify import GAP, VerifyReport
+
+if TYPE_CHECKING:
+    from ._anchor import AnchorReport
 
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
 STORE_HELP = "a SQLite file path, sqlite:///path or postgresql://user@host/db?schema=name"
@@ -58,6 +63,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --jsonl: fail (exit 1) unless the file holds the whole log",
     )
     verify.add_argument("--json", action="store_true", help="print the full report as JSON")
+    verify.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a verifier key file (auditmw keygen's .pub; repeat for rotated keys): check "
+        "the store's signed checkpoints and those given below against the log",
+    )
+    verify.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a signed checkpoint kept elsewhere (repeatable): the log must extend it; "
+        "prints the consistency proof",
+    )
+    verify.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a checkpoint sink directory: check every *.checkpoint file under it",
+    )
+    verify.add_argument(
+        "--origin-prefix",
+        metavar="PREFIX",
+        help="accept only checkpoints whose origin is PREFIX/<log> (default: any prefix)",
+    )
     verify.add_argument(
         "--max-findings",
         type=int,
@@ -172,6 +205,42 @@ async def _verify(args: argparse.Namespace) -> int:
         raise ValueError("give a STORE, or --jsonl FILE")
     if args.complete:
         raise ValueError("--complete goes with --jsonl")
+    if not args.public_key:
+        for given, flag in ((args.checkpoint, "--checkpoint"), (args.sink, "--sink")):
+            if given:
+                raise ValueError(f"{flag} needs --public-key (the checkpoints' verifier key)")
+        if args.origin_prefix is not None:
+            raise ValueError("--origin-prefix needs --public-key")
+    try:
+        from ._anchor import check_anchors, checkpoint_files, load_keys, sink_checkpoints
+    except ImportError:  # cryptography is the optional "checkpoints" extra
+        if args.public_key:
+            raise ValueError(
+                "checking checkpoints needs cryptography: pip install 'auditmw[checkpoints]'"
+            ) from None
+        return await _verify_chain(args)
+    # Every file is read before the store is opened: a bad argument costs no pass over the log.
+    keys = load_keys(args.public_key)
+    notes = checkpoint_files(args.checkpoint)
+    for directory in args.sink:
+        notes.extend(sink_checkpoints(directory))
+    async with open_store(args.store, create=False) as store:
+        progress = Progress("verifying", await store.count())
+        report = await check_anchors(
+            store,
+            keys,
+            notes,
+            origin_prefix=args.origin_prefix,
+            progress=progress,
+            max_findings=args.max_findings,
+        )
+        progress.done()
+    _print_anchored(report, as_json=args.json)
+    return EXIT_OK if report.ok else EXIT_DAMAGED
+
+
+async def _verify_chain(args: argparse.Namespace) -> int:
+    """The chain alone (when the checkpoints extra is not installed)."""
     async with open_store(args.store, create=False) as store:
         progress = Progress("verifying", await store.count())
         report = await store.verify(progress, max_findings=args.max_findings)
@@ -186,6 +255,10 @@ def _print_report(report: VerifyReport, *, as_json: bool) -> None:
         sys.stdout.write("\n")
         return
     print(report.summary())
+    _print_chain_findings(report)
+
+
+def _print_chain_findings(report: VerifyReport) -> None:
     for finding in report.findings:
         print(f"  log {finding.log!r} seq {finding.seq}: {finding.kind}: {finding.message}")
     if report.total_findings > len(report.findings):
@@ -194,9 +267,48 @@ def _print_report(report: VerifyReport, *, as_json: bool) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
+def _print_anchored(report: AnchorReport, *, as_json: bool) -> None:
+    """The chain report, then what the signed checkpoints say (see auditmw._anchor)."""
+    if as_json:
+        document = {
+            **report.chain.to_dict(),
+            "ok": report.ok,
+            "chain_ok": report.chain.ok,
+            "checkpoints": report.to_dict(),
+        }
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    print(report.summary())
+    _print_chain_findings(report.chain)
+    for finding in report.findings:
+        print(f"  {finding.line()}")
+    if report.unchecked:
+        print(
+            f"checkpoints: {report.unchecked} signed checkpoint(s) in the store, "
+            "not checked (give --public-key)"
+        )
+    if not report.keys:
+        return
+    print(f"checkpoints: {report.checked} checked with {report.keys} key(s)")
+    for name, log in report.logs.items():
+        line = f"  log {name!r}: {log.entries} entries, {log.anchored} anchored"
+        if log.anchored_by:
+            line += f" (by the checkpoint of size {log.anchored}: {', '.join(log.anchored_by)})"
+        print(f"{line}, {log.not_yet_anchored} not yet anchored")
+    for proof in report.proofs:
+        verdict = "extends" if proof.verified else "does NOT extend"
+        result = "verified" if proof.verified else "FAILS"
+        print(
+            f"  log {proof.log!r} {verdict} {proof.source} (size {proof.old_size}): "
+            f"consistency proof to size {proof.new_size} ({len(proof.proof)} hashes) {result}"
+        )
+
+
 def _verify_jsonl(args: argparse.Namespace) -> int:
     if args.store is not None:
         raise ValueError("give a STORE or --jsonl FILE, not both")
+    if args.public_key or args.checkpoint or args.sink or args.origin_prefix is not None:
+        raise ValueError("checkpoints are checked against a STORE, not --jsonl")
     if args.max_findings < 0:
         raise ValueError("--max-findings must be zero or more")
     progress = Progress("verifying", None)

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -43,10 +43,14 @@ from ._query import (
     keyset_position,
     where_clause,
 )
-from ._store import AuditStore
+from ._store import AuditStore, CheckpointRow, StoredCheckpoint
 from ._verify import INDEX_COLUMNS, ChainRow
 
-SCHEMA_VERSION = "1"
+if TYPE_CHECKING:
+    from ._checkpointer import Checkpointing
+
+# 1: events and meta; 2: auditmw_checkpoints (see _create_schema, the migrations).
+SCHEMA_VERSION = "2"
 logger = logging.getLogger("auditmw")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -104,6 +108,49 @@ INSERT INTO auditmw_meta (key, value) VALUES ('schema_version', '1')
 """
 SCHEMA = SCHEMA.replace("{REJECT_CHANGE_BODY}", REJECT_CHANGE_BODY)
 TRIGGERS = ("auditmw_events_no_change", "auditmw_events_no_truncate")
+# Version 2: signed checkpoints (auditmw._checkpointer), append-only like the events.
+REJECT_CHECKPOINT_CHANGE_BODY = """
+BEGIN
+    RAISE EXCEPTION 'auditmw_checkpoints is append-only: % is not allowed', TG_OP;
+END """
+CHECKPOINT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS auditmw_checkpoints (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    log text COLLATE "C" NOT NULL,
+    size bigint NOT NULL,
+    root bytea NOT NULL,
+    frontier bytea NOT NULL,
+    note bytea NOT NULL,
+    key text NOT NULL,
+    created_at text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS auditmw_checkpoints_log ON auditmw_checkpoints (log, size);
+CREATE OR REPLACE FUNCTION auditmw_reject_checkpoint_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+{REJECT_CHECKPOINT_CHANGE_BODY}$$;
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_checkpoints_no_change'
+                   AND tgrelid = 'auditmw_checkpoints'::regclass) THEN
+        CREATE TRIGGER auditmw_checkpoints_no_change BEFORE UPDATE OR DELETE
+            ON auditmw_checkpoints
+            FOR EACH ROW EXECUTE FUNCTION auditmw_reject_checkpoint_change();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_checkpoints_no_truncate'
+                   AND tgrelid = 'auditmw_checkpoints'::regclass) THEN
+        CREATE TRIGGER auditmw_checkpoints_no_truncate BEFORE TRUNCATE ON auditmw_checkpoints
+            FOR EACH STATEMENT EXECUTE FUNCTION auditmw_reject_checkpoint_change();
+    END IF;
+END $$;
+""".replace("{REJECT_CHECKPOINT_CHANGE_BODY}", REJECT_CHECKPOINT_CHANGE_BODY)
+CHECKPOINT_TRIGGERS = ("auditmw_checkpoints_no_change", "auditmw_checkpoints_no_truncate")
+# What brings a store of version N - 1 to version N (run in order, under the schema lock).
+MIGRATIONS = {2: CHECKPOINT_SCHEMA}
+CHECKPOINT_COLUMNS = "log, size, root, note, created_at, frontier, key"
+INSERT_CHECKPOINT = (
+    f"INSERT INTO auditmw_checkpoints ({CHECKPOINT_COLUMNS}) "  # noqa: S608
+    "SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS "
+    "(SELECT 1 FROM auditmw_checkpoints WHERE log = $1 AND size = $2 AND root = $3)"
+)
 SEARCH_COLUMNS = ("action", "resource", "resource_id", "user_email", "user_id")
 # The searched text: the five fields, ASCII-lowercased (as the SQLite store matches), joined
 # by a control character no search term may contain. Immutable, so a trigram index can hold it.
@@ -134,7 +181,8 @@ class PostgresStore(AuditStore):
 
     ``dsn`` is a ``postgresql://`` URL. Tables live in ``schema`` (created if missing).
     ``retry_for`` is how long (seconds) an append keeps reconnecting after the
-    connection is lost before it fails with ``StoreError``.
+    connection is lost before it fails with ``StoreError``. ``checkpointing`` issues
+    signed checkpoints (``Checkpointing``, docs/checkpoints.md).
     """
 
     def __init__(
@@ -148,8 +196,14 @@ class PostgresStore(AuditStore):
         limits: Limits | None = None,
         max_batch: int = 1024,
         max_pending: int = 10_000,
+        checkpointing: Checkpointing | None = None,
     ) -> None:
-        super().__init__(limits=limits, max_batch=max_batch, max_pending=max_pending)
+        super().__init__(
+            limits=limits,
+            max_batch=max_batch,
+            max_pending=max_pending,
+            checkpointing=checkpointing,
+        )
         if not _SCHEMA_NAME.match(schema):
             raise ValueError("schema must be a lowercase SQL identifier")
         self.dsn = dsn
@@ -159,6 +213,7 @@ class PostgresStore(AuditStore):
         self._retry_for = retry_for
         self._write_conn: asyncpg.Connection | None = None
         self._pool: asyncpg.Pool | None = None
+        self._checkpoint_table = False  # known to exist (see _has_checkpoint_table)
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
@@ -296,11 +351,15 @@ class PostgresStore(AuditStore):
         if source is None or source.split() != REJECT_CHANGE_BODY.split():
             # A trigger that stays enabled but calls a neutered function protects nothing.
             warnings.append("trigger function auditmw_reject_change is missing or altered")
-        return warnings + [
-            f"append-only trigger {name} is missing or disabled: the table accepts changes"
-            for name in TRIGGERS
-            if name not in present
-        ]
+        return (
+            warnings
+            + [
+                f"append-only trigger {name} is missing or disabled: the table accepts changes"
+                for name in TRIGGERS
+                if name not in present
+            ]
+            + await self._checkpoint_schema_warnings()
+        )
 
     async def last_seq(self, log: str) -> int:
         value = await self._reader().fetchval(
@@ -380,6 +439,100 @@ class PostgresStore(AuditStore):
         )
         return [record["value"] for record in records]
 
+    # --- signed checkpoints (auditmw._checkpointer, table auditmw_checkpoints) -------------
+
+    async def checkpoints(self, log: str | None = None) -> list[StoredCheckpoint]:
+        if not await self._has_checkpoint_table():
+            return []
+        where, params = ("", []) if log is None else (" WHERE log = $1", [log])
+        records = await self._reader().fetch(
+            f"SELECT {CHECKPOINT_COLUMNS} FROM auditmw_checkpoints{where} "  # noqa: S608
+            "ORDER BY log, size, id",
+            *params,
+        )
+        return [_checkpoint_row(record).checkpoint for record in records]
+
+    async def logs(self) -> list[str]:
+        # A loose index scan of the primary key (log, seq): one seek per log.
+        records = await self._reader().fetch(
+            "WITH RECURSIVE l(log) AS (SELECT min(log) FROM auditmw_events "
+            "UNION ALL SELECT (SELECT min(log) FROM auditmw_events WHERE log > l.log) "
+            "FROM l WHERE l.log IS NOT NULL) SELECT log FROM l WHERE log IS NOT NULL"
+        )
+        return [record["log"] for record in records]
+
+    async def _recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
+        if not await self._has_checkpoint_table():
+            return []
+        records = await self._reader().fetch(
+            f"SELECT {CHECKPOINT_COLUMNS} FROM auditmw_checkpoints "  # noqa: S608
+            "WHERE log = $1 ORDER BY size DESC, id DESC LIMIT $2",
+            log,
+            limit,
+        )
+        return [_checkpoint_row(record) for record in records]
+
+    async def _insert_checkpoint(self, row: CheckpointRow) -> bool:
+        c = row.checkpoint
+        # A pooled connection, not the writer's: its own short transaction. Issuers of one
+        # log take turns on an advisory lock, so two that raced store one copy.
+        async with self._reader().acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(current_schema()), "
+                "hashtext('auditmw checkpoint ' || $1))",
+                c.log,
+            )
+            values = (c.log, c.size, c.root, c.note, c.created_at, row.frontier, row.key)
+            status = await conn.execute(INSERT_CHECKPOINT, *values)
+        return bool(status == "INSERT 0 1")
+
+    async def _has_checkpoint_table(self) -> bool:
+        # A store opened with create=False may predate the table: it has no checkpoints.
+        if not self._checkpoint_table:
+            self._checkpoint_table = bool(
+                await self._reader().fetchval(
+                    "SELECT to_regclass('auditmw_checkpoints') IS NOT NULL"
+                )
+            )
+        return self._checkpoint_table
+
+    async def _checkpoint_schema_warnings(self) -> list[str]:
+        if not await self._has_checkpoint_table():
+            return []
+        present = {
+            record["tgname"]
+            for record in await self._reader().fetch(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'auditmw_checkpoints'::regclass "
+                "AND tgenabled IN ('O', 'A')"
+            )
+        }
+        source = await self._reader().fetchval(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'auditmw_reject_checkpoint_change' "
+            "AND pronamespace = current_schema()::regnamespace"
+        )
+        warnings = []
+        if source is None or source.split() != REJECT_CHECKPOINT_CHANGE_BODY.split():
+            warnings.append(
+                "trigger function auditmw_reject_checkpoint_change is missing or altered"
+            )
+        return warnings + [
+            f"append-only trigger {name} is missing or disabled: auditmw_checkpoints "
+            "accepts changes"
+            for name in CHECKPOINT_TRIGGERS
+            if name not in present
+        ]
+
+
+def _checkpoint_row(record: asyncpg.Record) -> CheckpointRow:
+    checkpoint = StoredCheckpoint(
+        record["log"],
+        int(record["size"]),
+        bytes(record["root"]),
+        bytes(record["note"]),
+        record["created_at"],
+    )
+    return CheckpointRow(checkpoint, bytes(record["frontier"]), record["key"])
+
 
 def _conditions(filter: EventFilter) -> tuple[list[str], list[Any]]:
     """WHERE conditions (numbered parameters) and their values for ``filter``."""
@@ -417,24 +570,51 @@ def _event_of(record: asyncpg.Record) -> Event:
 
 
 async def _create_schema(conn: asyncpg.Connection, schema: str) -> None:
-    """Create the schema idempotently; concurrent first starts serialize on a lock.
+    """Create the schema, or bring an older one up to ``SCHEMA_VERSION``, idempotently;
+    concurrent first starts serialize on a lock.
 
-    When the tables exist already nothing is run, so an application role that may only
-    INSERT and SELECT (see docs/postgres.md) can open a store its owner created.
+    When the store is up to date nothing is run but one SELECT, so an application role
+    that may only INSERT and SELECT (see docs/postgres.md) can open a store its owner
+    created (after an upgrade, the owner opens it once first, to migrate it).
     """
-    if await _store_exists(conn, schema):
+    version = await _schema_version(conn, schema)
+    if version is not None and version >= int(SCHEMA_VERSION):
         return
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('auditmw schema'))")
         await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')  # validated name
+        version = await _schema_version(conn, schema)  # again, now that we hold the lock
+        if version is not None and version >= int(SCHEMA_VERSION):
+            return
         trigram_ops = await _trigram_operator_class(conn)
         await conn.execute(f'SET LOCAL search_path TO "{schema}"')
-        await conn.execute(SCHEMA)
-        if trigram_ops is not None:
-            await conn.execute(
-                "CREATE INDEX IF NOT EXISTS auditmw_events_search ON auditmw_events "
-                f"USING gin (({SEARCH_TEXT}) {trigram_ops})"
-            )
+        if version is None:
+            await conn.execute(SCHEMA)
+            if trigram_ops is not None:
+                await conn.execute(
+                    "CREATE INDEX IF NOT EXISTS auditmw_events_search ON auditmw_events "
+                    f"USING gin (({SEARCH_TEXT}) {trigram_ops})"
+                )
+            version = 1
+        for target in range(version + 1, int(SCHEMA_VERSION) + 1):
+            await conn.execute(MIGRATIONS[target])
+        await conn.execute(
+            "UPDATE auditmw_meta SET value = $1 WHERE key = 'schema_version'", SCHEMA_VERSION
+        )
+
+
+async def _schema_version(conn: asyncpg.Connection, schema: str) -> int | None:
+    """The store's schema version; None when ``schema`` holds no store. A store without
+    a readable version is taken as version 1 (the migrations are idempotent)."""
+    if not await _store_exists(conn, schema):
+        return None
+    value = await conn.fetchval(
+        f"SELECT value FROM \"{schema}\".auditmw_meta WHERE key = 'schema_version'"  # noqa: S608
+    )
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 1
 
 
 async def _trigram_operator_class(conn: asyncpg.Connection) -> str | None:

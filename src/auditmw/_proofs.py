@@ -1,13 +1,16 @@
 """Inclusion proofs: show that one event is in a log without revealing the others.
 
 The leaves of a log's Merkle tree (RFC 9162) are its entries' hashes in seq order, which
-are already RFC 6962 leaf hashes. A proof is made against the log's current size; it is
-worth what the root it is checked against is worth: compare that root with a signed
-checkpoint kept outside the database (docs/checkpoints.md) before trusting it.
+are already RFC 6962 leaf hashes. When a stored signed checkpoint of the log covers the
+entry, the proof is made against the newest such checkpoint's tree and carries its note
+(``anchored``): open the note with the verifier key, then check the proof against the
+root it signs. Otherwise the proof is against the log's current size, and worth what
+that root is worth (docs/checkpoints.md).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,7 +19,11 @@ from ._errors import StoreError
 from ._merkle import AsyncLeafReader, ainclusion_proof_from, arange_root, verify_inclusion
 
 if TYPE_CHECKING:
-    from ._store import AuditStore
+    from ._store import AuditStore, StoredCheckpoint
+
+logger = logging.getLogger("auditmw")
+# The newest checkpoints of a log considered as the anchor of a proof.
+ANCHOR_CANDIDATES = 8
 
 
 def leaf_of(stored_hash: object) -> bytes:
@@ -40,10 +47,16 @@ class InclusionProof:
     leaf_hash: str
     root: str
     proof: tuple[str, ...]
+    checkpoint: str | None = None  # the signed note whose tree (size, root) this proof is in
 
     @property
     def leaf_index(self) -> int:
         return self.seq - 1
+
+    @property
+    def anchored(self) -> bool:
+        """Whether a signed checkpoint vouches for ``root`` (check its signature)."""
+        return self.checkpoint is not None
 
     def verify(self) -> bool:
         """Recompute the root from the leaf and the proof (RFC 9162 §2.1.3.2)."""
@@ -64,13 +77,15 @@ class InclusionProof:
             "leaf_hash": self.leaf_hash,
             "root": self.root,
             "proof": list(self.proof),
-            "anchored": False,  # no signed checkpoint vouches for this root yet
+            "anchored": self.anchored,
+            "checkpoint": self.checkpoint,
         }
 
 
 async def prove_inclusion(store: AuditStore, log: str, seq: int) -> InclusionProof | None:
-    """The inclusion proof of ``log``'s entry ``seq`` in the log as it is now, or None
-    when the log has no such entry. Reads the log's leaf hashes once: O(n)."""
+    """The inclusion proof of ``log``'s entry ``seq``, or None when the log has no such
+    entry: anchored in the newest stored checkpoint that covers it, else against the log
+    as it is now. Reads the log's leaf hashes about once: O(n)."""
     tree_size = await store.last_seq(log)
     if not 1 <= seq <= tree_size:
         return None
@@ -79,11 +94,47 @@ async def prove_inclusion(store: AuditStore, log: str, seq: int) -> InclusionPro
         return store.leaf_hashes(log, start, end)
 
     reader: AsyncLeafReader = leaves
-    proof = await ainclusion_proof_from(reader, seq - 1, tree_size)
-    root = await arange_root(reader, 0, tree_size)
     leaf = b""
     async for value in store.leaf_hashes(log, seq - 1, seq):
         leaf = value
+    for checkpoint in await store._recent_checkpoints(log, ANCHOR_CANDIDATES):
+        size, signed_root = checkpoint.checkpoint.size, _signed_root(checkpoint.checkpoint)
+        if signed_root is None or not seq <= size <= tree_size:
+            continue  # it does not cover the entry, or the log is shorter (truncated)
+        proof = await ainclusion_proof_from(reader, seq - 1, size)
+        # The proof recomputes the root from the leaves: no second pass over them.
+        if verify_inclusion(leaf, seq - 1, size, proof, signed_root):
+            return InclusionProof(
+                log,
+                seq,
+                size,
+                leaf.hex(),
+                signed_root.hex(),
+                tuple(p.hex() for p in proof),
+                checkpoint.checkpoint.note.decode("utf-8", "replace"),
+            )
+        logger.warning(
+            "log %r no longer matches its checkpoint at size %d; run `auditmw verify`",
+            log,
+            size,
+        )
+        break
+    proof = await ainclusion_proof_from(reader, seq - 1, tree_size)
+    root = await arange_root(reader, 0, tree_size)
     return InclusionProof(
         log, seq, tree_size, leaf.hex(), root.hex(), tuple(p.hex() for p in proof)
     )
+
+
+def _signed_root(stored: StoredCheckpoint) -> bytes | None:
+    """The root the note states (not the column beside it), if the note parses and
+    states the stored size; its signature is for the reader of the proof to check."""
+    try:
+        from ._checkpoint import Checkpoint, CheckpointError, parse_note
+    except ImportError:  # no cryptography: take the column, the reader checks the note
+        return stored.root if len(stored.root) == 32 else None
+    try:
+        checkpoint = Checkpoint.parse(parse_note(stored.note).text)
+    except CheckpointError:
+        return None
+    return checkpoint.root if checkpoint.size == stored.size else None

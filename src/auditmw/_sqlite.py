@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import aiosqlite
@@ -47,8 +47,11 @@ from ._query import (
     keyset_position,
     where_clause,
 )
-from ._store import AuditStore
+from ._store import AuditStore, CheckpointRow, StoredCheckpoint
 from ._verify import INDEX_COLUMNS, ChainRow
+
+if TYPE_CHECKING:
+    from ._checkpointer import Checkpointing
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -120,6 +123,32 @@ INSERT INTO auditmw_search (rowid, text) SELECT rowid, lower(coalesce(action, ''
 INSERT OR IGNORE INTO auditmw_meta (key, value) VALUES ('search_index', 'trigram-1');
 """
 TRIGGERS = ("auditmw_events_no_update", "auditmw_events_no_delete")
+# Signed checkpoints (auditmw._checkpointer): append-only like the events. A store created
+# before this table gets it when opened (IF NOT EXISTS).
+CHECKPOINT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS auditmw_checkpoints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    log TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    frontier BLOB NOT NULL,
+    note BLOB NOT NULL,
+    key TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS auditmw_checkpoints_log ON auditmw_checkpoints (log, size);
+CREATE TRIGGER IF NOT EXISTS auditmw_checkpoints_no_update BEFORE UPDATE ON auditmw_checkpoints
+BEGIN SELECT RAISE(ABORT, 'auditmw_checkpoints is append-only: UPDATE is not allowed'); END;
+CREATE TRIGGER IF NOT EXISTS auditmw_checkpoints_no_delete BEFORE DELETE ON auditmw_checkpoints
+BEGIN SELECT RAISE(ABORT, 'auditmw_checkpoints is append-only: DELETE is not allowed'); END;
+"""
+CHECKPOINT_TRIGGERS = ("auditmw_checkpoints_no_update", "auditmw_checkpoints_no_delete")
+CHECKPOINT_COLUMNS = "log, size, root, note, created_at, frontier, key"
+# Two issuers that raced store one copy of the same checkpoint (see _write_checkpoint).
+INSERT_CHECKPOINT = (
+    f"INSERT INTO auditmw_checkpoints ({CHECKPOINT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? "  # noqa: S608
+    "WHERE NOT EXISTS (SELECT 1 FROM auditmw_checkpoints WHERE log = ? AND size = ? AND root = ?)"
+)
 ROW_COLUMNS = ROW_FIELDS  # the events table's columns, in insert order
 # Statements below are built from the constant column names above, never from input.
 INSERT = (
@@ -158,6 +187,7 @@ class SQLiteStore(AuditStore):
     ``synchronous`` is SQLite's durability setting: FULL (default) survives power
     loss; NORMAL may lose the newest commits on power loss (not on a process crash).
     ``busy_timeout`` is how long an append waits for another process's write lock.
+    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md).
     """
 
     def __init__(
@@ -170,8 +200,14 @@ class SQLiteStore(AuditStore):
         limits: Limits | None = None,
         max_batch: int = 1024,
         max_pending: int = 10_000,
+        checkpointing: Checkpointing | None = None,
     ) -> None:
-        super().__init__(limits=limits, max_batch=max_batch, max_pending=max_pending)
+        super().__init__(
+            limits=limits,
+            max_batch=max_batch,
+            max_pending=max_pending,
+            checkpointing=checkpointing,
+        )
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         self.path = Path(path)
@@ -186,6 +222,7 @@ class SQLiteStore(AuditStore):
         self._search_index: bool | None = None  # does the file have one? (see query)
         self._search_index_max_matches = SEARCH_INDEX_MAX_MATCHES
         self._statistics_checked = False
+        self._checkpoint_table = False  # known to exist (see _has_checkpoint_table)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
@@ -226,7 +263,7 @@ class SQLiteStore(AuditStore):
                 _warn_if_triggers_were_dropped(conn, self.path)
                 # One script, one transaction: two processes creating the store at
                 # once must not interleave (executescript commits what came before).
-                conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+                conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + CHECKPOINT_SCHEMA + "COMMIT;")
         except BaseException:
             conn.close()
             raise
@@ -344,7 +381,7 @@ class SQLiteStore(AuditStore):
             f"append-only trigger {name} is missing: the table accepts UPDATE/DELETE"
             for name in TRIGGERS
             if name not in present
-        ]
+        ] + await self._checkpoint_schema_warnings()
 
     async def last_seq(self, log: str) -> int:
         rows = await self._fetchall("SELECT max(seq) FROM auditmw_events WHERE log = ?", [log])
@@ -570,6 +607,101 @@ class SQLiteStore(AuditStore):
         except sqlite3.Error as exc:
             raise StoreError(f"audit store {self.path}: read failed: {exc}") from exc
 
+    # --- signed checkpoints (auditmw._checkpointer, table auditmw_checkpoints) -------------
+
+    async def checkpoints(self, log: str | None = None) -> list[StoredCheckpoint]:
+        if not await self._has_checkpoint_table():
+            return []
+        where, params = ("", []) if log is None else (" WHERE log = ?", [log])
+        rows = await self._fetchall(
+            f"SELECT {CHECKPOINT_COLUMNS} FROM auditmw_checkpoints{where} "  # noqa: S608
+            "ORDER BY log, size, id",
+            params,
+        )
+        return [_checkpoint_row(row).checkpoint for row in rows]
+
+    async def logs(self) -> list[str]:
+        # A loose index scan of the primary key (log, seq): one seek per log.
+        rows = await self._fetchall(
+            "WITH RECURSIVE l(log) AS (SELECT min(log) FROM auditmw_events "
+            "UNION ALL SELECT (SELECT min(log) FROM auditmw_events WHERE log > l.log) "
+            "FROM l WHERE l.log IS NOT NULL) SELECT log FROM l WHERE log IS NOT NULL",
+            [],
+        )
+        return [row[0] for row in rows]
+
+    async def _recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
+        if not await self._has_checkpoint_table():
+            return []
+        rows = await self._fetchall(
+            f"SELECT {CHECKPOINT_COLUMNS} FROM auditmw_checkpoints "  # noqa: S608
+            "WHERE log = ? ORDER BY size DESC, id DESC LIMIT ?",
+            [log, limit],
+        )
+        return [_checkpoint_row(row) for row in rows]
+
+    async def _insert_checkpoint(self, row: CheckpointRow) -> bool:
+        self._require_open()
+        # On the write thread, between two batches: never inside a batch's transaction,
+        # never on the connection at the same time as one.
+        return await self._in_write_thread(partial(self._write_checkpoint, row))
+
+    def _write_checkpoint(self, row: CheckpointRow) -> bool:
+        conn = self._write_conn
+        assert conn is not None
+        c = row.checkpoint
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                values = (c.log, c.size, c.root, c.note, c.created_at, row.frontier, row.key)
+                cursor = conn.execute(INSERT_CHECKPOINT, (*values, c.log, c.size, c.root))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"audit store {self.path}: cannot store a checkpoint: {exc}") from exc
+        return cursor.rowcount == 1
+
+    async def _has_checkpoint_table(self) -> bool:
+        # A store opened with create=False may predate the table: it has no checkpoints.
+        if not self._checkpoint_table:
+            rows = await self._fetchall(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'auditmw_checkpoints'",
+                [],
+            )
+            self._checkpoint_table = bool(rows)
+        return self._checkpoint_table
+
+    async def _checkpoint_schema_warnings(self) -> list[str]:
+        if not await self._has_checkpoint_table():
+            return []
+        rows = await self._fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+            "AND tbl_name = 'auditmw_checkpoints'",
+            [],
+        )
+        present = {row[0] for row in rows}
+        return [
+            f"append-only trigger {name} is missing: auditmw_checkpoints accepts UPDATE/DELETE"
+            for name in CHECKPOINT_TRIGGERS
+            if name not in present
+        ]
+
+
+def _checkpoint_row(row: Any) -> CheckpointRow:
+    """A row of CHECKPOINT_COLUMNS; text where bytes belong (an edit) reads as its bytes."""
+    log, size, root, note, created_at, frontier, key = row
+    checkpoint = StoredCheckpoint(str(log), int(size), _blob(root), _blob(note), str(created_at))
+    return CheckpointRow(checkpoint, _blob(frontier), str(key))
+
+
+def _blob(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "surrogateescape")
+
 
 @functools.cache
 def _insert_sql(rows: int) -> str:
@@ -596,7 +728,9 @@ def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
 def _warn_if_triggers_were_dropped(conn: sqlite3.Connection, path: Path) -> None:
     """Opening re-creates missing triggers; say so, as their absence is evidence."""
     names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
-    if "auditmw_events" in names and any(name not in names for name in TRIGGERS):
+    if ("auditmw_events" in names and any(name not in names for name in TRIGGERS)) or (
+        "auditmw_checkpoints" in names and any(name not in names for name in CHECKPOINT_TRIGGERS)
+    ):
         logger.warning(
             "%s: append-only triggers were missing and are being re-created; "
             "run `auditmw verify` on this store",

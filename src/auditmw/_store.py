@@ -4,14 +4,43 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from ._errors import StoreClosedError
 from ._event import Event, Limits, NewEvent, PreparedEvent, prepare
 from ._query import EventFilter, Page
 from ._verify import ChainRow, VerifyReport, verify_rows
 from ._writer import GroupCommitWriter
+
+if TYPE_CHECKING:
+    from ._checkpointer import Checkpointer, Checkpointing, CheckpointStats
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A signed checkpoint as the store keeps it (table ``auditmw_checkpoints``).
+
+    ``root`` and ``size`` are what the issuer computed; only ``note`` is signed, so a
+    verifier trusts nothing here before it opened the note with a verifier key.
+    """
+
+    log: str
+    size: int  # tree size: how many entries of ``log`` it covers
+    root: bytes  # the 32-byte Merkle root the issuer computed
+    note: bytes  # the C2SP signed note, exactly as issued
+    created_at: str  # RFC 3339, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """A row of ``auditmw_checkpoints``, with what only the issuer needs: the frontier
+    to extend the tree from (``Frontier.to_bytes()``) and the signer's verifier key."""
+
+    checkpoint: StoredCheckpoint
+    frontier: bytes
+    key: str  # VerifierKey.encode(): public, says which key signed
 
 
 class AuditStore(ABC):
@@ -22,26 +51,61 @@ class AuditStore(ABC):
     """
 
     def __init__(
-        self, *, limits: Limits | None = None, max_batch: int = 1024, max_pending: int = 10_000
+        self,
+        *,
+        limits: Limits | None = None,
+        max_batch: int = 1024,
+        max_pending: int = 10_000,
+        checkpointing: Checkpointing | None = None,
     ) -> None:
         self.limits = limits or Limits()
-        self._writer = GroupCommitWriter(
-            self._commit_batch, max_batch=max_batch, max_pending=max_pending
-        )
-        self._opened = False
+        self._checkpointer: Checkpointer | None = None
+        commit = self._commit_batch
+        if checkpointing is not None:
+            from ._checkpointer import Checkpointer
+
+            self._checkpointer = Checkpointer(self, checkpointing)
+            commit = self._commit_and_count
+        self._writer = GroupCommitWriter(commit, max_batch=max_batch, max_pending=max_pending)
+        self._opened = False  # taking appends
+        self._connected = False  # readable: from connect until disconnect (close included)
 
     async def open(self) -> Self:
         if not self._opened:
             await self._connect()
+            self._connected = True
             self._writer.start()
             self._opened = True
+            if self._checkpointer is not None:
+                try:
+                    await self._checkpointer.start()
+                except BaseException:
+                    await self.close()
+                    raise
         return self
 
     async def close(self) -> None:
         if self._opened:
             self._opened = False
-            await self._writer.close()
-            await self._disconnect()
+            try:
+                if self._checkpointer is not None:
+                    await self._checkpointer.stop()  # records a new key while it still can
+                await self._writer.close()
+                if self._checkpointer is not None:
+                    # After the writer drained: the last checkpoint covers every append.
+                    await self._checkpointer.close()
+            finally:
+                self._connected = False
+                await self._disconnect()
+
+    async def _commit_and_count(self, batch: list[PreparedEvent]) -> list[Event]:
+        """The commit the writer calls when checkpointing is on: the batch's own
+        transaction as always, then one cheap call telling the checkpointer what
+        committed (it issues checkpoints in its own task, never in this transaction)."""
+        events = await self._commit_batch(batch)
+        assert self._checkpointer is not None
+        self._checkpointer.committed(events)
+        return events
 
     async def __aenter__(self) -> Self:
         return await self.open()
@@ -65,6 +129,11 @@ class AuditStore(ABC):
             raise StoreClosedError("the audit store is not open")
         return await self._writer.submit(prepared)
 
+    async def _append_internal(self, event: NewEvent) -> Event:
+        """``append`` for the store's own events (the checkpoint key record), which may
+        still be made while the store is closing, before its writer stopped."""
+        return await self._writer.submit(prepare(event, self.limits))
+
     async def verify(
         self, progress: Callable[[int], None] | None = None, *, max_findings: int = 1000
     ) -> VerifyReport:
@@ -78,8 +147,44 @@ class AuditStore(ABC):
         return report
 
     def _require_open(self) -> None:
-        if not self._opened:
+        if not self._connected:
             raise StoreClosedError("the audit store is not open")
+
+    # Signed checkpoints (docs/checkpoints.md; issued by auditmw._checkpointer).
+
+    @property
+    def checkpoint_stats(self) -> CheckpointStats | None:
+        """Counters of the checkpoints issued and of failures (for monitoring), or None
+        when the store was opened without ``checkpointing``."""
+        return None if self._checkpointer is None else self._checkpointer.stats
+
+    async def issue_checkpoints(self) -> list[StoredCheckpoint]:
+        """Issue a checkpoint now for every log with entries after its newest one (as
+        closing the store does); returns those issued. Needs ``checkpointing``.
+
+        Unlike automatic issuing, a failure raises (after being logged and counted)."""
+        self._require_open()
+        if self._checkpointer is None:
+            raise ValueError("the store was opened without checkpointing")
+        return await self._checkpointer.issue_all()
+
+    @abstractmethod
+    async def checkpoints(self, log: str | None = None) -> list[StoredCheckpoint]:
+        """The stored checkpoints of ``log`` (of every log when None), ordered by log,
+        size, then insertion order. Empty for a store that has no checkpoint table."""
+
+    @abstractmethod
+    async def logs(self) -> list[str]:
+        """The names of the logs that have events, sorted."""
+
+    @abstractmethod
+    async def _recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
+        """Up to ``limit`` checkpoints of ``log``, largest size first (then newest)."""
+
+    @abstractmethod
+    async def _insert_checkpoint(self, row: CheckpointRow) -> bool:
+        """Store ``row`` in its own transaction, unless a checkpoint of that log with the
+        same size and root is stored already (two issuers raced); True if inserted."""
 
     @abstractmethod
     async def get(self, event_id: str) -> Event | None:

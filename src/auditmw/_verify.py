@@ -157,8 +157,17 @@ class ChainVerifier:
     checked, whichever of the two is read first. Memory stays bounded by the window.
     """
 
-    def __init__(self, max_findings: int = 1000, window: int = LINK_WINDOW) -> None:
+    def __init__(
+        self,
+        max_findings: int = 1000,
+        window: int = LINK_WINDOW,
+        on_leaf: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.report = VerifyReport()
+        # Called with (log, hash) for every row, in row order: the hash is recomputed
+        # from the stored entry bytes, never the hash column (the Merkle leaves of
+        # auditmw._anchor, which checks the log against signed checkpoints).
+        self._on_leaf = on_leaf
         self._max_findings = max_findings
         self._window = max(window, 1)
         self._pending: ChainRow | None = None
@@ -205,6 +214,8 @@ class ChainVerifier:
         summary.last_seq = row.seq
         summary.head_hash = row.hash
         computed = entry_hash(row.entry)
+        if self._on_leaf is not None:
+            self._on_leaf(row.log, computed)
         entry = _parse(row.entry)
         linked = [computed]  # what the next entry may carry as prev_hash
         wrong: list[str] = []  # columns that disagree with a trusted entry
@@ -373,9 +384,11 @@ async def verify_rows(
     rows: AsyncIterable[ChainRow],
     progress: Callable[[int], None] | None = None,
     max_findings: int = 1000,
+    on_leaf: Callable[[str, str], None] | None = None,
 ) -> VerifyReport:
-    """Verify a stream of rows ordered by (log, seq); ``progress`` gets the row count."""
-    verifier = ChainVerifier(max_findings)
+    """Verify a stream of rows ordered by (log, seq); ``progress`` gets the row count,
+    ``on_leaf`` each row's log and recomputed hash (see ``ChainVerifier``)."""
+    verifier = ChainVerifier(max_findings, on_leaf=on_leaf)
     count = 0
     async for row in rows:
         verifier.feed(row)
