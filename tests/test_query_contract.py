@@ -7,6 +7,7 @@ the plain-Python model in ``test_query``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 
@@ -32,7 +33,8 @@ async def write(store: AuditStore, events: Sequence[tuple[NewEvent, str]]) -> li
                 columns={**item.columns, "timestamp": timestamp},
             )
         )
-    return await store._commit_batch(prepared)
+    # Through the writer, in this order (each submit queues before the next one starts).
+    return list(await asyncio.gather(*(store._writer.submit(item) for item in prepared)))
 
 
 async def all_pages(store: AuditStore, f: EventFilter, limit: int) -> list[str]:

@@ -187,19 +187,51 @@ class PreparedEvent:
         entry = b"".join((self.head, prev_hash.encode(), self.middle, b"%d" % seq, self.tail))
         return entry, entry_hash(entry)
 
+    # row() and event() spell their fields out (checked against ROW_FIELDS and Event
+    # below): they run under the store's write lock, once per event.
+
     def row(self, seq: int, prev_hash: str, hash: str, entry: bytes) -> tuple[Any, ...]:
         """The stored row of the sealed event, in ``ROW_FIELDS`` order."""
-        sealed = {"seq": seq, "prev_hash": prev_hash, "hash": hash, "entry": entry}
-        return tuple(sealed[name] if name in sealed else self.columns[name] for name in ROW_FIELDS)
+        c = self.columns
+        return (
+            self.log,
+            seq,
+            self.id,
+            self.timestamp,
+            c["user_id"],
+            c["user_email"],
+            c["action"],
+            c["resource"],
+            c["resource_id"],
+            c["outcome"],
+            c["ip_address"],
+            c["user_agent"],
+            c["request_id"],
+            prev_hash,
+            hash,
+            entry,
+        )
 
     def event(self, seq: int, prev_hash: str, hash: str) -> Event:
         """The committed ``Event`` of the sealed event."""
-        values = self.columns
+        c = self.columns
         return Event(
-            **{name: values[name] for name in ENTRY_FIELDS if name not in ("seq", "prev_hash")},
-            seq=seq,
-            prev_hash=prev_hash,
-            hash=hash,
+            self.id,
+            self.log,
+            seq,
+            self.timestamp,
+            c["action"],
+            c["resource"],
+            c["resource_id"],
+            c["outcome"],
+            c["details"],
+            c["user_id"],
+            c["user_email"],
+            c["ip_address"],
+            c["user_agent"],
+            c["request_id"],
+            prev_hash,
+            hash,
         )
 
 
@@ -251,36 +283,34 @@ def prepare(event: NewEvent, limits: Limits) -> PreparedEvent:
     if event.outcome not in OUTCOMES:
         raise ValidationError("outcome", f"must be one of {', '.join(OUTCOMES)}")
     max_chars = limits.max_chars
+    details_json, fast = _details(event.details, limits)
+    # Every entry field, in JCS key order, with placeholders for the chain link.
     values: dict[str, Any] = {
         "action": _text("action", event.action, max_chars, required=True),
+        "details": orjson.Fragment(details_json),  # already canonical: written as it is
         "id": uuid7_str(),
         "ip_address": _ip_address(event.ip_address),
         "log": _text("log", event.log, max_chars, required=True),
         "outcome": event.outcome,
+        "prev_hash": "",
         "request_id": _text("request_id", event.request_id, max_chars),
         "resource": _text("resource", event.resource, max_chars, required=True),
         "resource_id": _text("resource_id", event.resource_id, max_chars),
+        "seq": 0,
         "timestamp": _current_timestamp(),
         "user_agent": _text("user_agent", event.user_agent, limits.max_user_agent_chars),
         "user_email": _text("user_email", event.user_email, limits.max_email_chars),
         "user_id": _text("user_id", event.user_id, max_chars),
     }
-    details_json, fast = _details(event.details, limits)
-
-    def part(*names: str) -> bytes:
-        """The members ``names`` of the entry object, without braces. orjson keeps
-        insertion order and escapes strings exactly as JCS does; the details are already
-        canonical and go in as they are."""
-        members = {
-            name: orjson.Fragment(details_json) if name == "details" else values[name]
-            for name in names
-        }
-        return orjson.dumps(members)[1:-1]
-
-    head = b"{" + part("action", "details", "id", "ip_address", "log", "outcome")
-    head += b',"prev_hash":"'
-    middle = b'",' + part("request_id", "resource", "resource_id") + b',"seq":'
-    tail = b"," + part("timestamp", "user_agent", "user_email", "user_id") + b"}"
+    # orjson keeps insertion order and escapes strings exactly as JCS does. The entry is
+    # cut at the two placeholders, searched from the end: only string values follow
+    # them, inside which a quote is always escaped, so the last match is the member.
+    entry = orjson.dumps(values)
+    link = entry.rindex(_PREV_HASH_PLACEHOLDER)
+    seq_at = entry.rindex(_SEQ_PLACEHOLDER)
+    head = entry[: link + len(_PREV_HASH_PLACEHOLDER) - 1]
+    middle = entry[link + len(_PREV_HASH_PLACEHOLDER) - 1 : seq_at + len(_SEQ_PLACEHOLDER) - 1]
+    tail = entry[seq_at + len(_SEQ_PLACEHOLDER) :]
     if event.details is None:
         values["details"] = None
     else:
@@ -290,6 +320,10 @@ def prepare(event: NewEvent, limits: Limits) -> PreparedEvent:
     return PreparedEvent(
         values["log"], values["id"], values["timestamp"], head, middle, tail, values
     )
+
+
+_PREV_HASH_PLACEHOLDER = b',"prev_hash":""'
+_SEQ_PLACEHOLDER = b',"seq":0'
 
 
 def _text(name: str, value: object, max_chars: int, *, required: bool = False) -> str | None:

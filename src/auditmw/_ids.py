@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import threading
 import time
 import uuid
@@ -25,7 +25,9 @@ def uuid7_str() -> str:
 
 def _uuid7_int() -> int:
     global _last_ms, _counter
-    rand = int.from_bytes(os.urandom(10), "big")  # one syscall: counter seed + rand_b
+    # Ids must be unique, not secret: Python's generator (seeded from the OS, reseeded in
+    # a forked child) is enough, and a syscall per event was a visible cost.
+    rand = random.getrandbits(80)  # counter seed + rand_b
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:

@@ -45,6 +45,8 @@ MASKED = "[MASKED]"
 # A guard against cycles and runaway nesting; the store's own limit (32) is lower.
 MAX_DEPTH = 64
 
+MAX_KNOWN_KEYS = 10_000  # bounds the memory of keys seen (callers may use data as keys)
+_PLAIN = frozenset({str, int, float, bool})
 _NOT_ALPHANUMERIC = re.compile(r"[\W_]+")
 _STRINGIFIED = (uuid.UUID, Decimal, PurePath, IPv4Address, IPv6Address)
 
@@ -62,13 +64,18 @@ class Masker:
         words = sorted({word for key in sensitive_keys if (word := _normalize(key))})
         self.sensitive_keys = tuple(words)
         self._pattern = re.compile("|".join(map(re.escape, words))) if words else None
+        # Detail keys are few and repeat on every event: remember each key's answer.
+        self._known: dict[str, bool] = {}
 
     def is_sensitive(self, key: object) -> bool:
-        return (
-            self._pattern is not None
-            and isinstance(key, str)
-            and self._pattern.search(_normalize(key)) is not None
-        )
+        if not isinstance(key, str):
+            return False
+        known = self._known.get(key)
+        if known is None:
+            known = self._pattern is not None and self._pattern.search(_normalize(key)) is not None
+            if len(self._known) < MAX_KNOWN_KEYS:
+                self._known[key] = known
+        return known
 
     def __call__(self, details: Mapping[str, Any]) -> dict[str, Any]:
         """A masked, JSON-ready copy of ``details``; the original is left untouched."""
@@ -81,6 +88,8 @@ class Masker:
         }
 
     def _value(self, value: Any, depth: int, masked: bool) -> Any:
+        if type(value) in _PLAIN:  # the common case first (subclasses, e.g. enums, below)
+            return MASKED if masked else value
         if depth > MAX_DEPTH:
             raise ValidationError("details", f"nested deeper than {MAX_DEPTH} levels")
         if value is None:

@@ -268,8 +268,9 @@ class _Exchange:
     def _with_request_id(self, message: Message) -> Message:
         headers = list(message.get("headers", ()))
         name = self.request_id[0]
-        if any(bytes(key).lower() == name for key, _ in headers):
-            return message  # the app chose its own
+        for key, _ in headers:
+            if bytes(key).lower() == name:
+                return message  # the app chose its own
         headers.append(self.request_id)
         return {**message, "headers": headers}
 

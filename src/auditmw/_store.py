@@ -9,10 +9,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from ._errors import StoreClosedError
-from ._event import Event, Limits, NewEvent, PreparedEvent, prepare
+from ._event import Event, Limits, NewEvent, prepare
 from ._query import EventFilter, Page
 from ._verify import ChainRow, VerifyReport, verify_rows
-from ._writer import GroupCommitWriter
+from ._writer import OnCommit, Writer
 
 if TYPE_CHECKING:
     from ._checkpointer import Checkpointer, Checkpointing, CheckpointStats
@@ -60,13 +60,17 @@ class AuditStore(ABC):
     ) -> None:
         self.limits = limits or Limits()
         self._checkpointer: Checkpointer | None = None
-        commit = self._commit_batch
+        on_commit: OnCommit | None = None
         if checkpointing is not None:
             from ._checkpointer import Checkpointer
 
             self._checkpointer = Checkpointer(self, checkpointing)
-            commit = self._commit_and_count
-        self._writer = GroupCommitWriter(commit, max_batch=max_batch, max_pending=max_pending)
+            # Told what each batch committed; it issues checkpoints in its own task,
+            # never in the batch's transaction.
+            on_commit = self._checkpointer.committed
+        self._writer = self._create_writer(
+            max_batch=max_batch, max_pending=max_pending, on_commit=on_commit
+        )
         self._opened = False  # taking appends
         self._connected = False  # readable: from connect until disconnect (close included)
 
@@ -97,15 +101,6 @@ class AuditStore(ABC):
             finally:
                 self._connected = False
                 await self._disconnect()
-
-    async def _commit_and_count(self, batch: list[PreparedEvent]) -> list[Event]:
-        """The commit the writer calls when checkpointing is on: the batch's own
-        transaction as always, then one cheap call telling the checkpointer what
-        committed (it issues checkpoints in its own task, never in this transaction)."""
-        events = await self._commit_batch(batch)
-        assert self._checkpointer is not None
-        self._checkpointer.committed(events)
-        return events
 
     async def __aenter__(self) -> Self:
         return await self.open()
@@ -253,5 +248,8 @@ class AuditStore(ABC):
     async def _disconnect(self) -> None: ...
 
     @abstractmethod
-    async def _commit_batch(self, batch: list[PreparedEvent]) -> list[Event]:
-        """Chain and insert ``batch`` in one transaction; all or nothing."""
+    def _create_writer(
+        self, *, max_batch: int, max_pending: int, on_commit: OnCommit | None
+    ) -> Writer:
+        """The group-commit writer (``auditmw._writer``) of this backend, whose commit
+        chains and inserts a batch in one transaction: all or nothing."""
