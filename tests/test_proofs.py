@@ -106,3 +106,10 @@ def test_cli_keygen_writes_a_usable_key_pair(
     assert open_checkpoint(note, verifiers).checkpoint.size == 3
     assert main(["keygen", "audit.example.com", "--out", str(prefix)]) == 2  # never overwrites
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_cli_keygen_creates_the_keys_directory_for_its_owner_only(tmp_path: Path) -> None:
+    prefix = tmp_path / "keys" / "audit"  # as the README's `--out keys/audit`
+    assert main(["keygen", "audit.example.com", "--out", str(prefix)]) == 0
+    assert stat.S_IMODE(os.stat(prefix.parent).st_mode) == 0o700
+    assert load_signing_key(f"{prefix}.key").name == "audit.example.com"

@@ -7,7 +7,6 @@ the plain-Python model in ``test_query``.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 
@@ -33,8 +32,7 @@ async def write(store: AuditStore, events: Sequence[tuple[NewEvent, str]]) -> li
                 columns={**item.columns, "timestamp": timestamp},
             )
         )
-    # Through the writer, in this order (each submit queues before the next one starts).
-    return list(await asyncio.gather(*(store._writer.submit(item) for item in prepared)))
+    return await store._commit_batch(prepared)
 
 
 async def all_pages(store: AuditStore, f: EventFilter, limit: int) -> list[str]:

@@ -98,3 +98,21 @@ async def test_close_commits_every_pending_append(store_url_factory: Callable[[]
     assert all(task.done() and not task.cancelled() for task in pending)
     async with open_store(url) as reopened:
         assert await reopened.count() == 500
+
+
+async def test_a_cancelled_append_is_still_committed_and_the_others_answered(
+    any_store: AuditStore,
+) -> None:
+    appends = [
+        asyncio.create_task(
+            any_store.append(NewEvent(action="a", resource="r", resource_id=str(i)))
+        )
+        for i in range(50)
+    ]
+    await asyncio.sleep(0)  # every append is queued
+    appends[7].cancel()
+    results = await asyncio.gather(*appends, return_exceptions=True)
+    assert isinstance(results[7], asyncio.CancelledError)
+    assert sum(1 for result in results if not isinstance(result, BaseException)) == 49
+    assert await any_store.count() == 50  # queued before the cancel: committed anyway
+    assert (await any_store.verify()).ok

@@ -17,6 +17,7 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
@@ -192,6 +193,8 @@ def _keygen(args: argparse.Namespace) -> int:
         if os.path.exists(path):
             raise ValueError(f"{path} exists; refusing to overwrite a key")
     signing, verifier = generate_key(args.name)
+    # A new directory for keys is the owner's alone, like the signing key in it.
+    Path(args.out).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     save_signing_key(signing, f"{args.out}.key")
     save_verifier_key(verifier, f"{args.out}.pub")
     print(verifier.encode())

@@ -45,7 +45,6 @@ from ._query import (
 )
 from ._store import AuditStore, CheckpointRow, StoredCheckpoint
 from ._verify import INDEX_COLUMNS, ChainRow
-from ._writer import GroupCommitWriter, OnCommit, Writer
 
 if TYPE_CHECKING:
     from ._checkpointer import Checkpointing
@@ -256,13 +255,6 @@ class PostgresStore(AuditStore):
         if self._write_conn is not None and not self._write_conn.is_closed():
             await self._write_conn.close()
         self._pool = self._write_conn = None
-
-    def _create_writer(
-        self, *, max_batch: int, max_pending: int, on_commit: OnCommit | None
-    ) -> Writer:
-        return GroupCommitWriter(
-            self._commit_batch, max_batch=max_batch, max_pending=max_pending, on_commit=on_commit
-        )
 
     async def _commit_batch(self, batch: list[PreparedEvent]) -> list[Event]:
         deadline = asyncio.get_running_loop().time() + self._retry_for

@@ -49,7 +49,6 @@ from ._query import (
 )
 from ._store import AuditStore, CheckpointRow, StoredCheckpoint
 from ._verify import INDEX_COLUMNS, ChainRow
-from ._writer import OnCommit, ThreadedGroupCommitWriter, Writer
 
 if TYPE_CHECKING:
     from ._checkpointer import Checkpointing
@@ -216,7 +215,7 @@ class SQLiteStore(AuditStore):
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
         # Appends go through a plain sqlite3 connection owned by one thread, so a whole
-        # batch (BEGIN ... COMMIT) is one job on that thread (see _create_writer).
+        # batch (BEGIN ... COMMIT) is one hop to that thread (see _commit_batch).
         self._write_thread: ThreadPoolExecutor | None = None
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: aiosqlite.Connection | None = None
@@ -310,23 +309,11 @@ class SQLiteStore(AuditStore):
                     await asyncio.get_running_loop().run_in_executor(write_thread, write_conn.close)
                 write_thread.shutdown(wait=False)  # idle: the writer has stopped
 
-    def _create_writer(
-        self, *, max_batch: int, max_pending: int, on_commit: OnCommit | None
-    ) -> Writer:
-        # Each whole transaction runs on the write thread, which takes the next batch
-        # itself when a commit ends; the event loop stays free while SQLite inserts and
-        # fsyncs, and a busy loop does not delay the next commit (see auditmw._writer).
-        return ThreadedGroupCommitWriter(
-            self._write_batch,
-            self._run_on_write_thread,
-            max_batch=max_batch,
-            max_pending=max_pending,
-            on_commit=on_commit,
-        )
-
-    def _run_on_write_thread(self, job: Callable[[], None]) -> None:
-        assert self._write_thread is not None
-        self._write_thread.submit(job)
+    async def _commit_batch(self, batch: list[PreparedEvent]) -> list[Event]:
+        # The whole transaction is one job for the write thread: one thread hop per
+        # batch instead of one per statement (aiosqlite), and the event loop stays free
+        # while SQLite inserts and fsyncs.
+        return await self._in_write_thread(partial(self._write_batch, batch))
 
     def _write_batch(self, batch: list[PreparedEvent]) -> list[Event]:
         conn = self._write_conn

@@ -9,10 +9,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from ._errors import StoreClosedError
-from ._event import Event, Limits, NewEvent, prepare
+from ._event import Event, Limits, NewEvent, PreparedEvent, prepare
 from ._query import EventFilter, Page
 from ._verify import ChainRow, VerifyReport, verify_rows
-from ._writer import OnCommit, Writer
+from ._writer import GroupCommitWriter, OnCommit
 
 if TYPE_CHECKING:
     from ._checkpointer import Checkpointer, Checkpointing, CheckpointStats
@@ -68,8 +68,8 @@ class AuditStore(ABC):
             # Told what each batch committed; it issues checkpoints in its own task,
             # never in the batch's transaction.
             on_commit = self._checkpointer.committed
-        self._writer = self._create_writer(
-            max_batch=max_batch, max_pending=max_pending, on_commit=on_commit
+        self._writer = GroupCommitWriter(
+            self._commit_batch, max_batch=max_batch, max_pending=max_pending, on_commit=on_commit
         )
         self._opened = False  # taking appends
         self._connected = False  # readable: from connect until disconnect (close included)
@@ -248,8 +248,5 @@ class AuditStore(ABC):
     async def _disconnect(self) -> None: ...
 
     @abstractmethod
-    def _create_writer(
-        self, *, max_batch: int, max_pending: int, on_commit: OnCommit | None
-    ) -> Writer:
-        """The group-commit writer (``auditmw._writer``) of this backend, whose commit
-        chains and inserts a batch in one transaction: all or nothing."""
+    async def _commit_batch(self, batch: list[PreparedEvent]) -> list[Event]:
+        """Chain and insert ``batch`` in one transaction; all or nothing."""
