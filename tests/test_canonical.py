@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from auditmw import GENESIS_HASH, OUTCOMES, Event, Limits, NewEvent, entry_hash
 from auditmw._canonical import MAX_SAFE_INTEGER, canonical_json, check_json
-from auditmw._event import EVENT_FIELDS, prepare
+from auditmw._event import EVENT_FIELDS, ROW_FIELDS, prepare
 
 MAX_DEPTH = Limits().max_details_depth
 
@@ -344,7 +344,13 @@ def test_sealed_entry_is_jcs_of_the_event_fields(event: NewEvent, seq: int, prev
 
     # What the store hands back (and what an export writes) canonicalizes to the same
     # bytes again, also after a trip through Python's json module.
-    stored = Event.from_entry(entry, hash_).to_dict()
+    read_back = Event.from_entry(entry, hash_)
+    # What the store writes and returns: the row in ROW_FIELDS order, and the Event.
+    assert prepared.event(seq, prev, hash_) == read_back
+    row = dict(zip(ROW_FIELDS, prepared.row(seq, prev, hash_, entry), strict=True))
+    assert row == {**{name: getattr(read_back, name) for name in ROW_FIELDS[:-1]}, "entry": entry}
+
+    stored = read_back.to_dict()
     assert stored.pop("hash") == hash_
     assert rfc8785.dumps(stored) == entry
     assert rfc8785.dumps(json.loads(json.dumps(stored))) == entry

@@ -233,7 +233,7 @@ def test_processes_append_concurrently_into_one_gapless_chain(
     assert any(block[-1] - block[0] + 1 > len(block) for block in blocks)
     # ...and fairly: each got into the first half of the chain. (With SQLite's busy
     # handler alone one process could run to the end while the others slept in its
-    # growing back-off; see SQLiteStore._begin_immediate.)
+    # growing back-off; see SQLiteStore._write_transaction.)
     assert all(block[0] <= 3 * per_process // 2 for block in blocks)
 
 
@@ -244,7 +244,7 @@ def test_processes_appending_flat_out_share_the_sqlite_write_lock_fairly(
     """Three processes with 32 coroutines each, never idle, for two seconds: none may be
     shut out of the log for long. (Behind SQLite's own busy handler, whose sleeps grow to
     100 ms, one process could go on committing while the others waited for up to a
-    second; see SQLiteStore._begin_immediate.)"""
+    second; see SQLiteStore._write_transaction.)"""
     path = str(tmp_path / "audit.db")
     asyncio.run(check_store(path, []))  # created before the race: this is about appends
     children = [

@@ -187,8 +187,8 @@ class PreparedEvent:
         entry = b"".join((self.head, prev_hash.encode(), self.middle, b"%d" % seq, self.tail))
         return entry, entry_hash(entry)
 
-    # row() and event() spell their fields out (checked against ROW_FIELDS and Event
-    # below): they run under the store's write lock, once per event.
+    # row() and event() spell their fields out (tests/test_canonical.py holds them to
+    # ROW_FIELDS and Event): they run under the store's write lock, once per event.
 
     def row(self, seq: int, prev_hash: str, hash: str, entry: bytes) -> tuple[Any, ...]:
         """The stored row of the sealed event, in ``ROW_FIELDS`` order."""

@@ -88,10 +88,10 @@ class Masker:
         }
 
     def _value(self, value: Any, depth: int, masked: bool) -> Any:
-        if type(value) in _PLAIN:  # the common case first (subclasses, e.g. enums, below)
-            return MASKED if masked else value
         if depth > MAX_DEPTH:
             raise ValidationError("details", f"nested deeper than {MAX_DEPTH} levels")
+        if type(value) in _PLAIN:  # the common case first (subclasses, e.g. enums, below)
+            return MASKED if masked else value
         if value is None:
             return None
         if isinstance(value, enum.Enum):  # before str and int: StrEnum and IntEnum are both

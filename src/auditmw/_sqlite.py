@@ -10,6 +10,7 @@ network filesystem.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -18,7 +19,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -266,7 +267,7 @@ class SQLiteStore(AuditStore):
                 # One script, one transaction: two processes creating the store at
                 # once must not interleave (executescript commits what came before).
                 conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + CHECKPOINT_SCHEMA + "COMMIT;")
-            # From here on, waiting for the write lock is _begin_immediate's job.
+            # From here on, waiting for the write lock is _write_transaction's job.
             conn.execute("PRAGMA busy_timeout=0")
         except BaseException:
             conn.close()
@@ -320,40 +321,43 @@ class SQLiteStore(AuditStore):
         return await self._in_write_thread(partial(self._write_batch, batch))
 
     def _write_batch(self, batch: list[PreparedEvent]) -> list[Event]:
-        conn = self._write_conn
-        assert conn is not None
         try:
-            self._begin_immediate(conn)
-            try:
+            with self._write_transaction() as conn:
                 rows, events = self._chain(conn, batch)
                 _insert_rows(conn, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise StoreError(f"audit store {self.path}: append failed: {exc}") from exc
         return events
 
-    def _begin_immediate(self, conn: sqlite3.Connection) -> None:
-        """Take the write lock, waiting up to ``busy_timeout`` while another process
-        holds it.
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction on the write connection (in the write thread): committed when
+        the block ends, rolled back when it raises. Every write goes through here.
 
-        Polled about every half millisecond, not through SQLite's busy handler: its
-        sleeps grow to 100 ms, and a process that looks that rarely almost never finds
-        the lock free between another busy process's back-to-back commits (it starved
-        for up to a second with three processes appending flat out).
+        The write lock is waited for here, up to ``busy_timeout``, polled about every
+        half millisecond rather than through SQLite's busy handler: its sleeps grow to
+        100 ms, and a process that looks that rarely almost never finds the lock free
+        between another busy process's back-to-back commits (it starved for up to a
+        second with three processes appending flat out).
         """
+        conn = self._write_conn
+        assert conn is not None
         deadline = time.monotonic() + self._busy_timeout
         while True:
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                return
+                break
             except sqlite3.OperationalError as exc:
                 if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
                     raise
             time.sleep(random.uniform(0.0001, 0.0008))  # jitter: waiters do not collide
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _chain(
         self, conn: sqlite3.Connection, batch: list[PreparedEvent]
@@ -609,9 +613,9 @@ class SQLiteStore(AuditStore):
 
     def _analyze(self) -> None:
         """Sampled ANALYZE of the events table; runs in the write thread."""
-        assert self._write_conn is not None
-        self._write_conn.execute("PRAGMA analysis_limit=1000")
-        self._write_conn.execute("ANALYZE auditmw_events")
+        with self._write_transaction() as conn:
+            conn.execute("PRAGMA analysis_limit=1000")
+            conn.execute("ANALYZE auditmw_events")
 
     async def _has_search_index(self) -> bool:
         # A store opened with create=False may predate the index: then search scans.
@@ -670,19 +674,11 @@ class SQLiteStore(AuditStore):
         return await self._in_write_thread(partial(self._write_checkpoint, row))
 
     def _write_checkpoint(self, row: CheckpointRow) -> bool:
-        conn = self._write_conn
-        assert conn is not None
         c = row.checkpoint
         try:
-            self._begin_immediate(conn)
-            try:
+            with self._write_transaction() as conn:
                 values = (c.log, c.size, c.root, c.note, c.created_at, row.frontier, row.key)
                 cursor = conn.execute(INSERT_CHECKPOINT, (*values, c.log, c.size, c.root))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise StoreError(f"audit store {self.path}: cannot store a checkpoint: {exc}") from exc
         return cursor.rowcount == 1
