@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import hashlib
 import multiprocessing
 import os
@@ -133,20 +132,6 @@ CHAIN_COLUMNS = ("seq", "prev_hash", "hash", "entry")
 RowTemplate = tuple[bytes, bytes, bytes, list[Any]]  # head, middle, tail, row values
 
 
-def at_time(prepared: PreparedEvent, timestamp: str) -> PreparedEvent:
-    """``prepared`` as if it had been made at ``timestamp``: its entry bytes (the one
-    ``"timestamp"`` member) and its column say so. Fails loudly if the layout changes."""
-    old = b'"timestamp":"%s"' % prepared.timestamp.encode()
-    if prepared.tail.count(old) != 1:
-        raise RuntimeError("PreparedEvent no longer holds the timestamp in its tail")
-    return dataclasses.replace(
-        prepared,
-        timestamp=timestamp,
-        tail=prepared.tail.replace(old, b'"timestamp":"%s"' % timestamp.encode()),
-        columns={**prepared.columns, "timestamp": timestamp},
-    )
-
-
 def prepare_chunk(job: tuple[int, int, int]) -> list[RowTemplate]:
     """Worker: validate and serialize events ``start`` .. ``start + count`` (all but the
     chain link) with the library's ``prepare``, then move each to its time in the
@@ -156,7 +141,7 @@ def prepare_chunk(job: tuple[int, int, int]) -> list[RowTemplate]:
     limits = Limits()
     templates = []
     for index in range(start, start + count):
-        prepared = at_time(prepare(make_event(rng), limits), timestamp_of(index, total))
+        prepared = prepare(make_event(rng), limits).with_timestamp(timestamp_of(index, total))
         values = {**prepared.columns, "log": prepared.log, **dict.fromkeys(CHAIN_COLUMNS)}
         row = [values[name] for name in ROW_COLUMNS]
         templates.append((prepared.head, prepared.middle, prepared.tail, row))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.authentication import (
@@ -239,16 +241,19 @@ async def test_background_tasks_run_and_keep_the_request_context(store: SQLiteSt
     assert {e.request_id for e in events} == {response.headers["x-request-id"]}
 
 
-async def test_websockets_work_and_are_audited(store: SQLiteStore) -> None:
-    app = make_app(store)
+async def websocket_session(
+    app: Starlette,
+    path: str,
+    texts: list[str],
+    extensions: dict[str, Any] | None = None,
+) -> list[Message]:
+    """Run one WebSocket connection through ``app``: connect, send ``texts``, disconnect.
+    Returns what the app sent the server."""
     inbox: asyncio.Queue[Message] = asyncio.Queue()
-    for message in (
-        {"type": "websocket.connect"},
-        {"type": "websocket.receive", "text": "hello"},
-        {"type": "websocket.receive", "text": "bye"},
-        {"type": "websocket.disconnect", "code": 1000},
-    ):
-        inbox.put_nowait(message)
+    inbox.put_nowait({"type": "websocket.connect"})
+    for text in texts:
+        inbox.put_nowait({"type": "websocket.receive", "text": text})
+    inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
     sent: list[Message] = []
 
     async def send(message: Message) -> None:
@@ -258,16 +263,22 @@ async def test_websockets_work_and_are_audited(store: SQLiteStore) -> None:
         "type": "websocket",
         "asgi": {"version": "3.0"},
         "scheme": "ws",
-        "path": "/chat",
-        "raw_path": b"/chat",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [(b"authorization", b"Bearer carol"), (b"user-agent", b"ws-client")],
         "client": ("203.0.113.5", 7000),
         "server": ("test", 80),
         "subprotocols": [],
+        "extensions": extensions or {},
     }
     await app(scope, inbox.get, send)
+    return sent
+
+
+async def test_websockets_work_and_are_audited(store: SQLiteStore) -> None:
+    sent = await websocket_session(make_app(store), "/chat", ["hello", "bye"])
     assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.send"]
     assert [m["text"] for m in sent[1:]] == ["HELLO", "BYE"]
     events = await stored(store)
@@ -276,6 +287,76 @@ async def test_websockets_work_and_are_audited(store: SQLiteStore) -> None:
         ({"text": "bye"}, "carol", "203.0.113.5", "ws-client"),
     ]
     assert events[0].request_id == events[1].request_id
+    assert (b"x-request-id", events[0].request_id.encode()) in sent[0]["headers"]
+
+
+async def joined(websocket: WebSocket) -> None:
+    await audit("chat.joined", "chat")  # before the handshake is answered
+    await websocket.accept()
+    await websocket.send_text("welcome")
+
+
+async def swallowing(websocket: WebSocket) -> None:
+    await websocket.accept()
+    with contextlib.suppress(auditmw.StoreError):
+        await audit("chat.joined", "chat")
+    await websocket.send_text("welcome")  # as if the event were recorded
+
+
+def websocket_app(store: SQLiteStore, **options: Any) -> Starlette:
+    app = make_app(store, **options)
+    app.router.routes += [
+        WebSocketRoute("/joined", joined),
+        WebSocketRoute("/swallowing", swallowing),
+    ]
+    return app
+
+
+async def test_fail_closed_websocket_is_closed_1013_when_its_event_is_lost(
+    store: SQLiteStore,
+) -> None:
+    app = websocket_app(store)
+    await store.close()
+    # The error escapes the handler: the connection ends with "try again later", and
+    # the middleware, not the server, deals with the StoreError (this call returns).
+    sent = await websocket_session(app, "/chat", ["hello", "bye"])
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.close"]
+    assert (sent[1]["code"], sent[1]["reason"]) == (1013, "audit_unavailable")
+    # The handler swallowed the error: what it sends next is not let through.
+    sent = await websocket_session(app, "/swallowing", [])
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.close"]
+    assert sent[1]["code"] == 1013
+
+
+@pytest.mark.parametrize("can_respond", [True, False])
+async def test_fail_closed_websocket_handshake_is_refused(
+    store: SQLiteStore, can_respond: bool
+) -> None:
+    app = websocket_app(store)
+    await store.close()
+    extensions = {"websocket.http.response": {}} if can_respond else {}
+    sent = await websocket_session(app, "/joined", [], extensions)
+    if can_respond:  # the server can answer the handshake with our own 503
+        assert [m["type"] for m in sent] == [
+            "websocket.http.response.start",
+            "websocket.http.response.body",
+        ]
+        assert sent[0]["status"] == 503
+        assert orjson.loads(sent[1]["body"])["error"]["code"] == "audit_unavailable"
+        assert any(name == b"x-request-id" for name, _ in sent[0]["headers"])
+    else:  # a close before the accept: the server refuses the handshake
+        assert [(m["type"], m["code"]) for m in sent] == [("websocket.close", 1013)]
+
+
+async def test_fail_open_websocket_goes_on_and_counts_the_loss(store: SQLiteStore) -> None:
+    policy = auditmw.FailurePolicy(fail_open=True)
+    app = websocket_app(store, failure_policy=policy)
+    await store.close()
+    sent = await websocket_session(app, "/chat", ["hello"])
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send"]
+    sent = await websocket_session(app, "/joined", [])
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send"]
+    assert policy.failures == 2
 
 
 async def test_fail_closed_503_through_the_decorated_handler(store: SQLiteStore) -> None:

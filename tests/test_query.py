@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import dataclasses
 import random
 import re
 import sqlite3
@@ -54,14 +53,7 @@ async def write_events(path: Path, events: Sequence[tuple[NewEvent, str]]) -> li
     written = []
     conn.execute("BEGIN IMMEDIATE")
     for new, timestamp in events:
-        prepared = prepare(new, Limits())
-        old = b'"timestamp":"%s"' % prepared.timestamp.encode()
-        prepared = dataclasses.replace(
-            prepared,
-            timestamp=timestamp,
-            tail=prepared.tail.replace(old, b'"timestamp":"%s"' % timestamp.encode()),
-            columns={**prepared.columns, "timestamp": timestamp},
-        )
+        prepared = prepare(new, Limits()).with_timestamp(timestamp)
         seq, prev_hash = heads.get(prepared.log, (0, GENESIS_HASH))
         entry, hash_ = prepared.seal(seq + 1, prev_hash)
         values = {

@@ -7,7 +7,6 @@ the plain-Python model in ``test_query``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -20,18 +19,7 @@ from .test_query import SAMPLE, model_matches, model_newest_first, random_events
 
 async def write(store: AuditStore, events: Sequence[tuple[NewEvent, str]]) -> list[Event]:
     """Commit ``(event, timestamp)`` pairs in this order, with exactly those timestamps."""
-    prepared = []
-    for new, timestamp in events:
-        item = prepare(new, Limits())
-        old = b'"timestamp":"%s"' % item.timestamp.encode()
-        prepared.append(
-            dataclasses.replace(
-                item,
-                timestamp=timestamp,
-                tail=item.tail.replace(old, b'"timestamp":"%s"' % timestamp.encode()),
-                columns={**item.columns, "timestamp": timestamp},
-            )
-        )
+    prepared = [prepare(new, Limits()).with_timestamp(timestamp) for new, timestamp in events]
     return await store._commit_batch(prepared)
 
 

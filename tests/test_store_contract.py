@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 
 import pytest
@@ -85,6 +86,28 @@ async def test_reopening_continues_the_chain(store_url_factory: Callable[[], str
         assert (await store.verify()).ok
     with pytest.raises(StoreClosedError):
         await store.append(NewEvent(action="c", resource="r"))
+
+
+async def test_two_open_stores_taking_turns_keep_one_chain(
+    store_url_factory: Callable[[], str],
+) -> None:
+    """Each store chains after what the other appended in between, not after the last
+    head it knew: two app instances (or workers) sharing one database."""
+    url = store_url_factory()
+    async with open_store(url) as first, open_store(url) as second:
+        appended = []
+        for turn in range(6):
+            store = (first, second)[turn % 2]
+            batch = await asyncio.gather(
+                *(store.append(NewEvent(action=f"a{turn}", resource="r")) for _ in range(turn + 1)),
+                store.append(NewEvent(action=f"a{turn}", resource="r", log="other")),
+            )
+            appended.extend(batch[:-1])
+        assert [event.seq for event in appended] == list(range(1, 22))
+        assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(appended))
+        report = await first.verify()
+        assert report.ok, report.findings
+        assert report.logs["default"].entries == 21 and report.logs["other"].entries == 6
 
 
 async def test_close_commits_every_pending_append(store_url_factory: Callable[[], str]) -> None:

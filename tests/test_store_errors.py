@@ -69,6 +69,23 @@ async def test_locked_past_the_timeout_raises_and_stores_nothing(store_path: Pat
         assert await stored_actions(store) == ["before", "after"]
 
 
+async def test_a_lock_held_shorter_than_the_timeout_only_delays_the_append(
+    store_path: Path,
+) -> None:
+    async with SQLiteStore(store_path, busy_timeout=5) as store:
+        first = await store.append(event("before"))
+        with closing(sqlite3.connect(store_path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            appends = asyncio.gather(*(store.append(event("waited")) for _ in range(3)))
+            await asyncio.sleep(0.3)
+            assert not appends.done()  # waiting for the lock, not failed, not written
+            other.execute("COMMIT")
+            waited = await appends
+        assert [e.seq for e in waited] == [first.seq + 1, first.seq + 2, first.seq + 3]
+        assert waited[0].prev_hash == first.hash
+        assert await stored_actions(store) == ["before", "waited", "waited", "waited"]
+
+
 async def test_a_commit_failing_midway_leaves_no_transaction_open(store_path: Path) -> None:
     """After a lock timeout the connection is usable: a later batch is not rolled into a
     stale transaction, and another connection can write as soon as the store is idle."""

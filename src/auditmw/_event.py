@@ -6,6 +6,7 @@ JSON; ``hash = SHA-256(0x00 || entry)``. See docs/format.md, which is a public c
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import re
@@ -186,6 +187,19 @@ class PreparedEvent:
         """The entry bytes and hash of this event at position ``seq`` after ``prev_hash``."""
         entry = b"".join((self.head, prev_hash.encode(), self.middle, b"%d" % seq, self.tail))
         return entry, entry_hash(entry)
+
+    def with_timestamp(self, timestamp: str) -> PreparedEvent:
+        """This event as if prepared at ``timestamp`` (RFC 3339 as ``utc_timestamp``
+        writes it): for tests and benchmarks that need events spread over time."""
+        old = b'"timestamp":"%s"' % self.timestamp.encode()
+        if self.tail.count(old) != 1:
+            raise RuntimeError("PreparedEvent no longer holds the timestamp in its tail")
+        return dataclasses.replace(
+            self,
+            timestamp=timestamp,
+            tail=self.tail.replace(old, b'"timestamp":"%s"' % timestamp.encode()),
+            columns={**self.columns, "timestamp": timestamp},
+        )
 
     # row() and event() spell their fields out (tests/test_canonical.py holds them to
     # ROW_FIELDS and Event): they run under the store's write lock, once per event.

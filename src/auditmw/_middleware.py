@@ -16,7 +16,8 @@ On the way out it
 - enforces the fail-closed policy: if an event of this request could not be
   committed, a success response is replaced by ``503 audit_unavailable``, and a
   ``StoreError`` that escapes the app becomes that 503 too (unless the response had
-  started: then the connection is cut short rather than completed).
+  started: then the connection is cut short rather than completed). A WebSocket is
+  refused at the handshake or closed with 1013 instead (see ``_WebSocketSession``).
 """
 
 from __future__ import annotations
@@ -137,18 +138,9 @@ class AuditMiddleware:
     async def _websocket(
         self, scope: Scope, receive: Receive, send: Send, request: RequestInfo
     ) -> None:
-        async def send_after_commit(message: Message) -> None:
-            if request.deferred:
-                await self.recorder.flush(request)
-                if request.store_error is not None:
-                    raise StoreError("audit event not recorded") from request.store_error
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_after_commit)
-        finally:
-            if request.deferred:
-                await self.recorder.flush(request)
+        request_id = (self.request_id_header, request.request_id.encode("ascii"))
+        session = _WebSocketSession(self.recorder, request, request_id, scope, send)
+        await session.run(self.app, receive)
 
 
 class _Exchange:
@@ -204,7 +196,7 @@ class _Exchange:
         kind = message["type"]
         if kind == "http.response.start":
             self.status = message["status"]
-            self.start = self._with_request_id(message)
+            self.start = _with_header(message, self.request_id)
             if not self.record:
                 await self._open(final=False)
             return
@@ -257,22 +249,110 @@ class _Exchange:
 
     async def _send_unavailable(self) -> None:
         self.replaced = True
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(AUDIT_UNAVAILABLE_BODY)).encode("ascii")),
-            self.request_id,
-        ]
+        headers = _unavailable_headers(self.request_id)
         await self.downstream({"type": "http.response.start", "status": 503, "headers": headers})
         await self.downstream({"type": "http.response.body", "body": AUDIT_UNAVAILABLE_BODY})
 
-    def _with_request_id(self, message: Message) -> Message:
-        headers = list(message.get("headers", ()))
-        name = self.request_id[0]
-        for key, _ in headers:
-            if bytes(key).lower() == name:
-                return message  # the app chose its own
-        headers.append(self.request_id)
-        return {**message, "headers": headers}
+
+class _WebSocketSession:
+    """One WebSocket connection through the middleware; one per call.
+
+    The handshake response carries the request id. Sync ``@audited`` events are
+    committed before each message goes out. Under
+    fail-closed, once an event of the connection could not be committed nothing more
+    goes out as if it had been: the handshake is refused (503, or a close where the
+    server cannot send an HTTP response), an accepted connection is closed with 1013
+    "try again later", and the app's ``StoreError`` ends there instead of in the server.
+    """
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        request: RequestInfo,
+        request_id: tuple[bytes, bytes],
+        scope: Scope,
+        send: Send,
+    ) -> None:
+        self.recorder = recorder
+        self.request = request
+        self.request_id = request_id
+        self.scope = scope
+        self.downstream = send
+        extensions = scope.get("extensions") or {}
+        self.can_send_response = "websocket.http.response" in extensions
+        self.accepted = False
+        self.closed = False  # a close or a handshake response went downstream
+
+    async def run(self, app: ASGIApp, receive: Receive) -> None:
+        failed = False  # a StoreError escaped the app
+        try:
+            await app(self.scope, receive, self.send)
+        except Exception as exc:
+            if self.recorder.policy.fail_open or not _has_store_error(exc):
+                raise
+            failed = True
+        finally:
+            if self.request.deferred:  # e.g. a sync @audited call just before the end
+                await self.recorder.flush(self.request)
+        if failed or self._event_missing():
+            await self._close_unavailable()
+
+    def _event_missing(self) -> bool:
+        return self.request.store_error is not None and not self.recorder.policy.fail_open
+
+    async def send(self, message: Message) -> None:
+        if self.request.deferred:
+            await self.recorder.flush(self.request)
+        if self._event_missing():
+            # An event of this connection is missing (the app may have swallowed the
+            # error): stop the app rather than let it go on as if it were recorded.
+            await self._close_unavailable()
+            raise StoreError("audit event not recorded") from self.request.store_error
+        kind = message["type"]
+        if kind in ("websocket.accept", "websocket.http.response.start"):
+            message = _with_header(message, self.request_id)
+            self.accepted = kind == "websocket.accept"
+            self.closed = not self.accepted
+        elif kind == "websocket.close":
+            self.closed = True
+        await self.downstream(message)
+
+    async def _close_unavailable(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        # The client may be gone already: then there is nobody left to tell.
+        with suppress(OSError, RuntimeError):
+            if self.accepted or not self.can_send_response:
+                # Before the accept, a close makes the server refuse the handshake (403).
+                await self.downstream(
+                    {"type": "websocket.close", "code": 1013, "reason": "audit_unavailable"}
+                )
+                return
+            headers = _unavailable_headers(self.request_id)
+            start = {"type": "websocket.http.response.start", "status": 503, "headers": headers}
+            await self.downstream(start)
+            await self.downstream(
+                {"type": "websocket.http.response.body", "body": AUDIT_UNAVAILABLE_BODY}
+            )
+
+
+def _unavailable_headers(request_id: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(AUDIT_UNAVAILABLE_BODY)).encode("ascii")),
+        request_id,
+    ]
+
+
+def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
+    """``message`` with ``header`` added to its headers, unless the app set its own."""
+    headers = list(message.get("headers", ()))
+    for key, _ in headers:
+        if bytes(key).lower() == header[0]:
+            return message
+    headers.append(header)
+    return {**message, "headers": headers}
 
 
 def new_request_id() -> str:

@@ -2,9 +2,10 @@
 
 Durability: ``synchronous=FULL`` by default, so an event whose append returned
 survives a crash or power loss; group commit keeps that affordable. Several
-processes may share one file: each batch reads the chain head inside its
-``BEGIN IMMEDIATE`` transaction, so the chain stays gapless. Never put the file on a
-network filesystem.
+processes may share one file and the chain stays gapless: a batch is chained after
+the head this store last wrote or read, and the primary key (log, seq) refuses it if
+another writer appended since; it is then chained again after the head read inside
+a ``BEGIN IMMEDIATE`` transaction. Never put the file on a network filesystem.
 """
 
 from __future__ import annotations
@@ -164,6 +165,9 @@ INSERT = (
 # index segment, so a statement per row made the search index cost ~4x the rest of the
 # insert. One statement also releases the GIL once, not once per row.
 ROWS_PER_INSERT = 1024
+# After another writer's append or lock refused a batch (see SQLiteStore._write_batch),
+# this many batches are appended the locked way, which reads the heads first, never loses.
+LOCKED_BATCHES_AFTER_CONFLICT = 50
 HEAD_QUERY = (
     "SELECT seq, CAST(entry AS BLOB) FROM auditmw_events WHERE log = ? ORDER BY seq DESC LIMIT 1"
 )
@@ -226,11 +230,16 @@ class SQLiteStore(AuditStore):
         self._search_index_max_matches = SEARCH_INDEX_MAX_MATCHES
         self._statistics_checked = False
         self._checkpoint_table = False  # known to exist (see _has_checkpoint_table)
+        # Per log, the last (seq, hash) this store wrote or read; only the write thread
+        # touches it. A stale head is harmless: the primary key refuses its seq.
+        self._heads: dict[str, tuple[int, str]] = {}
+        self._locked_batches = 0  # left to append the locked way (see _write_batch)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r})"
 
     async def _connect(self) -> None:
+        self._heads.clear()  # the file may have changed while the store was closed
         if not self._create and not self.path.is_file():
             raise NotAStoreError(f"{self.path}: no such file")
         try:
@@ -321,18 +330,69 @@ class SQLiteStore(AuditStore):
         return await self._in_write_thread(partial(self._write_batch, batch))
 
     def _write_batch(self, batch: list[PreparedEvent]) -> list[Event]:
+        """Append ``batch`` (in the write thread), as one transaction.
+
+        First as one INSERT chained after the heads this store knows (see
+        _append_after_known_heads); when that cannot be done, inside a ``BEGIN
+        IMMEDIATE`` transaction after the heads read there. That path waits for the lock
+        and then always progresses, so a writer losing races is never starved.
+        """
+        conn = self._write_conn
+        assert conn is not None
+        logs = {prepared.log for prepared in batch}
         try:
-            with self._write_transaction() as conn:
-                rows, events = self._chain(conn, batch)
-                _insert_rows(conn, rows)
+            events = self._append_after_known_heads(conn, batch, logs)
+            if events is None:
+                with self._write_transaction() as conn:
+                    heads = {log: self._head(conn, log) for log in logs}
+                    rows, events = chain(batch, heads)
+                    _insert_rows(conn, rows)
+                self._heads.update(heads)
         except sqlite3.Error as exc:
+            self._heads.clear()  # whatever happened, read the heads again next time
             raise StoreError(f"audit store {self.path}: append failed: {exc}") from exc
+        return events
+
+    def _append_after_known_heads(
+        self, conn: sqlite3.Connection, batch: list[PreparedEvent], logs: set[str]
+    ) -> list[Event] | None:
+        """Append ``batch`` as a single INSERT in autocommit mode, chained after the
+        heads this store knows; None if it did not (nothing was written).
+
+        One statement is one trip out of the GIL for the whole transaction, fsync
+        included: a thread that must take the GIL back several times per batch waits for
+        the busy event loop each time, and that was most of a commit's latency. The
+        primary key (log, seq) refuses the batch if another writer appended since.
+        """
+        if self._locked_batches:
+            self._locked_batches -= 1
+            return None
+        if len(batch) > _rows_per_insert(conn):
+            return None  # several statements: only a transaction makes them one
+        for log in logs - self._heads.keys():
+            self._heads[log] = self._head(conn, log)
+        heads = {log: self._heads[log] for log in logs}
+        rows, events = chain(batch, heads)
+        try:
+            conn.execute(_insert_sql(len(rows)), list(itertools.chain.from_iterable(rows)))
+        except (sqlite3.IntegrityError, sqlite3.OperationalError) as exc:
+            if exc.sqlite_errorcode not in (
+                sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY,  # another writer appended since
+                sqlite3.SQLITE_BUSY,  # another writer is appending now
+            ):
+                raise
+            # While others append too, guesses would mostly lose (and retrying a whole
+            # INSERT costs more than polling BEGIN IMMEDIATE): go the locked way a while.
+            self._locked_batches = LOCKED_BATCHES_AFTER_CONFLICT
+            return None
+        self._heads.update(heads)
         return events
 
     @contextlib.contextmanager
     def _write_transaction(self) -> Iterator[sqlite3.Connection]:
         """One transaction on the write connection (in the write thread): committed when
-        the block ends, rolled back when it raises. Every write goes through here.
+        the block ends, rolled back when it raises. Every write goes through here but
+        the single-INSERT append (_append_after_known_heads).
 
         The write lock is waited for here, up to ``busy_timeout``, polled about every
         half millisecond rather than through SQLite's busy handler: its sleeps grow to
@@ -358,12 +418,6 @@ class SQLiteStore(AuditStore):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-
-    def _chain(
-        self, conn: sqlite3.Connection, batch: list[PreparedEvent]
-    ) -> tuple[list[tuple[Any, ...]], list[Event]]:
-        heads = {log: self._head(conn, log) for log in {prepared.log for prepared in batch}}
-        return chain(batch, heads)
 
     @staticmethod
     def _head(conn: sqlite3.Connection, log: str) -> tuple[int, str]:
@@ -729,10 +783,16 @@ def _insert_sql(rows: int) -> str:
     return f"INSERT INTO auditmw_events ({', '.join(ROW_COLUMNS)}) VALUES {values}"  # noqa: S608
 
 
+def _rows_per_insert(conn: sqlite3.Connection) -> int:
+    """How many rows one INSERT takes: ROWS_PER_INSERT, or fewer if SQLite allows
+    fewer ? per statement."""
+    max_rows = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(ROW_COLUMNS)
+    return max(1, min(ROWS_PER_INSERT, max_rows))
+
+
 def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     """Insert ``rows`` in few statements (see ROWS_PER_INSERT)."""
-    max_rows = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(ROW_COLUMNS)
-    size = max(1, min(ROWS_PER_INSERT, max_rows))
+    size = _rows_per_insert(conn)
     done = 0
     while done < len(rows):
         # The rest in halving sizes: only a dozen statement sizes ever exist, each
