@@ -258,11 +258,11 @@ class _WebSocketSession:
     """One WebSocket connection through the middleware; one per call.
 
     The handshake response carries the request id. Sync ``@audited`` events are
-    committed before each message goes out. Under
-    fail-closed, once an event of the connection could not be committed nothing more
-    goes out as if it had been: the handshake is refused (503, or a close where the
-    server cannot send an HTTP response), an accepted connection is closed with 1013
-    "try again later", and the app's ``StoreError`` ends there instead of in the server.
+    committed before each message goes out. Under fail-closed, once an event of the
+    connection could not be committed nothing more goes out as if it had been: the
+    handshake is refused (503, or a close where the server cannot send an HTTP
+    response), an accepted connection is closed with 1013 "try again later", and the
+    app's ``StoreError`` ends there instead of in the server.
     """
 
     def __init__(
