@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -192,13 +193,31 @@ async def test_streams_and_background_tasks_keep_working(store: SQLiteStore) -> 
     assert events[1].request_id == queued.headers["x-request-id"]
 
 
-async def test_unrouted_requests_never_reach_route_middleware(store: SQLiteStore) -> None:
+UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+
+
+async def test_unrouted_requests_get_a_request_id_but_no_event(store: SQLiteStore) -> None:
     app, _ = make_app(store, record_requests=["GET"])
     async with client_for(app) as client:
         response = await client.get("/nowhere", headers=auth("carol"))
-    assert response.status_code == 404
-    assert "x-request-id" not in response.headers  # documented Litestar limitation
-    assert await store.count() == 0
+        assert response.status_code == 404
+        assert re.fullmatch(UUID4, response.headers["x-request-id"])
+        assert response.headers.get_list("x-request-id") == [response.headers["x-request-id"]]
+        # The client's own id is echoed when valid, replaced when not; 405s too.
+        response = await client.post("/me", headers={"x-request-id": "trace-42"})
+        assert response.status_code == 405
+        assert response.headers["x-request-id"] == "trace-42"
+        response = await client.get("/nowhere", headers={"x-request-id": "bad id"})
+        assert re.fullmatch(UUID4, response.headers["x-request-id"])
+        # A routed response keeps the middleware's id, the one its events carry.
+        routed = await client.get("/me", headers={**auth("carol"), "x-request-id": "trace-43"})
+        assert routed.headers.get_list("x-request-id") == ["trace-43"]
+    # Unrouted requests reach no route middleware: no http.request event (documented).
+    events = await stored(store)
+    assert [(e.action, e.request_id) for e in events] == [
+        ("profile.viewed", "trace-43"),
+        ("http.request", "trace-43"),
+    ]
 
 
 async def test_200_concurrent_requests_never_swap_user_or_ip(store: SQLiteStore) -> None:

@@ -11,8 +11,9 @@ exceptions into responses *inside* that stack, so an outer middleware never sees
   ``503 audit_unavailable`` JSON response the middleware sends elsewhere (unless the
   app registered its own).
 
-Requests that match no route (404, 405) never reach route middleware in Litestar, so
-they get no request id header and no ``http.request`` event.
+Requests that match no route (404, 405) never reach route middleware in Litestar; a
+``before_send`` hook gives their response a request id all the same (the client's
+when valid, else a new one). They get no ``http.request`` event.
 
 This module imports litestar (an optional extra); ``import auditmw`` does not.
 """
@@ -24,15 +25,21 @@ from typing import Any, cast
 
 from litestar import Request, Response
 from litestar.config.app import AppConfig
+from litestar.datastructures import MutableScopeHeaders
 from litestar.middleware import DefineMiddleware
 from litestar.plugins import InitPlugin
-from starlette.types import Scope
+from starlette.types import Message, Scope
 
 from ._client_ip import X_FORWARDED_FOR
 from ._context import Actor, user_from_scope
 from ._errors import StoreError
 from ._mask import DEFAULT_SENSITIVE_KEYS
-from ._middleware import AUDIT_UNAVAILABLE_BODY, AuditMiddleware
+from ._middleware import (
+    AUDIT_UNAVAILABLE_BODY,
+    AuditMiddleware,
+    accepted_request_id,
+    new_request_id,
+)
 from ._record import FailurePolicy
 from ._store import AuditStore
 
@@ -57,6 +64,7 @@ class AuditPlugin(InitPlugin):
         record_requests: Iterable[str] = (),
     ) -> None:
         self.failure_policy = failure_policy if failure_policy is not None else FailurePolicy()
+        self.request_id_header = request_id_header.lower().encode("latin-1")
         self.middleware = DefineMiddleware(
             # Litestar types ASGI apps with its own TypedDict scopes; the protocol is the same.
             cast(Any, AuditMiddleware),
@@ -73,7 +81,22 @@ class AuditPlugin(InitPlugin):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.middleware.insert(0, self.middleware)
         app_config.exception_handlers.setdefault(StoreError, audit_unavailable)
+        # Litestar types messages and scopes with its own TypedDicts; the protocol is the same.
+        app_config.before_send.append(cast(Any, self._request_id_for_unrouted))
         return app_config
+
+    def _request_id_for_unrouted(self, message: Message, scope: Scope) -> None:
+        """Give a response the request id the middleware would have, if it has none:
+        only responses to requests that matched no route lack one."""
+        if message["type"] != "http.response.start":
+            return
+        headers = MutableScopeHeaders.from_message(cast(Any, message))
+        name = self.request_id_header.decode("latin-1")
+        if name in headers:
+            return  # the middleware (or the app) set it
+        sent = [value for key, value in scope.get("headers") or () if key == self.request_id_header]
+        request_id = accepted_request_id(sent[0]) if sent else None
+        headers[name] = request_id or new_request_id()
 
 
 def audit_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

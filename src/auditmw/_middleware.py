@@ -117,8 +117,8 @@ class AuditMiddleware:
                 if user_agent is None:
                     user_agent = value.decode("latin-1")
             elif name == self.request_id_header:
-                if not seen_request_id and _VALID_REQUEST_ID.fullmatch(value):
-                    request_id = value.decode("ascii")
+                if not seen_request_id:
+                    request_id = accepted_request_id(value)
                 seen_request_id = True
             elif name == self.client_ip.header_name:
                 forwarded.append(value)
@@ -353,6 +353,11 @@ def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
             return message
     headers.append(header)
     return {**message, "headers": headers}
+
+
+def accepted_request_id(value: bytes) -> str | None:
+    """A client's request id header value, if we take it (else one is generated)."""
+    return value.decode("ascii") if _VALID_REQUEST_ID.fullmatch(value) else None
 
 
 def new_request_id() -> str:
