@@ -40,15 +40,19 @@ T = TypeVar("T")
 SQLITE_TRIGGERS = ("auditmw_events_no_update", "auditmw_events_no_delete")
 PG_TRIGGERS = ("auditmw_events_no_change", "auditmw_events_no_truncate")
 
-# How a PostgreSQL superuser gets past the append-only triggers. All but "session" change
-# the schema, so that ``verify()`` can warn about it; "session" leaves no trace but the
-# damage itself (it is how replication and restore tools skip triggers).
+# How a PostgreSQL superuser gets past the append-only triggers. Each changes the schema,
+# so that ``verify()`` can warn about it. (A session with session_replication_role =
+# replica, how replication and restore tools skip triggers, does not get past them alone:
+# they fire ALWAYS. It must first make them ordinary triggers again: "session".)
 PG_BYPASSES: dict[str, list[str]] = {
     "disable": ["ALTER TABLE auditmw_events DISABLE TRIGGER USER"],
     "drop": [f"DROP TRIGGER {name} ON auditmw_events" for name in PG_TRIGGERS],
     # The triggers stay "enabled", but fire only in sessions that act as a replica.
     "replica_only": [f"ALTER TABLE auditmw_events ENABLE REPLICA TRIGGER {n}" for n in PG_TRIGGERS],
-    "session": ["SET session_replication_role = replica"],
+    "session": [
+        *(f"ALTER TABLE auditmw_events ENABLE TRIGGER {name}" for name in PG_TRIGGERS),
+        "SET session_replication_role = replica",
+    ],
 }
 
 

@@ -40,6 +40,7 @@ from auditmw import (
 )
 from auditmw._checkpoint import log_origin, open_checkpoint, save_signing_key
 from auditmw._merkle import Frontier, root
+from auditmw._postgres import SCHEMA_VERSION
 from auditmw._proofs import prove_inclusion
 from auditmw._sink import checkpoint_file_name
 
@@ -636,4 +637,4 @@ async def test_postgres_version_1_store_is_migrated(pg_schema: str) -> None:
         version = await conn.fetchval("SELECT value FROM auditmw_meta WHERE key = 'schema_version'")
     finally:
         await conn.close()
-    assert version == "2"
+    assert version == SCHEMA_VERSION

@@ -19,22 +19,78 @@ async def _raw(schema: str) -> asyncpg.Connection:
     return await asyncpg.connect(POSTGRES_DSN, server_settings={"search_path": schema})
 
 
+@pytest.mark.parametrize("replica_session", [False, True])
 @pytest.mark.parametrize(
     "statement",
     [
         "UPDATE auditmw_events SET action = 'x'",
         "DELETE FROM auditmw_events",
         "TRUNCATE auditmw_events",
+        "TRUNCATE auditmw_checkpoints",
     ],
 )
-async def test_the_database_refuses_changes(pg_schema: str, statement: str) -> None:
+async def test_the_database_refuses_changes(
+    pg_schema: str, statement: str, replica_session: bool
+) -> None:
+    """Also in a session that acts as a replica (how restore and replication tools skip
+    ordinary triggers): any superuser may SET that, and it changes nothing a warning
+    could see, so the triggers fire ALWAYS."""
     async with open_store(store_url(pg_schema)) as store:
         await store.append(NewEvent(action="a", resource="r"))
     conn = await _raw(pg_schema)
     try:
+        if replica_session:
+            await conn.execute("SET session_replication_role = replica")
         with pytest.raises(asyncpg.RaiseError, match="append-only"):
             await conn.execute(statement)
         assert await conn.fetchval("SELECT count(*) FROM auditmw_events") == 1
+    finally:
+        await conn.close()
+
+
+async def test_version_2_triggers_are_made_to_fire_always_but_a_disabled_one_stays_so(
+    pg_schema: str,
+) -> None:
+    url = store_url(pg_schema)
+    async with open_store(url) as store:
+        await store.append(NewEvent(action="a", resource="r"))
+    conn = await _raw(pg_schema)
+    try:
+        # As version 2 left them (created plainly), but one disabled by someone since.
+        await conn.execute(
+            "ALTER TABLE auditmw_events ENABLE TRIGGER auditmw_events_no_change;"
+            "ALTER TABLE auditmw_events DISABLE TRIGGER auditmw_events_no_truncate;"
+            "ALTER TABLE auditmw_checkpoints ENABLE TRIGGER auditmw_checkpoints_no_change;"
+            "ALTER TABLE auditmw_checkpoints ENABLE TRIGGER auditmw_checkpoints_no_truncate;"
+            "UPDATE auditmw_meta SET value = '2' WHERE key = 'schema_version'"
+        )
+        async with open_store(url, create=False) as store:  # not migrated: only read
+            warnings = await store.schema_warnings()
+        assert len(warnings) == 4
+        assert sum("session_replication_role = replica" in w for w in warnings) == 3
+        assert any("auditmw_events_no_truncate is missing or disabled" in w for w in warnings)
+
+        async with open_store(url) as store:  # as the owner: migrated to version 3
+            warnings = await store.schema_warnings()
+        # The disabled trigger is still reported: the migration does not hide it.
+        assert len(warnings) == 1 and "auditmw_events_no_truncate" in warnings[0]
+        states = dict(
+            await conn.fetch(
+                "SELECT tgname::text, tgenabled::text FROM pg_trigger "
+                "WHERE tgname LIKE 'auditmw\\_%' AND tgrelid::regclass::text LIKE 'auditmw%'"
+            )
+        )
+        assert states == {
+            "auditmw_events_no_change": "A",
+            "auditmw_events_no_truncate": "D",
+            "auditmw_checkpoints_no_change": "A",
+            "auditmw_checkpoints_no_truncate": "A",
+        }
+        assert (
+            await conn.fetchval("SELECT value FROM auditmw_meta WHERE key = 'schema_version'")
+            == SCHEMA_VERSION
+            == "3"
+        )
     finally:
         await conn.close()
 
@@ -72,7 +128,7 @@ async def test_schema_creation_is_idempotent_and_concurrent(pg_schema: str) -> N
         assert (
             await conn.fetchval("SELECT value FROM auditmw_meta WHERE key = 'schema_version'")
             == SCHEMA_VERSION
-            == "2"
+            == "3"
         )
     finally:
         await conn.close()

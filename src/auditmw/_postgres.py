@@ -49,8 +49,9 @@ from ._verify import INDEX_COLUMNS, ChainRow
 if TYPE_CHECKING:
     from ._checkpointer import Checkpointing
 
-# 1: events and meta; 2: auditmw_checkpoints (see _create_schema, the migrations).
-SCHEMA_VERSION = "2"
+# 1: events and meta; 2: auditmw_checkpoints; 3: triggers fire ALWAYS (see _create_schema,
+# the migrations).
+SCHEMA_VERSION = "3"
 logger = logging.getLogger("auditmw")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -143,8 +144,32 @@ DO $$ BEGIN
 END $$;
 """.replace("{REJECT_CHECKPOINT_CHANGE_BODY}", REJECT_CHECKPOINT_CHANGE_BODY)
 CHECKPOINT_TRIGGERS = ("auditmw_checkpoints_no_change", "auditmw_checkpoints_no_truncate")
+# Version 3: the append-only triggers fire ALWAYS. A trigger created plainly ('O', origin)
+# does not fire in a session with session_replication_role = replica, which any superuser
+# may SET without touching the schema: no warning could tell. Only triggers in that
+# default state are changed; a disabled one stays disabled, the evidence that it was.
+ALWAYS_TRIGGERS = """
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_events_no_change'
+               AND tgrelid = 'auditmw_events'::regclass AND tgenabled = 'O') THEN
+        ALTER TABLE auditmw_events ENABLE ALWAYS TRIGGER auditmw_events_no_change;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_events_no_truncate'
+               AND tgrelid = 'auditmw_events'::regclass AND tgenabled = 'O') THEN
+        ALTER TABLE auditmw_events ENABLE ALWAYS TRIGGER auditmw_events_no_truncate;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_checkpoints_no_change'
+               AND tgrelid = 'auditmw_checkpoints'::regclass AND tgenabled = 'O') THEN
+        ALTER TABLE auditmw_checkpoints ENABLE ALWAYS TRIGGER auditmw_checkpoints_no_change;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_checkpoints_no_truncate'
+               AND tgrelid = 'auditmw_checkpoints'::regclass AND tgenabled = 'O') THEN
+        ALTER TABLE auditmw_checkpoints ENABLE ALWAYS TRIGGER auditmw_checkpoints_no_truncate;
+    END IF;
+END $$;
+"""
 # What brings a store of version N - 1 to version N (run in order, under the schema lock).
-MIGRATIONS = {2: CHECKPOINT_SCHEMA}
+MIGRATIONS = {2: CHECKPOINT_SCHEMA, 3: ALWAYS_TRIGGERS}
 CHECKPOINT_COLUMNS = "log, size, root, note, created_at, frontier, key"
 INSERT_CHECKPOINT = (
     f"INSERT INTO auditmw_checkpoints ({CHECKPOINT_COLUMNS}) "  # noqa: S608
@@ -333,33 +358,41 @@ class PostgresStore(AuditStore):
                 yield ChainRow(record[0], record[1], record[2], bytes(record[3]), tuple(record[4:]))
 
     async def schema_warnings(self) -> list[str]:
-        present = {
-            record["tgname"]
-            for record in await self._reader().fetch(
-                # Fires in ordinary sessions: 'O' (origin, the default) or 'A' (always).
-                # 'D' is disabled, and 'R' (ENABLE REPLICA TRIGGER) fires only in
-                # sessions with session_replication_role = replica: as good as disabled.
-                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'auditmw_events'::regclass "
-                "AND tgenabled IN ('O', 'A')"
-            )
-        }
+        warnings = await self._trigger_warnings("auditmw_events", TRIGGERS)
         source = await self._reader().fetchval(
             "SELECT prosrc FROM pg_proc WHERE proname = 'auditmw_reject_change' "
             "AND pronamespace = current_schema()::regnamespace"
         )
-        warnings = []
         if source is None or source.split() != REJECT_CHANGE_BODY.split():
             # A trigger that stays enabled but calls a neutered function protects nothing.
             warnings.append("trigger function auditmw_reject_change is missing or altered")
-        return (
-            warnings
-            + [
-                f"append-only trigger {name} is missing or disabled: the table accepts changes"
-                for name in TRIGGERS
-                if name not in present
-            ]
-            + await self._checkpoint_schema_warnings()
-        )
+        return warnings + await self._checkpoint_schema_warnings()
+
+    async def _trigger_warnings(self, table: str, names: tuple[str, ...]) -> list[str]:
+        """What is wrong with the append-only triggers ``names`` of ``table``."""
+        # tgenabled: 'A' fires always (as created); 'O' (the default) not in sessions with
+        # session_replication_role = replica; 'R' only in those; 'D' never.
+        states = {
+            record["tgname"]: record["tgenabled"]
+            for record in await self._reader().fetch(
+                "SELECT tgname, tgenabled::text FROM pg_trigger WHERE tgrelid = $1::regclass",
+                table,
+            )
+        }
+        warnings = []
+        for name in names:
+            state = states.get(name)
+            if state == "O":
+                warnings.append(
+                    f"append-only trigger {name} does not fire in sessions with "
+                    f"session_replication_role = replica: {table} accepts changes there "
+                    "(open the store as its owner to upgrade it)"
+                )
+            elif state != "A":
+                warnings.append(
+                    f"append-only trigger {name} is missing or disabled: {table} accepts changes"
+                )
+        return warnings
 
     async def last_seq(self, log: str) -> int:
         value = await self._reader().fetchval(
@@ -499,28 +532,16 @@ class PostgresStore(AuditStore):
     async def _checkpoint_schema_warnings(self) -> list[str]:
         if not await self._has_checkpoint_table():
             return []
-        present = {
-            record["tgname"]
-            for record in await self._reader().fetch(
-                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'auditmw_checkpoints'::regclass "
-                "AND tgenabled IN ('O', 'A')"
-            )
-        }
+        warnings = await self._trigger_warnings("auditmw_checkpoints", CHECKPOINT_TRIGGERS)
         source = await self._reader().fetchval(
             "SELECT prosrc FROM pg_proc WHERE proname = 'auditmw_reject_checkpoint_change' "
             "AND pronamespace = current_schema()::regnamespace"
         )
-        warnings = []
         if source is None or source.split() != REJECT_CHECKPOINT_CHANGE_BODY.split():
             warnings.append(
                 "trigger function auditmw_reject_checkpoint_change is missing or altered"
             )
-        return warnings + [
-            f"append-only trigger {name} is missing or disabled: auditmw_checkpoints "
-            "accepts changes"
-            for name in CHECKPOINT_TRIGGERS
-            if name not in present
-        ]
+        return warnings
 
 
 def _checkpoint_row(record: asyncpg.Record) -> CheckpointRow:
