@@ -221,8 +221,24 @@ async def test_verify_reports_the_chain(
         " WHERE seq = 1;"
     )
     conn.close()
+    # A recent enough result is returned as it is (the dashboard's page load asks so)...
+    cached = (await client.get("/verify?max_age=300", headers=ADMIN)).json()
+    assert cached == responses[0].json() and cached["ok"] is True
+    # ...while a plain request verifies now, and says when.
     body = (await client.get("/verify", headers=ADMIN)).json()
     assert body["ok"] is False and body["findings"][0]["seq"] == 1
+    assert body["checked_at"] > cached["checked_at"]
+    assert (await client.get("/verify?max_age=300", headers=ADMIN)).json() == body
+    assert (await client.get("/verify?max_age=0", headers=ADMIN)).json()["checked_at"] > body[
+        "checked_at"
+    ]
+
+
+@pytest.mark.parametrize("max_age", ["-1", "86401", "abc", "1.5", "1e3"])
+async def test_verify_refuses_a_bad_max_age(client: httpx.AsyncClient, max_age: str) -> None:
+    response = await client.get(f"/verify?max_age={max_age}", headers=ADMIN)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "max_age"
 
 
 async def test_openapi_document_describes_the_routes(client: httpx.AsyncClient) -> None:

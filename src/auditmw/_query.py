@@ -32,6 +32,8 @@ from ._event import OUTCOMES, Event
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 MAX_PAGE = 100_000
+# The oldest verification result /verify?max_age= may return instead of a new one (a day).
+MAX_VERIFY_AGE = 86_400
 MAX_PARAM_CHARS = 1024  # any single parameter value; event fields are at most 1024 chars
 MAX_CURSOR_CHARS = 512
 MIN_SEARCH_INDEX_CHARS = 3  # a trigram index cannot look up shorter terms
@@ -273,6 +275,17 @@ def parse_page(text: str | None) -> int | None:
         return None
     if not _DIGITS.match(text) or not 1 <= int(text) <= MAX_PAGE:
         raise QueryError("page", f"must be an integer from 1 to {MAX_PAGE}, not {_shown(text)}")
+    return int(text)
+
+
+def parse_max_age(text: str | None) -> int | None:
+    """``max_age``: seconds from 0 to ``MAX_VERIFY_AGE``, or None when absent."""
+    if text is None or text == "":
+        return None
+    if not _DIGITS.match(text) or not 0 <= int(text) <= MAX_VERIFY_AGE:
+        raise QueryError(
+            "max_age", f"must be a number of seconds from 0 to {MAX_VERIFY_AGE}, not {_shown(text)}"
+        )
     return int(text)
 
 
