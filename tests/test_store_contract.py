@@ -110,6 +110,20 @@ async def test_two_open_stores_taking_turns_keep_one_chain(
         assert report.logs["default"].entries == 21 and report.logs["other"].entries == 6
 
 
+async def test_a_batch_larger_than_one_insert_statement_keeps_one_chain(
+    store_url_factory: Callable[[], str],
+) -> None:
+    """SQLite writes more than ROWS_PER_INSERT rows in several statements of one
+    transaction; PostgreSQL has no such limit. Either way: one gapless chain."""
+    async with open_store(store_url_factory(), max_batch=3000) as store:
+        events = await asyncio.gather(
+            *(store.append(NewEvent(action="bulk", resource="r")) for _ in range(2500))
+        )
+        assert [event.seq for event in events] == list(range(1, 2501))
+        report = await store.verify()
+        assert report.ok and report.entries == 2500
+
+
 async def test_close_commits_every_pending_append(store_url_factory: Callable[[], str]) -> None:
     url = store_url_factory()
     store = await open_store(url).open()
