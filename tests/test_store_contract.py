@@ -16,6 +16,7 @@ from auditmw import (
     ValidationError,
     open_store,
 )
+from auditmw._verify import YIELD_EVERY, verify_rows
 
 
 async def test_concurrent_appends_form_one_gapless_chain(any_store: AuditStore) -> None:
@@ -34,6 +35,36 @@ async def test_concurrent_appends_form_one_gapless_chain(any_store: AuditStore) 
     assert report.ok, report.findings
     assert report.entries == 300
     assert report.warnings == []
+
+
+async def test_verify_lets_other_tasks_run_every_few_hundred_rows(any_store: AuditStore) -> None:
+    """The admin app verifies on the app's own event loop: requests must still be served
+    while it reads a long log (the stores hand rows over a thousand at a time)."""
+    await asyncio.gather(
+        *(any_store.append(NewEvent(action="a", resource="r")) for _ in range(3000))
+    )
+    checked = 0
+
+    def leaf(log: str, hash: str) -> None:
+        nonlocal checked
+        checked += 1
+
+    gaps: list[int] = []  # rows checked between two turns of another task
+    finished = False
+
+    async def another_request() -> None:
+        seen = 0
+        while not finished:
+            gaps.append(checked - seen)
+            seen = checked
+            await asyncio.sleep(0)
+
+    other = asyncio.ensure_future(another_request())
+    report = await verify_rows(any_store.iter_chain_rows(), on_leaf=leaf)
+    finished = True
+    await other
+    assert report.ok and checked == 3000
+    assert 0 < max(gaps) <= YIELD_EVERY
 
 
 async def test_appended_event_reads_back_identically(any_store: AuditStore) -> None:

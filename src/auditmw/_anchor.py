@@ -35,7 +35,7 @@ from urllib.parse import quote, unquote
 
 from ._merkle import Frontier, consistency_ranges, node_hash, verify_consistency
 from ._sink import SUFFIX as SINK_SUFFIX
-from ._verify import ChainRow, ChainVerifier, VerifyReport, _printable
+from ._verify import ChainRow, VerifyReport, _printable, verify_rows
 
 # auditmw._checkpoint needs cryptography (the "checkpoints" extra): it is imported where a
 # note or key is opened, so that the rest (the reports, the pass) never needs it.
@@ -601,16 +601,9 @@ async def check_rows(
     signed, findings, count = _open_all(notes, keys, origin_prefix) if keys else ([], [], 0)
     checker = AnchorChecker(signed)
     # Without a key there is nothing to compare roots with: the chain alone, at its speed.
-    verifier = ChainVerifier(max_findings, on_leaf=checker.leaf if keys else None)
-    done = 0
-    async for row in rows:
-        verifier.feed(row)
-        done += 1
-        if progress is not None and done % 10_000 == 0:
-            progress(done)
-    if progress is not None:
-        progress(done)
-    report = AnchorReport(verifier.finish(), findings, checked=count, keys=len(keys))
+    on_leaf = checker.leaf if keys else None
+    chain = await verify_rows(rows, progress, max_findings, on_leaf)
+    report = AnchorReport(chain, findings, checked=count, keys=len(keys))
     return checker.finish(report) if keys else report
 
 
