@@ -102,7 +102,7 @@ class AuditMiddleware:
             if scope_type == "http":
                 await _Exchange(self, context, request, send).run(scope, receive)
             else:
-                await self._websocket(scope, receive, send, request)
+                await _WebSocketSession(self, request, send).run(scope, receive)
         finally:
             audit_context.reset(token)
 
@@ -135,12 +135,9 @@ class AuditMiddleware:
             path=path if isinstance(path, str) else "",
         )
 
-    async def _websocket(
-        self, scope: Scope, receive: Receive, send: Send, request: RequestInfo
-    ) -> None:
-        request_id = (self.request_id_header, request.request_id.encode("ascii"))
-        session = _WebSocketSession(self.recorder, request, request_id, scope, send)
-        await session.run(self.app, receive)
+    def _request_id_of(self, request: RequestInfo) -> tuple[bytes, bytes]:
+        """The response header that echoes the request id."""
+        return (self.request_id_header, request.request_id.encode("ascii"))
 
 
 class _Exchange:
@@ -158,7 +155,7 @@ class _Exchange:
         self.context = context
         self.request = request
         self.downstream = send
-        self.request_id = (middleware.request_id_header, request.request_id.encode("ascii"))
+        self.request_id = middleware._request_id_of(request)
         self.record = request.method in middleware.record_requests
         self.began = time.perf_counter()
         self.start: Message | None = None  # the app's response start, until forwarded
@@ -265,28 +262,21 @@ class _WebSocketSession:
     app's ``StoreError`` ends there instead of in the server.
     """
 
-    def __init__(
-        self,
-        recorder: Recorder,
-        request: RequestInfo,
-        request_id: tuple[bytes, bytes],
-        scope: Scope,
-        send: Send,
-    ) -> None:
-        self.recorder = recorder
+    def __init__(self, middleware: AuditMiddleware, request: RequestInfo, send: Send) -> None:
+        self.app = middleware.app
+        self.recorder = middleware.recorder
         self.request = request
-        self.request_id = request_id
-        self.scope = scope
+        self.request_id = middleware._request_id_of(request)
         self.downstream = send
-        extensions = scope.get("extensions") or {}
+        extensions = request.scope.get("extensions") or {}
         self.can_send_response = "websocket.http.response" in extensions
         self.accepted = False
         self.closed = False  # a close or a handshake response went downstream
 
-    async def run(self, app: ASGIApp, receive: Receive) -> None:
+    async def run(self, scope: Scope, receive: Receive) -> None:
         failed = False  # a StoreError escaped the app
         try:
-            await app(self.scope, receive, self.send)
+            await self.app(scope, receive, self.send)
         except Exception as exc:
             if self.recorder.policy.fail_open or not _has_store_error(exc):
                 raise
