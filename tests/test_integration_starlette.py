@@ -303,11 +303,25 @@ async def swallowing(websocket: WebSocket) -> None:
     await websocket.send_text("welcome")  # as if the event were recorded
 
 
+async def refusing(websocket: WebSocket) -> None:
+    with contextlib.suppress(auditmw.StoreError):
+        await audit("chat.refused", "chat", outcome="denied")
+    await websocket.send_denial_response(Response("not on this channel", status_code=403))
+
+
+async def refusing_with_a_note(websocket: WebSocket) -> None:
+    await websocket.send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+    sync_archive()  # a sync @audited call: its event is committed before the next message
+    await websocket.send({"type": "websocket.http.response.body", "body": b"not on this channel"})
+
+
 def websocket_app(store: SQLiteStore, **options: Any) -> Starlette:
     app = make_app(store, **options)
     app.router.routes += [
         WebSocketRoute("/joined", joined),
         WebSocketRoute("/swallowing", swallowing),
+        WebSocketRoute("/refusing", refusing),
+        WebSocketRoute("/refusing-with-a-note", refusing_with_a_note),
     ]
     return app
 
@@ -346,6 +360,25 @@ async def test_fail_closed_websocket_handshake_is_refused(
         assert any(name == b"x-request-id" for name, _ in sent[0]["headers"])
     else:  # a close before the accept: the server refuses the handshake
         assert [(m["type"], m["code"]) for m in sent] == [("websocket.close", 1013)]
+
+
+@pytest.mark.parametrize("path", ["/refusing", "/refusing-with-a-note"])
+async def test_fail_closed_lets_the_apps_own_refusal_out_whole(
+    store: SQLiteStore, path: str
+) -> None:
+    # A refusal claims nothing happened, as an HTTP error response (which fail-closed
+    # lets through): the client gets the app's 403 and its body, even when an event of
+    # the connection was lost before or in the middle of it.
+    app = websocket_app(store)
+    await store.close()
+    sent = await websocket_session(app, path, [], {"websocket.http.response": {}})
+    assert [m["type"] for m in sent] == [
+        "websocket.http.response.start",
+        "websocket.http.response.body",
+    ]
+    assert sent[0]["status"] == 403
+    assert any(name == b"x-request-id" for name, _ in sent[0]["headers"])
+    assert sent[1]["body"] == b"not on this channel"
 
 
 async def test_fail_open_websocket_goes_on_and_counts_the_loss(store: SQLiteStore) -> None:

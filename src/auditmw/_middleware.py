@@ -259,7 +259,9 @@ class _WebSocketSession:
     connection could not be committed nothing more goes out as if it had been: the
     handshake is refused (503, or a close where the server cannot send an HTTP
     response), an accepted connection is closed with 1013 "try again later", and the
-    app's ``StoreError`` ends there instead of in the server.
+    app's ``StoreError`` ends there instead of in the server. The app's own refusal of
+    the handshake (an error status, like an HTTP error response) claims nothing and goes
+    out whole.
     """
 
     def __init__(self, middleware: AuditMiddleware, request: RequestInfo, send: Send) -> None:
@@ -272,6 +274,7 @@ class _WebSocketSession:
         self.can_send_response = "websocket.http.response" in extensions
         self.accepted = False
         self.closed = False  # a close or a handshake response went downstream
+        self.refusing = False  # the app's own refusal (error status) went downstream
 
     async def run(self, scope: Scope, receive: Receive) -> None:
         failed = False  # a StoreError escaped the app
@@ -293,19 +296,26 @@ class _WebSocketSession:
     async def send(self, message: Message) -> None:
         if self.request.deferred:
             await self.recorder.flush(self.request)
-        if self._event_missing():
+        kind = message["type"]
+        if self._event_missing() and not self._refusal(message):
             # An event of this connection is missing (the app may have swallowed the
             # error): stop the app rather than let it go on as if it were recorded.
             await self._close_unavailable()
             raise StoreError("audit event not recorded") from self.request.store_error
-        kind = message["type"]
         if kind in ("websocket.accept", "websocket.http.response.start"):
             message = _with_header(message, self.request_id)
             self.accepted = kind == "websocket.accept"
             self.closed = not self.accepted
+            self.refusing = kind == "websocket.http.response.start" and self._refusal(message)
         elif kind == "websocket.close":
             self.closed = True
         await self.downstream(message)
+
+    def _refusal(self, message: Message) -> bool:
+        """Whether ``message`` is (part of) the app's own refusal of the handshake."""
+        if message["type"] == "websocket.http.response.start":
+            return int(message.get("status", 200)) >= 400
+        return message["type"] == "websocket.http.response.body" and self.refusing
 
     async def _close_unavailable(self) -> None:
         if self.closed:
