@@ -11,6 +11,14 @@ in three variants, alternated over a few rounds in the same run:
   (WAL, ``synchronous=FULL`` too, so durability is the same), IP from the leftmost
   X-Forwarded-For.
 
+The endpoint does nothing by default (``--endpoint noop``): the ratios then show what
+auditing costs next to nothing at all. ``--endpoint write`` makes it commit a change of
+its own first (one aiosqlite INSERT + COMMIT into the app's database, as the original
+design's handlers change a project and then log it): what auditing adds to an endpoint
+that has something to audit. The server runs uvicorn's default implementations, which
+are uvloop and httptools when installed (``uvicorn[standard]``, as deployments run it);
+``--loop asyncio --http h11`` measures the pure-Python ones.
+
 It prints requests/s (median of the rounds) and the ratio of each variant to bare;
 the goal for auditmw is at least 0.85. On a shared or busy machine throughput swings
 from run to run, so it also prints the server's CPU time per request (all threads,
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import re
 import shutil
@@ -47,23 +56,41 @@ from _common import (
     fmt_ratio,
     machine_description,
     median,
+    package_version,
     print_facts,
     print_table,
     write_summary,
 )
 
 VARIANTS = ("bare", "auditmw", "naive")
-# Not run by default: AuditMiddleware alone, no audit() call (how much the middleware costs);
-# and "memory": audit() as in "auditmw", with everything but the database (the events are
-# chained in memory, on the event loop), to tell the library's cost from SQLite's.
-EXTRA_VARIANTS = ("middleware", "memory")
+# Not run by default, to tell the costs apart:
+# - "middleware": AuditMiddleware alone, no audit() call;
+# - "memory": audit() as in "auditmw", with everything but the database (the events are
+#   chained in memory, on the event loop), to tell the library's cost from SQLite's;
+# - "passthrough": an empty pure ASGI middleware, what any middleware layer costs;
+# - "wait": no middleware; each request waits 2 ms before it answers, as for a group
+#   commit, doing nothing: what waiting alone costs in requests/s.
+EXTRA_VARIANTS = ("middleware", "memory", "passthrough", "wait")
 PATH = "/items/42"
 
 
 # --- the server (run as a subprocess: ``--serve VARIANT``) -------------------------------
 
 
-def build_app(variant: str, db_path: Path) -> Any:
+class Passthrough:
+    """The least a pure ASGI middleware can be: it wraps ``send``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def forward(message: Any) -> None:
+            await send(message)
+
+        await self.app(scope, receive, forward)
+
+
+def build_app(variant: str, db_path: Path, endpoint: str) -> Any:
     import aiosqlite
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
@@ -89,17 +116,33 @@ def build_app(variant: str, db_path: Path) -> Any:
 
     store = (MemoryStore if variant == "memory" else auditmw.SQLiteStore)(db_path)
     naive: dict[str, aiosqlite.Connection] = {}
+    app_db: dict[str, aiosqlite.Connection] = {}
+
+    async def change_item(item_id: str) -> None:
+        """The endpoint's own work: commit a change to the app's database."""
+        if endpoint == "write":
+            conn = app_db["conn"]
+            await conn.execute("INSERT INTO item_views (item_id) VALUES (?)", (item_id,))
+            await conn.commit()
 
     async def bare(request: Request) -> JSONResponse:
+        await change_item(request.path_params["item_id"])
         return JSONResponse({"id": request.path_params["item_id"], "ok": True})
 
     async def audited(request: Request) -> JSONResponse:
         item_id = request.path_params["item_id"]
+        await change_item(item_id)
         await auditmw.audit("item.viewed", "item", item_id, {"source": "benchmark"})
         return JSONResponse({"id": item_id, "ok": True})
 
+    async def waiting(request: Request) -> JSONResponse:
+        await change_item(request.path_params["item_id"])
+        await asyncio.sleep(0.002)
+        return JSONResponse({"id": request.path_params["item_id"], "ok": True})
+
     async def naive_insert(request: Request) -> JSONResponse:
         item_id = request.path_params["item_id"]
+        await change_item(item_id)
         forwarded = request.headers.get("x-forwarded-for")
         client = request.client.host if request.client else "unknown"
         ip = forwarded.split(",")[0].strip() if forwarded else client
@@ -121,48 +164,81 @@ def build_app(variant: str, db_path: Path) -> Any:
         return JSONResponse({"id": item_id, "ok": True})
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if variant in ("auditmw", "middleware", "memory"):
-            async with store:
-                yield
-        elif variant == "naive":
-            conn = await aiosqlite.connect(db_path)
+    async def sqlite_connection(path: Path, schema: str) -> AsyncIterator[aiosqlite.Connection]:
+        conn = await aiosqlite.connect(path)
+        try:
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=FULL")
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS audit_logs (id INTEGER PRIMARY KEY, user_id TEXT, "
-                "action TEXT NOT NULL, resource TEXT NOT NULL, resource_id TEXT, details TEXT, "
-                "ip_address TEXT, user_agent TEXT, timestamp TEXT DEFAULT CURRENT_TIMESTAMP)"
-            )
+            await conn.execute(schema)
             await conn.commit()
-            naive["conn"] = conn
-            try:
-                yield
-            finally:
-                await conn.close()
-        else:
+            yield conn
+        finally:
+            await conn.close()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if endpoint == "write":
+                app_db["conn"] = await stack.enter_async_context(
+                    sqlite_connection(
+                        db_path.with_name(f"{db_path.stem}-app.db"),
+                        "CREATE TABLE IF NOT EXISTS item_views (id INTEGER PRIMARY KEY, "
+                        "item_id TEXT NOT NULL, at TEXT DEFAULT CURRENT_TIMESTAMP)",
+                    )
+                )
+            if variant in ("auditmw", "middleware", "memory"):
+                await stack.enter_async_context(store)
+            elif variant == "naive":
+                naive["conn"] = await stack.enter_async_context(
+                    sqlite_connection(
+                        db_path,
+                        "CREATE TABLE IF NOT EXISTS audit_logs (id INTEGER PRIMARY KEY, "
+                        "user_id TEXT, action TEXT NOT NULL, resource TEXT NOT NULL, "
+                        "resource_id TEXT, details TEXT, ip_address TEXT, user_agent TEXT, "
+                        "timestamp TEXT DEFAULT CURRENT_TIMESTAMP)",
+                    )
+                )
             yield
 
-    endpoints = {"bare": bare, "middleware": bare, "auditmw": audited, "memory": audited}
-    endpoint = endpoints.get(variant, naive_insert)
-    with_middleware = variant in ("auditmw", "middleware", "memory")
-    middleware = [Middleware(auditmw.AuditMiddleware, store=store)] if with_middleware else []
+    handlers = {"auditmw": audited, "memory": audited, "naive": naive_insert, "wait": waiting}
+    handler = handlers.get(variant, bare)
+    middleware = []
+    if variant in ("auditmw", "middleware", "memory"):
+        middleware = [Middleware(auditmw.AuditMiddleware, store=store)]
+    elif variant == "passthrough":
+        middleware = [Middleware(Passthrough)]
     return Starlette(
-        routes=[Route("/items/{item_id}", endpoint)], middleware=middleware, lifespan=lifespan
+        routes=[Route("/items/{item_id}", handler)], middleware=middleware, lifespan=lifespan
     )
 
 
-def serve(variant: str, db_path: Path, port: int) -> None:
+def serve(variant: str, db_path: Path, port: int, endpoint: str, loop: str, http: str) -> None:
     import uvicorn
 
     uvicorn.run(
-        build_app(variant, db_path),
+        build_app(variant, db_path, endpoint),
         host="127.0.0.1",
         port=port,
         log_level="warning",
         access_log=False,
         lifespan="on",
+        loop=loop,
+        http=http,
     )
+
+
+def server_implementations(loop: str, http: str) -> str:
+    """What uvicorn will run for ``--loop``/``--http`` (``auto`` takes uvloop and
+    httptools when they are installed)."""
+
+    def installed(module: str) -> bool:
+        return importlib.util.find_spec(module) is not None
+
+    if loop == "auto":
+        loop = "uvloop" if installed("uvloop") else "asyncio"
+    if http == "auto":
+        http = "httptools" if installed("httptools") else "h11"
+    return f"uvicorn {package_version('uvicorn')}, {loop} event loop, {http} HTTP parser"
 
 
 # --- the Python load generator (a subprocess: ``--load``), used without wrk ------------
@@ -265,6 +341,7 @@ def measure(
     db_path = workdir / f"{variant}-{run}.db"
     port = free_port()
     command = [sys.executable, __file__, "--serve", variant, str(db_path), str(port)]
+    command += [args.endpoint, args.loop, args.http]
     server = subprocess.Popen(command)
     load = wrk_load if args.loadgen == "wrk" else python_load
     try:
@@ -298,6 +375,14 @@ def main() -> int:
         help=f"comma-separated, among {', '.join(VARIANTS + EXTRA_VARIANTS)}; bare is always run",
     )
     parser.add_argument(
+        "--endpoint",
+        choices=("noop", "write"),
+        default="noop",
+        help="noop: the endpoint does nothing; write: it commits a change of its own first",
+    )
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
+    parser.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto")
+    parser.add_argument(
         "--loadgen",
         choices=("wrk", "python"),
         default="wrk" if shutil.which("wrk") else "python",
@@ -315,6 +400,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="auditmw-http-") as tmp:
         workdir = Path(tmp)
         facts = machine_description(workdir, ["auditmw", "starlette", "uvicorn", "aiosqlite"])
+        facts.append(("server", server_implementations(args.loop, args.http)))
+        endpoint = {"noop": "does nothing", "write": "commits a change of its own (aiosqlite)"}
+        facts.append(("endpoint", endpoint[args.endpoint]))
         facts.append(("load generator", f"{args.loadgen}, {args.connections} connections"))
         facts.append(("per run", f"{args.warmup}s warm-up + {args.duration}s measured"))
         print_facts("HTTP overhead of auditing every request", facts)
@@ -341,7 +429,7 @@ def main() -> int:
         print()
         bare = median(rates["bare"])
         bare_cpu = median(cpus["bare"]) if cpus["bare"] else None
-        rows = []
+        table: list[list[str]] = []
         for variant in variants:
             row = [
                 variant,
@@ -351,11 +439,11 @@ def main() -> int:
             if bare_cpu is not None and cpus[variant]:
                 cpu = median(cpus[variant])
                 row += [f"{cpu * 1e6:,.0f}", fmt_ratio(bare_cpu / cpu)]
-            rows.append(row)
+            table.append(row)
         headers = ["variant", "requests/s (median)", "ratio to bare"]
         if bare_cpu is not None:
             headers += ["server CPU µs/request", "bare CPU / variant CPU"]
-        print_table(headers, rows)
+        print_table(headers, table)
         print(f"\nload average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
         if "auditmw" in rates:
             ratio = median(rates["auditmw"]) / bare
@@ -382,7 +470,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        serve(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]))
+        serve(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), *sys.argv[5:8])
     elif len(sys.argv) > 1 and sys.argv[1] == "--load":
         ok, errors = asyncio.run(_load(int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])))
         print(ok, errors)
