@@ -196,28 +196,46 @@ async def test_streams_and_background_tasks_keep_working(store: SQLiteStore) -> 
 UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
 
-async def test_unrouted_requests_get_a_request_id_but_no_event(store: SQLiteStore) -> None:
+async def test_unrouted_requests_get_a_request_id_and_their_event(store: SQLiteStore) -> None:
     app, _ = make_app(store, record_requests=["GET"])
     async with client_for(app) as client:
-        response = await client.get("/nowhere", headers=auth("carol"))
-        assert response.status_code == 404
-        assert re.fullmatch(UUID4, response.headers["x-request-id"])
-        assert response.headers.get_list("x-request-id") == [response.headers["x-request-id"]]
+        missing = await client.get("/nowhere", headers={"user-agent": "scanner/1.0"})
+        assert missing.status_code == 404
+        assert re.fullmatch(UUID4, missing.headers["x-request-id"])
+        assert missing.headers.get_list("x-request-id") == [missing.headers["x-request-id"]]
         # The client's own id is echoed when valid, replaced when not; 405s too.
         response = await client.post("/me", headers={"x-request-id": "trace-42"})
         assert response.status_code == 405
         assert response.headers["x-request-id"] == "trace-42"
-        response = await client.get("/nowhere", headers={"x-request-id": "bad id"})
-        assert re.fullmatch(UUID4, response.headers["x-request-id"])
+        refused = await client.get("/nowhere", headers={"x-request-id": "bad id"})
+        assert re.fullmatch(UUID4, refused.headers["x-request-id"])
         # A routed response keeps the middleware's id, the one its events carry.
         routed = await client.get("/me", headers={**auth("carol"), "x-request-id": "trace-43"})
         assert routed.headers.get_list("x-request-id") == ["trace-43"]
-    # Unrouted requests reach no route middleware: no http.request event (documented).
+    # The unrouted GETs are recorded like routed ones, as the app's middleware would
+    # (no route middleware sees them; nothing timed them: no duration). POST is not
+    # in record_requests.
     events = await stored(store)
-    assert [(e.action, e.request_id) for e in events] == [
-        ("profile.viewed", "trace-43"),
-        ("http.request", "trace-43"),
+    assert [(e.action, e.request_id, e.outcome) for e in events] == [
+        ("http.request", missing.headers["x-request-id"], "failure"),
+        ("http.request", refused.headers["x-request-id"], "failure"),
+        ("profile.viewed", "trace-43", "success"),
+        ("http.request", "trace-43", "success"),
     ]
+    assert events[0].details == {"method": "GET", "path": "/nowhere", "status": 404}
+    assert (events[0].ip_address, events[0].user_agent) == ("203.0.113.20", "scanner/1.0")
+    assert events[3].details is not None and "duration_ms" in events[3].details
+
+
+async def test_unrouted_request_whose_event_is_lost_keeps_its_404(store: SQLiteStore) -> None:
+    # A 404 claims nothing happened, so fail-closed does not replace it; the loss counts.
+    app, plugin = make_app(store, record_requests=["GET"])
+    await store.close()
+    async with client_for(app) as client:
+        response = await client.get("/nowhere")
+    assert response.status_code == 404
+    assert response.headers["x-request-id"]
+    assert plugin.failure_policy.failures == 1
 
 
 async def test_200_concurrent_requests_never_swap_user_or_ip(store: SQLiteStore) -> None:

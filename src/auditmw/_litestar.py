@@ -13,7 +13,8 @@ exceptions into responses *inside* that stack, so an outer middleware never sees
 
 Requests that match no route (404, 405) never reach route middleware in Litestar; a
 ``before_send`` hook gives their response a request id all the same (the client's
-when valid, else a new one). They get no ``http.request`` event.
+when valid, else a new one) and records their ``http.request`` event when their method
+is in ``record_requests`` (without ``duration_ms``: nothing saw the request begin).
 
 This module imports litestar (an optional extra); ``import auditmw`` does not.
 """
@@ -21,6 +22,7 @@ This module imports litestar (an optional extra); ``import auditmw`` does not.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from typing import Any, cast
 
 from litestar import Request, Response
@@ -31,15 +33,10 @@ from litestar.plugins import InitPlugin
 from starlette.types import Message, Scope
 
 from ._client_ip import X_FORWARDED_FOR
-from ._context import Actor, user_from_scope
+from ._context import Actor, AuditContext, user_from_scope
 from ._errors import StoreError
 from ._mask import DEFAULT_SENSITIVE_KEYS
-from ._middleware import (
-    AUDIT_UNAVAILABLE_BODY,
-    AuditMiddleware,
-    accepted_request_id,
-    new_request_id,
-)
+from ._middleware import AUDIT_UNAVAILABLE_BODY, AuditMiddleware, record_request
 from ._record import FailurePolicy
 from ._store import AuditStore
 
@@ -64,39 +61,50 @@ class AuditPlugin(InitPlugin):
         record_requests: Iterable[str] = (),
     ) -> None:
         self.failure_policy = failure_policy if failure_policy is not None else FailurePolicy()
-        self.request_id_header = request_id_header.lower().encode("latin-1")
-        self.middleware = DefineMiddleware(
-            # Litestar types ASGI apps with its own TypedDict scopes; the protocol is the same.
-            cast(Any, AuditMiddleware),
-            store=store,
-            failure_policy=self.failure_policy,
-            trusted_proxies=tuple(trusted_proxies),
-            forwarded_header=forwarded_header,
-            request_id_header=request_id_header,
-            resolve_user=resolve_user,
-            sensitive_keys=tuple(sensitive_keys),
-            record_requests=tuple(record_requests),
-        )
+        options: dict[str, Any] = {
+            "store": store,
+            "failure_policy": self.failure_policy,
+            "trusted_proxies": tuple(trusted_proxies),
+            "forwarded_header": forwarded_header,
+            "request_id_header": request_id_header,
+            "resolve_user": resolve_user,
+            "sensitive_keys": tuple(sensitive_keys),
+            "record_requests": tuple(record_requests),
+        }
+        # Litestar types ASGI apps with its own TypedDict scopes; the protocol is the same.
+        self.middleware = DefineMiddleware(cast(Any, AuditMiddleware), **options)
+        # Never called as an app: it reads the requests no route middleware sees.
+        self._unrouted = AuditMiddleware(_no_app, **options)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.middleware.insert(0, self.middleware)
         app_config.exception_handlers.setdefault(StoreError, audit_unavailable)
         # Litestar types messages and scopes with its own TypedDicts; the protocol is the same.
-        app_config.before_send.append(cast(Any, self._request_id_for_unrouted))
+        app_config.before_send.append(cast(Any, self._answer_unrouted))
         return app_config
 
-    def _request_id_for_unrouted(self, message: Message, scope: Scope) -> None:
-        """Give a response the request id the middleware would have, if it has none:
-        only responses to requests that matched no route lack one."""
+    async def _answer_unrouted(self, message: Message, scope: Scope) -> None:
+        """Do for a response without a request id what the middleware would have: only
+        responses to requests that matched no route lack one."""
         if message["type"] != "http.response.start":
             return
         headers = MutableScopeHeaders.from_message(cast(Any, message))
-        name = self.request_id_header.decode("latin-1")
+        middleware = self._unrouted
+        name = middleware.request_id_header.decode("latin-1")
         if name in headers:
             return  # the middleware (or the app) set it
-        sent = [value for key, value in scope.get("headers") or () if key == self.request_id_header]
-        request_id = accepted_request_id(sent[0]) if sent else None
-        headers[name] = request_id or new_request_id()
+        request = middleware._request_info(scope)
+        headers[name] = request.request_id
+        if request.method in middleware.record_requests:
+            # Committed before the response starts. A 404 or 405 claims nothing, so a
+            # lost event does not replace it (as under the middleware); it is counted.
+            with suppress(StoreError):
+                context = AuditContext(middleware.recorder, request)
+                await record_request(middleware.recorder, context, message["status"], None)
+
+
+async def _no_app(scope: Scope, receive: Any, send: Any) -> None:
+    raise RuntimeError("AuditPlugin's reader of unrouted requests is not an app")
 
 
 def audit_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:

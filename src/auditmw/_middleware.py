@@ -226,23 +226,7 @@ class _Exchange:
     async def _record_request(self) -> None:
         self.recorded = True
         duration_ms = round((time.perf_counter() - self.began) * 1000, 3)
-        path = self.request.path.encode("utf-8", "replace").decode("utf-8")[:MAX_PATH_CHARS]
-        outcome: Outcome = "success"
-        if self.status >= 400:
-            outcome = "denied" if self.status in (401, 403) else "failure"
-        event = self.recorder.event(
-            self.context,
-            REQUEST_ACTION,
-            REQUEST_RESOURCE,
-            details={
-                "method": self.request.method,
-                "path": path,
-                "status": self.status,
-                "duration_ms": duration_ms,
-            },
-            outcome=outcome,
-        )
-        await self.recorder.commit(event, self.request)
+        await record_request(self.recorder, self.context, self.status, duration_ms)
 
     async def _send_unavailable(self) -> None:
         self.replaced = True
@@ -335,6 +319,29 @@ class _WebSocketSession:
             await self.downstream(
                 {"type": "websocket.http.response.body", "body": AUDIT_UNAVAILABLE_BODY}
             )
+
+
+async def record_request(
+    recorder: Recorder, context: AuditContext, status: int, duration_ms: float | None
+) -> None:
+    """Commit the ``http.request`` event of the context's request (``record_requests``);
+    ``duration_ms`` is left out where it is not known."""
+    request = context.request
+    assert request is not None
+    details = {
+        "method": request.method,
+        "path": request.path.encode("utf-8", "replace").decode("utf-8")[:MAX_PATH_CHARS],
+        "status": status,
+    }
+    if duration_ms is not None:
+        details["duration_ms"] = duration_ms
+    outcome: Outcome = "success"
+    if status >= 400:
+        outcome = "denied" if status in (401, 403) else "failure"
+    event = recorder.event(
+        context, REQUEST_ACTION, REQUEST_RESOURCE, details=details, outcome=outcome
+    )
+    await recorder.commit(event, request)
 
 
 def _unavailable_headers(request_id: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
