@@ -328,7 +328,7 @@ async def record_request(
     ``duration_ms`` is left out where it is not known."""
     request = context.request
     assert request is not None
-    details = {
+    details: dict[str, object] = {
         "method": request.method,
         "path": request.path.encode("utf-8", "replace").decode("utf-8")[:MAX_PATH_CHARS],
         "status": status,
