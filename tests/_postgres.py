@@ -34,6 +34,14 @@ async def _ping() -> bool:
     return True
 
 
+async def stored_schema_version(conn: asyncpg.Connection) -> str | None:
+    """The schema version as stored, read with plain SQL (not the library's reader)."""
+    version: str | None = await conn.fetchval(
+        "SELECT value FROM auditmw_meta WHERE key = 'schema_version'"
+    )
+    return version
+
+
 def new_schema_name() -> str:
     return f"auditmw_test_{uuid.uuid4().hex[:12]}"
 

@@ -44,7 +44,7 @@ from auditmw._postgres import SCHEMA_VERSION
 from auditmw._proofs import prove_inclusion
 from auditmw._sink import checkpoint_file_name
 
-from ._postgres import POSTGRES_DSN
+from ._postgres import POSTGRES_DSN, stored_schema_version
 from .test_admin import ADMIN, authorize
 
 KEY = SigningKey.generate("audit.example.com/test")
@@ -634,7 +634,7 @@ async def test_postgres_version_1_store_is_migrated(pg_schema: str) -> None:
         assert [c.size for c in await assert_valid(store)] == [4]
     conn = await asyncpg.connect(POSTGRES_DSN, server_settings={"search_path": pg_schema})
     try:
-        version = await conn.fetchval("SELECT value FROM auditmw_meta WHERE key = 'schema_version'")
+        version = await stored_schema_version(conn)
     finally:
         await conn.close()
     assert version == SCHEMA_VERSION

@@ -12,7 +12,7 @@ import pytest
 from auditmw import Checkpointing, Event, NewEvent, SigningKey, open_store
 from auditmw._postgres import SCHEMA_VERSION, PostgresStore
 
-from ._postgres import POSTGRES_DSN, store_url
+from ._postgres import POSTGRES_DSN, store_url, stored_schema_version
 
 
 async def _raw(schema: str) -> asyncpg.Connection:
@@ -86,11 +86,7 @@ async def test_version_2_triggers_are_made_to_fire_always_but_a_disabled_one_sta
             "auditmw_checkpoints_no_change": "A",
             "auditmw_checkpoints_no_truncate": "A",
         }
-        assert (
-            await conn.fetchval("SELECT value FROM auditmw_meta WHERE key = 'schema_version'")
-            == SCHEMA_VERSION
-            == "3"
-        )
+        assert await stored_schema_version(conn) == SCHEMA_VERSION == "3"
     finally:
         await conn.close()
 
@@ -125,11 +121,7 @@ async def test_schema_creation_is_idempotent_and_concurrent(pg_schema: str) -> N
     assert sorted(event.seq for event in events) == [1, 2, 3, 4]
     conn = await _raw(pg_schema)
     try:
-        assert (
-            await conn.fetchval("SELECT value FROM auditmw_meta WHERE key = 'schema_version'")
-            == SCHEMA_VERSION
-            == "3"
-        )
+        assert await stored_schema_version(conn) == SCHEMA_VERSION == "3"
     finally:
         await conn.close()
 

@@ -148,26 +148,22 @@ CHECKPOINT_TRIGGERS = ("auditmw_checkpoints_no_change", "auditmw_checkpoints_no_
 # does not fire in a session with session_replication_role = replica, which any superuser
 # may SET without touching the schema: no warning could tell. Only triggers in that
 # default state are changed; a disabled one stays disabled, the evidence that it was.
-ALWAYS_TRIGGERS = """
-DO $$ BEGIN
-    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_events_no_change'
-               AND tgrelid = 'auditmw_events'::regclass AND tgenabled = 'O') THEN
-        ALTER TABLE auditmw_events ENABLE ALWAYS TRIGGER auditmw_events_no_change;
+ALWAYS_TRIGGERS = (  # built from the constant trigger names above, no input
+    "DO $$ BEGIN\n"  # noqa: S608
+    + "".join(
+        f"""    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '{trigger}'
+               AND tgrelid = '{table}'::regclass AND tgenabled = 'O') THEN
+        ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger};
     END IF;
-    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_events_no_truncate'
-               AND tgrelid = 'auditmw_events'::regclass AND tgenabled = 'O') THEN
-        ALTER TABLE auditmw_events ENABLE ALWAYS TRIGGER auditmw_events_no_truncate;
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_checkpoints_no_change'
-               AND tgrelid = 'auditmw_checkpoints'::regclass AND tgenabled = 'O') THEN
-        ALTER TABLE auditmw_checkpoints ENABLE ALWAYS TRIGGER auditmw_checkpoints_no_change;
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_checkpoints_no_truncate'
-               AND tgrelid = 'auditmw_checkpoints'::regclass AND tgenabled = 'O') THEN
-        ALTER TABLE auditmw_checkpoints ENABLE ALWAYS TRIGGER auditmw_checkpoints_no_truncate;
-    END IF;
-END $$;
-"""
+"""  # noqa: S608
+        for table, triggers in (
+            ("auditmw_events", TRIGGERS),
+            ("auditmw_checkpoints", CHECKPOINT_TRIGGERS),
+        )
+        for trigger in triggers
+    )
+    + "END $$;\n"
+)
 # What brings a store of version N - 1 to version N (run in order, under the schema lock).
 MIGRATIONS = {2: CHECKPOINT_SCHEMA, 3: ALWAYS_TRIGGERS}
 CHECKPOINT_COLUMNS = "log, size, root, note, created_at, frontier, key"
