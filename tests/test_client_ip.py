@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,10 +13,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 import auditmw
-from auditmw._client_ip import ClientIPResolver, forwarded_for, parse_node
+from auditmw._client_ip import ClientIPResolver, forwarded_for, parse_node, server_rewrote_client
 
 PROXY = "10.0.0.5"
 TRUSTED = ["10.0.0.0/8", "fd00::/8"]
@@ -182,8 +184,9 @@ async def logged_ip(
     store: auditmw.SQLiteStore,
     peer: str,
     headers: list[tuple[str, str]],
+    port: int = 4711,
 ) -> str | None:
-    transport = httpx.ASGITransport(app, client=(peer, 4711))
+    transport = httpx.ASGITransport(app, client=(peer, port))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.post("/", headers=headers)
     assert response.status_code == 200
@@ -238,3 +241,130 @@ async def test_forwarded_header_end_to_end(store: auditmw.SQLiteStore) -> None:
         ("x-forwarded-for", ATTACKER_CHOICE),  # not the configured header: ignored
     ]
     assert await logged_ip(app, store, PROXY, headers) == "2001:db8::7"
+
+
+# --- trusted proxies from the environment ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, ()),  # unset: trust nobody
+        ("", ()),
+        ("  ,  ", ()),
+        ("10.0.0.0/8", ("10.0.0.0/8",)),
+        ("10.0.0.0/8, 192.168.1.7", ("10.0.0.0/8", "192.168.1.7/32")),
+        ("10.0.0.0/8 fd00::/8\t::1", ("10.0.0.0/8", "fd00::/8", "::1/128")),
+        ("10.1.2.3/8", ("10.0.0.0/8",)),  # host bits are dropped, as AuditMiddleware does
+    ],
+)
+def test_trusted_proxies_from_env(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: tuple[str, ...]
+) -> None:
+    if value is None:
+        monkeypatch.delenv("AUDITMW_TRUSTED_PROXIES", raising=False)
+    else:
+        monkeypatch.setenv("AUDITMW_TRUSTED_PROXIES", value)
+    assert auditmw.trusted_proxies_from_env() == expected
+
+
+@pytest.mark.parametrize("bad", ["10.0.0.0/33", "proxy.internal", "10.0.0.1-10.0.0.9", "*"])
+def test_a_bad_trusted_proxy_in_the_environment_is_named(
+    monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    monkeypatch.setenv("MY_PROXIES", f"10.0.0.0/8, {bad}")
+    with pytest.raises(ValueError, match=rf"^MY_PROXIES: {re.escape(repr(bad))} is not an IP"):
+        auditmw.trusted_proxies_from_env("MY_PROXIES")
+
+
+# --- a server that already applied the rule ---------------------------------------------
+# uvicorn (proxy headers on) and hypercorn (ProxyFixMiddleware) put the address they took
+# from the header in scope["client"] with port 0. The real-server versions of these
+# tests are in test_deployment_nginx.py.
+
+TWICE = "the proxy rule runs twice"
+
+
+@pytest.mark.parametrize(
+    ("client", "rewritten"),
+    [
+        (("6.6.6.6", 0), True),
+        (["2001:db8::1", 0], True),
+        (("1.2.3.4:80", 0), True),  # hypercorn keeps a port the header named in the host
+        (("127.0.0.1", 51234), False),
+        (("127.0.0.1", 123), False),
+        (None, False),
+        (("", 0), False),
+        ("/run/app.sock", False),
+        (("testclient", 50000), False),
+    ],
+)
+def test_a_rewritten_client_is_recognised(client: object, rewritten: bool) -> None:
+    assert server_rewrote_client(client) is rewritten
+
+
+def auditmw_records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "auditmw" and r.levelno == level]
+
+
+async def test_a_server_rewrite_with_trusted_proxies_warns_once(
+    store: auditmw.SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="auditmw")
+    app = make_app(store, trusted_proxies=TRUSTED)
+    headers = [("x-forwarded-for", ATTACKER_CHOICE)]
+    assert await logged_ip(app, store, PROXY, headers) == ATTACKER_CHOICE  # not rewritten
+    assert auditmw_records(caplog, logging.WARNING) == []
+    # What uvicorn passes on after taking the client from "X-Forwarded-For: 6.6.6.6".
+    for _ in range(3):
+        await logged_ip(app, store, ATTACKER_CHOICE, headers, port=0)
+    [warning] = auditmw_records(caplog, logging.WARNING)
+    assert TWICE in warning and ATTACKER_CHOICE in warning
+    assert "--no-proxy-headers" in warning and "no trusted_proxies" in warning
+    assert auditmw_records(caplog, logging.INFO) == []
+    # Another middleware (another app in the process) reports for itself.
+    await logged_ip(make_app(store, trusted_proxies=TRUSTED), store, ATTACKER_CHOICE, [], port=0)
+    assert len(auditmw_records(caplog, logging.WARNING)) == 2
+
+
+async def test_a_server_rewrite_without_trusted_proxies_is_only_noted(
+    store: auditmw.SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One layer applies the rule (the server): a supported setup, so no warning.
+    caplog.set_level(logging.INFO, logger="auditmw")
+    app = make_app(store)
+    for _ in range(2):
+        assert await logged_ip(app, store, "198.51.100.1", [], port=0) == "198.51.100.1"
+    assert auditmw_records(caplog, logging.WARNING) == []
+    [note] = auditmw_records(caplog, logging.INFO)
+    assert "198.51.100.1" in note and "the address the server chose" in note
+
+
+async def test_no_report_for_real_peers(
+    store: auditmw.SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="auditmw")
+    app = make_app(store, trusted_proxies=TRUSTED)
+    forged = [("x-forwarded-for", f"{ATTACKER_CHOICE}, 198.51.100.1")]
+    assert await logged_ip(app, store, PROXY, forged) == "198.51.100.1"
+    assert await logged_ip(app, store, "203.0.113.7", forged) == "203.0.113.7"
+    assert [r for r in caplog.records if r.name == "auditmw"] == []
+
+
+async def test_admin_exports_log_the_client_the_middleware_resolved(
+    store: auditmw.SQLiteStore,
+) -> None:
+    # The admin app records its exports itself: under AuditMiddleware they carry the
+    # same client IP as every other event, not the proxy's address.
+    admin = auditmw.AdminApp(store, authorize=lambda request: auditmw.AdminUser(user_id="a1"))
+    app = Starlette(
+        routes=[Mount("/admin", app=admin)],
+        middleware=[Middleware(auditmw.AuditMiddleware, store=store, trusted_proxies=TRUSTED)],
+    )
+    transport = httpx.ASGITransport(app, client=(PROXY, 4711))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        forged = {"x-forwarded-for": f"{ATTACKER_CHOICE}, 198.51.100.9"}
+        response = await client.get("/admin/export.jsonl", headers=forged)
+    assert response.status_code == 200
+    page = await store.query(auditmw.EventFilter(action="export.requested"), limit=10)
+    assert [event.ip_address for event in page.events] == ["198.51.100.9"]

@@ -128,8 +128,37 @@ def auth(user: str, **headers: str) -> dict[str, str]:
 async def test_plugin_puts_the_audit_middleware_outermost(store: SQLiteStore) -> None:
     app, _ = make_app(store)
     outermost = app.middleware[0]
-    assert getattr(outermost, "middleware", None) is auditmw.AuditMiddleware
+    assert isinstance(outermost(app=_unused_app), auditmw.AuditMiddleware)
     assert app.exception_handlers[auditmw.StoreError] is not None
+
+
+async def _unused_app(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("not called")
+
+
+async def test_a_server_rewrite_is_reported_once_per_app_not_per_route(
+    store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Litestar builds one AuditMiddleware per route; a server that took the client from
+    # X-Forwarded-For (port 0, as uvicorn does) while trusted_proxies are set is one
+    # misconfiguration, reported once. (No logging_config: Litestar's replaces the root
+    # logger's handlers, caplog's among them.)
+    plugin = auditmw.AuditPlugin(store=store, trusted_proxies=["10.0.0.0/8"])
+    app = Litestar(
+        route_handlers=[me, create_project],
+        middleware=[TokenAuth],
+        plugins=[plugin],
+        logging_config=None,
+    )
+    transport = httpx.ASGITransport(cast(Any, app), client=("6.6.6.6", 0))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/me", headers=auth("u1"))).status_code == 200
+        created = await client.post("/projects", json={"name": "x"}, headers=auth("u1"))
+        assert created.status_code == 201
+        assert (await client.get("/nowhere")).status_code == 404  # matches no route
+    warnings = [r for r in caplog.records if r.name == "auditmw" and r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "the proxy rule runs twice" in warnings[0].getMessage()
 
 
 async def test_identity_ip_user_agent_request_id_and_diff_land(store: SQLiteStore) -> None:

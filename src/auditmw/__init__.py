@@ -16,6 +16,7 @@ from ._checkpointer import (
     CheckpointStats,
     signing_key_from_env,
 )
+from ._client_ip import trusted_proxies_from_env
 from ._context import Actor, set_actor
 from ._diff import diff
 from ._errors import AuditError, NotAStoreError, StoreClosedError, StoreError, ValidationError
@@ -85,6 +86,7 @@ __all__ = [
     "read_sink",
     "set_actor",
     "signing_key_from_env",
+    "trusted_proxies_from_env",
 ]
 __version__ = "0.1.0"
 

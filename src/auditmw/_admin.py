@@ -44,6 +44,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
+from ._context import audit_context
 from ._errors import StoreClosedError, StoreError, ValidationError
 from ._event import OUTCOMES, NewEvent, utc_timestamp
 from ._export import MEDIA_TYPES, Format, export_chunks, export_filename
@@ -388,8 +389,12 @@ def _without_trailing_slash(scope: Scope) -> Scope:
 
 
 def _client_ip(request: Request) -> str | None:
-    """The peer's address as the server saw it (behind a proxy: run the server with
-    its trusted-proxy setting, e.g. uvicorn --forwarded-allow-ips)."""
+    """The client's address: as ``AuditMiddleware`` resolved it (its trusted proxies
+    applied) when the admin app runs under it, as every other event has it; else the
+    peer's address as the server reports it."""
+    context = audit_context.get()
+    if context is not None and context.request is not None:
+        return context.request.client_ip
     host = request.client.host if request.client else None
     try:
         return str(ipaddress.ip_address(host)) if host else None

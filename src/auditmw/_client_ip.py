@@ -11,12 +11,19 @@ proxy: that address is the client. Whatever is left of it was written by the cli
 address (``unknown``, an RFC 7239 obfuscated ``_name``, garbage) stops the walk; the
 client is then the last trusted address reached, never a client-chosen one.
 
-Behind uvicorn started with ``--forwarded-allow-ips`` the server already rewrote
-``scope["client"]`` this way: configure one of the two, not both.
+The rule must be applied in one layer only. A server with proxy headers on (uvicorn's
+default for peers in ``--forwarded-allow-ips``, hypercorn's ``ProxyFixMiddleware``)
+has already replaced ``scope["client"]`` with an address from the header; walking the
+header again here lets the server's trust list, not ``trusted_proxies``, decide. Such
+a rewritten client shows (port 0, see ``server_rewrote_client``), and the resolver
+logs it once (docs/deployment.md).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
@@ -25,7 +32,43 @@ IPAddress = IPv4Address | IPv6Address
 
 X_FORWARDED_FOR = "x-forwarded-for"
 FORWARDED = "forwarded"
+TRUSTED_PROXIES_ENV = "AUDITMW_TRUSTED_PROXIES"
 _MAX_IP_CHARS = 45  # the longest IPv6 text form, with an embedded IPv4 address
+_LIST_SEPARATORS = re.compile(r"[,\s]+")
+
+logger = logging.getLogger("auditmw")
+
+
+def trusted_proxies_from_env(var: str = TRUSTED_PROXIES_ENV) -> tuple[str, ...]:
+    """The trusted proxies listed in the environment variable ``var``, for
+    ``AuditMiddleware(trusted_proxies=...)``: addresses or CIDR networks separated by
+    commas and/or spaces (``"10.0.0.0/8, 192.168.1.7"``). Unset or empty: ``()``, trust
+    no proxy. Raises ``ValueError`` naming the variable and the first entry that is not
+    an address or network."""
+    entries = [entry for entry in _LIST_SEPARATORS.split(os.environ.get(var, "")) if entry]
+    networks: list[str] = []
+    for entry in entries:
+        try:
+            networks.append(str(ip_network(entry, strict=False)))
+        except ValueError:
+            raise ValueError(
+                f"{var}: {entry[:64]!r} is not an IP address or CIDR network"
+            ) from None
+    return tuple(networks)
+
+
+def server_rewrote_client(client: object) -> bool:
+    """Whether the server took ``scope["client"]`` from a forwarding header instead of
+    the TCP connection. uvicorn's ``ProxyHeadersMiddleware`` and hypercorn's
+    ``ProxyFixMiddleware`` give such an address port 0 (uvicorn: unless the header entry
+    carried a port), and no TCP peer has port 0."""
+    return (
+        isinstance(client, tuple | list)
+        and len(client) == 2
+        and isinstance(client[0], str)
+        and client[0] != ""
+        and client[1] == 0
+    )
 
 
 def parse_ip(text: str) -> IPAddress | None:
@@ -166,6 +209,7 @@ class ClientIPResolver:
         )
         self.header_name = header.lower().encode("latin-1")
         self._rfc7239 = header.lower() == FORWARDED
+        self._rewrite_reported = False  # see _report_server_rewrite
 
     def is_trusted(self, address: IPAddress) -> bool:
         return any(address in network for network in self._networks)
@@ -175,6 +219,8 @@ class ClientIPResolver:
     ) -> tuple[str | None, str | None]:
         """``(client_ip, peer_ip)`` for a request from peer ``client`` (``scope["client"]``)
         carrying ``header_values`` (each line of the configured header, in order)."""
+        if not self._rewrite_reported and server_rewrote_client(client):
+            self._report_server_rewrite(client)
         peer = peer_address(client)
         if peer is None:
             return None, None
@@ -189,6 +235,33 @@ class ClientIPResolver:
             if not self.is_trusted(address):
                 break
         return ip_text(found), peer_text
+
+    def _report_server_rewrite(self, client: object) -> None:
+        """Log, once, that the server applies the proxy rule itself. With our own trusted
+        proxies too the rule runs twice: a WARNING. Without, the server's choice is what
+        gets logged; a deliberate setup (docs/deployment.md), so only an INFO line."""
+        self._rewrite_reported = True
+        address = peer_address(client)
+        shown = "an address" if address is None else ip_text(address)
+        if self._networks:
+            logger.warning(
+                "the server replaced the client address with %s taken from a forwarding "
+                "header before AuditMiddleware applied its trusted_proxies: the proxy rule "
+                "runs twice, and the server's trust list, not trusted_proxies, decides the "
+                "logged IP. Apply it in one layer: run the server without proxy headers "
+                "(uvicorn --no-proxy-headers, or uvicorn.run(..., proxy_headers=False); no "
+                "ProxyFixMiddleware under hypercorn), or give AuditMiddleware no "
+                "trusted_proxies. See docs/deployment.md.",
+                shown,
+            )
+        else:
+            logger.info(
+                "the server replaced the client address with %s taken from a forwarding "
+                "header: audit events log the address the server chose (uvicorn trusts "
+                "--forwarded-allow-ips, by default 127.0.0.1 and ::1). See "
+                "docs/deployment.md.",
+                shown,
+            )
 
     def _hops(self, header_values: Sequence[bytes]) -> list[IPAddress | None]:
         # Several header lines mean the same as one line joined by commas (RFC 9110 5.3).

@@ -5,8 +5,8 @@ exceptions into responses *inside* that stack, so an outer middleware never sees
 ``StoreError`` raised by a handler. The plugin therefore does two things:
 
 - adds ``AuditMiddleware`` as the app's first (outermost) middleware, with one shared
-  ``FailurePolicy`` for every route's instance, so it runs before the app's
-  authentication middleware and reads ``scope["user"]`` after it;
+  ``FailurePolicy`` and client IP resolver for every route's instance, so it runs
+  before the app's authentication middleware and reads ``scope["user"]`` after it;
 - registers an exception handler turning ``StoreError`` into the same
   ``503 audit_unavailable`` JSON response the middleware sends elsewhere (unless the
   app registered its own).
@@ -30,7 +30,7 @@ from litestar.config.app import AppConfig
 from litestar.datastructures import MutableScopeHeaders
 from litestar.middleware import DefineMiddleware
 from litestar.plugins import InitPlugin
-from starlette.types import Message, Scope
+from starlette.types import ASGIApp, Message, Scope
 
 from ._client_ip import X_FORWARDED_FOR
 from ._context import Actor, AuditContext, user_from_scope
@@ -71,10 +71,19 @@ class AuditPlugin(InitPlugin):
             "sensitive_keys": tuple(sensitive_keys),
             "record_requests": tuple(record_requests),
         }
-        # Litestar types ASGI apps with its own TypedDict scopes; the protocol is the same.
-        self.middleware = DefineMiddleware(cast(Any, AuditMiddleware), **options)
+        self._options = options
         # Never called as an app: it reads the requests no route middleware sees.
         self._unrouted = AuditMiddleware(_no_app, **options)
+        # Litestar types ASGI apps with its own TypedDict scopes; the protocol is the same.
+        self.middleware = DefineMiddleware(cast(Any, self._route_middleware))
+
+    def _route_middleware(self, app: ASGIApp) -> AuditMiddleware:
+        """The middleware of one route (Litestar builds one per route)."""
+        middleware = AuditMiddleware(app, **self._options)
+        # One resolver for the whole app: a server that rewrites the client is reported
+        # once, not once per route.
+        middleware.client_ip = self._unrouted.client_ip
+        return middleware
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.middleware.insert(0, self.middleware)
