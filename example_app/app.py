@@ -6,6 +6,9 @@ How auditmw is wired in (the parts to copy):
 1. ``AuditMiddleware`` is the *outermost* middleware, outside authentication. It captures
    the client IP, user agent and request id of each request, and reads the user from
    ``scope["user"]`` when an event is recorded, after authentication has set it.
+   Behind a reverse proxy it gets ``trusted_proxies`` (``--trusted-proxy``), and
+   uvicorn runs with its own proxy headers off: the rule is applied once
+   (docs/deployment.md).
 2. Handlers record events with ``@audited`` (one event per call, whatever the outcome;
    ``pending_event()`` adds the id, details or ``diff`` of what changed) or with the
    convenience ``actions`` (sign-in, sign-out, API keys). Nothing writes to the store
@@ -261,7 +264,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Mount(ADMIN_PATH, app=AdminApp(store, authorize=authorize_admin)),
     ]
     middleware = [
-        Middleware(AuditMiddleware, store=store),  # first in the list = outermost
+        # First in the list = outermost. Behind a reverse proxy, trusted_proxies lets it
+        # take the client IP from X-Forwarded-For (the server's own proxy headers are off).
+        Middleware(AuditMiddleware, store=store, trusted_proxies=settings.trusted_proxies),
         Middleware(AuthenticationMiddleware, backend=AuthBackend(db), on_error=auth_failed),
     ]
     app = Starlette(

@@ -261,7 +261,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             audit_admin,
         ],
         middleware=[AuthMiddleware(db)],
-        plugins=[AuditPlugin(store=store)],  # AuditMiddleware goes first: outermost
+        # AuditMiddleware goes first (outermost); trusted_proxies as in the Starlette app.
+        plugins=[AuditPlugin(store=store, trusted_proxies=settings.trusted_proxies)],
         exception_handlers={ApiError: api_error, HTTPException: http_error},
         lifespan=[lifespan],
     )
