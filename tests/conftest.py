@@ -8,6 +8,7 @@ import pytest
 
 from auditmw import AuditStore, SQLiteStore, open_store
 
+from ._node import install_verify_mjs
 from ._postgres import drop_schema, new_schema_name, require_postgres, store_url
 
 BACKENDS = ["sqlite", "postgres"]
@@ -47,3 +48,9 @@ async def any_store(store_url_factory: Callable[[], str]) -> AsyncIterator[Audit
     """An open store of each backend: the shared store test suite uses this."""
     async with open_store(store_url_factory()) as opened:
         yield opened
+
+
+@pytest.fixture(scope="session")
+def verify_mjs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """docs/verify_jsonl.mjs, ready to run with node (skipped without node; see tests/_node)."""
+    return install_verify_mjs(tmp_path_factory.mktemp("verify-mjs"))

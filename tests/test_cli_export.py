@@ -156,6 +156,7 @@ def test_a_tampered_line_is_damage(
         (["verify"], "give a STORE, or --jsonl FILE"),
         (["verify", "{store}", "--jsonl", "{missing}"], "not both"),
         (["verify", "{store}", "--complete"], "--complete goes with --jsonl"),
+        (["verify", "{store}", "--reserialized"], "--reserialized goes with --jsonl"),
         (["verify", "--jsonl", "{missing}"], "No such file"),
     ],
 )

@@ -1,5 +1,6 @@
 """docs/format.md is a public contract: its test vectors must be what auditmw writes, and
-its verification script must accept an intact export and catch a damaged one."""
+its verification scripts (Python, and JavaScript under node) must accept an intact export
+and catch a damaged one, with the same verdicts."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import re
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ import auditmw._event
 from auditmw import GENESIS_HASH, Event, Limits, NewEvent, SQLiteStore, entry_hash
 from auditmw._canonical import canonical_json, check_json
 from auditmw._event import EVENT_FIELDS, prepare
+
+from ._node import VERIFY_MJS, require_node
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 FORMAT_MD = DOCS / "format.md"
@@ -116,11 +120,19 @@ def test_the_store_writes_the_vector_bytes(vector: Vector, monkeypatch: pytest.M
     assert Event.from_entry(entry, hash_).to_dict() == vector.event
 
 
-# --- the verification script ------------------------------------------------------------------
+# --- the verification scripts ------------------------------------------------------------------
+# docs/verify_jsonl.py and docs/verify_jsonl.mjs (under node) get the same tests and must
+# give the same verdicts, exit codes and messages.
+
+Verifier = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def test_the_documented_script_is_docs_verify_jsonl() -> None:
     assert doc_blocks()["verify_jsonl.py"] + "\n" == VERIFY_SCRIPT.read_text(encoding="utf-8")
+
+
+def test_the_documented_node_script_is_docs_verify_jsonl_mjs() -> None:
+    assert doc_blocks()["verify_jsonl.mjs"] + "\n" == VERIFY_MJS.read_text(encoding="utf-8")
 
 
 def test_the_script_needs_nothing_but_the_standard_library_and_rfc8785() -> None:
@@ -131,29 +143,65 @@ def test_the_script_needs_nothing_but_the_standard_library_and_rfc8785() -> None
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
-    assert imported == {"__future__", "hashlib", "json", "sys", "rfc8785"}
+    assert imported == {"__future__", "hashlib", "json", "re", "sys", "typing", "rfc8785"}
 
 
-def run_verifier(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(VERIFY_SCRIPT), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def test_the_node_script_needs_nothing_but_node_and_canonicalize() -> None:
+    source = VERIFY_MJS.read_text(encoding="utf-8")
+    imported = re.findall(r'^import .* from "([^"]+)";$', source, re.MULTILINE)
+    assert imported == ["node:crypto", "node:fs", "canonicalize"]
+    assert source.count("import ") == len(imported) and "require(" not in source
+
+
+@pytest.fixture(params=["python", "node"])
+def verifier(request: pytest.FixtureRequest) -> Verifier:
+    """Runs one of the two documented scripts: ``verifier(*args)``."""
+    if request.param == "python":
+        command = [sys.executable, str(VERIFY_SCRIPT)]
+    else:
+        command = [require_node(), str(request.getfixturevalue("verify_mjs"))]
+
+    def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *map(str, args)], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    return run
+
+
+def export_line(event: dict[str, Any]) -> str:
+    """The line auditmw writes for ``event``: its canonical entry, ``hash`` added last."""
+    fields = {name: value for name, value in event.items() if name != "hash"}
+    entry = canonical_json(fields, fast=check_json(fields, "entry", 64)).decode()
+    return entry[:-1] + f',"hash":"{event["hash"]}"}}'
 
 
 def write_jsonl(path: Path, objects: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(obj) + "\n" for obj in objects), encoding="utf-8")
+    path.write_text("".join(export_line(obj) + "\n" for obj in objects), encoding="utf-8")
     return path
 
 
-def test_the_script_accepts_the_vectors_as_an_export(tmp_path: Path) -> None:
-    result = run_verifier(write_jsonl(tmp_path / "v.jsonl", [v.event for v in VECTORS]))
+def test_the_scripts_accept_the_vectors_as_an_export(tmp_path: Path, verifier: Verifier) -> None:
+    result = verifier(write_jsonl(tmp_path / "v.jsonl", [v.event for v in VECTORS]))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"OK: {len(VECTORS)} entries intact" in result.stdout
     assert VECTORS[2].hash in result.stdout  # head of log "default"
+
+
+def test_the_vector_objects_as_printed_verify_as_reserialized(
+    tmp_path: Path, verifier: Verifier
+) -> None:
+    # The event objects as the document prints them (ASCII escapes, another member order)
+    # are equivalent JSON, not the bytes auditmw writes: only --reserialized accepts them.
+    path = tmp_path / "printed.jsonl"
+    path.write_text("".join(json.dumps(v.event) + "\n" for v in VECTORS), encoding="utf-8")
+    result = verifier("--reserialized", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"OK: {len(VECTORS)} entries intact" in result.stdout
+    result = verifier(path)
+    assert result.returncode == 1
+    assert result.stdout.startswith("FAIL line 1 (unreadable): not a valid entry: the line does")
+    assert "--reserialized" in result.stdout
 
 
 async def export_store(path: Path) -> list[dict[str, Any]]:
@@ -192,10 +240,10 @@ def exported(tmp_path: Path) -> list[dict[str, Any]]:
     return asyncio.run(export_store(tmp_path / "audit.db"))
 
 
-def test_the_script_accepts_an_intact_store_export(
-    tmp_path: Path, exported: list[dict[str, Any]]
+def test_the_scripts_accept_an_intact_store_export(
+    tmp_path: Path, exported: list[dict[str, Any]], verifier: Verifier
 ) -> None:
-    result = run_verifier(write_jsonl(tmp_path / "export.jsonl", exported))
+    result = verifier(write_jsonl(tmp_path / "export.jsonl", exported))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"OK: {len(exported)} entries intact" in result.stdout
     for log in ("default", "billing"):
@@ -203,23 +251,25 @@ def test_the_script_accepts_an_intact_store_export(
         assert f"log {log!r}: last seq {head['seq']}, head hash {head['hash']}" in result.stdout
 
 
-def test_the_script_accepts_logs_interleaved_in_time_order(
-    tmp_path: Path, exported: list[dict[str, Any]]
+def test_the_scripts_accept_logs_interleaved_and_crlf_line_ends(
+    tmp_path: Path, exported: list[dict[str, Any]], verifier: Verifier
 ) -> None:
     billing = [event for event in exported if event["log"] == "billing"]
     default = [event for event in exported if event["log"] == "default"]
     assert len(default) > len(billing) > 1
     interleaved = [event for pair in zip(default, billing, strict=False) for event in pair]
     interleaved += default[len(billing) :]
-    result = run_verifier(write_jsonl(tmp_path / "mixed.jsonl", interleaved))
+    path = write_jsonl(tmp_path / "mixed.jsonl", interleaved)
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n") + b"\r\n  \r\n")
+    result = verifier(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_script_accepts_lines_written_from_the_stored_canonical_bytes(
-    tmp_path: Path, store_path: Path
+def test_the_scripts_accept_lines_written_from_the_stored_canonical_bytes(
+    tmp_path: Path, store_path: Path, verifier: Verifier
 ) -> None:
-    # An exporter may copy the stored entry bytes and add the hash; JCS then writes the
-    # double 1e20 as 100000000000000000000, which the script must read as a double.
+    # The line is the stored entry with the hash added: JCS wrote the double 1e20 as
+    # 100000000000000000000, which the hash covers as it is.
     async def rows() -> list[bytes]:
         async with SQLiteStore(store_path) as store:
             for value in (1e20, 1e300, 12.0):
@@ -233,7 +283,7 @@ def test_the_script_accepts_lines_written_from_the_stored_canonical_bytes(
     assert b'"n":100000000000000000000' in lines[0]
     path = tmp_path / "raw.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    result = run_verifier(path)
+    result = verifier(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -252,95 +302,137 @@ def test_the_script_accepts_lines_written_from_the_stored_canonical_bytes(
         ("id", str(uuid.UUID(int=7))),
     ],
 )
-def test_the_script_names_the_line_with_a_changed_field(
-    tmp_path: Path, exported: list[dict[str, Any]], field: str, value: Any
+def test_the_scripts_name_the_line_with_a_changed_field(
+    tmp_path: Path, exported: list[dict[str, Any]], verifier: Verifier, field: str, value: Any
 ) -> None:
     damaged = [dict(event) for event in exported]
     assert damaged[2][field] != value
     damaged[2][field] = value
-    result = run_verifier(write_jsonl(tmp_path / "damaged.jsonl", damaged))
+    result = verifier(write_jsonl(tmp_path / "damaged.jsonl", damaged))
     assert result.returncode == 1
     assert result.stdout.startswith("FAIL line 3 (log 'billing' seq ")
     assert "modified" in result.stdout
 
 
-def test_the_script_catches_a_changed_entry_whose_hash_was_recomputed(
-    tmp_path: Path, exported: list[dict[str, Any]]
+def test_the_scripts_catch_a_changed_entry_whose_hash_was_recomputed(
+    tmp_path: Path, exported: list[dict[str, Any]], verifier: Verifier
 ) -> None:
     damaged = [dict(event) for event in exported]
     damaged[2]["action"] = "item.delete"
     fields = {name: value for name, value in damaged[2].items() if name != "hash"}
     damaged[2]["hash"] = entry_hash(canonical_json(fields, fast=check_json(fields, "e", 64)))
-    result = run_verifier(write_jsonl(tmp_path / "rehashed.jsonl", damaged))
+    result = verifier(write_jsonl(tmp_path / "rehashed.jsonl", damaged))
     assert result.returncode == 1
     assert result.stdout.startswith("FAIL line 4 (log 'billing' seq 4): broken link")
 
 
 @pytest.mark.parametrize(("index", "expected_seq"), [(0, 1), (5, 6)])
-def test_the_script_catches_a_removed_line(
-    tmp_path: Path, exported: list[dict[str, Any]], index: int, expected_seq: int
+def test_the_scripts_catch_a_removed_line(
+    tmp_path: Path,
+    exported: list[dict[str, Any]],
+    verifier: Verifier,
+    index: int,
+    expected_seq: int,
 ) -> None:
     damaged = exported[:index] + exported[index + 1 :]
-    result = run_verifier(write_jsonl(tmp_path / "removed.jsonl", damaged))
+    result = verifier(write_jsonl(tmp_path / "removed.jsonl", damaged))
     assert result.returncode == 1
     assert result.stdout.startswith(f"FAIL line {index + 1} (log 'billing' seq {expected_seq + 1})")
     assert f"expected seq {expected_seq}" in result.stdout
 
 
-def test_the_script_catches_swapped_and_repeated_lines(
-    tmp_path: Path, exported: list[dict[str, Any]]
+def test_the_scripts_catch_swapped_and_repeated_lines(
+    tmp_path: Path, exported: list[dict[str, Any]], verifier: Verifier
 ) -> None:
     swapped = list(exported)
     swapped[3], swapped[4] = swapped[4], swapped[3]
-    result = run_verifier(write_jsonl(tmp_path / "swapped.jsonl", swapped))
+    result = verifier(write_jsonl(tmp_path / "swapped.jsonl", swapped))
     assert result.returncode == 1
     assert result.stdout.startswith("FAIL line 4 (log 'billing' seq 5): expected seq 4")
 
     repeated = exported[:4] + exported[3:]
-    result = run_verifier(write_jsonl(tmp_path / "repeated.jsonl", repeated))
+    result = verifier(write_jsonl(tmp_path / "repeated.jsonl", repeated))
     assert result.returncode == 1
     assert result.stdout.startswith("FAIL line 5 (log 'billing' seq 4): expected seq 5")
 
 
 def test_a_truncated_tail_passes_but_shows_a_different_head(
-    tmp_path: Path, exported: list[dict[str, Any]]
+    tmp_path: Path, exported: list[dict[str, Any]], verifier: Verifier
 ) -> None:
     # The documented limit of a hash chain: only a head kept elsewhere reveals truncation.
-    result = run_verifier(write_jsonl(tmp_path / "short.jsonl", exported[:-1]))
+    result = verifier(write_jsonl(tmp_path / "short.jsonl", exported[:-1]))
     assert result.returncode == 0
     assert exported[-1]["hash"] not in result.stdout
     assert exported[-2]["hash"] in result.stdout
 
 
 @pytest.mark.parametrize(
-    "line", ["not json", "[1, 2]", '{"log": "default"}', '{"a": NaN, "hash": "00"}']
+    "line",
+    [
+        "not json",
+        "[1, 2]",
+        '{"log": "default"}',
+        '{"a": NaN, "hash": "00"}',
+        '{"log":"default","hash":"' + "0" * 64 + '"}',  # not an event
+        "[" + ',"hash":"' + "0" * 64 + '"}',  # the hash member after an array
+        '{"log":"default","seq":1,"hash":"' + "0" * 64 + '"}\x00',
+    ],
 )
-def test_the_script_reports_an_unreadable_line(
-    tmp_path: Path, exported: list[dict[str, Any]], line: str
+def test_the_scripts_report_an_unreadable_line(
+    tmp_path: Path, exported: list[dict[str, Any]], verifier: Verifier, line: str
 ) -> None:
     path = write_jsonl(tmp_path / "bad.jsonl", exported[:2])
     path.write_text(path.read_text() + line + "\n")
-    result = run_verifier(path)
-    assert result.returncode == 1
-    assert result.stdout.startswith("FAIL line 3 (unreadable)")
+    for args in ([path], ["--reserialized", path]):
+        result = verifier(*args)
+        assert result.returncode == 1
+        assert result.stdout.startswith("FAIL line 3 (unreadable): not a valid entry: ")
 
 
-def test_the_script_rejects_a_member_given_twice(
-    tmp_path: Path, exported: list[dict[str, Any]]
+def test_the_scripts_report_a_line_that_is_not_utf8(
+    tmp_path: Path, exported: list[dict[str, Any]], verifier: Verifier
 ) -> None:
-    # Python's json keeps the last "action", which the hash covers; a reader that shows
-    # the first would see the forged one. The line must be refused, not verified.
+    path = write_jsonl(tmp_path / "latin1.jsonl", exported[:3])
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert b'"billing"' in lines[1]
+    lines[1] = lines[1].replace(b'"billing"', b'"b\xe9lling"')
+    path.write_bytes(b"".join(lines))
+    result = verifier(path)
+    assert result.returncode == 1
+    assert result.stdout.startswith("FAIL line 2 (unreadable): not a valid entry: ")
+
+
+@pytest.mark.parametrize("reserialized", [False, True])
+def test_the_scripts_reject_a_member_given_twice(
+    tmp_path: Path, exported: list[dict[str, Any]], verifier: Verifier, reserialized: bool
+) -> None:
+    # A reader that keeps the first "action" would see the forged one, while the hash
+    # covers the last. The line must be refused, not verified, whatever the hash says.
     path = write_jsonl(tmp_path / "twice.jsonl", exported)
-    lines = path.read_text().splitlines(keepends=True)
-    assert lines[2].startswith('{"action": ')
-    lines[2] = '{"action": "forged", ' + lines[2][1:]
-    path.write_text("".join(lines))
-    result = run_verifier(path)
+    lines = path.read_text().split("\n")  # (not splitlines: a string holds U+2028)
+    assert lines[2].startswith('{"action":')
+    lines[2] = '{"action":"forged",' + lines[2][1:]
+    path.write_text("\n".join(lines))
+    result = verifier(*(["--reserialized"] if reserialized else []), path)
     assert result.returncode == 1
     assert result.stdout.startswith("FAIL line 3 (unreadable)")
     assert "duplicate member name" in result.stdout
 
 
-def test_the_script_exits_2_without_a_readable_file(tmp_path: Path) -> None:
-    assert run_verifier(tmp_path / "missing.jsonl").returncode == 2
-    assert run_verifier().returncode == 2
+@pytest.mark.parametrize(
+    "args",
+    [[], ["--reserialized"], ["a.jsonl", "b.jsonl"], ["--reserialized", "a.jsonl", "b.jsonl"]],
+)
+def test_the_scripts_exit_2_on_bad_usage(verifier: Verifier, args: list[str]) -> None:
+    result = verifier(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: ") and result.stdout == ""
+
+
+def test_the_scripts_exit_2_without_a_readable_file(tmp_path: Path, verifier: Verifier) -> None:
+    for args in ([tmp_path / "missing.jsonl"], ["--reserialized", tmp_path / "missing.jsonl"]):
+        result = verifier(*args)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"cannot read {tmp_path / 'missing.jsonl'}: ")
+    result = verifier(tmp_path)  # a directory
+    assert result.returncode == 2

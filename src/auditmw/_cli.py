@@ -17,6 +17,7 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -62,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--complete",
         action="store_true",
         help="with --jsonl: fail (exit 1) unless the file holds the whole log",
+    )
+    verify.add_argument(
+        "--reserialized",
+        action="store_true",
+        help="with --jsonl: also accept lines another tool rewrote (members reordered or "
+        "re-escaped); each entry is written anew as RFC 8785 JSON, its numbers read as "
+        "doubles, so a number respelled as the same double is not noticed",
     )
     verify.add_argument("--json", action="store_true", help="print the full report as JSON")
     verify.add_argument(
@@ -206,8 +214,9 @@ async def _verify(args: argparse.Namespace) -> int:
         raise ValueError("--max-findings must be zero or more")
     if args.store is None:
         raise ValueError("give a STORE, or --jsonl FILE")
-    if args.complete:
-        raise ValueError("--complete goes with --jsonl")
+    for given, flag in ((args.complete, "--complete"), (args.reserialized, "--reserialized")):
+        if given:
+            raise ValueError(f"{flag} goes with --jsonl")
     if not args.public_key:
         for given, flag in ((args.checkpoint, "--checkpoint"), (args.sink, "--sink")):
             if given:
@@ -315,19 +324,24 @@ def _verify_jsonl(args: argparse.Namespace) -> int:
     if args.max_findings < 0:
         raise ValueError("--max-findings must be zero or more")
     progress = Progress("verifying", None)
+    verify = partial(
+        verify_jsonl,
+        reserialized=args.reserialized,
+        max_findings=args.max_findings,
+        progress=progress,
+    )
     if args.jsonl == "-":
-        report = verify_jsonl(sys.stdin.buffer, max_findings=args.max_findings, progress=progress)
+        report = verify(sys.stdin.buffer)
     else:
         with open(args.jsonl, "rb") as lines:
-            report = verify_jsonl(lines, max_findings=args.max_findings, progress=progress)
+            report = verify(lines)
     progress.done()
-    _print_jsonl_report(report, as_json=args.json)
-    if report.damaged or (args.complete and report.subset):
-        return EXIT_DAMAGED
-    return EXIT_OK
+    incomplete = args.complete and report.subset
+    _print_jsonl_report(report, as_json=args.json, incomplete=incomplete)
+    return EXIT_DAMAGED if report.damaged or incomplete else EXIT_OK
 
 
-def _print_jsonl_report(report: JsonlReport, *, as_json: bool) -> None:
+def _print_jsonl_report(report: JsonlReport, *, as_json: bool, incomplete: bool) -> None:
     if as_json:
         sys.stdout.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
@@ -341,6 +355,11 @@ def _print_jsonl_report(report: JsonlReport, *, as_json: bool) -> None:
         for finding in report.findings:
             if finding.kind != GAP:
                 print(f"  log {finding.log!r} seq {finding.seq}: {finding.kind}: {finding.message}")
+    elif incomplete:  # --complete: the gaps are what is wrong
+        for missing in report.missing_ranges:
+            print(f"  {missing}")
+        if report.gaps > len(report.missing_ranges):
+            print(f"  ... and {report.gaps - len(report.missing_ranges)} more gaps")
 
 
 def _export_command(args: argparse.Namespace) -> int:

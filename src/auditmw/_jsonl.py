@@ -1,10 +1,16 @@
 """Verify a JSON Lines export offline, with the same checks as a store.
 
-Each line is parsed, its ``hash`` member removed and the rest written as RFC 8785
-canonical JSON: that is the entry (see docs/format.md). Lines written by ``auditmw
-export`` are canonical already and are checked byte for byte; any equivalent JSON is
-accepted too, read strictly (a member name given twice is an error: a reader could see
-one value while the hash covers another). Lines of different logs may be interleaved.
+``auditmw export`` writes each line as the event's entry exactly as it was hashed (RFC 8785
+canonical JSON) with ``"hash"`` added as its last member (see docs/format.md). So the entry
+is cut out of the line as bytes and hashed as it is: no number is parsed and written again,
+and the verdict never depends on how numbers are read. The entry must be canonical JSON
+(its members in order, no member name twice: a reader could see one value while the hash
+covers another); that check is the only one that reads numbers, as IEEE 754 doubles.
+
+``reserialized=True`` (``--reserialized``) is for a file another tool rewrote: each line is
+parsed strictly, ``hash`` removed and the rest written anew as RFC 8785 JSON. Members may
+then come in any order and numbers in any spelling of the same double, so that path checks
+values, not bytes. Lines of different logs may be interleaved.
 
 A filtered export holds some entries of a log, not all. So the lines of each log are cut
 into *runs* of consecutive seqs, and each run goes, as ``ChainRow``s, to a fresh
@@ -19,6 +25,7 @@ the whole log (one run from seq 1) shows the log complete, up to its last entry.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,10 +34,10 @@ import orjson
 
 from ._canonical import MAX_SAFE_INTEGER, canonical_json, check_json
 from ._errors import ValidationError
-from ._event import EVENT_FIELDS, MAX_DETAILS_DEPTH
+from ._event import ENTRY_FIELDS, MAX_DETAILS_DEPTH, _as_doubles
 from ._verify import GAP, INDEX_COLUMNS, ChainRow, ChainVerifier, Finding, LogSummary
 
-_FIELDS = frozenset(EVENT_FIELDS)
+_ENTRY_FIELDS = frozenset(ENTRY_FIELDS)
 MAX_PROBLEMS = 100
 
 
@@ -45,6 +52,7 @@ class JsonlReport:
     problems: list[str] = field(default_factory=list)  # "line N: ..."
     total_problems: int = 0
     gaps: int = 0  # places where entries of a log are missing
+    missing_ranges: list[str] = field(default_factory=list)  # the first gaps, "line N: ..."
     lines: int = 0
 
     @property
@@ -101,6 +109,7 @@ class JsonlReport:
             "entries": self.entries,
             "missing": self.missing,
             "gaps": self.gaps,
+            "missing_ranges": self.missing_ranges,
             "lines": self.lines,
             "logs": {name: summary.to_dict() for name, summary in self.logs.items()},
             "findings": [finding.to_dict() for finding in self.findings],
@@ -122,10 +131,14 @@ class _Run:
 def verify_jsonl(
     lines: Iterable[bytes],
     *,
+    reserialized: bool = False,
     max_findings: int = 1000,
     progress: Callable[[int], None] | None = None,
 ) -> JsonlReport:
-    """Verify the lines of a JSONL export (bytes, with or without line ends)."""
+    """Verify the lines of a JSONL export (bytes, with or without line ends).
+
+    ``reserialized``: accept lines that another tool rewrote (see the module's docstring).
+    """
     report = JsonlReport()
     runs: dict[str, _Run] = {}
 
@@ -133,6 +146,12 @@ def verify_jsonl(
         report.total_problems += 1
         if len(report.problems) < MAX_PROBLEMS:
             report.problems.append(f"line {number}: {text}")
+
+    def gap(number: int, log: str, first: int, last: int) -> None:
+        report.gaps += 1
+        if len(report.missing_ranges) < MAX_PROBLEMS:
+            seqs = f"seq {first}" if first == last else f"seqs {first}..{last}"
+            report.missing_ranges.append(f"line {number}: log {log!r} {seqs} not in the file")
 
     def finish(log: str, run: _Run) -> None:
         found = run.verifier.finish()
@@ -149,13 +168,13 @@ def verify_jsonl(
         summary.head_hash = found.logs[log].head_hash
 
     for number, line in enumerate(lines, 1):
-        if not line.strip():
+        if not line.strip(_JSON_WHITESPACE):
             continue
         report.lines += 1
         if progress is not None and report.lines % 10_000 == 0:
             progress(report.lines)
         try:
-            row = chain_row(line)
+            row = chain_row(line, reserialized=reserialized)
         except ValueError as exc:
             problem(number, str(exc))
             continue
@@ -167,7 +186,7 @@ def verify_jsonl(
             if run is not None:
                 finish(row.log, run)
             if row.seq > 1 or run is not None:
-                report.gaps += 1
+                gap(number, row.log, 1 if run is None else run.last + 1, row.seq - 1)
             # (the leading gap's finding needs room next to the first row's own findings)
             run = runs[row.log] = _Run(row.seq, row.seq, ChainVerifier(max(max_findings, 8)))
         run.last = row.seq
@@ -179,46 +198,84 @@ def verify_jsonl(
     return report
 
 
-def chain_row(line: bytes) -> ChainRow:
-    """The ``ChainRow`` of one export line; ``ValueError`` when it is not an event."""
-    line = line.rstrip(b"\r\n")
-    try:
-        data = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        data = None
-    if isinstance(data, dict):
-        hash_, entry = _split(data)
-        try:
-            canonical = canonical_json(entry, fast=check_json(entry, "entry", _DEPTH))
-        except ValidationError:
-            canonical = b""
-        if line == canonical[:-1] + b',"hash":"' + hash_.encode() + b'"}':
-            return _row(entry, hash_, canonical)
-    # Not in the exact form auditmw writes: read it strictly, as docs/format.md says.
-    try:
-        data = json.loads(
-            line, parse_int=_number, parse_constant=_no_constant, object_pairs_hook=_unique
-        )
-    except (ValueError, RecursionError) as exc:
-        raise ValueError(f"not valid JSON ({_cut(exc)})") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    hash_, entry = _split(data)
-    try:
-        canonical = canonical_json(entry, fast=check_json(entry, "entry", _DEPTH))
-    except ValidationError as exc:
-        raise ValueError(f"not representable as RFC 8785 JSON ({_cut(exc)})") from None
-    return _row(entry, hash_, canonical)
-
-
+_JSON_WHITESPACE = b" \t\r\n"
+# The last member of every line auditmw writes; the bytes before it are the entry.
+_HASH_MEMBER = re.compile(rb',"hash":"([0-9a-f]{64})"\}\Z')
 _DEPTH = MAX_DETAILS_DEPTH + 2  # the entry object and details sit above the details' depth
 
 
-def _split(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(hash, entry) of a parsed line."""
-    if set(data) != _FIELDS:
-        missing = sorted(_FIELDS - set(data))
-        extra = sorted(set(data) - _FIELDS)
+def chain_row(line: bytes, *, reserialized: bool = False) -> ChainRow:
+    """The ``ChainRow`` of one export line; ``ValueError`` when it is not an event."""
+    line = line.rstrip(b"\r\n")
+    if reserialized:
+        return _reserialized_row(line)
+    found = _HASH_MEMBER.search(line)
+    if found is None:
+        raise ValueError(
+            'does not end with its "hash" member as auditmw writes it (if another tool '
+            "rewrote the file, use --reserialized)"
+        )
+    entry = line[: found.start()] + b"}"
+    try:
+        data = orjson.loads(entry)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({_cut(exc)})") from None
+    _check_entry(data)
+    if not _canonical(entry, data):
+        raise ValueError(
+            f"log {data['log']!r} seq {data['seq']}: not RFC 8785 canonical JSON (members "
+            "reordered, repeated or re-escaped, spaces added, or a number not written as RFC "
+            "8785 writes it; if another tool rewrote the file, use --reserialized)"
+        )
+    return _row(data, found[1].decode(), entry)
+
+
+def _canonical(entry: bytes, data: dict[str, Any]) -> bool:
+    """Whether ``entry`` is the RFC 8785 form of ``data``, its own parse.
+
+    Exact with numbers read as doubles (orjson reads big integers exactly or as doubles;
+    ``_as_doubles`` makes those beyond 2**53 doubles): a canonical number is the shortest
+    spelling of its double, so it parses back to that double and is written the same.
+    A member given twice is parsed once and written once: not the same bytes.
+    """
+    data["details"] = _as_doubles(data["details"])
+    try:
+        return canonical_json(data, fast=check_json(data, "entry", _DEPTH)) == entry
+    except ValidationError:  # e.g. a lone surrogate, or nested too deep
+        return False
+
+
+def _reserialized_row(line: bytes) -> ChainRow:
+    """A line of any equivalent JSON, read strictly; its entry is written anew."""
+    try:
+        data = json.loads(
+            line.decode("utf-8"),
+            parse_int=_number,
+            parse_float=_number,
+            parse_constant=_no_constant,
+            object_pairs_hook=_unique,
+        )
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"not valid JSON ({_cut(exc)})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("hash"), str):
+        raise ValueError('not an event object (no "hash" member)')
+    hash_ = data.pop("hash")
+    _check_entry(data)
+    try:
+        canonical = canonical_json(data, fast=check_json(data, "entry", _DEPTH))
+    except ValidationError as exc:
+        raise ValueError(f"not representable as RFC 8785 JSON ({_cut(exc)})") from None
+    return _row(data, hash_, canonical)
+
+
+def _check_entry(data: object) -> None:
+    """Raise ``ValueError`` unless ``data`` has exactly the entry fields, log a string and
+    seq an integer."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if set(data) != _ENTRY_FIELDS:
+        missing = sorted(_ENTRY_FIELDS - set(data))
+        extra = sorted(set(data) - _ENTRY_FIELDS)
         what = "; ".join(
             part
             for part in (
@@ -228,12 +285,8 @@ def _split(data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             if part
         )
         raise ValueError(f"not an event object ({what})")
-    hash_ = data["hash"]
-    if not isinstance(hash_, str):
-        raise ValueError("hash is not a string")
     if type(data["seq"]) is not int or not isinstance(data["log"], str):
         raise ValueError("log must be a string and seq an integer")
-    return hash_, {name: value for name, value in data.items() if name != "hash"}
 
 
 def _row(entry: dict[str, Any], hash_: str, canonical: bytes) -> ChainRow:
@@ -242,10 +295,11 @@ def _row(entry: dict[str, Any], hash_: str, canonical: bytes) -> ChainRow:
 
 
 def _number(text: str) -> int | float:
-    # JSON numbers are doubles (RFC 8785): an integer beyond 2**53 is the JCS form of a
-    # double such as 1e20, not an exact integer.
-    value = int(text)
-    return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else float(text)
+    # JSON numbers are doubles (RFC 8785), also when written without a fraction: 1e20 is
+    # written 100000000000000000000. Integral ones within ±(2**53-1) are ints, as auditmw
+    # writes them; this is how docs/verify_jsonl.py and JavaScript read numbers.
+    value = float(text)
+    return int(value) if value.is_integer() and abs(value) <= MAX_SAFE_INTEGER else value
 
 
 def _no_constant(name: str) -> None:
