@@ -382,6 +382,17 @@ async def test_a_session_signed_out_in_django_no_longer_opens_the_admin_app(site
     assert after.status_code == 401
 
 
+def test_import_auditmw_imports_neither_django_nor_quart() -> None:
+    """Both are optional: only ``auditmw.django`` (and the app's own code) imports them."""
+    check = (
+        "import sys, auditmw; "
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'django', 'quart'}); "
+        "print(loaded)"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
 # --- failures and shutdown: servers of their own -----------------------------------------
 
 

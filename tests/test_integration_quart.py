@@ -23,7 +23,7 @@ import pytest
 from auditmw import Event, EventFilter, open_store
 
 from ._postgres import drop_schema, new_schema_name, require_postgres, store_url
-from ._servers import UvicornProcess, named_blocks
+from ._servers import DOCS, UvicornProcess, named_blocks
 
 pytest.importorskip("quart")
 
@@ -31,6 +31,18 @@ APP = named_blocks("frameworks.md")["app.py"]
 SECRET_KEY = "quart-test-secret"
 USER_AGENT = "auditmw-test/quart"
 USER_IDS = {"ann": "u-1", "bob": "u-2"}
+
+
+def test_every_python_block_of_docs_frameworks_md_is_served_by_a_test() -> None:
+    text = (DOCS / "frameworks.md").read_text(encoding="utf-8")
+    assert text.count("```python") == len(named_blocks("frameworks.md"))  # none unnamed
+    assert set(named_blocks("frameworks.md")) == {
+        "mysite/settings.py",  # tests/test_integration_django.py
+        "mysite/asgi.py",
+        "mysite/views.py",
+        "mysite/urls.py",
+        "app.py",  # here
+    }
 
 
 class Site:
