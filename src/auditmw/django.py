@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from importlib import import_module
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
@@ -29,7 +29,7 @@ from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from starlette.requests import Request
 
-from ._context import Actor, audit_context
+from ._context import Actor, AuditContext, audit_context
 from ._middleware import AUDIT_UNAVAILABLE_BODY, _has_store_error
 
 __all__ = ["AuditUserMiddleware", "session_user"]
@@ -66,15 +66,16 @@ class AuditUserMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
-        if audit_context.get() is not None:
-            _set_actor(_user_of(request, "user"))
+        context = audit_context.get()
+        if context is not None:
+            _name_actor(context, _user_of(request, "user"))
         return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        if audit_context.get() is not None:
-            _set_actor(await _user_of(request, "auser")())
-        response: HttpResponse = await self.get_response(request)  # type: ignore[misc]
-        return response
+        context = audit_context.get()
+        if context is not None:
+            _name_actor(context, await _user_of(request, "auser")())
+        return await cast(AsyncGetResponse, self.get_response)(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         """Called by Django (in its sync mode) for an exception a view raised."""
@@ -98,10 +99,9 @@ def _user_of(request: HttpRequest, attribute: str) -> Any:
         ) from None
 
 
-def _set_actor(user: Any) -> None:
+def _name_actor(context: AuditContext, user: Any) -> None:
     actor = _actor_of(user)
-    context = audit_context.get()
-    if actor is not None and context is not None:
+    if actor is not None:
         # Mutate the request's context: Django runs sync middleware and views in a copy
         # of it (asgiref's sync_to_async), where ContextVar.set would not be seen.
         context.actor = actor
