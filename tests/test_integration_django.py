@@ -31,8 +31,6 @@ from auditmw import Event, EventFilter, open_store
 from ._postgres import drop_schema, new_schema_name, require_postgres, store_url
 from ._servers import UvicornProcess, named_blocks
 
-pytest.importorskip("django")
-
 DOC_FILES = named_blocks("frameworks.md")
 USER_AGENT = "auditmw-test/django"
 

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from quart import Quart
+from quart.sessions import SecureCookieSessionInterface
 
 from auditmw import Event, EventFilter, open_store
 
 from ._postgres import drop_schema, new_schema_name, require_postgres, store_url
 from ._servers import DOCS, UvicornProcess, named_blocks
-
-pytest.importorskip("quart")
 
 APP = named_blocks("frameworks.md")["app.py"]
 SECRET_KEY = "quart-test-secret"
@@ -214,9 +214,6 @@ async def test_the_admin_app_beside_quart_reads_the_quart_session(site: Site) ->
 def session_cookie(secret_key: str, email: str) -> str:
     """A Quart session cookie for ``email``, signed with ``secret_key`` the way Quart
     signs its own."""
-    from quart import Quart
-    from quart.sessions import SecureCookieSessionInterface
-
     signer = Quart(__name__)
     signer.secret_key = secret_key
     serializer = SecureCookieSessionInterface().get_signing_serializer(signer)
