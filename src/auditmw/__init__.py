@@ -23,6 +23,7 @@ from ._errors import AuditError, NotAStoreError, StoreClosedError, StoreError, V
 from ._event import GENESIS_HASH, OUTCOMES, Event, Limits, NewEvent, Outcome, entry_hash
 from ._mask import DEFAULT_SENSITIVE_KEYS
 from ._middleware import AuditMiddleware
+from ._mount import mount
 from ._open import open_store
 from ._query import EventFilter, Page, QueryError
 from ._record import FailurePolicy, acting_as, audit
@@ -81,6 +82,7 @@ __all__ = [
     "diff",
     "entry_hash",
     "load_signing_key",
+    "mount",
     "open_store",
     "pending_event",
     "read_sink",

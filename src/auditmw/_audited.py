@@ -7,10 +7,12 @@ will record: the handler may add details, a diff (``changes``) or the id of the
 resource it just created.
 
 - returns normally: outcome ``success``, or ``failure``/``denied`` when it returns a
-  response with a 4xx/5xx status (``denied`` for 401 and 403);
+  response with a 4xx/5xx status (``denied`` for 401 and 403), or Quart's
+  ``(body, status)`` tuple with one;
 - raises: outcome ``failure`` (``denied`` for PermissionError and 401/403 HTTP
-  exceptions), the exception's class in ``details["error"]``, and the exception is
-  re-raised unchanged.
+  exceptions: Starlette's, FastAPI's, Litestar's, Quart's ``abort()``, Django's
+  ``PermissionDenied``), the exception's class in ``details["error"]``, and the
+  exception is re-raised unchanged.
 
 An async handler commits its event before it returns. A sync handler cannot wait for
 the store, so its event is queued on the request and committed by ``AuditMiddleware``
@@ -23,10 +25,11 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, TypeGuard, TypeVar, cast
 
 from ._context import AuditContext, audit_context
 from ._errors import StoreError, ValidationError
@@ -228,21 +231,59 @@ class _AuditedCall:
 
 
 def _status_outcome(status: object) -> Outcome | None:
-    if not isinstance(status, int) or isinstance(status, bool) or status < 400:
+    if not _is_status(status) or status < 400:
         return None
     return "denied" if status in (401, 403) else "failure"
 
 
 def _note_exception(pending: PendingEvent, exc: Exception) -> None:
-    status = getattr(exc, "status_code", None)
+    status = _exception_status(exc)
     if pending.outcome is None:
         denied = isinstance(exc, PermissionError)
         pending.outcome = "denied" if denied else (_status_outcome(status) or "failure")
     pending.details.setdefault("error", type(exc).__name__)
-    if isinstance(status, int) and not isinstance(status, bool):
+    if status is not None:
         pending.details.setdefault("status_code", status)
 
 
 def _note_result(pending: PendingEvent, result: object) -> None:
     if pending.outcome is None:
-        pending.outcome = _status_outcome(getattr(result, "status_code", None)) or "success"
+        pending.outcome = _status_outcome(_result_status(result)) or "success"
+
+
+# Exceptions that frameworks answer with an HTTP error but that carry no ``status_code``
+# (Starlette's, FastAPI's and Litestar's do): (module, class, status). They are looked up
+# in sys.modules: a framework that was never imported raised none of them.
+_FRAMEWORK_ERRORS = (
+    ("django.core.exceptions", "PermissionDenied", 403),
+    ("django.core.exceptions", "BadRequest", 400),
+    ("django.core.exceptions", "SuspiciousOperation", 400),
+    ("django.http", "Http404", 404),
+)
+
+
+def _exception_status(exc: Exception) -> int | None:
+    """The HTTP status the framework answers ``exc`` with, where it says."""
+    status = getattr(exc, "status_code", None)
+    if _is_status(status):
+        return status
+    werkzeug = sys.modules.get("werkzeug.exceptions")  # Quart's abort() and HTTP errors
+    if werkzeug is not None and isinstance(exc, werkzeug.HTTPException):
+        return exc.code if _is_status(exc.code) else None
+    for module_name, class_name, error_status in _FRAMEWORK_ERRORS:
+        error_class = getattr(sys.modules.get(module_name), class_name, None)
+        if isinstance(error_class, type) and isinstance(exc, error_class):
+            return error_status
+    return None
+
+
+def _result_status(result: object) -> object:
+    """The status of what a handler returned: a response's ``status_code``, or the
+    status of Quart's ``(body, status)`` and ``(body, status, headers)`` tuples."""
+    if isinstance(result, tuple) and len(result) in (2, 3) and _is_status(result[1]):
+        return result[1]
+    return getattr(result, "status_code", None)
+
+
+def _is_status(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
