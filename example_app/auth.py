@@ -123,9 +123,10 @@ def return_path(value: object) -> str | None:
     """``value`` when it is a path on this site to return to after signing in, else None.
 
     Only a local path is followed, or the sign-in page would be an open redirect: one
-    leading ``/`` (``//evil.example`` is another host), no ``\\`` (browsers read ``/\\evil``
-    as ``//evil``), printable ASCII only (no control characters or spaces, which browsers
-    strip or fold), and nothing ``urlsplit`` reads as a scheme or host.
+    leading ``/`` (browsers read ``//evil.example`` and ``///evil.example`` as a host),
+    no ``\\`` (browsers read ``/\\evil`` as ``//evil``), printable ASCII only (no control
+    characters or spaces, which browsers strip or fold), and nothing ``urlsplit`` reads as
+    a scheme or host.
     """
     if not isinstance(value, str) or not 0 < len(value) <= MAX_RETURN_PATH:
         return None

@@ -26,6 +26,7 @@ MEMBER = {"email": "member@example.com", "password": "member"}
 HOSTILE = [
     "//evil.example/",
     "//evil.example",
+    "///evil.example",  # browsers skip any number of slashes before a host
     "https://evil.example/",
     "http:evil.example",
     "javascript:alert(1)",
