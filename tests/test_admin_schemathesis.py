@@ -163,7 +163,7 @@ def test_the_admin_api_passes_every_check_signed_in(
     assert (report["failures"], report["errors"]) == ([], []), output
     operations = operation_labels(example_app)
     assert report["operations"]["tested"] == report["operations"]["total"] == len(operations)
-    for phase in ("coverage", "fuzzing", "stateful"):
+    for phase in ("examples", "coverage", "fuzzing", "stateful"):
         assert report["phases"][phase]["status"] == "success", (phase, output)
     assert report["warnings"]["missing_auth"] == [], output  # signed in: real answers
     assert report["test_cases"]["generated"] >= 10 * len(operations)

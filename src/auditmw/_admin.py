@@ -472,33 +472,40 @@ def openapi_document(auth: AdminAuth | None = None) -> dict[str, Any]:
     text = {"type": "string", "maxLength": MAX_PARAM_CHARS}
     nullable_text = {"type": ["string", "null"]}
 
-    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    def query(
+        name: str, schema: dict[str, Any], description: str, example: str | None = None
+    ) -> dict[str, Any]:
         # An empty value means "not set" (as an HTML form sends unfilled fields).
-        return {
+        parameter = {
             "name": name,
             "in": "query",
             "schema": schema,
             "allowEmptyValue": True,
             "description": description,
         }
+        return parameter if example is None else {**parameter, "example": example}
 
     filters = [
         query("user_id", text, "Exact user id."),
-        query("user_email", text, "Exact user email."),
-        query("action", text, "Exact action, or a prefix ending in `*` (`project.*`)."),
-        query("resource", text, "Exact resource type."),
+        query("user_email", text, "Exact user email.", "ann@example.com"),
+        query(
+            "action", text, "Exact action, or a prefix ending in `*` (`project.*`).", "project.*"
+        ),
+        query("resource", text, "Exact resource type.", "project"),
         query("resource_id", text, "Exact resource id."),
         query("outcome", {"type": "string", "enum": list(OUTCOMES)}, "Exact outcome."),
         query(
             "from",
             {"anyOf": [{"type": "string", "format": "date"}, _date_time()]},
             "Events at or after this ISO 8601 date (UTC day) or date-time (UTC if no zone).",
+            "2024-05-01",
         ),
         query(
             "to",
             {"anyOf": [{"type": "string", "format": "date"}, _date_time()]},
             "Events before this date-time; a date includes that whole (UTC) day. "
             "Must be later than `from`.",
+            "2024-05-31T12:00:00Z",
         ),
         query(
             "search",
