@@ -24,8 +24,8 @@ Every export records an ``export.requested`` event (format and filters, actor = 
 admin), committed before the first byte of the export is sent; if it cannot be
 recorded, nothing is exported. Errors are JSON: ``{"error": {"code", "message"}}``
 (plus ``param`` for a bad parameter) — only a browser's page load without access gets
-HTML. The store's lifetime belongs
-to the host app (open it in its lifespan): a mounted app gets no lifespan events.
+HTML. The store's lifetime belongs to the host app (open it in its lifespan): a mounted
+app gets no lifespan events.
 """
 
 from __future__ import annotations
