@@ -15,7 +15,9 @@ How auditmw is wired in (the parts to copy):
    directly.
 3. The store is opened and closed in the lifespan: closing it commits pending events,
    which is what makes a SIGTERM safe.
-4. ``AdminApp`` is mounted at ``/admin/audit`` behind ``authorize_admin``.
+4. ``AdminApp`` is mounted at ``/admin/audit`` behind ``authorize_admin``; ``ADMIN_AUTH``
+   sends browsers to the sign-in form (which returns them afterwards) and describes the
+   ways to authenticate in its OpenAPI document.
 
 Events: ``user.signed_in``, ``user.sign_in_failed``, ``user.signed_out``,
 ``project.created``, ``project.updated`` (only real changes), ``project.deleted``,
@@ -49,7 +51,15 @@ from auditmw import (
 )
 
 from . import payloads
-from .auth import SESSION_COOKIE, AppUser, authenticate, authorize_admin
+from .auth import (
+    ADMIN_AUTH,
+    CHALLENGE,
+    SESSION_COOKIE,
+    AppUser,
+    authenticate,
+    authorize_admin,
+    return_path,
+)
 from .db import SESSION_LIFETIME, Database
 from .pages import ADMIN_PATH, home_page
 from .payloads import ApiError
@@ -63,19 +73,23 @@ async def home(request: Request) -> HTMLResponse:
     user = request.scope.get("user")
     if isinstance(user, AppUser):
         return HTMLResponse(home_page(user.email, user.role))
-    return HTMLResponse(home_page(None, None))
+    # The sign-in page: the admin app sends browsers here with the page to return to.
+    next_path = return_path(request.query_params.get("next"))
+    return HTMLResponse(home_page(None, None, next_path=next_path))
 
 
 async def sign_in(request: Request) -> Response:
     data = payloads.form_or_json(request.headers.get("content-type", ""), await request.body())
     email, password = payloads.credentials(data)
+    next_path = return_path(data.get("next"))  # None unless a local path
     user = await db_of(request).check_credentials(email, password)
     if user is None:
         # Nobody is signed in, so the attempted email goes in the details. The password
         # is never passed to audit() (and a "password" key would be masked anyway).
         await audit("user.sign_in_failed", "session", details={"email": email}, outcome="failure")
         if is_form(request):
-            return HTMLResponse(home_page(None, None, "Wrong email or password."), 401)
+            page = home_page(None, None, "Wrong email or password.", next_path)
+            return HTMLResponse(page, 401)
         raise ApiError(401, "invalid_credentials", "Wrong email or password.")
 
     token = await db_of(request).create_session(user)
@@ -83,7 +97,7 @@ async def sign_in(request: Request) -> Response:
     await actions.user_signed_in(user.id, user.email)
     response: Response
     if is_form(request):
-        response = RedirectResponse("/", status_code=303)
+        response = RedirectResponse(next_path or "/", status_code=303)
     else:
         response = JSONResponse({"user": {"id": user.id, "email": user.email, "role": user.role}})
     response.set_cookie(
@@ -212,7 +226,7 @@ class AuthBackend(AuthenticationBackend):
 
 
 def error_response(status_code: int, code: str, message: str) -> JSONResponse:
-    headers = {"www-authenticate": 'Basic realm="auditmw example"'} if status_code == 401 else None
+    headers = {"www-authenticate": CHALLENGE} if status_code == 401 else None
     body = {"error": {"code": code, "message": message}}
     return JSONResponse(body, status_code=status_code, headers=headers)
 
@@ -261,7 +275,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/projects/{project_id:int}", delete_project, methods=["DELETE"]),
         Route("/users/{email}/role", set_role, methods=["PUT"]),
         Route("/api-keys", create_api_key, methods=["POST"]),
-        Mount(ADMIN_PATH, app=AdminApp(store, authorize=authorize_admin)),
+        Mount(ADMIN_PATH, app=AdminApp(store, authorize=authorize_admin, auth=ADMIN_AUTH)),
     ]
     middleware = [
         # First in the list = outermost. Behind a reverse proxy, trusted_proxies lets it

@@ -4,6 +4,8 @@
 authentication middleware, which puts the ``AppUser`` in ``scope["user"]``. That is
 where ``AuditMiddleware`` finds the actor of every event (its default resolver reads
 ``identity``/``id`` and ``email``), and where the admin app's ``authorize`` looks.
+``ADMIN_AUTH`` tells the admin app the same: browsers sign in on the home page, API
+clients use HTTP Basic or an API key (its OpenAPI document lists all three).
 """
 
 from __future__ import annotations
@@ -11,16 +13,38 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import Literal
+from urllib.parse import urlsplit
 
 from starlette.authentication import BaseUser
 from starlette.requests import Request
 
-from auditmw import AdminUser
+from auditmw import AdminAuth, AdminUser
 
 from .db import API_KEY_PREFIX, Database, User
 from .payloads import ApiError
 
 SESSION_COOKIE = "session"
+CHALLENGE = 'Basic realm="auditmw example"'  # the WWW-Authenticate of every 401
+MAX_RETURN_PATH = 2048
+
+ADMIN_AUTH = AdminAuth(
+    sign_in_url="/",  # the home page has the sign-in form; it keeps ?next= for afterwards
+    challenge=CHALLENGE,
+    security_schemes={
+        "session": {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": SESSION_COOKIE,
+            "description": "The session cookie of a browser signed in on the home page.",
+        },
+        "basic": {"type": "http", "scheme": "basic", "description": "email:password"},
+        "apiKey": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key (POST /api-keys), as `Authorization: Bearer ak_...`.",
+        },
+    },
+)
 
 
 class AppUser(BaseUser):
@@ -93,3 +117,24 @@ def authorize_admin(request: Request) -> AdminUser | Literal[False] | None:
     if not user.is_admin:
         return False
     return AdminUser(user_id=user.id, user_email=user.email)
+
+
+def return_path(value: object) -> str | None:
+    """``value`` when it is a path on this site to return to after signing in, else None.
+
+    Only a local path is followed, or the sign-in page would be an open redirect: one
+    leading ``/`` (browsers read ``//evil.example`` and ``///evil.example`` as a host),
+    no ``\\`` (browsers read ``/\\evil`` as ``//evil``), printable ASCII only (no control
+    characters or spaces, which browsers strip or fold), and nothing ``urlsplit`` reads as
+    a scheme or host.
+    """
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_RETURN_PATH:
+        return None
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return None
+    if not all("!" <= char <= "~" for char in value):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return None
+    return value

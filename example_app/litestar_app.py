@@ -9,7 +9,8 @@ It shares the database, authentication and validation with the Starlette app
 2. ``@audited`` sits under the route decorator; it keeps the handler's signature, so
    Litestar still injects ``request`` and the ``project_id`` path parameter.
 3. ``AdminApp`` is mounted with ``@asgi(path, is_mount=True, copy_scope=True)``; route
-   middleware runs for it too, so ``authorize_admin`` sees ``scope["user"]``.
+   middleware runs for it too, so ``authorize_admin`` sees ``scope["user"]``; ``ADMIN_AUTH``
+   as in the Starlette app.
 4. The stores are opened and closed by the app's ``lifespan``.
 
 (Requests that match no route never reach Litestar's route middleware, so their 404
@@ -34,7 +35,15 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from auditmw import AdminApp, AuditPlugin, actions, audit, audited, diff, open_store, pending_event
 
 from . import payloads
-from .auth import SESSION_COOKIE, AppUser, authenticate, authorize_admin
+from .auth import (
+    ADMIN_AUTH,
+    CHALLENGE,
+    SESSION_COOKIE,
+    AppUser,
+    authenticate,
+    authorize_admin,
+    return_path,
+)
 from .db import SESSION_LIFETIME, Database
 from .pages import ADMIN_PATH, home_page
 from .payloads import ApiError
@@ -58,25 +67,27 @@ async def home(request: AnyRequest) -> Response[str]:
     user = request.scope.get("user")
     if isinstance(user, AppUser):
         return html(home_page(user.email, user.role))
-    return html(home_page(None, None))
+    next_path = return_path(request.query_params.get("next"))
+    return html(home_page(None, None, next_path=next_path))
 
 
 @post("/auth/sign-in")
 async def sign_in(request: AnyRequest) -> Response[Any]:
     data = payloads.form_or_json(request.headers.get("content-type", ""), await request.body())
     email, password = payloads.credentials(data)
+    next_path = return_path(data.get("next"))  # None unless a local path
     user = await db_of(request).check_credentials(email, password)
     if user is None:
         await audit("user.sign_in_failed", "session", details={"email": email}, outcome="failure")
         if is_form(request):
-            return html(home_page(None, None, "Wrong email or password."), 401)
+            return html(home_page(None, None, "Wrong email or password.", next_path), 401)
         raise ApiError(401, "invalid_credentials", "Wrong email or password.")
 
     token = await db_of(request).create_session(user)
     await actions.user_signed_in(user.id, user.email)
     response: Response[Any]
     if is_form(request):
-        response = Redirect("/", status_code=303)
+        response = Redirect(next_path or "/", status_code=303)
     else:
         user_out = {"id": user.id, "email": user.email, "role": user.role}
         response = Response({"user": user_out}, status_code=200)
@@ -211,7 +222,7 @@ class AuthMiddleware(ASGIMiddleware):
 
 
 def error_response(status_code: int, code: str, message: str) -> Response[dict[str, Any]]:
-    headers = {"www-authenticate": 'Basic realm="auditmw example"'} if status_code == 401 else None
+    headers = {"www-authenticate": CHALLENGE} if status_code == 401 else None
     body = {"error": {"code": code, "message": message}}
     return Response(body, status_code=status_code, headers=headers)
 
@@ -235,7 +246,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
     db = Database(settings.app_db)
     store = open_store(settings.audit_store_target, **settings.store_options())
-    admin = AdminApp(store, authorize=authorize_admin)
+    admin = AdminApp(store, authorize=authorize_admin, auth=ADMIN_AUTH)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

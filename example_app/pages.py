@@ -23,11 +23,18 @@ curl -u admin@example.com:admin -X PUT localhost:8000/users/member@example.com/r
      -H 'content-type: application/json' -d '{"role": "admin"}'"""
 
 
-def home_page(email: str | None, role: str | None, error: str | None = None) -> str:
+def home_page(
+    email: str | None, role: str | None, error: str | None = None, next_path: str | None = None
+) -> str:
+    """The page; signed out, a sign-in form that returns to ``next_path`` (a checked local
+    path: ``auth.return_path``) afterwards."""
     if email is None:
         message = f'<p class="error">{escape(error)}</p>' if error else ""
+        back = ""
+        if next_path:
+            back = f'\n  <input type="hidden" name="next" value="{escape(next_path)}">'
         account = f"""{message}
-<form method="post" action="/auth/sign-in">
+<form method="post" action="/auth/sign-in">{back}
   <label>Email <input name="email" type="email" value="admin@example.com" required></label>
   <label>Password <input name="password" type="password" required></label>
   <button type="submit">Sign in</button>

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typing
 
 from . import actions
+from ._access import AdminAuth
 from ._admin import AdminApp, AdminUser
 from ._anchor import AnchorReport, CheckpointInput, check_anchors
 from ._audited import PendingEvent, audited, pending_event
@@ -38,6 +39,7 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "Actor",
     "AdminApp",
+    "AdminAuth",
     "AdminUser",
     "AnchorReport",
     "AuditError",

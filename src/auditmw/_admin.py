@@ -12,6 +12,10 @@ and answers (sync or async):
 - ``False``: signed in, but not allowed → 403;
 - or raises Starlette's ``HTTPException``: that status and detail.
 
+``auth=AdminAuth(...)`` says how the host signs people in (see ``_access``): a browser
+opening a page without access is sent to the sign-in page or gets a small HTML page
+instead of JSON, and the OpenAPI document lists the security schemes.
+
 Anything else is a programming error (``TypeError``): access is never granted by
 accident. ``request.scope.get("user")`` holds what the host's authentication middleware
 found (``request.user`` raises when there is none).
@@ -19,8 +23,9 @@ found (``request.user`` raises when there is none).
 Every export records an ``export.requested`` event (format and filters, actor = the
 admin), committed before the first byte of the export is sent; if it cannot be
 recorded, nothing is exported. Errors are JSON: ``{"error": {"code", "message"}}``
-(plus ``param`` for a bad parameter), never an HTML page. The store's lifetime belongs
-to the host app (open it in its lifespan): a mounted app gets no lifespan events.
+(plus ``param`` for a bad parameter) — only a browser's page load without access gets
+HTML. The store's lifetime belongs to the host app (open it in its lifespan): a mounted
+app gets no lifespan events.
 """
 
 from __future__ import annotations
@@ -28,15 +33,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import ipaddress
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
+from urllib.parse import quote
 
 import orjson
 from starlette.applications import Starlette
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
@@ -44,6 +51,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
+from ._access import (
+    AdminAuth,
+    denied_page,
+    is_browser_script,
+    is_page_load,
+    sign_in_redirect,
+)
 from ._context import audit_context
 from ._errors import StoreClosedError, StoreError, ValidationError
 from ._event import OUTCOMES, NewEvent, utc_timestamp
@@ -70,6 +84,7 @@ from ._store import AuditStore
 DASHBOARD_DIR = Path(__file__).with_name("_dashboard")
 ADMIN_KEY = "auditmw.admin"  # the scope key holding the AdminUser of a granted request
 EXPORT_ACTION = "export.requested"
+OPENAPI_PATH = "/openapi.json"
 MAX_EVENT_ID_CHARS = 256
 # Sent with every response: audit data must not be cached, sniffed or framed.
 SECURITY_HEADERS = (
@@ -108,11 +123,17 @@ Authorize: TypeAlias = Callable[[Request], AuthorizeResult | Awaitable[Authorize
 class AdminApp:
     """The admin app for ``store``, granting access through ``authorize`` (see module)."""
 
-    def __init__(self, store: AuditStore, *, authorize: Authorize) -> None:
+    def __init__(
+        self, store: AuditStore, *, authorize: Authorize, auth: AdminAuth | None = None
+    ) -> None:
         if not callable(authorize):
             raise TypeError("authorize must be a callable: (request) -> AdminUser | None | False")
+        if auth is not None and not isinstance(auth, AdminAuth):
+            raise TypeError("auth must be an AdminAuth")
         self.store = store
+        self.auth = auth or AdminAuth()
         self._authorize = authorize
+        self._openapi_document = openapi_document(self.auth)
         self._verifying: asyncio.Future[dict[str, Any]] | None = None
         self._last_verified: tuple[float, dict[str, Any]] | None = None  # (monotonic, body)
         self._app = Starlette(
@@ -125,7 +146,7 @@ class AdminApp:
                 Route("/export.csv", self._export_csv, methods=["GET"]),
                 Route("/export.jsonl", self._export_jsonl, methods=["GET"]),
                 Route("/verify", self._verify, methods=["GET"]),
-                Route("/openapi.json", self._openapi, methods=["GET"]),
+                Route(OPENAPI_PATH, self._openapi, methods=["GET"]),
                 Mount("/static", StaticFiles(directory=DASHBOARD_DIR, check_dir=False)),
             ],
             exception_handlers={
@@ -174,13 +195,32 @@ class AdminApp:
             scope[ADMIN_KEY] = result
             return None
         if result is None:
-            return error_response(401, "unauthenticated", "sign in to use the audit log")
+            return self._denied(scope, 401, "unauthenticated", "sign in to use the audit log")
         if result is False:
-            return error_response(403, "forbidden", "you may not use the audit log")
+            return self._denied(scope, 403, "forbidden", "you may not use the audit log")
         raise TypeError(
             f"authorize() returned {result!r}: return an AdminUser to allow, None when "
             "nobody is signed in (401), False for someone not allowed (403)"
         )
+
+    def _denied(self, scope: Scope, status_code: int, code: str, message: str) -> Response:
+        """401/403: JSON for API clients; a browser's page load gets the sign-in page
+        (401, when there is one) or a small HTML page."""
+        request_headers = Headers(scope=scope)
+        headers = {}
+        if (
+            status_code == 401
+            and self.auth.challenge is not None
+            and not is_browser_script(request_headers)
+        ):
+            headers["www-authenticate"] = self.auth.challenge
+        if not is_page_load(scope["method"], request_headers):
+            return error_response(status_code, code, message, headers=headers)
+        if status_code == 401 and self.auth.sign_in_url is not None:
+            return sign_in_redirect(self.auth, _client_path(scope) + _query_part(scope))
+        # The host app's home: Starlette keeps it in app_root_path, Litestar in root_path.
+        home = scope.get("app_root_path", scope.get("root_path", "")) + "/"
+        return denied_page(status_code, home, headers)
 
     # --- routes ---------------------------------------------------------------------------
 
@@ -260,7 +300,13 @@ class AdminApp:
         return body
 
     async def _openapi(self, request: Request) -> Response:
-        return json_response(openapi_document())
+        # Where this app is mounted, as the client sees it (behind any proxy prefix).
+        path = _client_path(request.scope).rstrip("/")
+        mount = path.removesuffix(OPENAPI_PATH) if path.endswith(OPENAPI_PATH) else None
+        if mount is None:  # a server without raw_path: Starlette's mount point
+            mount = request.scope.get("root_path", "")
+        servers = [{"url": mount or "/", "description": "This admin app, where it is mounted"}]
+        return json_response({**self._openapi_document, "servers": servers})
 
     async def _export_csv(self, request: Request) -> Response:
         return await self._export(request, "csv")
@@ -365,19 +411,33 @@ def _route_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
+def _client_path(scope: Scope) -> str:
+    """The request's path as the client sent it, percent-encoded: ``raw_path``, which
+    servers (uvicorn) prefix with the proxy's ``root_path``; without one, Starlette's
+    ``path`` (which includes ``root_path``)."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw:
+        return raw.decode("latin-1")
+    root: str = scope.get("root_path", "")
+    path: str = scope["path"]
+    return quote(path if path.startswith(root) else root + path)
+
+
+def _query_part(scope: Scope) -> str:
+    query: bytes = scope.get("query_string", b"")
+    return "?" + query.decode("latin-1") if query else ""
+
+
 def _to_trailing_slash(scope: Scope) -> Response | None:
     """A redirect from the mount point without its slash (``/admin/audit``) to it with one:
     the dashboard's relative URLs (``static/...``, ``events``) need it. Relative, so it
     holds behind proxies that strip a prefix."""
     if scope["method"] not in ("GET", "HEAD") or _route_path(scope) not in ("", "/"):
         return None
-    raw: bytes = scope.get("raw_path") or (scope.get("root_path", "") + scope["path"]).encode()
-    if raw.endswith(b"/"):
+    path = _client_path(scope)
+    if path.endswith("/"):
         return None
-    location = raw.rsplit(b"/", 1)[-1].decode("latin-1") + "/"
-    if scope.get("query_string"):
-        location += "?" + scope["query_string"].decode("latin-1")
-    return RedirectResponse(location, 307)
+    return RedirectResponse(path.rsplit("/", 1)[-1] + "/" + _query_part(scope), 307)
 
 
 def _without_trailing_slash(scope: Scope) -> Scope:
@@ -410,43 +470,54 @@ def _header(request: Request, name: str, max_chars: int) -> str | None:
 # --- OpenAPI ---------------------------------------------------------------------------------
 
 
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 description of the admin app (paths relative to its mount point)."""
+def openapi_document(auth: AdminAuth | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the admin app, with the security schemes of ``auth``
+    (paths relative to its mount point; the app adds ``servers`` to each copy it serves)."""
+    auth = auth or AdminAuth()
     text = {"type": "string", "maxLength": MAX_PARAM_CHARS}
     nullable_text = {"type": ["string", "null"]}
 
-    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    def query(
+        name: str, schema: dict[str, Any], description: str, example: str | None = None
+    ) -> dict[str, Any]:
         # An empty value means "not set" (as an HTML form sends unfilled fields).
-        return {
+        parameter = {
             "name": name,
             "in": "query",
             "schema": schema,
             "allowEmptyValue": True,
             "description": description,
         }
+        return parameter if example is None else {**parameter, "example": example}
 
     filters = [
         query("user_id", text, "Exact user id."),
-        query("user_email", text, "Exact user email."),
-        query("action", text, "Exact action, or a prefix ending in `*` (`project.*`)."),
-        query("resource", text, "Exact resource type."),
+        query("user_email", text, "Exact user email.", "ann@example.com"),
+        query(
+            "action", text, "Exact action, or a prefix ending in `*` (`project.*`).", "project.*"
+        ),
+        query("resource", text, "Exact resource type.", "project"),
         query("resource_id", text, "Exact resource id."),
         query("outcome", {"type": "string", "enum": list(OUTCOMES)}, "Exact outcome."),
         query(
             "from",
             {"anyOf": [{"type": "string", "format": "date"}, _date_time()]},
             "Events at or after this ISO 8601 date (UTC day) or date-time (UTC if no zone).",
+            "2024-05-01",
         ),
         query(
             "to",
             {"anyOf": [{"type": "string", "format": "date"}, _date_time()]},
-            "Events before this date-time; a date includes that whole (UTC) day.",
+            "Events before this date-time; a date includes that whole (UTC) day. "
+            "Must be later than `from`.",
+            "2024-05-31T12:00:00Z",
         ),
         query(
             "search",
-            text,
+            {**text, "pattern": "^[^\\x00-\\x1f\\x7f]*$"},
             "Case-insensitive (ASCII) substring of action, resource, resource_id, "
-            "user_email or user_id; every character is literal.",
+            "user_email or user_id; every character is literal (control characters are "
+            "refused).",
         ),
     ]
     paging = [
@@ -458,12 +529,12 @@ def openapi_document() -> dict[str, Any]:
         query(
             "cursor",
             {"type": "string", "maxLength": MAX_CURSOR_CHARS},
-            "`next_cursor` of the previous page (same filters).",
+            "`next_cursor` of the previous page (same filters); not with `page`.",
         ),
         query(
             "page",
             {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
-            "Page number, for simple clients (slower deep down than `cursor`).",
+            "Page number, for simple clients (slower deep down than `cursor`); not with `cursor`.",
         ),
     ]
     event = {
@@ -485,11 +556,31 @@ def openapi_document() -> dict[str, Any]:
             "content": {"application/json": {"schema": refs["Error"]}},
         }
 
-    denied = {"401": error("Nobody is signed in."), "403": error("Not allowed.")}
-    bad = {"400": error("A parameter is invalid; `error.param` names it.")}
-
     def get(summary: str, responses: dict[str, Any], parameters: list[Any]) -> dict[str, Any]:
         return {"get": {"summary": summary, "parameters": parameters, "responses": responses}}
+
+    # Errors every operation can answer (401, 403), and those of the API routes; added
+    # to each operation by _add_shared_parts.
+    unauthenticated = error("`unauthenticated`: nobody is signed in.")
+    if auth.challenge is not None:
+        unauthenticated["headers"] = {
+            "WWW-Authenticate": {
+                "required": True,
+                "schema": {"type": "string"},
+                "description": f"How to authenticate: `{auth.challenge}`.",
+            }
+        }
+    denied = {"401": unauthenticated, "403": error("`forbidden`: not allowed.")}
+    bad = {
+        "400": error(
+            "A parameter is invalid (`invalid_parameter`, `unknown_parameter`, "
+            "`invalid_cursor`, `foreign_cursor`); `error.param` names it."
+        )
+    }
+    store_errors = {
+        "500": error("`store_error`: the store failed."),
+        "503": error("`store_unavailable`: the audit store is not open."),
+    }
 
     export_headers = {
         "Content-Disposition": {
@@ -497,95 +588,95 @@ def openapi_document() -> dict[str, Any]:
             "description": 'attachment; filename="audit-logs-YYYY-MM-DD.csv" (or .jsonl)',
         }
     }
+    not_recorded = error(
+        "`export_not_recorded`: the export could not be recorded, so nothing was exported; "
+        "`store_error`: the store failed."
+    )
 
     def export(summary: str, media: str) -> dict[str, Any]:
         response = {**ok({"type": "string"}, media), "headers": export_headers}
-        return get(summary, {"200": response, **bad, **denied}, filters)
+        return get(summary, {"200": response, "500": not_recorded}, filters)
 
+    event_id = [{"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    files = sorted(file.name for file in DASHBOARD_DIR.glob("*") if file.is_file())
+    file_name = {"type": "string", **({"enum": files} if files else {})}
+    paths = {
+        "/": get(
+            "The dashboard page",
+            {
+                "200": ok({"type": "string"}, "text/html"),
+                "404": error("The dashboard is not installed."),
+            },
+            [],
+        ),
+        "/static/{path}": get(
+            "Files of the dashboard",
+            {"200": {"description": "OK", "content": {"*/*": {}}}, "404": error("No such file.")},
+            [{"name": "path", "in": "path", "required": True, "schema": file_name}],
+        ),
+        "/events": get(
+            "Events matching the filters, newest first, one page",
+            {"200": ok(refs["EventPage"])},
+            [*filters, *paging],
+        ),
+        "/events/{event_id}": get(
+            "One event", {"200": ok(refs["Event"]), "404": error("No event has this id.")}, event_id
+        ),
+        "/events/{event_id}/proof": get(
+            "The event's Merkle inclusion proof (RFC 9162): in the tree of the newest "
+            "signed checkpoint covering it (anchored), else of its log as it is now",
+            {"200": ok(refs["InclusionProof"]), "404": error("No event has this id.")},
+            event_id,
+        ),
+        "/facets": get(
+            "Distinct actions, resources and outcomes in the log (for filter choices)",
+            {"200": ok(refs["Facets"])},
+            [],
+        ),
+        "/export.csv": export(
+            "All matching events as CSV (recorded as export.requested)", "text/csv"
+        ),
+        "/export.jsonl": export(
+            "All matching events as JSON Lines, in chain order (recorded as export.requested)",
+            "application/x-ndjson",
+        ),
+        "/verify": get(
+            "Verify the whole chain",
+            {"200": ok(refs["VerifyReport"])},
+            [
+                query(
+                    "max_age",
+                    {"type": "integer", "minimum": 0, "maximum": MAX_VERIFY_AGE},
+                    "Return the last result instead of verifying again if it finished at "
+                    "most this many seconds ago (the dashboard's page load uses 300). "
+                    "Without it, the chain is verified now.",
+                )
+            ],
+        ),
+        OPENAPI_PATH: get("This document", {"200": ok({"type": "object"})}, []),
+    }
+    _add_shared_parts(paths, auth, access_errors=denied, api_errors={**bad, **store_errors})
+    if auth.security_schemes:
+        how = "Authenticate with any one of the security schemes listed."
+    else:
+        how = (
+            "How to authenticate is up to the host application, which does not describe "
+            "it here (no security schemes are configured)."
+        )
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "auditmw admin API",
             "version": "1",
             "description": "Read, search, export and verify a tamper-evident audit log. "
-            "Paths are relative to where the admin app is mounted; every route needs the "
-            "host application's authorization (401: nobody signed in, 403: not allowed).",
+            "Paths are relative to where the admin app is mounted (`servers`). Every route "
+            "needs the host application's authorization (401: nobody signed in, 403: not "
+            f"allowed). {how} Errors are JSON. (A browser opening a page without access "
+            "is sent to the sign-in page or shown an HTML page instead, and a browser's "
+            "own scripts get no `WWW-Authenticate`.) Methods other than GET and HEAD get "
+            "405 with `Allow`.",
         },
-        "paths": {
-            "/": get(
-                "The dashboard page", {"200": ok({"type": "string"}, "text/html"), **denied}, []
-            ),
-            "/static/{path}": get(
-                "Files of the dashboard",
-                {
-                    "200": {"description": "OK", "content": {"*/*": {}}},
-                    "404": error("No such file."),
-                    **denied,
-                },
-                [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"}}],
-            ),
-            "/events": get(
-                "Events matching the filters, newest first, one page",
-                {"200": ok(refs["EventPage"]), **bad, **denied},
-                [*filters, *paging],
-            ),
-            "/events/{event_id}": get(
-                "One event",
-                {"200": ok(refs["Event"]), "404": error("No event has this id."), **bad, **denied},
-                [
-                    {
-                        "name": "event_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
-            ),
-            "/events/{event_id}/proof": get(
-                "The event's Merkle inclusion proof (RFC 9162): in the tree of the newest "
-                "signed checkpoint covering it (anchored), else of its log as it is now",
-                {
-                    "200": ok(refs["InclusionProof"]),
-                    "404": error("No event has this id."),
-                    **bad,
-                    **denied,
-                },
-                [
-                    {
-                        "name": "event_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
-            ),
-            "/facets": get(
-                "Distinct actions, resources and outcomes in the log (for filter choices)",
-                {"200": ok(refs["Facets"]), **bad, **denied},
-                [],
-            ),
-            "/export.csv": export(
-                "All matching events as CSV (recorded as export.requested)", "text/csv"
-            ),
-            "/export.jsonl": export(
-                "All matching events as JSON Lines, in chain order (recorded as export.requested)",
-                "application/x-ndjson",
-            ),
-            "/verify": get(
-                "Verify the whole chain",
-                {"200": ok(refs["VerifyReport"]), **bad, **denied},
-                [
-                    query(
-                        "max_age",
-                        {"type": "integer", "minimum": 0, "maximum": MAX_VERIFY_AGE},
-                        "Return the last result instead of verifying again if it finished at "
-                        "most this many seconds ago (the dashboard's page load uses 300). "
-                        "Without it, the chain is verified now.",
-                    )
-                ],
-            ),
-            "/openapi.json": get("This document", {"200": ok({"type": "object"}), **denied}, []),
-        },
+        "paths": paths,
         "components": {
             "schemas": {
                 "Event": event,
@@ -675,9 +766,46 @@ def openapi_document() -> dict[str, Any]:
                         }
                     },
                 },
-            }
+            },
+            "securitySchemes": auth.security_schemes,
         },
     }
+
+
+# The page, its files and this document ignore query parameters and do not read the store;
+# every other route is an API route.
+_NOT_API_PATHS = ("/", "/static/{path}", OPENAPI_PATH)
+
+
+def _add_shared_parts(
+    paths: dict[str, Any],
+    auth: AdminAuth,
+    access_errors: dict[str, Any],
+    api_errors: dict[str, Any],
+) -> None:
+    """Give every operation, in one place, what they all share: an ``operationId``, the
+    security requirement and the errors of access control; API routes also the errors of
+    parameter checking and of the store (an operation's own entries win)."""
+    for path, item in paths.items():
+        for method, operation in item.items():
+            operation["operationId"] = operation_id(method, path)
+            if auth.security_schemes:
+                operation["security"] = auth.security()
+            shared = access_errors if path in _NOT_API_PATHS else {**access_errors, **api_errors}
+            operation["responses"] = dict(sorted({**shared, **operation["responses"]}.items()))
+
+
+def operation_id(method: str, path: str) -> str:
+    """The method and the path's words in snake_case, a ``{parameter}`` read as
+    ``by_parameter``: ``GET /events/{event_id}/proof`` is ``get_events_by_event_id_proof``;
+    ``GET /`` (the page) is ``get_dashboard``."""
+    words = []
+    for segment in path.strip("/").split("/"):
+        if segment.startswith("{"):
+            words += ["by", segment.strip("{}")]
+        elif segment:
+            words.append(segment)
+    return re.sub(r"[^a-z0-9]+", "_", "_".join([method, *(words or ["dashboard"])]).lower())
 
 
 def _date_time() -> dict[str, Any]:
