@@ -21,7 +21,7 @@ from uuid import UUID
 from starlette.types import Scope
 
 from ._errors import StoreError
-from ._event import NewEvent
+from ._event import Limits, NewEvent, text_field
 
 if TYPE_CHECKING:
     from ._record import Recorder
@@ -36,6 +36,20 @@ class Actor:
 
 
 UserResolver = Callable[[Scope], "Actor | None"]
+_NO_LIMIT = 2**63  # the store, hence its limits, is not known yet
+
+
+def checked_actor(user_id: object, user_email: object, limits: Limits | None) -> Actor:
+    """The actor a caller names (``set_actor``, ``acting_as``), or ``ValidationError``
+    naming the field: strings or None, valid Unicode, within ``limits`` when known."""
+    max_chars, max_email_chars = _NO_LIMIT, _NO_LIMIT
+    if limits is not None:
+        max_chars, max_email_chars = limits.max_chars, limits.max_email_chars
+    return Actor(
+        text_field("user_id", user_id, max_chars),
+        text_field("user_email", user_email, max_email_chars),
+    )
+
 
 # Attributes a user object may name its id by, in order of preference. ``identity``
 # is Starlette's BaseUser; the others are what ORM models and Litestar users use.
@@ -126,11 +140,13 @@ def set_actor(user_id: str | None = None, user_email: str | None = None) -> None
     It replaces what the user resolver would find in ``scope["user"]`` for every event
     recorded afterwards in this request. Works from FastAPI dependencies, sync ones
     (run in a worker thread) included. Raises RuntimeError outside a request handled
-    by ``AuditMiddleware`` and outside ``acting_as``.
+    by ``AuditMiddleware`` and outside ``acting_as``, and ``ValidationError`` for a
+    value no event could hold (not a string, not valid Unicode, over the store's limits).
     """
     context = audit_context.get()
     if context is None:
         raise RuntimeError(
             "set_actor() needs a current request (AuditMiddleware) or an acting_as() block"
         )
-    context.actor = Actor(user_id=user_id, user_email=user_email)
+    limits = context.recorder.store.limits if context.recorder is not None else None
+    context.actor = checked_actor(user_id, user_email, limits)
