@@ -31,10 +31,10 @@ from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from auditmw import AdminApp, AuditPlugin, actions, audit, audited, diff, open_store, pending_event
+from auditmw import AdminApp, AuditPlugin, actions, audited, diff, open_store, pending_event
 
 from . import payloads
-from .auth import SESSION_COOKIE, AppUser, authenticate, authorize_admin
+from .auth import SESSION_COOKIE, AppUser, authenticate, authorize_admin, check_sign_in
 from .db import SESSION_LIFETIME, Database
 from .pages import ADMIN_PATH, home_page
 from .payloads import ApiError
@@ -64,10 +64,8 @@ async def home(request: AnyRequest) -> Response[str]:
 @post("/auth/sign-in")
 async def sign_in(request: AnyRequest) -> Response[Any]:
     data = payloads.form_or_json(request.headers.get("content-type", ""), await request.body())
-    email, password = payloads.credentials(data)
-    user = await db_of(request).check_credentials(email, password)
+    user = await check_sign_in(db_of(request), data)  # records user.sign_in_failed
     if user is None:
-        await audit("user.sign_in_failed", "session", details={"email": email}, outcome="failure")
         if is_form(request):
             return html(home_page(None, None, "Wrong email or password."), 401)
         raise ApiError(401, "invalid_credentials", "Wrong email or password.")
