@@ -288,3 +288,37 @@ async def test_an_id_the_client_sends_that_cannot_be_recorded_is_never_a_500(
         "audit_errors": ["details.tags[1]: contains a lone surrogate (not valid Unicode)"]
     }
     assert (await store.verify()).ok
+
+
+async def test_a_user_the_resolver_finds_that_cannot_be_recorded(store: SQLiteStore) -> None:
+    """The resolver is the app's: audit() names the field; an @audited call's action has
+    happened, so its event is recorded without the bad part."""
+    long_email = "x" * 400 + "@example.com"  # the limit is 320 characters
+
+    @audited("doc.read", "doc")
+    async def read_doc(request: Request) -> Response:
+        return PlainTextResponse("read")
+
+    async def plain_audit(request: Request) -> Response:
+        try:
+            await audit("doc.listed", "doc")
+        except ValidationError as error:
+            return PlainTextResponse(error.field, status_code=400)
+        return PlainTextResponse("listed")
+
+    app = AuditMiddleware(
+        Starlette(routes=[Route("/read", read_doc), Route("/list", plain_audit)]),
+        store=store,
+        resolve_user=lambda scope: auditmw.Actor("u1", long_email),
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://test"
+    ) as client:
+        read = await client.get("/read")
+        listed = await client.get("/list")
+    assert (read.status_code, listed.status_code, listed.text) == (200, 400, "user_email")
+    [event] = (await store.query(EventFilter())).events
+    assert (event.action, event.user_id, event.user_email) == ("doc.read", "u1", None)
+    assert event.details == {
+        "audit_errors": ["user_email: is 412 characters long; the limit is 320"]
+    }

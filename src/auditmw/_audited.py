@@ -30,10 +30,10 @@ returns (or raises) as it would have.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
-import sys
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -41,15 +41,14 @@ from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from ._canonical import check_text
-from ._context import Actor, AuditContext, audit_context
+from ._context import Actor, AuditContext, audit_context, current_limits
 from ._errors import StoreError, ValidationError
-from ._event import MAX_DETAILS_DEPTH, OUTCOMES, Limits, NewEvent, Outcome, prepare, text_field
+from ._event import MAX_DETAILS_DEPTH, OUTCOMES, NewEvent, Outcome, prepare, text_field
 from ._record import Recorder, ResourceId, recorder_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 ResourceIdSpec = str | Callable[[Mapping[str, Any]], object] | None
 MAX_NOTE_CHARS = 300  # each note of details["audit_errors"]
-_NO_LIMIT = sys.maxsize  # outside a request the store, hence its limits, is not known yet
 
 logger = logging.getLogger("auditmw")
 
@@ -70,13 +69,10 @@ class PendingEvent:
     outcome: Outcome | None = None  # None: decided by how the call ends
 
     def __setattr__(self, name: str, value: Any) -> None:
-        limits = _current_limits()
         if name in ("action", "resource"):
-            text_field(
-                name, value, limits.max_chars if limits is not None else _NO_LIMIT, required=True
-            )
+            text_field(name, value, _max_chars(), required=True)
         elif name == "resource_id" and value is not None:
-            check_resource_id(value, limits)
+            check_resource_id(value)
         elif name == "details":
             if not isinstance(value, Mapping):
                 kind = type(value).__name__
@@ -140,21 +136,18 @@ def check_texts(value: Any, path: str, depth: int = 0) -> None:
             check_texts(item, f"{path}[{index}]", depth + 1)
 
 
-def check_resource_id(value: object, limits: Limits | None) -> None:
-    """``ValidationError`` unless ``value`` may be a resource id (a string, an int or a
-    UUID; as text within the limits, when they are known)."""
+def check_resource_id(value: object) -> None:
+    """``ValidationError`` unless ``value`` may be a resource id: a string, an int or a
+    UUID, as text within the limits (when the store is known)."""
     if not isinstance(value, str | int | UUID) or isinstance(value, bool):
         kind = type(value).__name__
         raise ValidationError("resource_id", f"must be a string, an int or a UUID, not {kind}")
-    text = str(value)
-    text_field("resource_id", text, limits.max_chars if limits is not None else _NO_LIMIT)
+    text_field("resource_id", str(value), _max_chars())
 
 
-def _current_limits() -> Limits | None:
-    """The limits of the store the current context records to, if there is one."""
-    context = audit_context.get()
-    recorder = context.recorder if context is not None else None
-    return recorder.store.limits if recorder is not None else None
+def _max_chars() -> int | None:
+    limits = current_limits()
+    return None if limits is None else limits.max_chars
 
 
 _pending: ContextVar[PendingEvent | None] = ContextVar("auditmw_pending_event", default=None)
@@ -285,7 +278,8 @@ class _AuditedCall:
         while True:
             try:
                 # The store validates the event before it queues it: nothing half-done.
-                await recorder.commit(parts.event(), context.request if context else None)
+                request = context.request if context is not None else None
+                await recorder.commit(parts.event(), request)
                 return
             except ValidationError as invalid:
                 parts.leave_out(invalid)
@@ -333,7 +327,7 @@ class _AuditedCall:
             resource_id=self._resource_id(pending, args, kwargs, context),
             details=details,
             outcome=pending.outcome or "success",
-            actor=recorder.current_actor(context),
+            actor=recorder.current_actor(context) or Actor(),  # resolved once
             error=error,
         )
 
@@ -386,7 +380,7 @@ class _EventParts:
         resource_id: Any,
         details: dict[str, Any],
         outcome: Outcome,
-        actor: Actor | None,
+        actor: Actor,
         error: Exception | None,
     ) -> None:
         self.recorder = recorder
@@ -421,14 +415,8 @@ class _EventParts:
             self.details = self._bare_details()
         elif name == "resource_id" and self.resource_id is not None:
             self.resource_id = None
-        elif name == "action" and self.action != self.call.action:
-            self.action = self.call.action
-        elif name == "resource" and self.resource != self.call.resource:
-            self.resource = self.call.resource
-        elif name in ("user_id", "user_email") and self.actor is not None:
-            kept = {"user_id": self.actor.user_id, "user_email": self.actor.user_email}
-            kept[name] = None
-            self.actor = Actor(**kept)
+        elif name in ("user_id", "user_email") and getattr(self.actor, name) is not None:
+            self.actor = dataclasses.replace(self.actor, **{name: None})
         else:
             raise invalid  # nothing left to leave out: a bug to fix, not an event to keep
         logger.error(

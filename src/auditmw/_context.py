@@ -36,13 +36,12 @@ class Actor:
 
 
 UserResolver = Callable[[Scope], "Actor | None"]
-_NO_LIMIT = 2**63  # the store, hence its limits, is not known yet
 
 
 def checked_actor(user_id: object, user_email: object, limits: Limits | None) -> Actor:
     """The actor a caller names (``set_actor``, ``acting_as``), or ``ValidationError``
     naming the field: strings or None, valid Unicode, within ``limits`` when known."""
-    max_chars, max_email_chars = _NO_LIMIT, _NO_LIMIT
+    max_chars = max_email_chars = None
     if limits is not None:
         max_chars, max_email_chars = limits.max_chars, limits.max_email_chars
     return Actor(
@@ -134,6 +133,13 @@ class AuditContext:
 audit_context: ContextVar[AuditContext | None] = ContextVar("auditmw_context", default=None)
 
 
+def current_limits() -> Limits | None:
+    """The limits of the store the current context records to; None when there is none."""
+    context = audit_context.get()
+    recorder = context.recorder if context is not None else None
+    return recorder.store.limits if recorder is not None else None
+
+
 def set_actor(user_id: str | None = None, user_email: str | None = None) -> None:
     """Name the user of the current request (or ``acting_as`` block) explicitly.
 
@@ -148,5 +154,4 @@ def set_actor(user_id: str | None = None, user_email: str | None = None) -> None
         raise RuntimeError(
             "set_actor() needs a current request (AuditMiddleware) or an acting_as() block"
         )
-    limits = context.recorder.store.limits if context.recorder is not None else None
-    context.actor = checked_actor(user_id, user_email, limits)
+    context.actor = checked_actor(user_id, user_email, current_limits())

@@ -348,7 +348,7 @@ def prepare(event: NewEvent, limits: Limits) -> PreparedEvent:
         details = orjson.loads(details_json)
         # Integers beyond 2**53 can only come back from floats, which take the slow path.
         values["details"] = details if fast else _as_doubles(details)
-    column_forms = {
+    column_forms = {  # ~0.3 µs: the columns of the rare text holding U+0000
         name: column_text(value)
         for name in TEXT_COLUMNS
         if (value := values[name]) is not None and NUL in value
@@ -362,9 +362,12 @@ _PREV_HASH_PLACEHOLDER = b',"prev_hash":""'
 _SEQ_PLACEHOLDER = b',"seq":0'
 
 
-def text_field(name: str, value: object, max_chars: int, *, required: bool = False) -> str | None:
+def text_field(
+    name: str, value: object, max_chars: int | None, *, required: bool = False
+) -> str | None:
     """``value`` if it may be the text field ``name``, else ``ValidationError``: a string
-    (not blank when ``required``), at most ``max_chars`` characters, valid Unicode."""
+    (not blank when ``required``), at most ``max_chars`` characters (None: not known
+    yet, as before the store is), valid Unicode."""
     if value is None and not required:
         return None
     if not isinstance(value, str):
@@ -373,9 +376,10 @@ def text_field(name: str, value: object, max_chars: int, *, required: bool = Fal
         raise ValidationError(name, f"must be a string or None, not {type(value).__name__}")
     if required and not value.strip():
         raise ValidationError(name, "is required and must be a non-empty string")
-    if len(value) > max_chars:
+    if max_chars is not None and len(value) > max_chars:
         raise ValidationError(name, f"is {len(value)} characters long; the limit is {max_chars}")
-    check_text(value, name)  # rejects lone surrogates
+    if not value.isascii():
+        check_text(value, name)  # rejects lone surrogates
     return value
 
 
