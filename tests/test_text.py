@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -351,3 +354,30 @@ async def test_the_admin_app_answers_text_it_cannot_look_up_with_4xx(
     assert by_column_form.status_code == 200
     assert [event["resource_id"] for event in by_column_form.json()["events"]] == ["id\x001\x00"]
     assert (no_such_id.status_code, no_such_proof.status_code) == (404, 404)
+
+
+# --- the CLI: arguments that are not UTF-8 ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "options", "message"),
+    [
+        ("prove", [b"--log", b"a\xff", b"--seq", b"1"], b"has no entry with seq 1"),
+        ("export", [b"--format", b"jsonl", b"--user-id", b"\xff"], b"not valid Unicode"),
+    ],
+)
+def test_cli_arguments_that_are_not_utf8_get_a_message_never_a_traceback(
+    store_url_factory: Callable[[], str], command: str, options: list[bytes], message: bytes
+) -> None:
+    """Python hands such bytes over as lone surrogates (surrogateescape)."""
+    url = store_url_factory()
+
+    async def one_event() -> None:
+        async with open_store(url) as store:
+            await store.append(NewEvent(action="a", resource="r"))
+
+    asyncio.run(one_event())
+    argv = [os.fsencode(sys.executable), b"-m", b"auditmw", command.encode(), url.encode()]
+    result = subprocess.run([*argv, *options], capture_output=True, check=False)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and b"Traceback" not in result.stderr
