@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from starlette.authentication import BaseUser
 from starlette.requests import Request
 
-from auditmw import AdminAuth, AdminUser
+from auditmw import AdminAuth, AdminUser, audit
 
+from . import payloads
 from .db import API_KEY_PREFIX, Database, User
 from .payloads import ApiError
 
@@ -107,6 +108,31 @@ async def authenticate(
         if user is not None:
             return AppUser(user, session_token)
     return None
+
+
+async def check_sign_in(db: Database, data: dict[str, Any]) -> User | None:
+    """The user a sign-in request names with the right password, else None.
+
+    Every sign-in that names an email and fails is recorded as ``user.sign_in_failed``,
+    also when the request itself is invalid (``credentials`` raises its 422 after the
+    event is committed): nobody is signed in, so the attempted email goes in the details.
+    The password is never passed to ``audit()`` (and a "password" key would be masked).
+    """
+    try:
+        email, password = payloads.credentials(data)
+    except ApiError:
+        attempted = payloads.attempted_email(data)
+        if attempted is not None:
+            await _sign_in_failed(attempted)
+        raise
+    user = await db.check_credentials(email, password)
+    if user is None:
+        await _sign_in_failed(email)
+    return user
+
+
+async def _sign_in_failed(email: str) -> None:
+    await audit("user.sign_in_failed", "session", details={"email": email}, outcome="failure")
 
 
 def authorize_admin(request: Request) -> AdminUser | Literal[False] | None:

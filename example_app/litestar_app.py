@@ -32,7 +32,7 @@ from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from auditmw import AdminApp, AuditPlugin, actions, audit, audited, diff, open_store, pending_event
+from auditmw import AdminApp, AuditPlugin, actions, audited, diff, open_store, pending_event
 
 from . import payloads
 from .auth import (
@@ -42,6 +42,7 @@ from .auth import (
     AppUser,
     authenticate,
     authorize_admin,
+    check_sign_in,
     return_path,
 )
 from .db import SESSION_LIFETIME, Database
@@ -74,11 +75,9 @@ async def home(request: AnyRequest) -> Response[str]:
 @post("/auth/sign-in")
 async def sign_in(request: AnyRequest) -> Response[Any]:
     data = payloads.form_or_json(request.headers.get("content-type", ""), await request.body())
-    email, password = payloads.credentials(data)
     next_path = return_path(data.get("next"))  # None unless a local path
-    user = await db_of(request).check_credentials(email, password)
+    user = await check_sign_in(db_of(request), data)  # records user.sign_in_failed
     if user is None:
-        await audit("user.sign_in_failed", "session", details={"email": email}, outcome="failure")
         if is_form(request):
             return html(home_page(None, None, "Wrong email or password.", next_path), 401)
         raise ApiError(401, "invalid_credentials", "Wrong email or password.")

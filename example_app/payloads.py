@@ -4,11 +4,16 @@ Handlers raise ``ApiError``; each app turns it into
 ``{"error": {"code": ..., "message": ...}}`` with its status. It has a ``status_code``,
 so an ``@audited`` handler that raises it records outcome ``failure`` (``denied`` for
 401/403) with ``details = {"error": "ApiError", "status_code": ...}``.
+
+Text must be valid Unicode: JSON lets a client send a lone surrogate (``"\\ud800"``, also
+as raw bytes, which ``json.loads`` accepts), which no database column, UTF-8 encoder or
+audit log can hold. It is a 422 naming the field, before anything is stored.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -16,6 +21,9 @@ from .db import ROLES
 
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
+MAX_EMAIL = 320
+MAX_PASSWORD = 1024
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 PROJECT_FIELDS = ("name", "description")
 
 
@@ -79,15 +87,27 @@ def _text(data: dict[str, Any], field: str, *, max_chars: int, required: bool) -
         raise invalid(f"{field!r} must not be empty.")
     if len(value) > max_chars:
         raise invalid(f"{field!r} is longer than {max_chars} characters.")
+    if _LONE_SURROGATE.search(value):
+        raise invalid(f"{field!r} is not valid Unicode text (it holds a lone surrogate).")
     return value
 
 
 def credentials(data: dict[str, Any]) -> tuple[str, str]:
     """``email`` and ``password`` of a sign-in."""
-    email = _text(data, "email", max_chars=320, required=True)
-    password = _text(data, "password", max_chars=1024, required=True)
+    email = _text(data, "email", max_chars=MAX_EMAIL, required=True)
+    password = _text(data, "password", max_chars=MAX_PASSWORD, required=True)
     assert email is not None and password is not None
     return email.strip().lower(), password
+
+
+def attempted_email(data: dict[str, Any]) -> str | None:
+    """The email a sign-in names, as the audit log can record it even when ``credentials``
+    refused the request: each lone surrogate replaced by U+FFFD (as a form's undecodable
+    bytes already are), cut to ``MAX_EMAIL`` characters. None when it names no email."""
+    email = data.get("email")
+    if not isinstance(email, str) or not email.strip():
+        return None
+    return _LONE_SURROGATE.sub("\ufffd", email.strip().lower()[:MAX_EMAIL])
 
 
 def new_project(data: dict[str, Any]) -> tuple[str, str]:

@@ -374,6 +374,104 @@ async def test_validation_errors_are_json_never_500(
     assert response.json()["error"]["code"] in {"malformed_json", "invalid_request"}
 
 
+# Text that is not Unicode: JSON can carry lone surrogates (escaped, or as raw bytes, which
+# json.loads accepts); no database column or audit log can hold them.
+
+NOT_UNICODE = [
+    ("POST", "/projects", b'{"name": "\\ud800"}', "name"),
+    ("POST", "/projects", b'{"name": "ok", "description": "x\\udfffy"}', "description"),
+    ("POST", "/projects", b'{"name": "\xed\xa0\x80"}', "name"),  # a surrogate's UTF-8 bytes
+    ("PATCH", "/projects/{id}", b'{"name": "\\udc00"}', "name"),
+    ("PATCH", "/projects/{id}", b'{"description": "half \\ud83d an emoji"}', "description"),
+    ("POST", "/api-keys", b'{"name": "\\ud800"}', "name"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "field"), NOT_UNICODE)
+async def test_text_with_a_lone_surrogate_is_422_json_and_nothing_changes(
+    app: Starlette, method: str, path: str, body: bytes, field: str
+) -> None:
+    async with client_for(app, auth=ADMIN) as client:
+        project = (await client.post("/projects", json={"name": "Target"})).json()
+        response = await client.request(
+            method,
+            path.format(id=project["id"]),
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+        after = await client.get(f"/projects/{project['id']}")
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert f"'{field}'" in error["message"] and "Unicode" in error["message"]
+    assert after.json() == project
+    # An @audited handler's refusal is recorded as any failed call (the fixture verifies).
+    refusal = {"error": "ApiError", "status_code": 422}
+    expected = {
+        "/projects": [("project.created", refusal)],
+        "/projects/{id}": [("project.updated", refusal)],
+        "/api-keys": [],
+    }[path]
+    assert [(e.action, e.details) for e in await events(app, outcome="failure")] == expected
+    assert len(await events(app, action="project.created")) == 1 + (path == "/projects")
+    assert await events(app, action="api_key.created") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "recorded_email"),
+    [
+        (
+            b'{"email": "admin\\ud800@example.com", "password": "admin"}',
+            "email",
+            "admin\ufffd@example.com",
+        ),
+        (
+            b'{"email": "Admin@Example.com", "password": "x\\udfff"}',
+            "password",
+            "admin@example.com",
+        ),
+        (b'{"email": " member@example.com "}', "password", "member@example.com"),
+    ],
+)
+async def test_an_invalid_sign_in_is_422_and_still_recorded_as_failed(
+    app: Starlette, body: bytes, field: str, recorded_email: str
+) -> None:
+    async with client_for(app) as client:
+        response = await client.post(
+            "/auth/sign-in",
+            content=body,
+            headers={"content-type": "application/json", "x-request-id": "req-bad-sign-in"},
+        )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert f"'{field}'" in response.json()["error"]["message"]
+    assert "set-cookie" not in response.headers
+    [failed] = await events(app, action="user.sign_in_failed")
+    assert (failed.outcome, failed.details, failed.user_id) == (
+        "failure",
+        {"email": recorded_email},
+        None,
+    )
+    assert (failed.ip_address, failed.request_id) == (CLIENT_IP, "req-bad-sign-in")
+    assert await events(app, action="user.signed_in") == []
+
+
+async def test_a_form_cannot_carry_a_lone_surrogate_its_bytes_become_u_fffd(
+    app: Starlette,
+) -> None:
+    async with client_for(app) as client:
+        response = await client.post(
+            "/auth/sign-in",
+            content=b"email=admin%ED%A0%80%40example.com&password=admin",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+    assert response.status_code == 401
+    assert "Wrong email or password" in response.text
+    [failed] = await events(app, action="user.sign_in_failed")
+    assert failed.details == {"email": "admin\ufffd\ufffd\ufffd@example.com"}
+
+
 async def test_unknown_routes_and_methods_answer_json(app: Starlette) -> None:
     async with client_for(app, auth=MEMBER) as client:
         missing = await client.get("/nowhere")

@@ -205,3 +205,40 @@ async def test_the_lifespan_opens_and_closes_the_stores(tmp_path: Path) -> None:
         [event] = (await store.query(EventFilter(action="project.created"))).events
         assert event.user_email == "admin@example.com"
         assert (await store.verify()).ok
+
+
+async def test_text_with_a_lone_surrogate_is_422_json_and_a_failed_sign_in_is_recorded(
+    app: Litestar,
+) -> None:
+    json_type = {"content-type": "application/json"}
+    async with client_for(app, auth=MEMBER) as client:
+        project = (await client.post("/projects", json={"name": "Target"})).json()
+        refused = [
+            await client.post("/projects", content=b'{"name": "\\ud800"}', headers=json_type),
+            await client.patch(
+                f"/projects/{project['id']}",
+                content=b'{"description": "\xed\xa0\x80"}',  # a surrogate's UTF-8 bytes
+                headers=json_type,
+            ),
+            await client.post("/api-keys", content=b'{"name": "\\udfff"}', headers=json_type),
+        ]
+        unchanged = await client.get(f"/projects/{project['id']}")
+    async with client_for(app) as anonymous:
+        sign_in = await anonymous.post(
+            "/auth/sign-in",
+            content=b'{"email": "member@example.com", "password": "x\\ud800"}',
+            headers=json_type,
+        )
+    for response in [*refused, sign_in]:
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/json"
+        error = response.json()["error"]
+        assert error["code"] == "invalid_request" and "Unicode" in error["message"]
+    assert unchanged.json() == project
+    assert [(e.action, e.outcome) for e in await events(app, outcome="failure")] == [
+        ("project.created", "failure"),
+        ("project.updated", "failure"),
+        ("user.sign_in_failed", "failure"),
+    ]
+    [failed] = await events(app, action="user.sign_in_failed")
+    assert (failed.details, failed.ip_address) == ({"email": "member@example.com"}, CLIENT_IP)

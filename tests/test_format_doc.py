@@ -21,7 +21,7 @@ import pytest
 import auditmw._event
 from auditmw import GENESIS_HASH, Event, Limits, NewEvent, SQLiteStore, entry_hash
 from auditmw._canonical import canonical_json, check_json
-from auditmw._event import EVENT_FIELDS, prepare
+from auditmw._event import EVENT_FIELDS, ROW_FIELDS, TEXT_COLUMNS, prepare
 
 from ._node import VERIFY_MJS, require_node
 
@@ -436,3 +436,15 @@ def test_the_scripts_exit_2_without_a_readable_file(tmp_path: Path, verifier: Ve
         assert result.stderr.startswith(f"cannot read {tmp_path / 'missing.jsonl'}: ")
     result = verifier(tmp_path)  # a directory
     assert result.returncode == 2
+
+
+def test_the_stored_columns_section_states_the_column_rule_the_stores_follow() -> None:
+    text = FORMAT_MD.read_text(encoding="utf-8")
+    section = text.split("\n## Stored columns\n", 1)[1].split("\n## ", 1)[0]
+    listed = re.search(r"the text columns (.*?) hold", section, re.DOTALL)
+    assert listed is not None
+    assert re.findall(r"`(\w+)`", listed.group(1)) == list(TEXT_COLUMNS)
+    assert "**each U+0000 replaced by U+FFFD**" in section
+    prepared = prepare(NewEvent(action="a\x00", resource="r", user_agent="\x00\x00"), Limits())
+    row = dict(zip(ROW_FIELDS, prepared.row(1, GENESIS_HASH, "h", b"{}"), strict=True))
+    assert (row["action"], row["user_agent"]) == ("a\ufffd", "\ufffd\ufffd")

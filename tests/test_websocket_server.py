@@ -34,14 +34,15 @@ DENIAL_RESPONSE_NOISE = "ASGI callable returned without completing handshake."
 
 
 @asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[str]:
+async def serving(app: ASGIApp, http: str = "auto") -> AsyncIterator[str]:
     """Serve ``app`` on an ephemeral port in this event loop (the store is bound to it);
     yields the ``ws://`` base URL. Exits once the server has shut down, so every task of
-    the app has ended and logged whatever it logs."""
+    the app has ended and logged whatever it logs. ``http``: uvicorn's HTTP parser."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
+        http=http,
         ws="websockets-sansio",
         lifespan="off",
         log_level="warning",

@@ -80,6 +80,7 @@ from ._query import (
     parse_page,
 )
 from ._store import AuditStore
+from ._text import header_text
 
 DASHBOARD_DIR = Path(__file__).with_name("_dashboard")
 ADMIN_KEY = "auditmw.admin"  # the scope key holding the AdminUser of a granted request
@@ -463,8 +464,8 @@ def _client_ip(request: Request) -> str | None:
 
 
 def _header(request: Request, name: str, max_chars: int) -> str | None:
-    value = request.headers.get(name)
-    return value[:max_chars] if value else None
+    value = request.headers.get(name)  # Starlette reads header bytes as Latin-1
+    return header_text(value.encode("latin-1"))[:max_chars] if value else None
 
 
 # --- OpenAPI ---------------------------------------------------------------------------------

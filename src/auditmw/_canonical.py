@@ -18,6 +18,7 @@ import orjson
 import rfc8785
 
 from ._errors import ValidationError
+from ._text import is_unicode
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -36,7 +37,7 @@ def _check(value: Any, path: str, max_depth: int, depth: int) -> bool:
     if value is None or isinstance(value, bool):
         return True
     if isinstance(value, str):
-        _check_text(value, path)
+        check_text(value, path)
         return True
     if isinstance(value, int):
         if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
@@ -53,7 +54,7 @@ def _check(value: Any, path: str, max_depth: int, depth: int) -> bool:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(path, f"key {key!r} is not a string")
-            _check_text(key, f"{path} key {key[:40]!r}")
+            check_text(key, f"{path} key {key[:40]!r}")
             if type(key) is not str:
                 fast = False  # orjson rejects str subclasses (StrEnum...) as keys.
             elif not key.isascii() and any(ord(ch) > 0xFFFF for ch in key):
@@ -71,12 +72,9 @@ def _check(value: Any, path: str, max_depth: int, depth: int) -> bool:
     )
 
 
-def _check_text(text: str, path: str) -> None:
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValidationError(path, "contains a lone surrogate (not valid Unicode)") from None
+def check_text(text: str, path: str) -> None:
+    if not is_unicode(text):
+        raise ValidationError(path, "contains a lone surrogate (not valid Unicode)")
 
 
 def canonical_json(value: Any, *, fast: bool) -> bytes:

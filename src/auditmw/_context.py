@@ -21,7 +21,7 @@ from uuid import UUID
 from starlette.types import Scope
 
 from ._errors import StoreError
-from ._event import NewEvent
+from ._event import Limits, NewEvent, text_field
 
 if TYPE_CHECKING:
     from ._record import Recorder
@@ -36,6 +36,19 @@ class Actor:
 
 
 UserResolver = Callable[[Scope], "Actor | None"]
+
+
+def checked_actor(user_id: object, user_email: object, limits: Limits | None) -> Actor:
+    """The actor a caller names (``set_actor``, ``acting_as``), or ``ValidationError``
+    naming the field: strings or None, valid Unicode, within ``limits`` when known."""
+    max_chars = max_email_chars = None
+    if limits is not None:
+        max_chars, max_email_chars = limits.max_chars, limits.max_email_chars
+    return Actor(
+        text_field("user_id", user_id, max_chars),
+        text_field("user_email", user_email, max_email_chars),
+    )
+
 
 # Attributes a user object may name its id by, in order of preference. ``identity``
 # is Starlette's BaseUser; the others are what ORM models and Litestar users use.
@@ -120,17 +133,25 @@ class AuditContext:
 audit_context: ContextVar[AuditContext | None] = ContextVar("auditmw_context", default=None)
 
 
+def current_limits() -> Limits | None:
+    """The limits of the store the current context records to; None when there is none."""
+    context = audit_context.get()
+    recorder = context.recorder if context is not None else None
+    return recorder.store.limits if recorder is not None else None
+
+
 def set_actor(user_id: str | None = None, user_email: str | None = None) -> None:
     """Name the user of the current request (or ``acting_as`` block) explicitly.
 
     It replaces what the user resolver would find in ``scope["user"]`` for every event
     recorded afterwards in this request. Works from FastAPI dependencies, sync ones
     (run in a worker thread) included. Raises RuntimeError outside a request handled
-    by ``AuditMiddleware`` and outside ``acting_as``.
+    by ``AuditMiddleware`` and outside ``acting_as``, and ``ValidationError`` for a
+    value no event could hold (not a string, not valid Unicode, over the store's limits).
     """
     context = audit_context.get()
     if context is None:
         raise RuntimeError(
             "set_actor() needs a current request (AuditMiddleware) or an acting_as() block"
         )
-    context.actor = Actor(user_id=user_id, user_email=user_email)
+    context.actor = checked_actor(user_id, user_email, current_limits())

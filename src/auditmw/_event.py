@@ -17,9 +17,10 @@ from typing import Any, Literal, get_args
 
 import orjson
 
-from ._canonical import MAX_SAFE_INTEGER, canonical_json, check_json
+from ._canonical import MAX_SAFE_INTEGER, canonical_json, check_json, check_text
 from ._errors import StoreError, ValidationError
 from ._ids import uuid7_str
+from ._text import NUL, column_text
 
 Outcome = Literal["success", "failure", "denied"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
@@ -65,6 +66,16 @@ ROW_FIELDS = (
     "prev_hash",
     "hash",
     "entry",
+)
+# Row columns that hold free text: stored in their column form (``_text.column_text``).
+TEXT_COLUMNS = (
+    "user_id",
+    "user_email",
+    "action",
+    "resource",
+    "resource_id",
+    "user_agent",
+    "request_id",
 )
 
 
@@ -172,7 +183,9 @@ class PreparedEvent:
 
     The entry's keys are sorted, so its canonical bytes are
     ``head + prev_hash + middle + str(seq) + tail``: everything but the chain link is
-    written before the store takes its write lock.
+    written before the store takes its write lock. ``columns`` holds the exact values;
+    ``column_forms`` the column form of each text field that differs from its value
+    (one holding U+0000), which its row stores instead.
     """
 
     log: str
@@ -182,6 +195,7 @@ class PreparedEvent:
     middle: bytes
     tail: bytes
     columns: dict[str, Any] = field(repr=False)
+    column_forms: dict[str, str] = field(default_factory=dict, repr=False)
 
     def seal(self, seq: int, prev_hash: str) -> tuple[bytes, str]:
         """The entry bytes and hash of this event at position ``seq`` after ``prev_hash``."""
@@ -207,6 +221,8 @@ class PreparedEvent:
     def row(self, seq: int, prev_hash: str, hash: str, entry: bytes) -> tuple[Any, ...]:
         """The stored row of the sealed event, in ``ROW_FIELDS`` order."""
         c = self.columns
+        if self.column_forms:  # rare: a text field holds U+0000
+            c = {**c, **self.column_forms}
         return (
             self.log,
             seq,
@@ -298,23 +314,24 @@ def prepare(event: NewEvent, limits: Limits) -> PreparedEvent:
         raise ValidationError("outcome", f"must be one of {', '.join(OUTCOMES)}")
     max_chars = limits.max_chars
     details_json, fast = _details(event.details, limits)
+    log = _log_name(event.log, max_chars)
     # Every entry field, in JCS key order, with placeholders for the chain link.
     values: dict[str, Any] = {
-        "action": _text("action", event.action, max_chars, required=True),
+        "action": text_field("action", event.action, max_chars, required=True),
         "details": orjson.Fragment(details_json),  # already canonical: written as it is
         "id": uuid7_str(),
         "ip_address": _ip_address(event.ip_address),
-        "log": _text("log", event.log, max_chars, required=True),
+        "log": log,
         "outcome": event.outcome,
         "prev_hash": "",
-        "request_id": _text("request_id", event.request_id, max_chars),
-        "resource": _text("resource", event.resource, max_chars, required=True),
-        "resource_id": _text("resource_id", event.resource_id, max_chars),
+        "request_id": text_field("request_id", event.request_id, max_chars),
+        "resource": text_field("resource", event.resource, max_chars, required=True),
+        "resource_id": text_field("resource_id", event.resource_id, max_chars),
         "seq": 0,
         "timestamp": _current_timestamp(),
-        "user_agent": _text("user_agent", event.user_agent, limits.max_user_agent_chars),
-        "user_email": _text("user_email", event.user_email, limits.max_email_chars),
-        "user_id": _text("user_id", event.user_id, max_chars),
+        "user_agent": text_field("user_agent", event.user_agent, limits.max_user_agent_chars),
+        "user_email": text_field("user_email", event.user_email, limits.max_email_chars),
+        "user_id": text_field("user_id", event.user_id, max_chars),
     }
     # orjson keeps insertion order and escapes strings exactly as JCS does. The entry is
     # cut at the two placeholders, searched from the end: only string values follow
@@ -331,8 +348,13 @@ def prepare(event: NewEvent, limits: Limits) -> PreparedEvent:
         details = orjson.loads(details_json)
         # Integers beyond 2**53 can only come back from floats, which take the slow path.
         values["details"] = details if fast else _as_doubles(details)
+    column_forms = {  # ~0.3 µs: the columns of the rare text holding U+0000
+        name: column_text(value)
+        for name in TEXT_COLUMNS
+        if (value := values[name]) is not None and NUL in value
+    }
     return PreparedEvent(
-        values["log"], values["id"], values["timestamp"], head, middle, tail, values
+        log, values["id"], values["timestamp"], head, middle, tail, values, column_forms
     )
 
 
@@ -340,7 +362,12 @@ _PREV_HASH_PLACEHOLDER = b',"prev_hash":""'
 _SEQ_PLACEHOLDER = b',"seq":0'
 
 
-def _text(name: str, value: object, max_chars: int, *, required: bool = False) -> str | None:
+def text_field(
+    name: str, value: object, max_chars: int | None, *, required: bool = False
+) -> str | None:
+    """``value`` if it may be the text field ``name``, else ``ValidationError``: a string
+    (not blank when ``required``), at most ``max_chars`` characters (None: not known
+    yet, as before the store is), valid Unicode."""
     if value is None and not required:
         return None
     if not isinstance(value, str):
@@ -349,13 +376,22 @@ def _text(name: str, value: object, max_chars: int, *, required: bool = False) -
         raise ValidationError(name, f"must be a string or None, not {type(value).__name__}")
     if required and not value.strip():
         raise ValidationError(name, "is required and must be a non-empty string")
-    if len(value) > max_chars:
+    if max_chars is not None and len(value) > max_chars:
         raise ValidationError(name, f"is {len(value)} characters long; the limit is {max_chars}")
     if not value.isascii():
-        check_json(value, name, 0)  # rejects lone surrogates
+        check_text(value, name)  # rejects lone surrogates
     return value
 
 
+def _log_name(value: object, max_chars: int) -> str:
+    log = text_field("log", value, max_chars, required=True)
+    assert log is not None  # required
+    if NUL in log:  # the name of a chain: its column form could name another chain
+        raise ValidationError("log", "must not contain U+0000 (NUL)")
+    return log
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Dotted-quad IPv4 without leading zeros: what ``ipaddress`` accepts, checked cheaply.
 _IPV4 = re.compile(
     r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -373,6 +409,8 @@ def _ip_address(value: object) -> str | None:
         ipaddress.ip_address(value)
     except ValueError:
         raise ValidationError("ip_address", f"{value[:64]!r} is not an IP address") from None
+    if _CONTROL.search(value):  # Python takes any IPv6 zone id, fe80::1%\x00 included
+        raise ValidationError("ip_address", f"{value[:64]!r} has a control character")
     return value  # as given: validated, never rewritten
 
 

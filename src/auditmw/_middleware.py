@@ -37,6 +37,7 @@ from ._event import Outcome
 from ._mask import DEFAULT_SENSITIVE_KEYS, Masker
 from ._record import FailurePolicy, Recorder
 from ._store import AuditStore
+from ._text import header_text
 
 REQUEST_ACTION = "http.request"
 REQUEST_RESOURCE = "http"
@@ -115,7 +116,7 @@ class AuditMiddleware:
         for name, value in scope.get("headers") or ():
             if name == b"user-agent":
                 if user_agent is None:
-                    user_agent = value.decode("latin-1")
+                    user_agent = header_text(value)
             elif name == self.request_id_header:
                 if not seen_request_id:
                     request_id = accepted_request_id(value)

@@ -44,6 +44,7 @@ from ._query import (
     where_clause,
 )
 from ._store import AuditStore, CheckpointRow, StoredCheckpoint
+from ._text import is_column_text
 from ._verify import INDEX_COLUMNS, ChainRow
 
 if TYPE_CHECKING:
@@ -339,6 +340,8 @@ class PostgresStore(AuditStore):
         return self._pool
 
     async def get(self, event_id: str) -> Event | None:
+        if not is_column_text(event_id):  # no event has it; the driver would raise
+            return None
         record = await self._reader().fetchrow(
             "SELECT entry, hash FROM auditmw_events WHERE id = $1", event_id
         )

@@ -28,6 +28,7 @@ import orjson
 
 from ._errors import AuditError
 from ._event import OUTCOMES, Event
+from ._text import is_unicode
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -82,7 +83,12 @@ class EventFilter:
       RFC 3339 UTC with microseconds and ``Z`` (``parse_time`` makes them from ISO 8601).
     - ``search``: case-insensitive substring of action, resource, resource_id, user_email
       or user_id. Every character is literal (``%``, ``_``, ``*``, quotes). Case folding
-      is ASCII-only (``A``-``Z``), as in SQL's LIKE; control characters are not allowed.
+      is ASCII-only (``A``-``Z``), as in SQL's LIKE.
+
+    No value may hold a control character (U+0000-U+001F, U+007F) or a lone surrogate: a
+    pasted newline would silently match nothing, and U+0000 cannot be sent to PostgreSQL.
+    (The stored columns hold U+FFFD for an event's U+0000, docs/format.md "Stored
+    columns": filter by U+FFFD to find such events.)
     """
 
     user_id: str | None = None
@@ -98,10 +104,16 @@ class EventFilter:
     def __post_init__(self) -> None:
         for param, name in FILTER_PARAMS.items():
             value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
+            if value is None:
+                continue
+            if not isinstance(value, str):
                 raise QueryError(param, f"must be a string, not {type(value).__name__}")
-            if value is not None and len(value) > MAX_PARAM_CHARS:
+            if len(value) > MAX_PARAM_CHARS:
                 raise QueryError(param, f"is longer than {MAX_PARAM_CHARS} characters")
+            if _CONTROL.search(value):
+                raise QueryError(param, "must not contain control characters")
+            if not is_unicode(value):
+                raise QueryError(param, "is not valid Unicode (it holds a lone surrogate)")
         if self.outcome is not None and self.outcome not in OUTCOMES:
             raise QueryError("outcome", f"{_shown(self.outcome)} is not one of {_OUTCOME_LIST}")
         for param, value in (("from", self.since), ("to", self.until)):
@@ -111,8 +123,6 @@ class EventFilter:
                 )
         if self.since is not None and self.until is not None and self.since >= self.until:
             raise QueryError("to", "must be later than from")
-        if self.search is not None and _CONTROL.search(self.search):
-            raise QueryError("search", "must not contain control characters")
 
     @property
     def action_prefix(self) -> str | None:

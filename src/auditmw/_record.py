@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from ._context import Actor, AuditContext, RequestInfo, UserResolver, audit_context, user_from_scope
+from ._context import (
+    Actor,
+    AuditContext,
+    RequestInfo,
+    UserResolver,
+    audit_context,
+    checked_actor,
+    user_from_scope,
+)
 from ._errors import StoreError
 from ._event import Event, NewEvent, Outcome
 from ._mask import Masker
@@ -224,13 +232,17 @@ def acting_as(
     Inside a request it changes only the actor (e.g. a system action triggered by a
     user); events keep the request's IP, user agent and request id. Use it from async
     and sync code alike; it does not cross into new tasks or threads started before it.
+    A user id or email no event could hold raises ``ValidationError`` here, at the
+    ``with``, not at the first ``audit()`` inside.
     """
     outer = audit_context.get()
     if store is not None:
         recorder: Recorder | None = recorder_for(outer, store)
     else:
         recorder = outer.recorder if outer is not None else None
-    actor = Actor(user_id=user_id, user_email=user_email)
+    actor = checked_actor(
+        user_id, user_email, recorder.store.limits if recorder is not None else None
+    )
     request = outer.request if outer is not None else None
     token = audit_context.set(AuditContext(recorder, request, actor))
     try:

@@ -52,6 +52,7 @@ from ._query import (
     where_clause,
 )
 from ._store import AuditStore, CheckpointRow, StoredCheckpoint
+from ._text import is_column_text
 from ._verify import INDEX_COLUMNS, ChainRow
 
 if TYPE_CHECKING:
@@ -433,6 +434,8 @@ class SQLiteStore(AuditStore):
         return self._read_conn
 
     async def get(self, event_id: str) -> Event | None:
+        if not is_column_text(event_id):  # no event has it; the driver would raise
+            return None
         async with self._reader().execute(
             "SELECT CAST(entry AS BLOB), hash FROM auditmw_events WHERE id = ?", (event_id,)
         ) as cursor:

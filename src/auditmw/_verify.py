@@ -34,10 +34,13 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
-from ._event import ENTRY_FIELDS, GENESIS_HASH, ROW_FIELDS, entry_hash
+from ._event import ENTRY_FIELDS, GENESIS_HASH, ROW_FIELDS, TEXT_COLUMNS, entry_hash
+from ._text import column_text
 
-# Columns kept beside the entry for indexing; each must equal the entry's own field.
+# Columns kept beside the entry for indexing; each must equal the entry's own field (a
+# text column: its column form, or the exact text as stores written before that rule hold).
 INDEX_COLUMNS = tuple(name for name in ROW_FIELDS if name not in ("log", "seq", "hash", "entry"))
+_TEXT_COLUMNS = frozenset(TEXT_COLUMNS)
 
 MODIFIED = "modified"
 COLUMN_MISMATCH = "column_mismatch"
@@ -244,7 +247,7 @@ class ChainVerifier:
             wrong.extend(
                 name
                 for name, value in zip(INDEX_COLUMNS, row.columns, strict=True)
-                if entry[name] != value
+                if entry[name] != value and not _column_form_of(name, entry[name], value)
             )
             if wrong:
                 message = f"column(s) {', '.join(wrong)} differ from the entry"
@@ -318,6 +321,11 @@ class ChainVerifier:
             f"prev_hash does not match the hash of seq {seq - 1}: seq {seq - 1} was "
             f"rewritten (with its hash), or seq {seq} was forged",
         )
+
+
+def _column_form_of(name: str, field: object, column: object) -> bool:
+    """Whether ``column`` holds the column form of the entry's text ``field``."""
+    return name in _TEXT_COLUMNS and isinstance(field, str) and column == column_text(field)
 
 
 def _newest(items: dict[int, _T], keep: int) -> dict[int, _T]:
