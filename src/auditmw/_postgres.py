@@ -34,6 +34,7 @@ from ._event import (
     entry_hash,
     stored_event,
 )
+from ._histogram import BucketLayout
 from ._proofs import leaf_of
 from ._query import (
     EventFilter,
@@ -453,6 +454,34 @@ class PostgresStore(AuditStore):
                 yield stored_event(
                     bytes(record["entry"]), record["hash"], record["log"], record["seq"]
                 )
+
+    async def _time_span(self, filter: EventFilter) -> tuple[str, str] | None:
+        # Each end is the first row of an index range read in order (as a page is).
+        conditions, params = _conditions(filter)
+        where = where_clause(conditions)
+        record = await self._reader().fetchrow(
+            f"SELECT (SELECT timestamp FROM auditmw_events{where} ORDER BY timestamp LIMIT 1), "  # noqa: S608
+            f"(SELECT timestamp FROM auditmw_events{where} ORDER BY timestamp DESC LIMIT 1)",
+            *params,
+        )
+        assert record is not None
+        return None if record[0] is None else (record[0], record[1])
+
+    async def _interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
+        """One pass over the matching rows (through the index the filters choose),
+        grouped by ``width_bucket``: the number of edges at or before each timestamp,
+        compared as the column's "C" collation does (byte order)."""
+        conditions, params = _conditions(filter)
+        params.append(layout.edges)
+        records = await self._reader().fetch(
+            f'SELECT width_bucket(timestamp, ${len(params)}::text[] COLLATE "C") AS bucket, '  # noqa: S608
+            f"count(*) FROM auditmw_events{where_clause(conditions)} GROUP BY bucket",
+            *params,
+        )
+        counts = [0] * layout.count
+        for record in records:
+            counts[record["bucket"]] = int(record["count"])
+        return counts
 
     async def distinct_values(self, column: str, *, limit: int = 1000) -> list[str]:
         if column not in FACET_COLUMNS:
