@@ -624,12 +624,7 @@ class SQLiteStore(AuditStore):
             conditions.append("e.timestamp < ?")
             params.append(filter.until)
         if filter.search:
-            matches = await self._search_index_matches(
-                filter.search,
-                self._search_index_max_matches
-                if search_index_max_matches is None
-                else search_index_max_matches,
-            )
+            matches = await self._search_index_matches(filter.search, search_index_max_matches)
             if matches is not None:
                 source = (
                     "(SELECT value AS r FROM json_each(?)) AS m "
@@ -696,16 +691,20 @@ class SQLiteStore(AuditStore):
         )
         return [int(row[0]) for row in rows]
 
-    async def _search_index_matches(self, term: str, max_matches: int) -> list[int] | None:
+    async def _search_index_matches(
+        self, term: str, max_matches: int | None = None
+    ) -> list[int] | None:
         """The rowids of the events containing ``term``, from the search index, when it
         can answer (a term of 3+ characters) and they are few (at most ``max_matches``,
-        ``SEARCH_INDEX_MAX_MATCHES`` for a page).
+        by default ``SEARCH_INDEX_MAX_MATCHES``).
 
         Otherwise (None) the query reads events newest first, through the index of the
         other filters, and tests each with LIKE (ASCII case-insensitive, like the index):
         for a common term a page fills after a few rows. A rare one would make that read
         most of the table, so its few matches are looked up by rowid instead.
         """
+        if max_matches is None:
+            max_matches = self._search_index_max_matches
         if len(term) < MIN_SEARCH_INDEX_CHARS or not await self._has_search_index():
             return None
         rows = await self._fetchall(
