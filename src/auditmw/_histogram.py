@@ -40,6 +40,9 @@ STEPS = (
     *(n * HOUR for n in (1, 2, 3, 6, 12)),
     *(n * 10**k * DAY for k in range(7) for n in (1, 2, 5)),
 )
+# Below and above every timestamp (they all start with a digit; text compares bytewise):
+# the outer bounds of the first and last intervals, which take every earlier or later event.
+BEFORE_ANY, AFTER_ANY = "", "~"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EARLIEST = -62_135_596_800 * SECOND  # 0001-01-01T00:00:00.000000Z
 _LATEST = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z

@@ -41,7 +41,7 @@ from ._event import (
     entry_hash,
     stored_event,
 )
-from ._histogram import BucketLayout
+from ._histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
 from ._proofs import leaf_of
 from ._query import (
     MIN_SEARCH_INDEX_CHARS,
@@ -78,9 +78,6 @@ MAX_PREFIX_ACTIONS = 1000
 EXACT_COLUMNS = ("user_id", "user_email", "resource", "resource_id", "outcome")
 FACET_COLUMNS = ("action", "resource", "outcome")
 EVENTS = "auditmw_events AS e"  # what queries read, unless a search starts from its index
-# Below and above every timestamp (they all start with a digit): the outer bounds of a
-# histogram's first and last intervals, which take every earlier and later event.
-BEFORE_ANY, AFTER_ANY = "", "~"
 # A timestamp as whole microseconds since 1970 (exact integers; strftime is in every SQLite).
 TIMESTAMP_MICROS = (
     "(CAST(strftime('%s', substr(e.timestamp, 1, 19)) AS INTEGER) * 1000000 "
