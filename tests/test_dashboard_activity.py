@@ -30,7 +30,7 @@ import pytest
 # Only once chromium is known to be there (test_dashboard_browser skipped otherwise).
 from playwright.sync_api import Browser, Page
 
-from auditmw import Event, NewEvent, SQLiteStore
+from auditmw import Event, EventFilter, NewEvent, SQLiteStore
 
 from .test_dashboard_browser import (
     ARTIFACTS,
@@ -203,8 +203,6 @@ def local_input(timestamp: str, zone: str) -> str:
 
 def between(events: list[Event], start: str, end: str, **filters: str) -> list[Event]:
     """The events in [start, end) (and matching ``filters``), newest first."""
-    from auditmw import EventFilter
-
     f = EventFilter(**filters)
     chosen = [e for e in events if start <= e.timestamp < end and model_matches(e, f)]
     ranked = sorted(enumerate(chosen), key=lambda pair: (pair[1].timestamp, pair[0]))
