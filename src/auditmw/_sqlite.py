@@ -635,7 +635,11 @@ class SQLiteStore(AuditStore):
 
     async def _time_span(self, filter: EventFilter) -> tuple[str, str] | None:
         # Each end is the first row of an index range read in order (as a page is).
-        source, conditions, params = await self._selection(filter, newest_first=True)
+        source, conditions, params = await self._selection(
+            filter,
+            newest_first=True,
+            search_index_max_matches=self._histogram_search_index_max_matches,
+        )
         where = where_clause(conditions)
         rows = await self._fetchall(
             f"SELECT (SELECT e.timestamp FROM {source}{where} ORDER BY e.timestamp LIMIT 1), "  # noqa: S608
@@ -660,8 +664,7 @@ class SQLiteStore(AuditStore):
         source, conditions, params = await self._selection(
             dataclasses.replace(filter, since=None, until=None),
             newest_first=True,
-            # Every match is read (a page needs its first few): the index pays off longer.
-            search_index_max_matches=HISTOGRAM_SEARCH_INDEX_FACTOR * self._search_index_max_matches,
+            search_index_max_matches=self._histogram_search_index_max_matches,
         )
         await self._refresh_statistics()
         if source != EVENTS:
@@ -687,6 +690,11 @@ class SQLiteStore(AuditStore):
             [*params, orjson.dumps(list(intervals)).decode()],
         )
         return [int(row[0]) for row in rows]
+
+    @property
+    def _histogram_search_index_max_matches(self) -> int:
+        # Every match is read (a page needs its first few): the index pays off longer.
+        return HISTOGRAM_SEARCH_INDEX_FACTOR * self._search_index_max_matches
 
     async def _search_index_matches(
         self, term: str, max_matches: int | None = None
