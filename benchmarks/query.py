@@ -8,7 +8,9 @@ stdlib ``sqlite3`` into the store's schema. Then it times, side by side in one r
 - the first page of a query against a page deep in the same results (reached by its
   keyset cursor): the ratio should be about 1, since neither reads the rows before it;
 - a substring search through the store's search index against a plain
-  ``LIKE '%term%'`` scan of the same table answering the same question.
+  ``LIKE '%term%'`` scan of the same table answering the same question;
+- the histogram of events over time (``AuditStore.histogram``, ``GET /histogram``) for
+  the dashboard's filters, against its target: at most 200 ms at a million events.
 
     .venv/bin/python benchmarks/query.py [--events N] [--rounds R] [--rebuild]
 """
@@ -47,8 +49,15 @@ from _common import (
 )
 from auditmw import Event, NewEvent, SQLiteStore
 from auditmw._event import GENESIS_HASH, Limits, PreparedEvent, prepare
-from auditmw._query import EventFilter, Page
-from auditmw._sqlite import INSERT, ROW_COLUMNS, SCHEMA, SEARCH_COLUMNS
+from auditmw._query import MAX_BUCKETS, EventFilter, Page
+from auditmw._sqlite import (
+    HISTOGRAM_SEARCH_INDEX_FACTOR,
+    INSERT,
+    ROW_COLUMNS,
+    SCHEMA,
+    SEARCH_COLUMNS,
+    SEARCH_INDEX_MAX_MATCHES,
+)
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 DATA_VERSION = "3"  # bump when the generated data or the way it is built changes
@@ -446,15 +455,113 @@ async def compare_search(
     return table
 
 
-async def run(path: Path, rounds: int) -> tuple[list[list[str]], list[list[str]]]:
+HISTOGRAM_TARGET = 0.200  # seconds, at a million events
+DASHBOARD_BARS = 120  # the most bars the dashboard asks for
+
+
+@dataclass(frozen=True)
+class HistogramCase:
+    label: str
+    filter: EventFilter
+    where: str  # the same selection in SQL, to check the total
+    params: tuple[str, ...] = ()
+    targeted: bool = True  # one of the cases the 200 ms target is about
+
+
+def histogram_cases() -> list[HistogramCase]:
+    _, email = user_of(4711)
+    term = email.split("@")[0]
+    month = ("2025-03-01T00:00:00.000000Z", "2025-04-01T00:00:00.000000Z")
+    return [
+        HistogramCase("no filter", EventFilter(), "1"),
+        HistogramCase(
+            "action=document.update",
+            EventFilter(action="document.update"),
+            "action = 'document.update'",
+        ),
+        HistogramCase(
+            f"search {term!r} (one user)",
+            EventFilter(search=term),
+            LIKE_WHERE,
+            (like_pattern(term),),
+        ),
+        HistogramCase(
+            "from/to: one month",
+            EventFilter(since=month[0], until=month[1]),
+            "timestamp >= ?1 AND timestamp < ?2",
+            month,
+        ),
+        # Beyond the target: every match must be read, and a common term is in most rows.
+        HistogramCase(
+            "search 'invoice' (6%)",
+            EventFilter(search="invoice"),
+            LIKE_WHERE,
+            (like_pattern("invoice"),),
+            targeted=False,
+        ),
+        HistogramCase(
+            "search 'example' (97%)",
+            EventFilter(search="example"),
+            LIKE_WHERE,
+            (like_pattern("example"),),
+            targeted=False,
+        ),
+    ]
+
+
+async def compare_histogram(
+    store: SQLiteStore, conn: sqlite3.Connection, rounds: int
+) -> tuple[list[list[str]], list[float]]:
+    """Rows of the histogram table, and the slowest time of each targeted case."""
+    table, targeted = [], []
+    for case in histogram_cases():
+        (matches,) = conn.execute(
+            f"SELECT count(*) FROM auditmw_events WHERE {case.where}",  # noqa: S608
+            case.params,
+        ).fetchone()
+        times, made = [], []
+        for buckets in (DASHBOARD_BARS, MAX_BUCKETS):
+            histogram = await store.histogram(case.filter, buckets=buckets)
+            if histogram.total != matches:
+                raise RuntimeError(f"histogram {case.label}: {histogram.total} != {matches}")
+
+            async def draw(f: EventFilter = case.filter, b: int = buckets) -> object:
+                return await store.histogram(f, buckets=b)
+
+            times.append(await timed_median(rounds, draw))
+            made.append(len(histogram.buckets))
+
+        async def first_page(f: EventFilter = case.filter) -> Page:
+            return await store.query(f, limit=PAGE)
+
+        page_s = await timed_median(rounds, first_page)
+        if case.targeted:
+            targeted.append(max(times))
+        table.append(
+            [
+                case.label + ("" if case.targeted else " *"),
+                f"{matches:,}",
+                f"{ms(times[0])} ({made[0]} bars)",
+                f"{ms(times[1])} ({made[1]} bars)",
+                ms(page_s),
+            ]
+        )
+        print(f"  histogram: {case.label} done", file=sys.stderr)
+    return table, targeted
+
+
+async def run(
+    path: Path, rounds: int
+) -> tuple[list[list[str]], list[list[str]], tuple[list[list[str]], list[float]]]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         async with SQLiteStore(path, create=False) as store:
             paging = await compare_paging(store, conn, rounds)
             search = await compare_search(store, conn, rounds)
+            histogram = await compare_histogram(store, conn, rounds)
     finally:
         conn.close()
-    return paging, search
+    return paging, search, histogram
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -473,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("run", f"pages of {PAGE}; medians of {args.rounds} warm runs"),
     ]
     print_facts("auditmw query benchmark", facts)
-    paging, search = asyncio.run(run(path, args.rounds))
+    paging, search, (histogram, targeted) = asyncio.run(run(path, args.rounds))
     print("Pages: the first page against a deep page reached by its cursor (deep/first ≈ 1),")
     print("and the same deep page by offset (page=N), which reads every row before it.")
     print_table(
@@ -484,6 +591,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("Search: the first page of a substring search through the store (its trigram")
     print("index when the term is rare) against a plain LIKE '%term%' scan of the table.")
     print_table(["term", "matches", "store", "LIKE scan", "LIKE/store"], search)
+    print()
+    print("Histogram: events per interval for the filters (AuditStore.histogram, as GET")
+    print(f"/histogram), with {DASHBOARD_BARS} bars (the dashboard's most) and {MAX_BUCKETS}")
+    print("(the API's most); the first page of the same filters for comparison.")
+    print_table(
+        [
+            "filters",
+            "matches",
+            f"at most {DASHBOARD_BARS}",
+            f"at most {MAX_BUCKETS}",
+            "page 1",
+        ],
+        histogram,
+    )
+    slowest = max(targeted)
+    verdict = "met" if slowest <= HISTOGRAM_TARGET else "NOT met"
+    print(
+        f"Histogram target <= {HISTOGRAM_TARGET * 1000:.0f} ms at {args.events:,} events "
+        f"(the four cases above the *): {verdict}, slowest {ms(slowest)}."
+    )
+    print("* beyond the target: a histogram reads every match; a search matched by more")
+    most = HISTOGRAM_SEARCH_INDEX_FACTOR * SEARCH_INDEX_MAX_MATCHES
+    print(f"  than {most:,} events tests each event (about a second per million).")
     write_summary(
         args.summary,
         "query",
@@ -499,6 +629,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        detail=f"store {r[2]}, LIKE {r[3]}")
                 for r in search
             ),
+            Result("query, histogram: slowest of the four", slowest / HISTOGRAM_TARGET,
+                   "time/200 ms", goal=1, goal_is_max=True, detail=ms(slowest)),
         ],
     )  # fmt: skip
     return 0

@@ -252,7 +252,7 @@ async def test_openapi_document_describes_the_routes(client: httpx.AsyncClient) 
     assert document["openapi"].startswith("3.1")
     assert set(document["paths"]) == {
         "/", "/static/{path}", "/events", "/events/{event_id}", "/events/{event_id}/proof",
-        "/facets",
+        "/facets", "/histogram",
         "/export.csv", "/export.jsonl", "/verify", "/openapi.json",
     }  # fmt: skip
     params = {p["name"] for p in document["paths"]["/events"]["get"]["parameters"]}

@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
@@ -249,15 +249,15 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         pool.submit(asyncio.run, _seed(paths["exports"], SEEDED)).result()  # gets exports
         pool.submit(asyncio.run, _seed(paths["tampered"], SEEDED[:10])).result()
     tamper(paths["tampered"])
+    with serving(build_app({name: SQLiteStore(path) for name, path in paths.items()})) as server:
+        yield server
 
+
+@contextlib.contextmanager
+def serving(app: Starlette) -> Iterator[LiveServer]:
+    """``app`` served by uvicorn on 127.0.0.1 (in a thread), until the block ends."""
     port = free_port()
-    config = uvicorn.Config(
-        build_app({name: SQLiteStore(path) for name, path in paths.items()}),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="dashboard-test-server", daemon=True)
     thread.start()
@@ -310,13 +310,20 @@ def new_context(browser: Browser, server: LiveServer, role: str | None = "admin"
 def page(browser: Browser, live_server: LiveServer) -> Iterator[Page]:
     """An admin's page; fails the test on any script error, dialog or breach of the
     admin app's Content-Security-Policy."""
+    with watched_page(new_context(browser, live_server)) as page:
+        yield page
+
+
+@contextlib.contextmanager
+def watched_page(context: BrowserContext) -> Iterator[Page]:
+    """A page of ``context`` (closed afterwards) that fails the test on any script error,
+    dialog or breach of the admin app's Content-Security-Policy."""
     errors: list[str] = []
 
     def on_dialog(dialog: Dialog) -> None:
         errors.append(f"dialog: {dialog.message}")
         dialog.dismiss()
 
-    context = new_context(browser, live_server)
     context.expose_binding(
         "reportViolation", lambda _source, directive: errors.append(f"CSP: {directive}")
     )
@@ -413,14 +420,15 @@ def test_first_page_table_details_and_chain_badge(page: Page, live_server: LiveS
     newest = SEEDED[-1]
     first = page.locator("#rows tr.event-row").first
 
-    # Time: the viewer's local time (a UTC+14 zone here); the exact UTC time kept as data.
+    # Time: the viewer's local time with its offset (a UTC+14 zone here); the exact UTC
+    # time in the tooltip (more in test_dashboard_activity).
     time_element = first.locator("time")
     utc = time_element.get_attribute("datetime")
     assert utc is not None and utc.endswith("Z")
     local = datetime.fromisoformat(utc).astimezone(ZoneInfo(TIMEZONE))
-    shown = time_element.inner_text()
-    assert f"{local:%b} {local:%d}, {local:%Y}" in shown
-    assert f"{local.hour % 12 or 12:02d}:{local:%M}:{local:%S}" in shown
+    millis = local.microsecond // 1000
+    assert time_element.inner_text() == f"{local:%Y-%m-%d %H:%M:%S}.{millis:03d} +14:00"
+    assert time_element.get_attribute("title") == utc.replace("T", " ")[:-1] + " UTC"
 
     # User: email, else id, else "System".
     assert {"alice@example.com", "bob@example.org", "u_carol", "System"} <= set(
@@ -619,22 +627,27 @@ def test_paging_forward_and_back(page: Page, live_server: LiveServer) -> None:
     assert event_ids(page) == pages[0]
 
 
-def test_date_filters_are_local_days(page: Page, live_server: LiveServer) -> None:
+def test_from_and_until_are_local_times(page: Page, live_server: LiveServer) -> None:
     open_dashboard(page, live_server)
     newest = page.locator("#rows time").first.get_attribute("datetime")
     assert newest is not None
     today = datetime.fromisoformat(newest).astimezone(ZoneInfo(TIMEZONE)).date()
-    yesterday = today - timedelta(days=1)
+    midnight = datetime.combine(today, datetime.min.time(), ZoneInfo(TIMEZONE))
+    tomorrow = midnight + timedelta(days=1)
 
-    # From today to today (local, UTC+14): everything, as it was all logged today.
-    act(page, lambda: page.fill("#f-from", today.isoformat()))
-    act(page, lambda: page.fill("#f-to", today.isoformat()))
-    assert url_query(page) == {"from": [today.isoformat()], "to": [today.isoformat()]}
+    def utc(moment: datetime) -> str:
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    # From today's local midnight until tomorrow's (UTC+14): everything, all logged today.
+    act(page, lambda: page.fill("#f-from", f"{today}T00:00"))
+    act(page, lambda: page.fill("#f-to", f"{tomorrow:%Y-%m-%d}T00:00"))
+    assert url_query(page) == {"from": [utc(midnight)], "to": [utc(tomorrow)]}
     assert row_count(page) == PAGE_SIZE
 
-    # Up to yesterday: nothing.
+    # Until today's local midnight: nothing.
     act(page, lambda: page.fill("#f-from", ""))
-    act(page, lambda: page.fill("#f-to", yesterday.isoformat()))
+    act(page, lambda: page.fill("#f-to", f"{today}T00:00"))
+    assert url_query(page) == {"to": [utc(midnight)]}
     assert page.get_attribute("#events", "data-state") == "empty"
 
 

@@ -22,6 +22,7 @@ from ._context import Actor, set_actor
 from ._diff import diff
 from ._errors import AuditError, NotAStoreError, StoreClosedError, StoreError, ValidationError
 from ._event import GENESIS_HASH, OUTCOMES, Event, Limits, NewEvent, Outcome, entry_hash
+from ._histogram import Histogram, HistogramBucket
 from ._mask import DEFAULT_SENSITIVE_KEYS
 from ._middleware import AuditMiddleware
 from ._mount import mount
@@ -56,6 +57,8 @@ __all__ = [
     "FailurePolicy",
     "Finding",
     "GENESIS_HASH",
+    "Histogram",
+    "HistogramBucket",
     "KEY_ROTATED_ACTION",
     "Limits",
     "LogSummary",

@@ -64,8 +64,10 @@ from ._event import OUTCOMES, NewEvent, utc_timestamp
 from ._export import MEDIA_TYPES, Format, export_chunks, export_filename
 from ._proofs import prove_inclusion
 from ._query import (
+    DEFAULT_BUCKETS,
     DEFAULT_LIMIT,
     FILTER_PARAMS,
+    MAX_BUCKETS,
     MAX_CURSOR_CHARS,
     MAX_LIMIT,
     MAX_PAGE,
@@ -74,6 +76,7 @@ from ._query import (
     PAGE_PARAMS,
     QueryError,
     check_params,
+    parse_buckets,
     parse_filter,
     parse_limit,
     parse_max_age,
@@ -144,6 +147,7 @@ class AdminApp:
                 Route("/events/{event_id}", self._event, methods=["GET"]),
                 Route("/events/{event_id}/proof", self._proof, methods=["GET"]),
                 Route("/facets", self._facets, methods=["GET"]),
+                Route("/histogram", self._histogram, methods=["GET"]),
                 Route("/export.csv", self._export_csv, methods=["GET"]),
                 Route("/export.jsonl", self._export_jsonl, methods=["GET"]),
                 Route("/verify", self._verify, methods=["GET"]),
@@ -282,6 +286,13 @@ class AdminApp:
                 "outcomes": await self.store.distinct_values("outcome"),
             }
         )
+
+    async def _histogram(self, request: Request) -> Response:
+        params = check_params(request.query_params.multi_items(), [*FILTER_PARAMS, "buckets"])
+        filter = parse_filter(params)
+        buckets = parse_buckets(params.get("buckets"))
+        histogram = await self.store.histogram(filter, buckets=buckets)
+        return json_response(histogram.to_dict())
 
     async def _verify(self, request: Request) -> Response:
         params = check_params(request.query_params.multi_items(), ("max_age",))
@@ -634,6 +645,27 @@ def openapi_document(auth: AdminAuth | None = None) -> dict[str, Any]:
             {"200": ok(refs["Facets"])},
             [],
         ),
+        "/histogram": get(
+            "How many events match the filters per interval of time (activity over "
+            "time): counted in the database; the counts add up to the matches",
+            {"200": ok(refs["Histogram"])},
+            [
+                *filters,
+                query(
+                    "buckets",
+                    {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_BUCKETS,
+                        "default": DEFAULT_BUCKETS,
+                    },
+                    "The most intervals wanted. Their width is the narrowest of 1, 2, 5, "
+                    "10, 20, 50, 100, 200, 500 ms, 1, 2, 5, 10, 15, 30 s or min, 1, 2, 3, "
+                    "6, 12 h, 1, 2, 5, 10, 20, 50... days that covers the range in as "
+                    "many; intervals start at whole multiples of it (UTC).",
+                ),
+            ],
+        ),
         "/export.csv": export(
             "All matching events as CSV (recorded as export.requested)", "text/csv"
         ),
@@ -728,6 +760,43 @@ def openapi_document(auth: AdminAuth | None = None) -> dict[str, Any]:
                         for name in ("actions", "resources", "outcomes")
                     },
                 },
+                "Histogram": {
+                    "type": "object",
+                    "required": ["from", "to", "bucket_ms", "total", "buckets"],
+                    "properties": {
+                        "from": {
+                            "anyOf": [_date_time(), {"type": "null"}],
+                            "description": "Start of the first interval: the `from` filter, "
+                            "else the first matching event's time; null when none matched.",
+                        },
+                        "to": {
+                            "anyOf": [_date_time(), {"type": "null"}],
+                            "description": "End of the last interval (exclusive): the `to` "
+                            "filter, else just after the last matching event.",
+                        },
+                        "bucket_ms": {
+                            "type": ["integer", "null"],
+                            "description": "The intervals' width in milliseconds (the first "
+                            "and last may be cut shorter by from and to).",
+                        },
+                        "total": {
+                            "type": "integer",
+                            "description": "How many events match: the sum of the counts.",
+                        },
+                        "buckets": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["start", "end", "count"],
+                                "properties": {
+                                    "start": _date_time(),
+                                    "end": _date_time(),
+                                    "count": {"type": "integer", "minimum": 0},
+                                },
+                            },
+                        },
+                    },
+                },
                 "VerifyReport": {
                     "type": "object",
                     "required": [
@@ -813,7 +882,15 @@ def _date_time() -> dict[str, Any]:
     return {"type": "string", "format": "date-time"}
 
 
-_SCHEMAS = ("Event", "EventPage", "InclusionProof", "Facets", "VerifyReport", "Error")
+_SCHEMAS = (
+    "Event",
+    "EventPage",
+    "InclusionProof",
+    "Facets",
+    "Histogram",
+    "VerifyReport",
+    "Error",
+)
 _EVENT_TYPES = {
     "id": "string",
     "log": "string",

@@ -16,6 +16,7 @@ Same guarantees as the SQLite store, on a server:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ from ._event import (
     entry_hash,
     stored_event,
 )
+from ._histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
 from ._proofs import leaf_of
 from ._query import (
     EventFilter,
@@ -456,6 +458,60 @@ class PostgresStore(AuditStore):
                 yield stored_event(
                     bytes(record["entry"]), record["hash"], record["log"], record["seq"]
                 )
+
+    async def _time_span(self, filter: EventFilter) -> tuple[str, str] | None:
+        # Each end is the first row of an index range read in order (as a page is).
+        conditions, params = _conditions(filter)
+        where = where_clause(conditions)
+        records = await self._fetch_planned_for_values(
+            f"SELECT (SELECT timestamp FROM auditmw_events{where} ORDER BY timestamp LIMIT 1), "  # noqa: S608
+            f"(SELECT timestamp FROM auditmw_events{where} ORDER BY timestamp DESC LIMIT 1)",
+            params,
+        )
+        first, last = records[0]
+        return None if first is None else (first, last)
+
+    async def _interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
+        """Per interval, a count of its range of the (filter column, timestamp, id) index
+        (index-only: 90 ms for a million events, where one pass grouping every row by
+        ``width_bucket`` took 0.7 s). A search has no such index: its matches, found
+        through the trigram index, are read once and grouped by ``width_bucket``, the
+        number of edges at or before each timestamp in byte order (the "C" collation)."""
+        if filter.search:
+            conditions, params = _conditions(filter)
+            params.append(layout.edges)
+            records = await self._fetch_planned_for_values(
+                f'SELECT width_bucket(timestamp, ${len(params)}::text[] COLLATE "C") AS bucket, '  # noqa: S608
+                f"count(*) FROM auditmw_events{where_clause(conditions)} GROUP BY bucket",
+                params,
+            )
+            counts = [0] * layout.count
+            for record in records:
+                counts[record["bucket"]] = int(record["count"])
+            return counts
+        # The intervals' bounds stand in for the filter's own (as in the SQLite store).
+        conditions, params = _conditions(dataclasses.replace(filter, since=None, until=None))
+        params += [
+            [filter.since or BEFORE_ANY, *layout.edges],
+            [*layout.edges, filter.until or AFTER_ANY],
+        ]
+        in_interval = where_clause([*conditions, "timestamp >= b.lo", "timestamp < b.hi"])
+        records = await self._reader().fetch(
+            f"SELECT (SELECT count(*) FROM auditmw_events{in_interval}) FROM "  # noqa: S608
+            f"unnest(${len(params) - 1}::text[], ${len(params)}::text[]) WITH ORDINALITY "
+            "AS b(lo, hi, n) ORDER BY b.n",
+            *params,
+        )
+        return [int(record[0]) for record in records]
+
+    async def _fetch_planned_for_values(self, sql: str, params: list[Any]) -> list[Any]:
+        """``fetch``, planned for these parameter values. After five runs of a prepared
+        statement PostgreSQL may keep a generic plan, made without the values: for a
+        search, a scan of every row (230 ms at a million) instead of the trigram index
+        (40 ms), as it cannot tell a rare term from a common one."""
+        async with self._reader().acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            return list(await conn.fetch(sql, *params))
 
     async def distinct_values(self, column: str, *, limit: int = 1000) -> list[str]:
         if column not in FACET_COLUMNS:

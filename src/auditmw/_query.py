@@ -38,6 +38,8 @@ MAX_VERIFY_AGE = 86_400
 MAX_PARAM_CHARS = 1024  # any single parameter value; event fields are at most 1024 chars
 MAX_CURSOR_CHARS = 512
 MIN_SEARCH_INDEX_CHARS = 3  # a trigram index cannot look up shorter terms
+DEFAULT_BUCKETS = 60  # histogram intervals wanted (auditmw._histogram), when not given
+MAX_BUCKETS = 500
 
 # HTTP name of each filter parameter -> EventFilter field (the CLI spells them --user-id...).
 FILTER_PARAMS = {
@@ -285,6 +287,18 @@ def parse_page(text: str | None) -> int | None:
         return None
     if not _DIGITS.match(text) or not 1 <= int(text) <= MAX_PAGE:
         raise QueryError("page", f"must be an integer from 1 to {MAX_PAGE}, not {_shown(text)}")
+    return int(text)
+
+
+def parse_buckets(text: str | None) -> int:
+    """``buckets``: the most histogram intervals wanted, an integer from 1 to
+    ``MAX_BUCKETS``; ``DEFAULT_BUCKETS`` when absent."""
+    if text is None or text == "":
+        return DEFAULT_BUCKETS
+    if not _DIGITS.match(text) or not 1 <= int(text) <= MAX_BUCKETS:
+        raise QueryError(
+            "buckets", f"must be an integer from 1 to {MAX_BUCKETS}, not {_shown(text)}"
+        )
     return int(text)
 
 

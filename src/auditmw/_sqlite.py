@@ -41,6 +41,7 @@ from ._event import (
     entry_hash,
     stored_event,
 )
+from ._histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
 from ._proofs import leaf_of
 from ._query import (
     MIN_SEARCH_INDEX_CHARS,
@@ -68,12 +69,21 @@ SEARCH_LIKE = "(" + " OR ".join(f"e.{name} LIKE ? ESCAPE '\\'" for name in SEARC
 FTS_PHRASE = """'"' || replace(lower(?), '"', '""') || '"'"""
 # Up to this many matches, a search starts from the index (see SQLiteStore._search_index_matches).
 SEARCH_INDEX_MAX_MATCHES = 5000
+# A histogram counts every match: looking them up through the index beats testing every
+# event (about 1 s per million) up to this many times more matches (tens of thousands).
+HISTOGRAM_SEARCH_INDEX_FACTOR = 10
 # Below this many events the planner's choice of index makes no difference worth an ANALYZE.
 STATISTICS_MIN_EVENTS = 1000
 # An action prefix is expanded to the actions that have it, up to this many.
 MAX_PREFIX_ACTIONS = 1000
 EXACT_COLUMNS = ("user_id", "user_email", "resource", "resource_id", "outcome")
 FACET_COLUMNS = ("action", "resource", "outcome")
+EVENTS = "auditmw_events AS e"  # what queries read, unless a search starts from its index
+# A timestamp as whole microseconds since 1970 (exact integers; strftime is in every SQLite).
+TIMESTAMP_MICROS = (
+    "(CAST(strftime('%s', substr(e.timestamp, 1, 19)) AS INTEGER) * 1000000 "
+    "+ CAST(substr(e.timestamp, 21, 6) AS INTEGER))"
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS auditmw_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -575,14 +585,18 @@ class SQLiteStore(AuditStore):
         return [row[0] for row in rows if _is_text(row[0])]
 
     async def _selection(
-        self, filter: EventFilter, *, newest_first: bool
+        self,
+        filter: EventFilter,
+        *,
+        newest_first: bool,
+        search_index_max_matches: int | None = None,
     ) -> tuple[str, list[str], list[Any]]:
         """FROM clause, WHERE conditions and their parameters for ``filter``.
 
         The events table is always ``e``. A search for a rare term starts from the search
         index instead: ``CROSS JOIN`` makes SQLite look up those few events by rowid.
         """
-        source, conditions, params = "auditmw_events AS e", [], []
+        source, conditions, params = EVENTS, [], []
         for name in EXACT_COLUMNS:
             value = getattr(filter, name)
             if value is not None:
@@ -610,7 +624,7 @@ class SQLiteStore(AuditStore):
             conditions.append("e.timestamp < ?")
             params.append(filter.until)
         if filter.search:
-            matches = await self._search_index_matches(filter.search)
+            matches = await self._search_index_matches(filter.search, search_index_max_matches)
             if matches is not None:
                 source = (
                     "(SELECT value AS r FROM json_each(?)) AS m "
@@ -622,23 +636,91 @@ class SQLiteStore(AuditStore):
                 params += ["%" + escape_like(filter.search) + "%"] * len(SEARCH_COLUMNS)
         return source, conditions, params
 
-    async def _search_index_matches(self, term: str) -> list[int] | None:
+    async def _time_span(self, filter: EventFilter) -> tuple[str, str] | None:
+        # Each end is the first row of an index range read in order (as a page is).
+        source, conditions, params = await self._selection(
+            filter,
+            newest_first=True,
+            search_index_max_matches=self._histogram_search_index_max_matches,
+        )
+        where = where_clause(conditions)
+        rows = await self._fetchall(
+            f"SELECT (SELECT e.timestamp FROM {source}{where} ORDER BY e.timestamp LIMIT 1), "  # noqa: S608
+            f"(SELECT e.timestamp FROM {source}{where} ORDER BY e.timestamp DESC LIMIT 1)",
+            [*params, *params],
+        )
+        first, last = rows[0]
+        return None if first is None else (str(first), str(last))
+
+    async def _interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
+        """Per interval, a count of its range of the index the filters choose.
+
+        GROUP BY a bucket number computed from every row's timestamp costs a date function
+        and a sort entry per row (0.6 s for a million events); counting each interval's
+        range of the (filter column, timestamp) index reads index entries only, in order
+        (45 ms). A search that starts from its index has its (at most tens of thousands
+        of) rows looked up by rowid once and grouped by bucket number instead.
+        """
+        # The intervals' bounds stand in for the filter's own: with both, SQLite would
+        # read every interval's index range from ``since`` on.
+        lower, upper = filter.since or BEFORE_ANY, filter.until or AFTER_ANY
+        source, conditions, params = await self._selection(
+            dataclasses.replace(filter, since=None, until=None),
+            newest_first=True,
+            search_index_max_matches=self._histogram_search_index_max_matches,
+        )
+        await self._refresh_statistics()
+        if source != EVENTS:
+            bucket = f"ifnull(min(max(({TIMESTAMP_MICROS} - ?) / ?, 0), ?), 0)"
+            conditions += ["e.timestamp >= ?", "e.timestamp < ?"]
+            rows = await self._fetchall(
+                f"SELECT {bucket} AS bucket, count(*) FROM {source}"  # noqa: S608
+                f"{where_clause(conditions)} GROUP BY bucket",
+                [layout.origin, layout.step, layout.count - 1, *params, lower, upper],
+            )
+            counts = [0] * layout.count
+            for bucket_number, count in rows:
+                counts[bucket_number] = count
+            return counts
+        in_interval = [
+            "e.timestamp >= json_extract(b.value, '$[0]')",
+            "e.timestamp < json_extract(b.value, '$[1]')",
+        ]
+        intervals = itertools.pairwise([lower, *layout.edges, upper])
+        rows = await self._fetchall(
+            f"SELECT (SELECT count(*) FROM {source}"  # noqa: S608
+            f"{where_clause([*conditions, *in_interval])}) FROM json_each(?) AS b ORDER BY b.key",
+            [*params, orjson.dumps(list(intervals)).decode()],
+        )
+        return [int(row[0]) for row in rows]
+
+    @property
+    def _histogram_search_index_max_matches(self) -> int:
+        # Every match is read (a page needs its first few): the index pays off longer.
+        return HISTOGRAM_SEARCH_INDEX_FACTOR * self._search_index_max_matches
+
+    async def _search_index_matches(
+        self, term: str, max_matches: int | None = None
+    ) -> list[int] | None:
         """The rowids of the events containing ``term``, from the search index, when it
-        can answer (a term of 3+ characters) and they are few (``SEARCH_INDEX_MAX_MATCHES``).
+        can answer (a term of 3+ characters) and they are few (at most ``max_matches``,
+        by default ``SEARCH_INDEX_MAX_MATCHES``).
 
         Otherwise (None) the query reads events newest first, through the index of the
         other filters, and tests each with LIKE (ASCII case-insensitive, like the index):
         for a common term a page fills after a few rows. A rare one would make that read
         most of the table, so its few matches are looked up by rowid instead.
         """
+        if max_matches is None:
+            max_matches = self._search_index_max_matches
         if len(term) < MIN_SEARCH_INDEX_CHARS or not await self._has_search_index():
             return None
         rows = await self._fetchall(
             "SELECT rowid FROM auditmw_search "  # noqa: S608
             f"WHERE auditmw_search MATCH {FTS_PHRASE} LIMIT ?",
-            [term, self._search_index_max_matches + 1],
+            [term, max_matches + 1],
         )
-        if len(rows) > self._search_index_max_matches:
+        if len(rows) > max_matches:
             return None
         return [row[0] for row in rows]
 

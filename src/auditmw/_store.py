@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Self
 
 from ._errors import StoreClosedError
 from ._event import Event, Limits, NewEvent, PreparedEvent, prepare
-from ._query import EventFilter, Page
+from ._histogram import BucketLayout, Histogram
+from ._query import DEFAULT_BUCKETS, MAX_BUCKETS, EventFilter, Page
 from ._verify import ChainRow, VerifyReport, verify_rows
 from ._writer import GroupCommitWriter, OnCommit
 
@@ -229,6 +230,37 @@ class AuditStore(ABC):
     async def distinct_values(self, column: str, *, limit: int = 1000) -> list[str]:
         """The distinct values of ``action``, ``resource`` or ``outcome`` in the log,
         sorted, at most ``limit`` of them (for the dashboard's choices)."""
+
+    async def histogram(self, filter: EventFilter, *, buckets: int = DEFAULT_BUCKETS) -> Histogram:
+        """How many events match ``filter`` per interval of time, in at most ``buckets``
+        intervals of a width that reads well (see ``auditmw._histogram``).
+
+        The range is ``filter.since``/``until`` when set, else the first and last matching
+        events'; the counts add up to exactly the events ``query`` returns. Counted in the
+        database, in one statement (tens of milliseconds at a million events; a search
+        reads its matches).
+        """
+        if not 1 <= buckets <= MAX_BUCKETS:
+            raise ValueError(f"buckets must be from 1 to {MAX_BUCKETS}")
+        span = None
+        if filter.since is None or filter.until is None:
+            span = await self._time_span(filter)
+        layout = BucketLayout.over(filter.since, filter.until, span, buckets)
+        if layout is None:
+            return Histogram(filter.since, filter.until, None, ())
+        return layout.histogram(await self._interval_counts(filter, layout))
+
+    @abstractmethod
+    async def _time_span(self, filter: EventFilter) -> tuple[str, str] | None:
+        """The timestamps of the first and the last event matching ``filter``; None when
+        none does."""
+
+    @abstractmethod
+    async def _interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
+        """How many events matching ``filter`` fall in each of ``layout``'s intervals, in
+        order: ``layout.count`` numbers. The first interval takes every earlier event and
+        the last every later one (see ``BucketLayout.edges``), so they add up to all the
+        matches. One statement, counted in the database: no rows are read out."""
 
     # Merkle leaves, for inclusion proofs (auditmw._proofs).
 

@@ -6,14 +6,20 @@
 // - URLs are relative to the mount point (the directory above this script), so the app
 //   works mounted at any path.
 // - The page's query string holds the filters and the page cursor: a view can be shared,
-//   reloading restores it, and back/forward walk through earlier views.
+//   reloading restores it, and back/forward walk through earlier views. Times in it are
+//   exact UTC instants (2026-12-07T17:22:05.123Z), so a link means the same to everyone.
+// - Times are shown in the viewer's local time with its UTC offset
+//   (2026-12-07 18:22:05.123 +01:00); the exact UTC timestamp is in the tooltip.
 "use strict";
 
 (() => {
   const scriptUrl = document.currentScript ? document.currentScript.src : document.baseURI;
   const ROOT = new URL("../", scriptUrl); // ".../static/dashboard.js" -> mount point
 
-  const DATE_RE = /^\d{4}-\d{2}-\d{2}$/;
+  const DATE_RE = /^\d{4}-\d{2}-\d{2}$/; // a local day (links made before times had hours)
+  const INSTANT_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?Z$/;
+  const LOCAL_INPUT_RE = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?$/;
+  const NARROW_SCREEN = "(max-width: 640px)"; // as in dashboard.css
   const LIMITS = ["25", "50", "100"];
   const DEFAULT_LIMIT = "50";
   const OUTCOMES = ["success", "failure", "denied"];
@@ -48,15 +54,10 @@
     label: $("page-label"),
   };
   const exportLinks = { csv: $("export-csv"), jsonl: $("export-jsonl") };
+  const filterPanel = $("filter-panel");
+  const filterCount = $("filter-count");
+  const clearRange = $("clear-range");
 
-  const timeFormat = new Intl.DateTimeFormat(undefined, {
-    year: "numeric",
-    month: "short",
-    day: "2-digit",
-    hour: "2-digit",
-    minute: "2-digit",
-    second: "2-digit",
-  });
   const clockFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
   const CHAIN_RESULT_MAX_AGE = 300; // seconds: how old a chain check a page load may show
   const numberFormat = new Intl.NumberFormat();
@@ -112,8 +113,8 @@
       filters.userKind = "user_id";
     }
     filters.outcome = OUTCOMES.includes(get("outcome")) ? get("outcome") : "";
-    filters.from = DATE_RE.test(get("from")) ? get("from") : "";
-    filters.to = DATE_RE.test(get("to")) ? get("to") : "";
+    filters.from = instantFromUrl(get("from"), 0);
+    filters.to = instantFromUrl(get("to"), 1);
     filters.limit = LIMITS.includes(get("limit")) ? get("limit") : DEFAULT_LIMIT;
     const stack = history.state && Array.isArray(history.state.stack) ? history.state.stack : [];
     return { filters, cursor: get("cursor") || null, stack };
@@ -135,30 +136,67 @@
     return query;
   }
 
-  /** The API's filter parameters for a view (shared by the table and the exports).
-   *  Dates are the viewer's local days, sent as exact UTC instants. */
+  /** The API's filter parameters for a view (shared by the table, the histogram and the
+   *  exports). */
   function apiFilters(f) {
     const query = new URLSearchParams();
     for (const name of ["search", "action", "resource", "resource_id", "outcome"]) {
       if (f[name]) query.set(name, f[name]);
     }
     if (f.user) query.set(userParam(f), f.user);
-    if (f.from) query.set("from", localDayStart(f.from));
-    if (f.to) query.set("to", localDayEnd(f.to));
+    if (f.from) query.set("from", f.from);
+    if (f.to) query.set("to", f.to);
     return query;
   }
 
-  function localDay(value, offsetDays) {
+  /** A from/to value of the page's URL as a UTC instant: an instant as it is; a date (a
+   *  link from before) as the start of that local day, or for "to" (exclusive) the next. */
+  function instantFromUrl(value, offsetDays) {
+    if (INSTANT_RE.test(value)) return value;
+    if (!DATE_RE.test(value)) return "";
     const [year, month, day] = value.split("-").map(Number);
-    return new Date(year, month - 1, day + offsetDays); // local midnight
+    const midnight = localDate(year, month, day + offsetDays);
+    return Number.isNaN(midnight.getTime()) ? "" : midnight.toISOString();
   }
 
-  function localDayStart(value) {
-    return localDay(value, 0).toISOString();
+  /** A moment in local time (month from 1; a day past the month's end rolls over). */
+  function localDate(year, month, day, hours = 0, minutes = 0, seconds = 0, ms = 0) {
+    const date = new Date(2000, 0, 1, hours, minutes, seconds, ms);
+    date.setFullYear(year, month - 1, day); // new Date() reads years 0-99 as 1900-1999
+    return date;
   }
 
-  function localDayEnd(value) {
-    return localDay(value, 1).toISOString(); // the API's "to" is exclusive
+  /** The UTC instant a datetime-local input's value means in the viewer's time zone. */
+  function instantOfLocalInput(value) {
+    const match = LOCAL_INPUT_RE.exec(value);
+    if (!match) return "";
+    const [year, month, day, hours, minutes, seconds] = match
+      .slice(1, 7)
+      .map((part) => Number(part || 0));
+    const ms = Number((match[7] || "0").padEnd(3, "0"));
+    const date = localDate(year, month, day, hours, minutes, seconds, ms);
+    return Number.isNaN(date.getTime()) ? "" : date.toISOString();
+  }
+
+  /** The value of a datetime-local input that shows ``instant`` in local time, written as
+   *  the input itself writes it (no zero seconds, no trailing zeros). */
+  function localInputValue(instant) {
+    const date = parseTime(instant);
+    if (!date) return "";
+    const [seconds, ms] = [date.getSeconds(), date.getMilliseconds()];
+    let value =
+      `${pad(date.getFullYear(), 4)}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}` +
+      `T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+    if (seconds || ms) value += `:${pad(seconds)}`;
+    if (ms) value += `.${pad(ms, 3).replace(/0+$/, "")}`;
+    return value;
+  }
+
+  /** The instant a from/to input holds: the view's own value while the input still shows
+   *  it (an instant may be finer than the input's milliseconds), else what was typed. */
+  function instantOfInput(input, current) {
+    if (current && input.value === localInputValue(current)) return current;
+    return instantOfLocalInput(input.value);
   }
 
   function filtersFromForm() {
@@ -166,8 +204,8 @@
     for (const name of TEXT_FIELDS) f[name] = inputs[name].value.trim();
     f.resource = inputs.resource.value;
     f.outcome = inputs.outcome.value;
-    f.from = DATE_RE.test(inputs.from.value) ? inputs.from.value : "";
-    f.to = DATE_RE.test(inputs.to.value) ? inputs.to.value : "";
+    f.from = instantOfInput(inputs.from, view.filters.from);
+    f.to = instantOfInput(inputs.to, view.filters.to);
     f.limit = LIMITS.includes(inputs.limit.value) ? inputs.limit.value : DEFAULT_LIMIT;
     // Keep the kind of a user filter that came from a URL while its value is unchanged.
     if (f.user && f.user === view.filters.user) f.userKind = view.filters.userKind;
@@ -179,8 +217,8 @@
     ensureOption(inputs.resource, f.resource);
     inputs.resource.value = f.resource;
     inputs.outcome.value = f.outcome;
-    inputs.from.value = f.from;
-    inputs.to.value = f.to;
+    inputs.from.value = localInputValue(f.from);
+    inputs.to.value = localInputValue(f.to);
     inputs.limit.value = f.limit;
   }
 
@@ -199,8 +237,17 @@
     const state = { stack: view.stack };
     if (replace) history.replaceState(state, "", url);
     else history.pushState(state, "", url);
+    showView();
+  }
+
+  /** Load what the view shows: its page of events, and the histogram when its filters
+   *  changed (paging keeps it). */
+  function showView() {
     updateExportLinks();
+    updateFilterCount();
+    clearRange.hidden = !(view.filters.from || view.filters.to);
     loadEvents();
+    if (apiFilters(view.filters).toString() !== histogramQuery) loadHistogram();
   }
 
   function applyForm() {
@@ -237,7 +284,10 @@
     fillForm(emptyFilters());
     applyForm();
   });
-  $("refresh").addEventListener("click", loadEvents);
+  $("refresh").addEventListener("click", () => {
+    loadEvents();
+    loadHistogram();
+  });
   reverify.addEventListener("click", () => loadChainStatus(true));
 
   pager.next.addEventListener("click", () => {
@@ -256,8 +306,7 @@
   window.addEventListener("popstate", () => {
     view = viewFromUrl();
     fillForm(view.filters);
-    updateExportLinks();
-    loadEvents();
+    showView();
   });
 
   function updateExportLinks() {
@@ -478,11 +527,36 @@
     return Number.isNaN(date.getTime()) ? null : date;
   }
 
-  function timeElement(timestamp) {
+  const pad = (number, width = 2) => String(number).padStart(width, "0");
+
+  /** "2026-12-07 18:22:05.123 +01:00": the viewer's local time and its UTC offset then. */
+  function localTime(date) {
+    const offset = -date.getTimezoneOffset(); // minutes east of UTC, on that date
+    const hours = Math.floor(Math.abs(offset) / 60);
+    const minutes = Math.abs(offset) % 60;
+    return (
+      `${pad(date.getFullYear(), 4)}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+      `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.` +
+      `${pad(date.getMilliseconds(), 3)} ${offset < 0 ? "-" : "+"}${pad(hours)}:${pad(minutes)}`
+    );
+  }
+
+  /** "2026-12-07 17:22:05.123456 UTC": a log timestamp exactly, for tooltips. */
+  function utcText(timestamp) {
+    return `${text(timestamp).replace("T", " ").replace(/Z$/, "")} UTC`;
+  }
+
+  /** A <time> (or any element) showing ``timestamp`` locally, exactly in UTC on hover. */
+  function showTime(node, timestamp) {
     const date = parseTime(timestamp);
-    const node = el("time", { datetime: text(timestamp), title: `${text(timestamp)} (UTC)` });
-    node.textContent = date ? timeFormat.format(date) : text(timestamp);
+    node.setAttribute("datetime", text(timestamp));
+    node.title = utcText(timestamp);
+    node.textContent = date ? localTime(date) : text(timestamp);
     return node;
+  }
+
+  function timeElement(timestamp) {
+    return showTime(el("time"), timestamp);
   }
 
   function userElement(event) {
@@ -520,9 +594,11 @@
     const facts = el("dl", { class: "facts" });
     const add = (label, value, mono = false) => {
       if (value === null || value === undefined || value === "") return;
-      facts.append(el("dt", {}, label), el("dd", mono ? { class: "mono" } : {}, text(value)));
+      const shown = value instanceof Node ? value : text(value);
+      facts.append(el("dt", {}, label), el("dd", mono ? { class: "mono" } : {}, shown));
     };
-    add("Time (UTC)", event.timestamp, true);
+    add("Time", timeElement(event.timestamp), true);
+    add("UTC", utcText(event.timestamp), true);
     add("User ID", event.user_id);
     add("User email", event.user_email);
     add("Resource ID", event.resource_id, true);
@@ -556,6 +632,306 @@
     node.append(...children);
     return node;
   }
+
+  // --- the filter panel -----------------------------------------------------------------
+
+  function updateFilterCount() {
+    const f = view.filters;
+    const active = ["search", "action", "resource", "resource_id", "user", "outcome", "from", "to"]
+      .filter((name) => f[name]).length;
+    filterCount.textContent = active ? `· ${active} active` : "";
+  }
+
+  // --- activity over time: the histogram ------------------------------------------------------
+
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const PX_PER_BAR = 8; // how many bars to ask for: about one per 8 pixels of width
+  const MIN_BARS = 12;
+  const MAX_BARS = 120;
+  const UNITS = [
+    [86_400_000, "day"],
+    [3_600_000, "hour"],
+    [60_000, "minute"],
+    [1_000, "second"],
+    [1, "millisecond"],
+  ];
+  const chart = $("chart");
+  const bars = $("bars");
+  const activitySummary = $("activity-summary");
+  const readout = $("chart-readout");
+  const chartStart = $("chart-start");
+  const chartEnd = $("chart-end");
+
+  let histogram = null; // the last GET histogram answer shown
+  let histogramQuery = null; // the filters it was asked for
+  let histogramController = null;
+  let histogramLoads = 0;
+  let selection = null; // {anchor, focus, pointer}: bars being chosen (pointer null: keys)
+  let selectionRect = null;
+
+  function barsWanted() {
+    const width = chart.clientWidth || 600;
+    return Math.max(MIN_BARS, Math.min(MAX_BARS, Math.floor(width / PX_PER_BAR)));
+  }
+
+  async function loadHistogram() {
+    if (histogramController) histogramController.abort();
+    const controller = new AbortController();
+    histogramController = controller;
+    const filters = apiFilters(view.filters);
+    histogramQuery = filters.toString();
+    const query = new URLSearchParams(filters);
+    query.set("buckets", String(barsWanted()));
+    chart.dataset.state = "loading";
+    chart.setAttribute("aria-busy", "true");
+    try {
+      const body = await getJson("histogram", query, controller.signal);
+      if (controller !== histogramController) return;
+      histogram = checkedHistogram(body);
+      drawHistogram();
+      chart.dataset.state = histogram.total > 0 ? "ready" : "empty";
+    } catch (error) {
+      if (error.name === "AbortError" || controller !== histogramController) return;
+      histogram = null;
+      histogramQuery = null; // try again with the next view
+      drawHistogram();
+      chart.dataset.state = "error";
+      activitySummary.textContent = "";
+      readout.textContent = `Could not load the activity: ${error.message}`;
+    } finally {
+      if (controller === histogramController) {
+        histogramController = null;
+        chart.setAttribute("aria-busy", "false");
+        histogramLoads += 1;
+        chart.dataset.loads = String(histogramLoads);
+      }
+    }
+  }
+
+  /** The API's answer, with anything malformed left out. */
+  function checkedHistogram(body) {
+    const buckets = (Array.isArray(body.buckets) ? body.buckets : []).filter(
+      (b) =>
+        b &&
+        typeof b.start === "string" &&
+        typeof b.end === "string" &&
+        Number.isInteger(b.count) &&
+        b.count >= 0,
+    );
+    return {
+      from: typeof body.from === "string" ? body.from : null,
+      to: typeof body.to === "string" ? body.to : null,
+      bucketMs: Number.isInteger(body.bucket_ms) ? body.bucket_ms : null,
+      total: buckets.reduce((sum, b) => sum + b.count, 0),
+      buckets,
+    };
+  }
+
+  function svg(tag, attributes = {}, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+    node.append(...children);
+    return node;
+  }
+
+  function eventCount(count) {
+    return `${numberFormat.format(count)} event${count === 1 ? "" : "s"}`;
+  }
+
+  function widthText(ms) {
+    for (const [size, unit] of UNITS) {
+      if (ms % size === 0) {
+        const count = ms / size;
+        return `${numberFormat.format(count)} ${unit}${count === 1 ? "" : "s"}`;
+      }
+    }
+    return `${ms} ms`;
+  }
+
+  function localText(timestamp) {
+    const date = parseTime(timestamp);
+    return date ? localTime(date) : text(timestamp);
+  }
+
+  function rangeText(start, end) {
+    return `${localText(start)} – ${localText(end)}`;
+  }
+
+  /** Bars of height proportional to their count (at least a sliver when not zero), in a
+   *  viewBox one unit wide per bar, stretched to the chart's width. */
+  function drawHistogram() {
+    const buckets = histogram ? histogram.buckets : [];
+    const highest = buckets.reduce((max, b) => Math.max(max, b.count), 0);
+    const gap = buckets.length <= 60 ? 0.16 : buckets.length <= 150 ? 0.08 : 0;
+    bars.setAttribute("viewBox", `0 0 ${Math.max(buckets.length, 1)} 100`);
+    const rects = buckets.map((bucket, index) => {
+      const height = bucket.count === 0 ? 0 : Math.max(1.5, (bucket.count / highest) * 100);
+      const rect = svg("rect", {
+        class: "bar",
+        x: index + gap / 2,
+        y: 100 - height,
+        width: 1 - gap,
+        height,
+        "data-index": index,
+        "data-count": bucket.count,
+        "data-start": bucket.start,
+        "data-end": bucket.end,
+      });
+      rect.append(
+        svg(
+          "title",
+          {},
+          `${rangeText(bucket.start, bucket.end)}: ${eventCount(bucket.count)}\n` +
+            `${utcText(bucket.start)} – ${utcText(bucket.end)}`,
+        ),
+      );
+      return rect;
+    });
+    selectionRect = svg("rect", { class: "selection", x: 0, y: 0, width: 0, height: 100 });
+    bars.replaceChildren(...rects, selectionRect);
+    selection = null;
+
+    if (!histogram || buckets.length === 0) {
+      for (const edge of [chartStart, chartEnd]) {
+        edge.textContent = "";
+        edge.removeAttribute("datetime");
+        edge.removeAttribute("title");
+      }
+      bars.setAttribute("aria-label", histogram ? "No events match these filters." : "No activity to show.");
+      if (histogram) {
+        activitySummary.textContent = "No events";
+        readout.textContent = "";
+      }
+      return;
+    }
+    showTime(chartStart, histogram.from || buckets[0].start);
+    showTime(chartEnd, histogram.to || buckets[buckets.length - 1].end);
+    const per = histogram.bucketMs ? ` · ${widthText(histogram.bucketMs)} per bar` : "";
+    activitySummary.textContent = `${eventCount(histogram.total)}${per}`;
+    bars.setAttribute(
+      "aria-label",
+      `Activity: ${eventCount(histogram.total)} from ${chartStart.textContent} to ` +
+        `${chartEnd.textContent}, in ${buckets.length} bars${per ? ` of ${widthText(histogram.bucketMs)}` : ""}; ` +
+        `the busiest has ${eventCount(highest)}.`,
+    );
+    showHint();
+  }
+
+  function showHint() {
+    readout.textContent =
+      "Drag across the bars to show only their events (or focus the chart: ← → to move, " +
+      "Shift to widen, Enter to apply).";
+  }
+
+  function barAt(clientX) {
+    const box = bars.getBoundingClientRect();
+    const count = histogram.buckets.length;
+    const index = Math.floor(((clientX - box.left) / box.width) * count);
+    return Math.min(count - 1, Math.max(0, index));
+  }
+
+  function chosenBars() {
+    return [Math.min(selection.anchor, selection.focus), Math.max(selection.anchor, selection.focus)];
+  }
+
+  function showSelection() {
+    if (!selection) {
+      selectionRect.setAttribute("width", "0");
+      chart.classList.remove("choosing");
+      showHint();
+      return;
+    }
+    const [first, last] = chosenBars();
+    selectionRect.setAttribute("x", String(first));
+    selectionRect.setAttribute("width", String(last - first + 1));
+    chart.classList.add("choosing");
+    const chosen = histogram.buckets.slice(first, last + 1);
+    const count = chosen.reduce((sum, b) => sum + b.count, 0);
+    const how = selection.pointer === null ? "press Enter to show them" : "release to show them";
+    readout.textContent =
+      `${rangeText(chosen[0].start, chosen[chosen.length - 1].end)}: ` +
+      `${eventCount(count)} (${how})`;
+  }
+
+  function showBar(index) {
+    const bucket = histogram.buckets[index];
+    readout.textContent = `${rangeText(bucket.start, bucket.end)}: ${eventCount(bucket.count)}`;
+  }
+
+  /** Narrow the time filter to the chosen bars: from the first one's start until the last
+   *  one's end, exactly as the API gave them. */
+  function applySelection() {
+    const [first, last] = chosenBars();
+    const from = histogram.buckets[first].start;
+    const to = histogram.buckets[last].end;
+    selection = null;
+    showSelection();
+    const filters = { ...view.filters, from, to };
+    fillForm(filters);
+    go({ filters, cursor: null, stack: [] });
+  }
+
+  const canChoose = () => histogram !== null && histogram.total > 0;
+
+  chart.addEventListener("pointerdown", (event) => {
+    if (!canChoose() || (event.pointerType === "mouse" && event.button !== 0)) return;
+    event.preventDefault(); // no text selection while dragging
+    chart.setPointerCapture(event.pointerId);
+    const index = barAt(event.clientX);
+    selection = { anchor: index, focus: index, pointer: event.pointerId };
+    showSelection();
+  });
+  chart.addEventListener("pointermove", (event) => {
+    if (!canChoose()) return;
+    if (selection && selection.pointer === event.pointerId) {
+      selection.focus = barAt(event.clientX);
+      showSelection();
+    } else if (!selection && event.pointerType === "mouse") {
+      showBar(barAt(event.clientX));
+    }
+  });
+  chart.addEventListener("pointerup", (event) => {
+    if (!selection || selection.pointer !== event.pointerId) return;
+    selection.focus = barAt(event.clientX);
+    applySelection();
+  });
+  chart.addEventListener("pointercancel", () => {
+    selection = null; // e.g. the page scrolled instead (a vertical swipe)
+    showSelection();
+  });
+  chart.addEventListener("pointerleave", () => {
+    if (!selection && canChoose()) showHint();
+  });
+  chart.addEventListener("keydown", (event) => {
+    if (!canChoose()) return;
+    const count = histogram.buckets.length;
+    const moves = { ArrowLeft: -1, ArrowRight: 1, Home: -count, End: count };
+    if (event.key in moves) {
+      event.preventDefault();
+      const from = selection ? selection.focus : event.key === "ArrowLeft" ? count : -1;
+      const focus = Math.min(count - 1, Math.max(0, from + moves[event.key]));
+      const anchor = event.shiftKey && selection ? selection.anchor : focus;
+      selection = { anchor, focus, pointer: null };
+      showSelection();
+    } else if (event.key === "Enter" && selection) {
+      event.preventDefault();
+      applySelection();
+    } else if (event.key === "Escape" && selection) {
+      selection = null;
+      showSelection();
+    }
+  });
+  chart.addEventListener("blur", () => {
+    if (selection && selection.pointer === null) {
+      selection = null;
+      showSelection();
+    }
+  });
+  clearRange.addEventListener("click", () => {
+    const filters = { ...view.filters, from: "", to: "" };
+    fillForm(filters);
+    go({ filters, cursor: null, stack: [] });
+  });
 
   // --- facets and chain status ------------------------------------------------------------
 
@@ -637,7 +1013,11 @@
   // --- start -----------------------------------------------------------------------------
 
   const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
-  $("tz-note").textContent = `Times are shown in your local time zone${zone ? ` (${zone})` : ""}; dates in the filters are local days.`;
+  $("tz-note").textContent =
+    `Times are in your time zone${zone ? ` (${zone})` : ""}, with their offset from UTC; ` +
+    "point at one to see it in UTC. From and Until are your local times.";
+  // On a phone the filters start folded, so that the first screen shows events.
+  if (window.matchMedia(NARROW_SCREEN).matches) filterPanel.open = false;
 
   view = viewFromUrl();
   fillForm(view.filters);
