@@ -53,6 +53,7 @@ OPERATION_IDS = {
     "/events/{event_id}": "get_events_by_event_id",
     "/events/{event_id}/proof": "get_events_by_event_id_proof",
     "/facets": "get_facets",
+    "/histogram": "get_histogram",
     "/export.csv": "get_export_csv",
     "/export.jsonl": "get_export_jsonl",
     "/verify": "get_verify",
@@ -246,6 +247,7 @@ async def test_every_error_the_app_answers_is_documented(
         "/events/{event_id}": {"path_parameters": {"event_id": event_id}},
         "/events/{event_id}/proof": {"path_parameters": {"event_id": event_id}},
         "/facets": {},
+        "/histogram": {},
         "/export.csv": {},
         "/export.jsonl": {},
         "/verify": {},
@@ -272,6 +274,7 @@ async def test_every_error_the_app_answers_is_documented(
         await check("/events", ADMIN, 400, query=query)
     cursor = (await store.query(EventFilter(), limit=1)).next_cursor
     await check("/events", ADMIN, 400, query={"cursor": cursor, "action": "other"})  # foreign
+    await check("/histogram", ADMIN, 400, query={"buckets": "0"})
     await check("/events/{event_id}", ADMIN, 404, path_parameters={"event_id": "nope"})
     await check("/events/{event_id}/proof", ADMIN, 404, path_parameters={"event_id": "nope"})
     await check("/static/{path}", ADMIN, 404, path_parameters={"path": "nope.js"})
