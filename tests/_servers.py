@@ -1,4 +1,4 @@
-"""Run an ASGI app with uvicorn in a child process, and read what the docs show.
+"""Run an ASGI app with uvicorn in a child process.
 
 Django's settings are process-wide, so a Django project is served from its own process;
 the child's log says when it is ready (and on which port), when it starts shutting
@@ -17,15 +17,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
-_NAMED_BLOCK = re.compile(r"^```python (\S+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+ROOT = Path(__file__).resolve().parent.parent
 _RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
-
-
-def named_blocks(document: str) -> dict[str, str]:
-    """The ```` ```python path ```` blocks of ``docs/<document>``, by path."""
-    text = (DOCS / document).read_text(encoding="utf-8")
-    return {name: body for name, body in _NAMED_BLOCK.findall(text)}
 
 
 class UvicornProcess:

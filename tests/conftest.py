@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import pytest
 from auditmw import AuditStore, SQLiteStore, open_store
 
 from ._node import install_verify_mjs
-from ._postgres import drop_schema, new_schema_name, require_postgres, store_url
+from ._postgres import fresh_schema, store_url
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -28,10 +27,8 @@ async def store(store_path: Path) -> AsyncIterator[SQLiteStore]:
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
     """A fresh PostgreSQL schema, dropped after the test."""
-    require_postgres()
-    name = new_schema_name()
-    yield name
-    asyncio.run(drop_schema(name))
+    with fresh_schema() as name:
+        yield name
 
 
 @pytest.fixture(params=BACKENDS)
