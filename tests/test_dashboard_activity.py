@@ -32,6 +32,7 @@ from playwright.sync_api import Browser, Page
 
 from auditmw import Event, EventFilter, NewEvent, SQLiteStore
 
+from ._servers import serving_in_thread
 from .test_dashboard_browser import (
     ARTIFACTS,
     LOADED,
@@ -43,7 +44,6 @@ from .test_dashboard_browser import (
     event_ids,
     loads,
     playwright,  # noqa: F401 (a fixture)
-    serving,
     url_query,
     watched_page,
 )
@@ -103,8 +103,8 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Event]
 
 @pytest.fixture(scope="module")
 def server(written: tuple[Path, list[Event]]) -> Iterator[LiveServer]:
-    with serving(build_app({"audit": SQLiteStore(written[0])})) as live:
-        yield live
+    with serving_in_thread(build_app({"audit": SQLiteStore(written[0])})) as base:
+        yield LiveServer(base)
 
 
 @pytest.fixture

@@ -19,10 +19,7 @@ import io
 import json
 import os
 import shutil
-import socket
 import sqlite3
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,12 +30,13 @@ from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Mount
 
 from auditmw import AdminApp, AdminUser, NewEvent, SQLiteStore
+
+from ._servers import serving_in_thread
 
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None and not os.environ.get("AUDITMW_REQUIRE_BROWSER"):
@@ -233,12 +231,6 @@ class LiveServer:
         return f"{self.base}/admin/{name}/"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     directory = tmp_path_factory.mktemp("dashboard")
@@ -249,28 +241,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         pool.submit(asyncio.run, _seed(paths["exports"], SEEDED)).result()  # gets exports
         pool.submit(asyncio.run, _seed(paths["tampered"], SEEDED[:10])).result()
     tamper(paths["tampered"])
-    with serving(build_app({name: SQLiteStore(path) for name, path in paths.items()})) as server:
-        yield server
-
-
-@contextlib.contextmanager
-def serving(app: Starlette) -> Iterator[LiveServer]:
-    """``app`` served by uvicorn on 127.0.0.1 (in a thread), until the block ends."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="dashboard-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    try:
-        yield LiveServer(f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
+    app = build_app({name: SQLiteStore(path) for name, path in paths.items()})
+    with serving_in_thread(app) as base:
+        yield LiveServer(base)
 
 
 # --- the browser --------------------------------------------------------------------------

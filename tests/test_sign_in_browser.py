@@ -14,17 +14,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from example_app.auth import return_path
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from starlette.applications import Starlette
@@ -34,8 +28,8 @@ from starlette.routing import Mount, Route
 
 from auditmw import AdminApp, AdminAuth, AdminUser, NewEvent, SQLiteStore
 
+from ._servers import running_example_app, serving_in_thread
 from .test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS  # skips this module without it
-from .test_example_app import ROOT, free_port, wait_until_up
 
 BASIC = 'Basic realm="audit"'
 BEARER = 'Bearer realm="audit"'
@@ -64,27 +58,8 @@ def example_app(
 ) -> Iterator[str]:
     """The example app's base URL, served by ``python -m example_app``."""
     directory = tmp_path_factory.mktemp(f"sign-in-{request.param}")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = directory / "server.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "example_app", "--host", "127.0.0.1"),
-                *("--port", str(port), "--data-dir", str(directory / "data")),
-                *("--framework", request.param),
-            ],
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        wait_until_up(base, server, log)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    with running_example_app(directory, "--framework", request.param) as server:
+        yield server.url
 
 
 @pytest.fixture
@@ -216,19 +191,8 @@ def host_without_sign_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         Mount("/token/audit", admin(BEARER)),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
+    with serving_in_thread(app) as base:
+        yield base
 
 
 def test_without_a_sign_in_page_the_browser_gets_the_401_page(
