@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -9,6 +10,9 @@ from auditmw import AuditStore, SQLiteStore, open_store
 
 from ._node import install_verify_mjs
 from ._postgres import fresh_schema, store_url
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -51,3 +55,12 @@ async def any_store(store_url_factory: Callable[[], str]) -> AsyncIterator[Audit
 def verify_mjs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """docs/verify_jsonl.mjs, ready to run with node (skipped without node; see tests/_node)."""
     return install_verify_mjs(tmp_path_factory.mktemp("verify-mjs"))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Chromium, driven by Playwright (see tests/_browser.py), for one test module."""
+    from ._browser import launched_chromium  # Playwright is imported only where it is used
+
+    with launched_chromium() as launched:
+        yield launched

@@ -1,6 +1,6 @@
 """Signing in to the audit dashboard in a real browser.
 
-Chromium (Debian's, through Playwright, as in test_dashboard_browser.py) against the real
+Chromium (Debian's, through Playwright: tests/_browser.py) against the real
 example app (``python -m example_app`` on 127.0.0.1, Starlette and Litestar): opening the
 dashboard signed out lands on the sign-in form, signing in returns to the dashboard as it
 was asked for; a member gets the 403 page; the dashboard's own fetch() calls and API
@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from example_app.auth import return_path
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -28,28 +28,14 @@ from starlette.routing import Mount, Route
 
 from auditmw import AdminApp, AdminAuth, AdminUser, NewEvent, SQLiteStore
 
+from ._browser import needs_chromium, new_context, watched_page
 from ._servers import running_example_app, serving_in_thread
-from .test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS  # skips this module without it
+
+pytestmark = needs_chromium
 
 BASIC = 'Basic realm="audit"'
 BEARER = 'Bearer realm="audit"'
 DASHBOARD = "/admin/audit/?outcome=success"
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    assert CHROMIUM is not None
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    try:
-        yield browser
-    finally:
-        browser.close()
 
 
 @pytest.fixture(scope="module", params=["starlette", "litestar"])
@@ -64,24 +50,10 @@ def example_app(
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser (no cookies) whose page fails the test on a script error or a
-    breach of the Content-Security-Policy."""
-    errors: list[str] = []
-    context = browser.new_context()
-    context.set_default_timeout(15_000)
-    context.expose_binding("reportViolation", lambda _source, what: errors.append(f"CSP: {what}"))
-    context.add_init_script(
-        "document.addEventListener('securitypolicyviolation', event => "
-        "window.reportViolation(`${event.violatedDirective} ${event.blockedURI}`));"
-    )
-    page = context.new_page()
-    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-    try:
+    """A fresh browser (no cookies) whose page fails the test on a script error, a dialog
+    or a breach of the Content-Security-Policy."""
+    with watched_page(new_context(browser)) as page:
         yield page
-        page.wait_for_timeout(100)  # let late reports arrive
-    finally:
-        context.close()
-    assert errors == []
 
 
 def sign_in(page: Page, email: str, password: str) -> None:
@@ -214,7 +186,8 @@ def test_the_browser_answers_a_basic_challenge_with_its_credentials(
     browser: Browser, host_without_sign_in: str
 ) -> None:
     # What the browser's password dialog does: it retries the page with the credentials.
-    context = browser.new_context(http_credentials={"username": "auditor", "password": "secret"})
+    credentials = {"username": "auditor", "password": "secret"}
+    context = new_context(browser, http_credentials=credentials)
     try:
         page = context.new_page()
         response = page.goto(host_without_sign_in + "/basic/audit/")
