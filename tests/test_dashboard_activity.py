@@ -40,6 +40,7 @@ from .test_dashboard_browser import (
     build_app,
     column,
     event_ids,
+    finished_loading,
     loads,
     new_context,
     url_query,
@@ -126,18 +127,7 @@ def open_page(
 
 # --- waiting for the page -----------------------------------------------------------------
 
-# True once the histogram finished the load started by an action (as LOADED for the table:
-# in the same document, its load counter went up; in a new one, it loaded once).
-CHART_LOADED = """before => {
-    const chart = document.querySelector("#chart");
-    if (!chart || chart.dataset.state === "loading") return false;
-    const count = Number(chart.dataset.loads || 0);
-    return window.__sameDocument ? count > before : count > 0;
-}"""
-
-
-def chart_loads(page: Page) -> int:
-    return int(page.get_attribute("#chart", "data-loads") or 0)
+CHART_LOADED = finished_loading("#chart")
 
 
 def show(page: Page, server: LiveServer, query: str = "") -> dict[str, Any]:
@@ -154,7 +144,7 @@ def show(page: Page, server: LiveServer, query: str = "") -> dict[str, Any]:
 def reloading(page: Page, action: Callable[[], object]) -> dict[str, Any]:
     """Do something that changes the filters; wait for the table and the histogram; the
     histogram's new answer."""
-    table, chart = loads(page), chart_loads(page)
+    table, chart = loads(page), loads(page, "#chart")
     page.evaluate("window.__sameDocument = true")  # a reload makes a new document
     with page.expect_response(lambda r: urlsplit(r.url).path.endswith("/histogram")) as answer:
         action()

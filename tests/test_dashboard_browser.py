@@ -247,18 +247,24 @@ def page(browser: Browser, live_server: LiveServer) -> Iterator[Page]:
         yield page
 
 
-def loads(page: Page) -> int:
-    return int(page.get_attribute("#events", "data-loads") or 0)
+def loads(page: Page, element: str = "#events") -> int:
+    """How many loads ``element`` (the table; the chart: ``#chart``) has finished."""
+    return int(page.get_attribute(element, "data-loads") or 0)
 
 
-# True once the table finished the load started by an action: in the same document, the
-# load counter went up; after a full navigation (reload), the new document loaded once.
-LOADED = """before => {
-    const table = document.querySelector("#events");
-    if (!table || table.dataset.state === "loading") return false;
-    const count = Number(table.dataset.loads || 0);
+def finished_loading(element: str) -> str:
+    """A predicate for ``wait_for_function``, given ``loads`` before an action: true once
+    ``element`` finished the load the action started. In the same document, its load
+    counter went up; after a full navigation (reload), the new document loaded once."""
+    return f"""before => {{
+    const element = document.querySelector("{element}");
+    if (!element || element.dataset.state === "loading") return false;
+    const count = Number(element.dataset.loads || 0);
     return window.__sameDocument ? count > before : count > 0;
-}"""
+}}"""
+
+
+LOADED = finished_loading("#events")
 
 
 # Predicates are functions: the dashboard's CSP forbids eval, which expressions would need.
