@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import asyncpg
 import pytest
@@ -52,6 +54,17 @@ async def drop_schema(name: str) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
     finally:
         await conn.close()
+
+
+@contextmanager
+def fresh_schema() -> Iterator[str]:
+    """The name of a new schema (skipped without a server), dropped afterwards."""
+    require_postgres()
+    name = new_schema_name()
+    try:
+        yield name
+    finally:
+        asyncio.run(drop_schema(name))
 
 
 def store_url(schema: str) -> str:

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from auditmw import AuditStore, SQLiteStore, open_store
 
 from ._node import install_verify_mjs
-from ._postgres import drop_schema, new_schema_name, require_postgres, store_url
+from ._postgres import fresh_schema, store_url
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -28,10 +31,8 @@ async def store(store_path: Path) -> AsyncIterator[SQLiteStore]:
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
     """A fresh PostgreSQL schema, dropped after the test."""
-    require_postgres()
-    name = new_schema_name()
-    yield name
-    asyncio.run(drop_schema(name))
+    with fresh_schema() as name:
+        yield name
 
 
 @pytest.fixture(params=BACKENDS)
@@ -54,3 +55,12 @@ async def any_store(store_url_factory: Callable[[], str]) -> AsyncIterator[Audit
 def verify_mjs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """docs/verify_jsonl.mjs, ready to run with node (skipped without node; see tests/_node)."""
     return install_verify_mjs(tmp_path_factory.mktemp("verify-mjs"))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Chromium, driven by Playwright (see tests/_browser.py), for one test module."""
+    from ._browser import launched_chromium  # Playwright is imported only where it is used
+
+    with launched_chromium() as launched:
+        yield launched

@@ -40,6 +40,22 @@ def client_for(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://testserver")
 
 
+async def fetch_all_ids(
+    client: httpx.AsyncClient, params: dict[str, str], page_size: int = 100
+) -> list[str]:
+    """The ids of every event ``GET /events`` lists for ``params``, page by page (as the
+    admin), following ``next_cursor`` to the end."""
+    ids: list[str] = []
+    cursor = None
+    while True:
+        query = {**params, "limit": str(page_size), **({"cursor": cursor} if cursor else {})}
+        body = (await client.get("/events", params=query, headers=ADMIN)).json()
+        ids += [event["id"] for event in body["events"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return ids
+
+
 @pytest.fixture
 async def seeded(store_path: Path) -> AsyncIterator[tuple[SQLiteStore, list[Any]]]:
     written = await write_events(store_path, SAMPLE)
@@ -98,15 +114,7 @@ async def test_cursor_pages_over_http(
     from auditmw._query import parse_filter
 
     _, written = seeded
-    ids: list[str] = []
-    cursor = None
-    while True:
-        query = {**params, "limit": "2", **({"cursor": cursor} if cursor else {})}
-        body = (await client.get("/events", params=query, headers=ADMIN)).json()
-        ids += [event["id"] for event in body["events"]]
-        cursor = body["next_cursor"]
-        if cursor is None:
-            break
+    ids = await fetch_all_ids(client, params, page_size=2)
     assert ids == model_newest_first(written, parse_filter(params))
 
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sqlite3
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-import uvicorn
 from openapi_spec_validator import validate
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -34,6 +30,7 @@ from starlette.routing import Mount
 from auditmw import AdminApp, AdminAuth, EventFilter, SQLiteStore
 from auditmw._admin import openapi_document
 
+from ._servers import serving_in_thread
 from .test_admin import ADMIN, VIEWER, authorize
 from .test_query import SAMPLE, write_events
 
@@ -159,32 +156,6 @@ async def test_servers_under_litestar(store: SQLiteStore) -> None:
     assert response.json()["servers"][0]["url"] == "/admin/audit"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serving(app: Any, root_path: str) -> Iterator[str]:
-    """``app`` on a real uvicorn server on 127.0.0.1, told its proxy prefix."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=free_port(), log_level="warning", root_path=root_path
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-
-
 def test_behind_a_proxy_prefix_servers_and_return_paths_keep_it(store_path: Path) -> None:
     """uvicorn --root-path /proxy, as behind a proxy that strips /proxy: the client's URLs
     start with /proxy; the app receives them without it."""
@@ -204,7 +175,7 @@ def test_behind_a_proxy_prefix_servers_and_return_paths_keep_it(store_path: Path
         lifespan=lifespan,
     )
     browser = {"accept": "text/html", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}
-    with serving(app, root_path="/proxy") as base, httpx.Client(base_url=base) as client:
+    with serving_in_thread(app, root_path="/proxy") as base, httpx.Client(base_url=base) as client:
         for mount in ("/admin/audit", "/ops/log"):
             document = client.get(f"{mount}/openapi.json", headers=ADMIN).json()
             assert document["servers"][0]["url"] == f"/proxy{mount}"

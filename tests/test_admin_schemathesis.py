@@ -32,7 +32,7 @@ import pytest
 
 from auditmw import SQLiteStore
 
-from .test_example_app import ROOT, free_port, wait_until_up
+from ._servers import running_example_app
 
 HOOKS = Path(__file__).with_name("_schemathesis_hooks.py")
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
@@ -50,32 +50,15 @@ class ExampleApp:
 @pytest.fixture(scope="module")
 def example_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleApp]:
     directory = tmp_path_factory.mktemp("schemathesis")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = directory / "server.log"
-    command = [sys.executable, "-m", "example_app", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [*command, "--data-dir", str(directory / "data")],
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        wait_until_up(base, server, log)
-        seed(base)
-        url = f"{base}/admin/audit/openapi.json"
+    with running_example_app(directory) as server:
+        seed(server.url)
+        url = f"{server.url}/admin/audit/openapi.json"
         document = httpx.get(url, auth=ADMIN, timeout=30).json()
         path = directory / "openapi.json"
         path.write_text(json.dumps(document))
-        yield ExampleApp(base, path, urljoin(url, document["servers"][0]["url"]))
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=120) == 0, log.read_text()
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        yield ExampleApp(server.url, path, urljoin(url, document["servers"][0]["url"]))
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=120) == 0, server.output()
     # Everything the runs did (exports are recorded too) left an intact chain.
     report = asyncio.run(verify(directory / "data" / "audit.db"))
     assert report.ok, report.summary()

@@ -26,30 +26,28 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-
-# Only once chromium is known to be there (test_dashboard_browser skipped otherwise).
 from playwright.sync_api import Browser, Page
 
 from auditmw import Event, EventFilter, NewEvent, SQLiteStore
 
+from ._browser import needs_chromium, watched_page
+from ._servers import serving_in_thread
 from .test_dashboard_browser import (
     ARTIFACTS,
+    DESKTOP,
     LOADED,
-    ROLE_COOKIE,
     LiveServer,
-    browser,  # noqa: F401 (a fixture)
     build_app,
     column,
     event_ids,
+    finished_loading,
     loads,
-    playwright,  # noqa: F401 (a fixture)
-    serving,
+    new_context,
     url_query,
-    watched_page,
 )
 from .test_query import model_matches, write_events
 
-DESKTOP = {"width": 1280, "height": 900}
+pytestmark = needs_chromium
 PHONE = {"width": 390, "height": 844}
 PARIS = "Europe/Paris"
 LOS_ANGELES = "America/Los_Angeles"
@@ -103,8 +101,8 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Event]
 
 @pytest.fixture(scope="module")
 def server(written: tuple[Path, list[Event]]) -> Iterator[LiveServer]:
-    with serving(build_app({"audit": SQLiteStore(written[0])})) as live:
-        yield live
+    with serving_in_thread(build_app({"audit": SQLiteStore(written[0])})) as base:
+        yield LiveServer(base)
 
 
 @pytest.fixture
@@ -113,7 +111,7 @@ def events(written: tuple[Path, list[Event]]) -> list[Event]:
 
 
 def open_page(
-    browser: Browser,  # noqa: F811 (the fixture)
+    browser: Browser,
     server: LiveServer,
     *,
     zone: str = PARIS,
@@ -121,32 +119,15 @@ def open_page(
     phone: bool = False,
 ) -> contextlib.AbstractContextManager[Page]:
     """An admin's page in ``zone`` (as ``watched_page``: script errors fail the test)."""
-    context = browser.new_context(
-        viewport=viewport,  # type: ignore[arg-type]
-        timezone_id=zone,
-        locale="en-US",
-        is_mobile=phone,
-        has_touch=phone,
+    context = new_context(
+        browser, server, timezone_id=zone, viewport=viewport, is_mobile=phone, has_touch=phone
     )
-    context.set_default_timeout(15_000)
-    context.add_cookies([{"name": ROLE_COOKIE, "value": "admin", "url": server.base}])
     return watched_page(context)
 
 
 # --- waiting for the page -----------------------------------------------------------------
 
-# True once the histogram finished the load started by an action (as LOADED for the table:
-# in the same document, its load counter went up; in a new one, it loaded once).
-CHART_LOADED = """before => {
-    const chart = document.querySelector("#chart");
-    if (!chart || chart.dataset.state === "loading") return false;
-    const count = Number(chart.dataset.loads || 0);
-    return window.__sameDocument ? count > before : count > 0;
-}"""
-
-
-def chart_loads(page: Page) -> int:
-    return int(page.get_attribute("#chart", "data-loads") or 0)
+CHART_LOADED = finished_loading("#chart")
 
 
 def show(page: Page, server: LiveServer, query: str = "") -> dict[str, Any]:
@@ -163,7 +144,7 @@ def show(page: Page, server: LiveServer, query: str = "") -> dict[str, Any]:
 def reloading(page: Page, action: Callable[[], object]) -> dict[str, Any]:
     """Do something that changes the filters; wait for the table and the histogram; the
     histogram's new answer."""
-    table, chart = loads(page), chart_loads(page)
+    table, chart = loads(page), loads(page, "#chart")
     page.evaluate("window.__sameDocument = true")  # a reload makes a new document
     with page.expect_response(lambda r: urlsplit(r.url).path.endswith("/histogram")) as answer:
         action()
@@ -224,7 +205,7 @@ def bar_center(page: Page, index: int, count: int) -> tuple[float, float]:
 
 
 def test_the_histogram_draws_the_api_counts(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: LiveServer,
     events: list[Event],
 ) -> None:
@@ -282,7 +263,7 @@ def test_the_histogram_draws_the_api_counts(
 
 
 def test_dragging_across_the_bars_narrows_the_time_filter(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: LiveServer,
     events: list[Event],
 ) -> None:
@@ -324,7 +305,7 @@ def test_dragging_across_the_bars_narrows_the_time_filter(
 
 
 def test_the_keyboard_chooses_bars_too(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: LiveServer,
     events: list[Event],
 ) -> None:
@@ -360,7 +341,7 @@ def test_the_keyboard_chooses_bars_too(
     ],
 )
 def test_times_show_the_local_zone_with_utc_in_the_tooltip(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: LiveServer,
     zone: str,
     query: str,
@@ -398,7 +379,7 @@ def test_times_show_the_local_zone_with_utc_in_the_tooltip(
     ],
 )
 def test_from_and_until_are_local_times_sent_as_utc(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: LiveServer,
     events: list[Event],
     zone: str,
@@ -419,7 +400,7 @@ def test_from_and_until_are_local_times_sent_as_utc(
 
 
 def test_links_with_days_mean_local_days(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: LiveServer,
     events: list[Event],
 ) -> None:
@@ -441,7 +422,7 @@ def test_links_with_days_mean_local_days(
 
 
 def test_on_a_phone_the_filters_fold_and_events_come_first(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: LiveServer,
     events: list[Event],
 ) -> None:
@@ -583,7 +564,7 @@ def open_details_and_filters(page: Page) -> None:
 
 @pytest.mark.parametrize(("size", "viewport"), [("desktop", DESKTOP), ("phone", PHONE)])
 def test_nothing_overlaps_or_is_cut_off(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: LiveServer,
     size: str,
     viewport: dict[str, int],
@@ -613,7 +594,7 @@ BROKEN_STYLES = {
 
 @pytest.mark.parametrize("fault", list(BROKEN_STYLES))
 def test_the_layout_check_catches_a_broken_stylesheet(
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     server: LiveServer,
     fault: str,
 ) -> None:

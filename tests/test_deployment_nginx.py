@@ -25,14 +25,14 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .test_example_app import ROOT, free_port, wait_until_up
+from ._servers import ROOT, ServerProcess, free_port, running, running_example_app, server_env
 
 ADMIN = ("admin@example.com", "admin")
 SPOOFED = "6.6.6.6"
@@ -71,51 +71,7 @@ def nginx_binary() -> str:
 # --- processes ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Server:
-    url: str
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@contextmanager
-def running(command: list[str], url: str, log: Path, env: dict[str, str]) -> Iterator[Server]:
-    """A server process, once it answers at ``url``; stopped (SIGTERM) afterwards."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, env=env
-        )
-    try:
-        wait_until_up(url, process, log)
-        yield Server(url, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def server_env(**overrides: str) -> dict[str, str]:
-    """The environment without a proxy setting of its own, plus ``overrides``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # log lines land before the response
-    for name in ("FORWARDED_ALLOW_IPS", "AUDITMW_TRUSTED_PROXIES"):
-        env.pop(name, None)
-    return {**env, **overrides}
-
-
-def example_app(directory: Path, *options: str) -> AbstractContextManager[Server]:
-    """``python -m example_app``: uvicorn runs with its proxy headers off."""
-    port = free_port()
-    command = [sys.executable, "-m", "example_app", "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--data-dir", str(directory / "data"), *options]
-    return running(command, f"http://127.0.0.1:{port}", directory / "app.log", server_env())
-
-
-def plain_uvicorn(directory: Path, **env: str) -> AbstractContextManager[Server]:
+def plain_uvicorn(directory: Path, **env: str) -> AbstractContextManager[ServerProcess]:
     """The same app served by the ``uvicorn`` command with its defaults: proxy headers on,
     trusting ``$FORWARDED_ALLOW_IPS`` or else 127.0.0.1 and ::1."""
     port = free_port()
@@ -158,7 +114,9 @@ http {{
 """
 
 
-def nginx(directory: Path, binary: str, upstream: Server) -> AbstractContextManager[Server]:
+def nginx(
+    directory: Path, binary: str, upstream: ServerProcess
+) -> AbstractContextManager[ServerProcess]:
     directory.mkdir()
     port = free_port()
     config = directory / "nginx.conf"
@@ -193,7 +151,7 @@ def failed_sign_in(
     assert response.status_code == 401, response.text
 
 
-def logged_ips(app: Server) -> dict[str, str | None]:
+def logged_ips(app: ServerProcess) -> dict[str, str | None]:
     """Request id -> logged IP of every event, read back through the admin API."""
     with client(app.url, auth=ADMIN) as http:
         response = http.get("/admin/audit/events", params={"limit": 100})
@@ -206,8 +164,8 @@ def logged_ips(app: Server) -> dict[str, str | None]:
 
 @dataclass(frozen=True)
 class Deployment:
-    app: Server
-    nginx: Server
+    app: ServerProcess
+    nginx: ServerProcess
 
 
 @pytest.fixture(scope="module", params=["starlette", "litestar"])
@@ -217,12 +175,12 @@ def deployment(
     directory = tmp_path_factory.mktemp(f"deploy-{request.param}")
     with ExitStack() as stack:
         options = ("--framework", request.param, "--trusted-proxy", f"{NGINX_ADDRESS}/32")
-        app = stack.enter_context(example_app(directory, *options))
+        app = stack.enter_context(running_example_app(directory, *options))
         proxy = stack.enter_context(nginx(directory / "nginx", nginx_binary, app))
         yield Deployment(app, proxy)
 
 
-def assert_no_warning(server: Server) -> None:
+def assert_no_warning(server: ServerProcess) -> None:
     assert TWICE not in server.output(), server.output()
 
 
@@ -319,8 +277,8 @@ def test_with_no_proxy_a_local_client_chooses_its_ip_only_under_uvicorn_defaults
     # The issue's report: no trusted proxy configured in auditmw, yet uvicorn (trusting
     # 127.0.0.1 by default) took a local client's X-Forwarded-For. With its proxy headers
     # off (python -m example_app), the peer is logged.
-    serve = plain_uvicorn(tmp_path) if served_by == "plain_uvicorn" else example_app(tmp_path)
-    with serve as app:
+    serve = plain_uvicorn if served_by == "plain_uvicorn" else running_example_app
+    with serve(tmp_path) as app:
         failed_sign_in(app.url, "local", forwarded_for=SPOOFED)
         assert logged_ips(app)["local"] == logged
         # One layer applied the rule (the server): no warning (an INFO line, not shown).

@@ -4,12 +4,7 @@ leaves in the audit store, with their IP address, user agent, user and request i
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +17,8 @@ from starlette.applications import Starlette
 
 from auditmw import AuditStore, Event, EventFilter, SQLiteStore
 
-ROOT = Path(__file__).resolve().parent.parent
+from ._servers import running_example_app
+
 CLIENT_IP = "203.0.113.7"
 USER_AGENT = "example-tests/1.0"
 ADMIN = ("admin@example.com", "admin")
@@ -519,43 +515,10 @@ async def test_home_page_has_a_sign_in_form_and_the_dashboard_link(app: Starlett
 # The real server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until_up(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120  # generous: the machine may be busy
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the server exited early:\n{log.read_text()}")
-        try:
-            httpx.get(url, timeout=5)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    pytest.fail(f"the server did not start:\n{log.read_text()}")
-
-
 def test_python_m_example_app_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
-    command = [sys.executable, "-m", "example_app", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [*command, "--data-dir", str(data_dir)],
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        wait_until_up(url, server, log)
-        with httpx.Client(base_url=url, timeout=30) as client:
+    with running_example_app(tmp_path) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
             signed_in = client.post(
                 "/auth/sign-in",
                 json={"email": "admin@example.com", "password": "admin"},
@@ -564,12 +527,8 @@ def test_python_m_example_app_serves_and_stops_cleanly_on_sigterm(tmp_path: Path
             assert signed_in.status_code == 200, signed_in.text
             created = client.post("/projects", json={"name": "Real"})  # the session cookie
             assert created.status_code == 201, created.text
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=120) == 0, log.read_text()
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=120) == 0, server.output()
 
     async def check_store() -> None:
         async with SQLiteStore(data_dir / "audit.db") as store:
@@ -586,7 +545,7 @@ def test_python_m_example_app_serves_and_stops_cleanly_on_sigterm(tmp_path: Path
 
     asyncio.run(check_store())
     assert (data_dir / "app.db").exists()
-    assert "Application shutdown complete" in log.read_text()
+    assert "Application shutdown complete" in server.output()
 
 
 # Signed checkpoints (optional)

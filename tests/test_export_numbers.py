@@ -32,9 +32,8 @@ from auditmw import AdminApp, AdminUser, EventFilter, NewEvent, open_store
 from auditmw._cli import main
 
 from ._node import require_node
-from .test_websocket_server import serving
+from ._servers import ROOT, serving_in_loop
 
-ROOT = Path(__file__).resolve().parent.parent
 VERIFY_PY = ROOT / "docs" / "verify_jsonl.py"
 
 NUMBERS = {
@@ -100,9 +99,9 @@ def authorize(request: Request) -> AdminUser:
 
 async def from_the_admin_app(url: str, *paths: str) -> list[bytes]:
     """GET each path from the admin app over ``url``'s store, through a real server."""
-    async with open_store(url) as store, serving(AdminApp(store, authorize=authorize)) as base:
-        origin = base.replace("ws://", "http://", 1)  # (the helper serves HTTP as well)
-        async with httpx.AsyncClient(base_url=origin) as client:
+    async with open_store(url) as store:
+        app = AdminApp(store, authorize=authorize)
+        async with serving_in_loop(app) as base, httpx.AsyncClient(base_url=base) as client:
             bodies = []
             for path in paths:
                 response = await client.get(path)

@@ -44,7 +44,7 @@ from auditmw._histogram import (
 from auditmw._query import MAX_BUCKETS, parse_filter
 from auditmw._sqlite import SEARCH_INDEX_MAX_MATCHES
 
-from .test_admin import ADMIN, VIEWER, authorize, client_for
+from .test_admin import ADMIN, VIEWER, authorize, client_for, fetch_all_ids
 from .test_query import model_matches, ts
 from .test_query_contract import write
 
@@ -343,18 +343,6 @@ async def test_bucket_count_is_checked(any_store: AuditStore) -> None:
 
 
 # --- GET /histogram ------------------------------------------------------------------------
-
-
-async def fetch_all_ids(client: httpx.AsyncClient, params: dict[str, str]) -> list[str]:
-    ids: list[str] = []
-    cursor = None
-    while True:
-        query = {**params, "limit": "100", **({"cursor": cursor} if cursor else {})}
-        body = (await client.get("/events", params=query, headers=ADMIN)).json()
-        ids += [event["id"] for event in body["events"]]
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return ids
 
 
 @pytest.fixture

@@ -15,21 +15,20 @@ import json
 import os
 import re
 import socket
-import sqlite3
 import subprocess
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from auditmw import Event, EventFilter, open_store
+from auditmw import EventFilter, open_store
 
-from ._postgres import drop_schema, new_schema_name, require_postgres, store_url
-from ._servers import UvicornProcess, named_blocks
+from . import _sites
+from ._servers import UvicornProcess
+from ._sites import empty_store, named_blocks, new_request_id, write_lock
 
 DOC_FILES = named_blocks("frameworks.md")
 USER_AGENT = "auditmw-test/django"
@@ -183,40 +182,31 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     return Project(tmp_path_factory.mktemp("django-project"))
 
 
-class Site:
-    """A running server and the store it writes."""
+class Site(_sites.Site):
+    """The project's server and the store it writes."""
+
+    user_agent = USER_AGENT
 
     def __init__(self, project: Project, server: UvicornProcess, store: str) -> None:
+        super().__init__(server, store)
         self.project = project
-        self.server = server
-        self.store = store
 
-    @asynccontextmanager
-    async def client(self, user: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
-        """A client with Django's CSRF cookie, signed in as ``user`` when given."""
-        headers = {"user-agent": USER_AGENT}
-        # Generous: a store waiting for a write lock answers after its busy_timeout (5 s).
-        async with httpx.AsyncClient(
-            base_url=self.server.base_url, headers=headers, timeout=30
-        ) as client:
-            form = await client.get("/accounts/login/")
-            assert form.status_code == 200, form.text
-            if user is not None:
-                signed_in = await client.post(
-                    "/accounts/login/",
-                    data={
-                        "username": user,
-                        "password": f"{user}-password",
-                        "csrfmiddlewaretoken": client.cookies["csrftoken"],
-                    },
-                )
-                assert signed_in.status_code == 302, signed_in.text  # to LOGIN_REDIRECT_URL
-                assert "sessionid" in client.cookies
-            yield client
-
-    async def events_of(self, request_id: str) -> list[Event]:
-        async with open_store(self.store) as store:
-            return [e async for e in store.iter_events(EventFilter()) if e.request_id == request_id]
+    async def start_session(self, client: httpx.AsyncClient, user: str | None) -> None:
+        """Django's CSRF cookie (from the login form) and, for ``user``, a signed-in
+        session."""
+        form = await client.get("/accounts/login/")
+        assert form.status_code == 200, form.text
+        if user is not None:
+            signed_in = await client.post(
+                "/accounts/login/",
+                data={
+                    "username": user,
+                    "password": f"{user}-password",
+                    "csrfmiddlewaretoken": client.cookies["csrftoken"],
+                },
+            )
+            assert signed_in.status_code == 302, signed_in.text  # to LOGIN_REDIRECT_URL
+            assert "sessionid" in client.cookies
 
 
 def posting(client: httpx.AsyncClient, request_id: str) -> dict[str, str]:
@@ -224,26 +214,13 @@ def posting(client: httpx.AsyncClient, request_id: str) -> dict[str, str]:
     return {"x-csrftoken": client.cookies["csrftoken"], "x-request-id": request_id}
 
 
-def new_request_id() -> str:
-    return f"test-{uuid.uuid4()}"
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def site(
     request: pytest.FixtureRequest, project: Project, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Site]:
-    if request.param == "sqlite":
-        store = str(tmp_path_factory.mktemp("django-store") / "audit.db")
-        with project.serving(store) as server:
-            yield Site(project, server, store)
-        return
-    require_postgres()
-    schema = new_schema_name()
-    try:
-        with project.serving(store_url(schema)) as server:
-            yield Site(project, server, store_url(schema))
-    finally:
-        asyncio.run(drop_schema(schema))
+    directory = tmp_path_factory.mktemp("django-store")
+    with empty_store(request.param, directory) as store, project.serving(store) as server:
+        yield Site(project, server, store)
 
 
 async def test_a_sync_view_records_the_django_user_ip_user_agent_and_request_id(
@@ -392,18 +369,6 @@ def test_import_auditmw_imports_neither_django_nor_quart() -> None:
 
 
 # --- failures and shutdown: servers of their own -----------------------------------------
-
-
-@contextmanager
-def write_lock(path: Path) -> Iterator[None]:
-    """Hold SQLite's write lock on ``path`` as another process's long transaction would."""
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        yield
-        db.execute("ROLLBACK")
-    finally:
-        db.close()
 
 
 async def test_fail_closed_a_store_that_cannot_write_answers_503_for_sync_and_async_views(

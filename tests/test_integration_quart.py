@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sqlite3
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,10 +20,11 @@ import pytest
 from quart import Quart
 from quart.sessions import SecureCookieSessionInterface
 
-from auditmw import Event, EventFilter, open_store
+from auditmw import EventFilter, open_store
 
-from ._postgres import drop_schema, new_schema_name, require_postgres, store_url
-from ._servers import DOCS, UvicornProcess, named_blocks
+from . import _sites
+from ._servers import UvicornProcess
+from ._sites import DOCS, empty_store, named_blocks, new_request_id, write_lock
 
 APP = named_blocks("frameworks.md")["app.py"]
 SECRET_KEY = "quart-test-secret"
@@ -45,31 +44,18 @@ def test_every_python_block_of_docs_frameworks_md_is_served_by_a_test() -> None:
     }
 
 
-class Site:
+class Site(_sites.Site):
     """The documented app served by uvicorn, and the store it writes."""
 
-    def __init__(self, server: UvicornProcess, store: str) -> None:
-        self.server = server
-        self.store = store
+    user_agent = USER_AGENT
 
-    @asynccontextmanager
-    async def client(self, user: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
-        """A client signed in through the app's /login as ``user`` when given."""
-        headers = {"user-agent": USER_AGENT}
-        # Generous: a store waiting for a write lock answers after its busy_timeout (5 s).
-        async with httpx.AsyncClient(
-            base_url=self.server.base_url, headers=headers, timeout=30
-        ) as client:
-            if user is not None:
-                form = {"email": f"{user}@example.com", "password": user}
-                signed_in = await client.post("/login", data=form)
-                assert signed_in.status_code == 200, signed_in.text
-                assert "session" in client.cookies
-            yield client
-
-    async def events_of(self, request_id: str) -> list[Event]:
-        async with open_store(self.store) as store:
-            return [e async for e in store.iter_events(EventFilter()) if e.request_id == request_id]
+    async def start_session(self, client: httpx.AsyncClient, user: str | None) -> None:
+        """Signed in through the app's /login as ``user`` when given."""
+        if user is not None:
+            form = {"email": f"{user}@example.com", "password": user}
+            signed_in = await client.post("/login", data=form)
+            assert signed_in.status_code == 200, signed_in.text
+            assert "session" in client.cookies
 
 
 @contextmanager
@@ -88,21 +74,8 @@ def site(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("quart-app")
-    if request.param == "sqlite":
-        with serving(root, str(root / "audit.db")) as running:
-            yield running
-        return
-    require_postgres()
-    schema = new_schema_name()
-    try:
-        with serving(root, store_url(schema)) as running:
-            yield running
-    finally:
-        asyncio.run(drop_schema(schema))
-
-
-def new_request_id() -> str:
-    return f"test-{uuid.uuid4()}"
+    with empty_store(request.param, root) as store, serving(root, store) as running:
+        yield running
 
 
 def with_id(request_id: str) -> dict[str, str]:
@@ -238,18 +211,6 @@ async def test_the_admin_app_grants_only_sessions_quart_signed(
     async with httpx.AsyncClient(base_url=site.server.base_url) as client:
         response = await client.get("/admin/audit/events", headers={"cookie": f"session={cookie}"})
     assert response.status_code == status, response.text
-
-
-@contextmanager
-def write_lock(path: Path) -> Iterator[None]:
-    """Hold SQLite's write lock on ``path`` as another process's long transaction would."""
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        yield
-        db.execute("ROLLBACK")
-    finally:
-        db.close()
 
 
 async def test_fail_closed_and_the_store_closed_by_quart_at_shutdown(tmp_path: Path) -> None:

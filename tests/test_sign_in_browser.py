@@ -1,6 +1,6 @@
 """Signing in to the audit dashboard in a real browser.
 
-Chromium (Debian's, through Playwright, as in test_dashboard_browser.py) against the real
+Chromium (Debian's, through Playwright: tests/_browser.py) against the real
 example app (``python -m example_app`` on 127.0.0.1, Starlette and Litestar): opening the
 dashboard signed out lands on the sign-in form, signing in returns to the dashboard as it
 was asked for; a member gets the 403 page; the dashboard's own fetch() calls and API
@@ -14,19 +14,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import uvicorn
 from example_app.auth import return_path
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -34,28 +28,14 @@ from starlette.routing import Mount, Route
 
 from auditmw import AdminApp, AdminAuth, AdminUser, NewEvent, SQLiteStore
 
-from .test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS  # skips this module without it
-from .test_example_app import ROOT, free_port, wait_until_up
+from ._browser import needs_chromium, new_context, watched_page
+from ._servers import running_example_app, serving_in_thread
+
+pytestmark = needs_chromium
 
 BASIC = 'Basic realm="audit"'
 BEARER = 'Bearer realm="audit"'
 DASHBOARD = "/admin/audit/?outcome=success"
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    assert CHROMIUM is not None
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    try:
-        yield browser
-    finally:
-        browser.close()
 
 
 @pytest.fixture(scope="module", params=["starlette", "litestar"])
@@ -64,49 +44,16 @@ def example_app(
 ) -> Iterator[str]:
     """The example app's base URL, served by ``python -m example_app``."""
     directory = tmp_path_factory.mktemp(f"sign-in-{request.param}")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = directory / "server.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "example_app", "--host", "127.0.0.1"),
-                *("--port", str(port), "--data-dir", str(directory / "data")),
-                *("--framework", request.param),
-            ],
-            cwd=ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        wait_until_up(base, server, log)
-        yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    with running_example_app(directory, "--framework", request.param) as server:
+        yield server.url
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser (no cookies) whose page fails the test on a script error or a
-    breach of the Content-Security-Policy."""
-    errors: list[str] = []
-    context = browser.new_context()
-    context.set_default_timeout(15_000)
-    context.expose_binding("reportViolation", lambda _source, what: errors.append(f"CSP: {what}"))
-    context.add_init_script(
-        "document.addEventListener('securitypolicyviolation', event => "
-        "window.reportViolation(`${event.violatedDirective} ${event.blockedURI}`));"
-    )
-    page = context.new_page()
-    page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
-    try:
+    """A fresh browser (no cookies) whose page fails the test on a script error, a dialog
+    or a breach of the Content-Security-Policy."""
+    with watched_page(new_context(browser)) as page:
         yield page
-        page.wait_for_timeout(100)  # let late reports arrive
-    finally:
-        context.close()
-    assert errors == []
 
 
 def sign_in(page: Page, email: str, password: str) -> None:
@@ -216,19 +163,8 @@ def host_without_sign_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         Mount("/token/audit", admin(BEARER)),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
+    with serving_in_thread(app) as base:
+        yield base
 
 
 def test_without_a_sign_in_page_the_browser_gets_the_401_page(
@@ -250,7 +186,8 @@ def test_the_browser_answers_a_basic_challenge_with_its_credentials(
     browser: Browser, host_without_sign_in: str
 ) -> None:
     # What the browser's password dialog does: it retries the page with the credentials.
-    context = browser.new_context(http_credentials={"username": "auditor", "password": "secret"})
+    credentials = {"username": "auditor", "password": "secret"}
+    context = new_context(browser, http_credentials=credentials)
     try:
         page = context.new_page()
         response = page.goto(host_without_sign_in + "/basic/audit/")

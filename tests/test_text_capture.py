@@ -34,7 +34,7 @@ from auditmw import (
     pending_event,
 )
 
-from .test_websocket_server import serving
+from ._servers import serving_in_loop
 
 # --- header text through a real server (uvicorn on 127.0.0.1, raw bytes on a socket) ------
 
@@ -87,7 +87,7 @@ USER_AGENTS = [
 async def test_user_agents_are_utf8_when_they_decode_else_latin1(
     store: SQLiteStore, http: str
 ) -> None:
-    async with serving(capture_app(store), http=http) as base:
+    async with serving_in_loop(capture_app(store), http=http) as base:
         port = int(base.rsplit(":", 1)[1])
         answers = [await raw_get(port, b"/", raw) for raw, _ in USER_AGENTS]
         exported = await raw_get(port, b"/admin/export.jsonl", "café ☕".encode())

@@ -9,14 +9,11 @@ server logs a traceback because a ``StoreError`` reached it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import orjson
 import pytest
-import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -24,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 import auditmw
 from auditmw import SQLiteStore
 
+from ._servers import serving_in_loop
 from .test_integration_starlette import stored, websocket_app
 
 USER_AGENT = "auditmw-test-client/1.0"
@@ -33,39 +31,15 @@ HEADERS = {"authorization": "Bearer carol"}
 DENIAL_RESPONSE_NOISE = "ASGI callable returned without completing handshake."
 
 
-@asynccontextmanager
-async def serving(app: ASGIApp, http: str = "auto") -> AsyncIterator[str]:
-    """Serve ``app`` on an ephemeral port in this event loop (the store is bound to it);
-    yields the ``ws://`` base URL. Exits once the server has shut down, so every task of
-    the app has ended and logged whatever it logs. ``http``: uvicorn's HTTP parser."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        http=http,
-        ws="websockets-sansio",
-        lifespan="off",
-        log_level="warning",
-        log_config=None,  # leave logging alone: records propagate to caplog
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("the test server stopped before it started")
-                await asyncio.sleep(0.005)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"ws://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(10):
-            await task
+def serving(app: ASGIApp) -> AbstractAsyncContextManager[str]:
+    """``app`` on a real uvicorn server in this event loop (the store is bound to it), its
+    WebSockets implemented by the ``websockets`` package's sans-I/O protocol."""
+    return serving_in_loop(app, ws="websockets-sansio")
 
 
-def open_socket(url: str) -> connect:
+def open_socket(base: str, path: str) -> connect:
+    """A WebSocket connection to ``path`` of the server at ``base`` (``http://...``)."""
+    url = "ws://" + base.removeprefix("http://") + path
     return connect(url, additional_headers=HEADERS, user_agent_header=USER_AGENT)
 
 
@@ -89,7 +63,7 @@ async def closed_by_server(websocket: ClientConnection) -> ConnectionClosed:
 async def test_chat_through_a_real_server_is_audited_with_the_connection_context(
     store: SQLiteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with serving(websocket_app(store)) as base, open_socket(f"{base}/chat") as websocket:
+    async with serving(websocket_app(store)) as base, open_socket(base, "/chat") as websocket:
         assert websocket.response is not None
         request_id = websocket.response.headers["x-request-id"]
         replies = []
@@ -115,7 +89,7 @@ async def test_fail_closed_refuses_the_handshake_with_503_audit_unavailable(
     await store.close()
     async with serving(app) as base:
         with pytest.raises(InvalidStatus) as refused:
-            async with open_socket(f"{base}/joined"):
+            async with open_socket(base, "/joined"):
                 pytest.fail("the handshake was accepted")
     response = refused.value.response
     assert response.status_code == 503
@@ -143,7 +117,7 @@ async def test_fail_closed_without_the_extension_refuses_the_handshake_with_403(
     await store.close()
     async with serving(app) as base:
         with pytest.raises(InvalidStatus) as refused:
-            async with open_socket(f"{base}/joined"):
+            async with open_socket(base, "/joined"):
                 pytest.fail("the handshake was accepted")
     # uvicorn turns a close before the accept into 403, not the app's own 500.
     assert refused.value.response.status_code == 403
@@ -155,7 +129,7 @@ async def test_fail_closed_closes_an_accepted_socket_1013_when_its_event_is_lost
 ) -> None:
     app = websocket_app(store)
     await store.close()
-    async with serving(app) as base, open_socket(f"{base}/chat") as websocket:
+    async with serving(app) as base, open_socket(base, "/chat") as websocket:
         assert websocket.response is not None
         assert websocket.response.headers["x-request-id"]
         await websocket.send("hello")
@@ -170,7 +144,7 @@ async def test_fail_closed_stops_a_handler_that_swallowed_the_store_error(
 ) -> None:
     app = websocket_app(store)
     await store.close()
-    async with serving(app) as base, open_socket(f"{base}/swallowing") as websocket:
+    async with serving(app) as base, open_socket(base, "/swallowing") as websocket:
         closed = await closed_by_server(websocket)  # never the handler's "welcome"
     assert closed.rcvd is not None
     assert (closed.rcvd.code, closed.rcvd.reason) == (1013, "audit_unavailable")
@@ -184,12 +158,12 @@ async def test_fail_open_keeps_the_sockets_going_and_counts_the_lost_events(
     app = websocket_app(store, failure_policy=policy)
     await store.close()
     async with serving(app) as base:
-        async with open_socket(f"{base}/chat") as websocket:
+        async with open_socket(base, "/chat") as websocket:
             replies = []
             for text in ["hello", "bye"]:
                 await websocket.send(text)
                 replies.append(await websocket.recv())
-        async with open_socket(f"{base}/joined") as websocket:
+        async with open_socket(base, "/joined") as websocket:
             replies.append(await websocket.recv())
     assert replies == ["HELLO", "BYE", "welcome"]
     assert policy.failures == 3
