@@ -38,6 +38,8 @@ from auditmw._event import prepare
 from auditmw._query import parse_filter
 from auditmw._verify import COLUMN_MISMATCH, INDEX_COLUMNS
 
+from ._servers import serving_in_loop
+
 # Characters where text goes wrong: NUL and other controls, DEL, lone surrogates (both
 # halves), a whole astral character, U+FFFD itself, line/paragraph separators, blanks.
 AWKWARD = ["\x00", "\x01", "\n", "\x1f", "\x7f", "\ud800", "\udfff", "\U0001f600", "\ufffd"]
@@ -354,6 +356,48 @@ async def test_the_admin_app_answers_text_it_cannot_look_up_with_4xx(
     assert by_column_form.status_code == 200
     assert [event["resource_id"] for event in by_column_form.json()["events"]] == ["id\x001\x00"]
     assert (no_such_id.status_code, no_such_proof.status_code) == (404, 404)
+
+
+FILTERED_ROUTES = ["/events", "/histogram", "/export.csv", "/export.jsonl"]
+HTTP_FILTERS = ["action", "user_id", "user_email", "resource", "resource_id", "outcome"]
+HTTP_FILTERS += ["from", "to", "search"]
+
+
+async def test_nul_in_any_admin_filter_or_id_over_http_is_a_4xx_before_anything_is_recorded(
+    any_store: AuditStore,
+) -> None:
+    """Issue 16: on PostgreSQL these answered 500 text/plain, and an export answered 200,
+    recorded ``export.requested`` and cut its body off. Real HTTP (uvicorn): what a
+    client gets is the whole response."""
+    await any_store.append(with_nul(1))
+    before = [event async for event in any_store.iter_events(EventFilter())]
+    answers: dict[str, httpx.Response] = {}
+    async with (
+        serving_in_loop(admin_app(any_store)) as base_url,
+        httpx.AsyncClient(base_url=base_url) as client,
+    ):
+        for route in FILTERED_ROUTES:
+            for param in HTTP_FILTERS:
+                query = f"{route}?{param}=a%00b"
+                answers[query] = await client.get(query)
+            query = f"{route}?act%00ion=project.created"  # in a parameter's name
+            answers[query] = await client.get(query)
+        for path in ("/events/a%00b", "/events/a%00b/proof", "/events/%00", "/events/%00/proof"):
+            answers[path] = await client.get(path)
+
+    for query, response in answers.items():
+        error = response.json()["error"]  # a whole JSON body, whatever the route
+        assert response.headers["content-type"] == "application/json", query
+        if query.startswith("/events/"):
+            assert (response.status_code, error["code"]) == (404, "not_found"), query
+        elif "act%00ion" in query:
+            assert (response.status_code, error["code"]) == (400, "unknown_parameter"), query
+            assert error["param"] == "act\x00ion", query
+        else:
+            assert (response.status_code, error["code"]) == (400, "invalid_parameter"), query
+            assert error["param"] == query.split("?")[1].split("=")[0], query
+    # No export began, so none was recorded.
+    assert [event async for event in any_store.iter_events(EventFilter())] == before
 
 
 # --- the CLI: arguments that are not UTF-8 ------------------------------------------------
