@@ -13,15 +13,22 @@ How auditmw is wired in (the parts to copy):
    ``pending_event()`` adds the id, details or ``diff`` of what changed) or with the
    convenience ``actions`` (sign-in, sign-out, API keys). Nothing writes to the store
    directly.
-3. The store is opened and closed in the lifespan: closing it commits pending events,
+3. A change and its events succeed or fail together: the handler changes the app's
+   database inside ``in_transaction(request)``, or under ``@transactional`` placed
+   *above* ``@audited``, a transaction that commits only after its events are committed
+   (``example_app.requests``, ``example_app.db``). When the store cannot take an event,
+   the change is rolled back, so the middleware's 503 ("not completed") is true; when
+   the app's own commit fails after the event, a ``change.rolled_back`` event says so.
+4. The store is opened and closed in the lifespan: closing it commits pending events,
    which is what makes a SIGTERM safe.
-4. ``AdminApp`` is mounted at ``/admin/audit`` behind ``authorize_admin``; ``ADMIN_AUTH``
+5. ``AdminApp`` is mounted at ``/admin/audit`` behind ``authorize_admin``; ``ADMIN_AUTH``
    sends browsers to the sign-in form (which returns them afterwards) and describes the
    ways to authenticate in its OpenAPI document.
 
 Events: ``user.signed_in``, ``user.sign_in_failed``, ``user.signed_out``,
 ``project.created``, ``project.updated`` (only real changes), ``project.deleted``,
-``permission.changed`` and ``api_key.created``.
+``permission.changed`` and ``api_key.created``; ``change.rolled_back`` when a change whose
+events were recorded could not be saved.
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ from .auth import (
 from .db import SESSION_LIFETIME, Database
 from .pages import ADMIN_PATH, home_page
 from .payloads import ApiError
-from .requests import current_user, db_of, is_form, json_body
+from .requests import current_user, db_of, in_transaction, is_form, json_body, transactional
 from .settings import Settings
 
 # Sessions
@@ -88,9 +95,10 @@ async def sign_in(request: Request) -> Response:
             return HTMLResponse(page, 401)
         raise ApiError(401, "invalid_credentials", "Wrong email or password.")
 
-    token = await db_of(request).create_session(user)
-    # The request is not authenticated yet: the action names the user explicitly.
-    await actions.user_signed_in(user.id, user.email)
+    async with in_transaction(request):  # the session and its event commit together
+        token = await db_of(request).create_session(user)
+        # The request is not authenticated yet: the action names the user explicitly.
+        await actions.user_signed_in(user.id, user.email)
     response: Response
     if is_form(request):
         response = RedirectResponse(next_path or "/", status_code=303)
@@ -109,9 +117,10 @@ async def sign_in(request: Request) -> Response:
 
 async def sign_out(request: Request) -> Response:
     user = current_user(request)
-    if user.session_token:
-        await db_of(request).delete_session(user.session_token)
-    await actions.user_signed_out()  # the actor is the user in scope["user"]
+    async with in_transaction(request):
+        if user.session_token:
+            await db_of(request).delete_session(user.session_token)
+        await actions.user_signed_out()  # the actor is the user in scope["user"]
     response = RedirectResponse("/", 303) if is_form(request) else Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax")
     return response
@@ -120,6 +129,7 @@ async def sign_out(request: Request) -> Response:
 # Projects
 
 
+@transactional  # above @audited: the project commits only after its event
 @audited("project.created", "project")
 async def create_project(request: Request) -> JSONResponse:
     user = current_user(request)
@@ -140,6 +150,7 @@ async def get_project(request: Request) -> JSONResponse:  # reading is not audit
 
 
 # resource_id names the path parameter; skip_if_unchanged: no event when nothing changed.
+@transactional
 @audited("project.updated", "project", resource_id="project_id", skip_if_unchanged=True)
 async def update_project(request: Request) -> JSONResponse:
     current_user(request)
@@ -160,6 +171,7 @@ async def update_project(request: Request) -> JSONResponse:
     return JSONResponse(after.to_dict())
 
 
+@transactional
 @audited("project.deleted", "project", resource_id="project_id")
 async def delete_project(request: Request) -> Response:
     current_user(request)
@@ -171,6 +183,7 @@ async def delete_project(request: Request) -> Response:
 # Users and API keys
 
 
+@transactional
 @audited("permission.changed", "user", skip_if_unchanged=True)
 async def set_role(request: Request) -> JSONResponse:
     user = current_user(request)
@@ -194,8 +207,9 @@ async def create_api_key(request: Request) -> JSONResponse:
     user = current_user(request)
     body = await request.body()
     name = payloads.api_key_name(payloads.json_object(body) if body.strip() else {})
-    key, secret = await db_of(request).create_api_key(user.id, name)
-    await actions.api_key_created(key.id)  # the key's id, never the key
+    async with in_transaction(request):
+        key, secret = await db_of(request).create_api_key(user.id, name)
+        await actions.api_key_created(key.id)  # the key's id, never the key
     body_out = {"id": key.id, "name": key.name, "created_at": key.created_at, "key": secret}
     return JSONResponse(body_out, status_code=201)  # the only time the key is shown
 
@@ -221,8 +235,11 @@ class AuthBackend(AuthenticationBackend):
         return AuthCredentials(["authenticated", user.role]), user
 
 
-def error_response(status_code: int, code: str, message: str) -> JSONResponse:
-    headers = {"www-authenticate": CHALLENGE} if status_code == 401 else None
+def error_response(
+    status_code: int, code: str, message: str, extra_headers: dict[str, str] | None = None
+) -> JSONResponse:
+    headers = {"www-authenticate": CHALLENGE} if status_code == 401 else {}
+    headers.update(extra_headers or {})
     body = {"error": {"code": code, "message": message}}
     return JSONResponse(body, status_code=status_code, headers=headers)
 
@@ -233,7 +250,7 @@ def auth_failed(conn: HTTPConnection, exc: AuthenticationError) -> JSONResponse:
 
 async def api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status_code, exc.code, exc.message)
+    return error_response(exc.status_code, exc.code, exc.message, exc.headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -8,6 +8,8 @@ It shares the database, authentication and validation with the Starlette app
    answers a ``StoreError`` raised in a handler with the 503 of the fail-closed policy.
 2. ``@audited`` sits under the route decorator; it keeps the handler's signature, so
    Litestar still injects ``request`` and the ``project_id`` path parameter.
+   ``@transactional`` goes between them, as in the Starlette app: the change commits
+   only after the event ``@audited`` records (``example_app.requests``).
 3. ``AdminApp`` is mounted with ``@asgi(path, is_mount=True, copy_scope=True)``; route
    middleware runs for it too, so ``authorize_admin`` sees ``scope["user"]``; ``ADMIN_AUTH``
    as in the Starlette app.
@@ -48,7 +50,7 @@ from .auth import (
 from .db import SESSION_LIFETIME, Database
 from .pages import ADMIN_PATH, home_page
 from .payloads import ApiError
-from .requests import current_user, db_of, is_form, json_body
+from .requests import current_user, db_of, in_transaction, is_form, json_body, transactional
 from .settings import Settings
 
 AnyRequest = Request[Any, Any, Any]
@@ -82,8 +84,9 @@ async def sign_in(request: AnyRequest) -> Response[Any]:
             return html(home_page(None, None, "Wrong email or password.", next_path), 401)
         raise ApiError(401, "invalid_credentials", "Wrong email or password.")
 
-    token = await db_of(request).create_session(user)
-    await actions.user_signed_in(user.id, user.email)
+    async with in_transaction(request):  # the session and its event commit together
+        token = await db_of(request).create_session(user)
+        await actions.user_signed_in(user.id, user.email)
     response: Response[Any]
     if is_form(request):
         response = Redirect(next_path or "/", status_code=303)
@@ -104,9 +107,10 @@ async def sign_in(request: AnyRequest) -> Response[Any]:
 @post("/auth/sign-out")
 async def sign_out(request: AnyRequest) -> Response[Any]:
     user = current_user(request)
-    if user.session_token:
-        await db_of(request).delete_session(user.session_token)
-    await actions.user_signed_out()
+    async with in_transaction(request):
+        if user.session_token:
+            await db_of(request).delete_session(user.session_token)
+        await actions.user_signed_out()
     response: Response[Any] = (
         Redirect("/", status_code=303) if is_form(request) else Response(None, status_code=204)
     )
@@ -118,6 +122,7 @@ async def sign_out(request: AnyRequest) -> Response[Any]:
 
 
 @post("/projects")
+@transactional  # above @audited: the project commits only after its event
 @audited("project.created", "project")
 async def create_project(request: AnyRequest) -> Response[dict[str, Any]]:
     user = current_user(request)
@@ -139,6 +144,7 @@ async def get_project(request: AnyRequest, project_id: FromPath[int]) -> dict[st
 
 
 @patch("/projects/{project_id:int}")
+@transactional
 @audited("project.updated", "project", resource_id="project_id", skip_if_unchanged=True)
 async def update_project(request: AnyRequest, project_id: FromPath[int]) -> dict[str, Any]:
     current_user(request)
@@ -160,6 +166,7 @@ async def update_project(request: AnyRequest, project_id: FromPath[int]) -> dict
 
 
 @delete("/projects/{project_id:int}")
+@transactional
 @audited("project.deleted", "project", resource_id="project_id")
 async def delete_project(request: AnyRequest, project_id: FromPath[int]) -> None:
     current_user(request)
@@ -171,6 +178,7 @@ async def delete_project(request: AnyRequest, project_id: FromPath[int]) -> None
 
 
 @put("/users/{email:str}/role")
+@transactional
 @audited("permission.changed", "user", skip_if_unchanged=True)
 async def set_role(request: AnyRequest, email: FromPath[str]) -> dict[str, Any]:
     user = current_user(request)
@@ -195,8 +203,9 @@ async def create_api_key(request: AnyRequest) -> Response[dict[str, Any]]:
     user = current_user(request)
     body = await request.body()
     name = payloads.api_key_name(payloads.json_object(body) if body.strip() else {})
-    key, secret = await db_of(request).create_api_key(user.id, name)
-    await actions.api_key_created(key.id)
+    async with in_transaction(request):
+        key, secret = await db_of(request).create_api_key(user.id, name)
+        await actions.api_key_created(key.id)
     body_out = {"id": key.id, "name": key.name, "created_at": key.created_at, "key": secret}
     return Response(body_out, status_code=201)
 
@@ -220,15 +229,18 @@ class AuthMiddleware(ASGIMiddleware):
         await next_app(scope, receive, send)
 
 
-def error_response(status_code: int, code: str, message: str) -> Response[dict[str, Any]]:
-    headers = {"www-authenticate": CHALLENGE} if status_code == 401 else None
+def error_response(
+    status_code: int, code: str, message: str, extra_headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
+    headers = {"www-authenticate": CHALLENGE} if status_code == 401 else {}
+    headers.update(extra_headers or {})
     body = {"error": {"code": code, "message": message}}
     return Response(body, status_code=status_code, headers=headers)
 
 
 def api_error(request: AnyRequest, exc: Exception) -> Response[dict[str, Any]]:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status_code, exc.code, exc.message)
+    return error_response(exc.status_code, exc.code, exc.message, exc.headers)
 
 
 def http_error(request: AnyRequest, exc: Exception) -> Response[dict[str, Any]]:

@@ -23,16 +23,20 @@ MAX_NAME = 200
 MAX_DESCRIPTION = 2000
 MAX_EMAIL = 320
 MAX_PASSWORD = 1024
+RETRY_AFTER_SECONDS = 5  # the Retry-After of a 503
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 PROJECT_FIELDS = ("name", "description")
 
 
 class ApiError(Exception):
-    def __init__(self, status_code: int, code: str, message: str) -> None:
+    def __init__(
+        self, status_code: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message}}
@@ -52,6 +56,12 @@ def not_found(what: str) -> ApiError:
 
 def invalid(message: str) -> ApiError:
     return ApiError(422, "invalid_request", message)
+
+
+def unavailable(code: str, message: str) -> ApiError:
+    """A 503: the request changed nothing and may be retried."""
+    headers = {"retry-after": str(RETRY_AFTER_SECONDS)}
+    return ApiError(503, code, f"{message} Try again later.", headers)
 
 
 def json_object(body: bytes) -> dict[str, Any]:
