@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
+from dataclasses import dataclass, field
 
 import asyncpg
 from starlette.applications import Starlette
@@ -21,7 +22,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import auditmw
-from auditmw import AuditStore, FailurePolicy, SQLiteStore
+from auditmw import AuditStore, Event, EventRefusedError, FailurePolicy, SQLiteStore
+from auditmw._event import PreparedEvent
 from auditmw._postgres import PostgresStore
 
 from ._postgres import POSTGRES_DSN
@@ -63,6 +65,33 @@ async def refuse_marked_rows(store: AuditStore, *, sqlite_raise: str = "ABORT") 
         )
     finally:
         await conn.close()
+
+
+@dataclass
+class Commits:
+    """The batches a store's writer tried to commit: every size, and the sizes of those
+    the database refused."""
+
+    sizes: list[int] = field(default_factory=list)
+    refused: list[int] = field(default_factory=list)
+
+
+def watch_commits(store: AuditStore) -> Commits:
+    """What the store's writer tries to commit from now on (a look inside: which events
+    shared a transaction is not visible from outside)."""
+    commits = Commits()
+    commit = store._writer._commit
+
+    async def watched(batch: list[PreparedEvent]) -> list[Event]:
+        commits.sizes.append(len(batch))
+        try:
+            return await commit(batch)
+        except EventRefusedError:
+            commits.refused.append(len(batch))
+            raise
+
+    store._writer._commit = watched
+    return commits
 
 
 def items_app(store: AuditStore, policy: FailurePolicy) -> Starlette:

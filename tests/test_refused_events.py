@@ -36,7 +36,13 @@ from auditmw import (
 from auditmw._postgres import PostgresStore
 
 from ._postgres import POSTGRES_DSN, store_url
-from ._refusals import REFUSAL_MESSAGE, REFUSED_PREFIX, items_app, refuse_marked_rows
+from ._refusals import (
+    REFUSAL_MESSAGE,
+    REFUSED_PREFIX,
+    items_app,
+    refuse_marked_rows,
+    watch_commits,
+)
 
 LOGS = ("default", "tenant-b")
 
@@ -56,19 +62,6 @@ async def append_concurrently(
         *(store.append(new_event(i, i in refused)) for i in range(count)),
         return_exceptions=True,
     )
-
-
-def counting_commits(store: AuditStore) -> list[int]:
-    """The size of every batch the store's writer tries to commit from now on."""
-    sizes: list[int] = []
-    commit = store._writer._commit
-
-    async def counted(batch: list[object]) -> list[Event]:
-        sizes.append(len(batch))
-        return await commit(batch)  # type: ignore[arg-type]
-
-    store._writer._commit = counted  # type: ignore[assignment]
-    return sizes
 
 
 async def assert_only_refused_failed(
@@ -110,9 +103,9 @@ LAYOUTS = {
 async def test_only_the_refused_events_callers_fail(any_store: AuditStore, layout: str) -> None:
     count, refused = LAYOUTS[layout]
     await refuse_marked_rows(any_store)
-    batches = counting_commits(any_store)
+    commits = watch_commits(any_store)
     results = await append_concurrently(any_store, count, refused)
-    tries = batches[:]
+    tries = commits.sizes[:]
     await assert_only_refused_failed(any_store, results, refused)
     if layout == "one-among-many":
         assert tries[0] == count  # they did share a batch
@@ -156,10 +149,10 @@ async def assert_outage_fails_the_batch_at_once(
     first try; once the outage is over the chain goes on."""
     await store.append(new_event(1, refused=False))
     await refuse_marked_rows(store)  # a refused event in the batch must not make it split
-    batches = counting_commits(store)
+    commits = watch_commits(store)
     async with outage:
         results = await append_concurrently(store, 40, {20})
-    assert batches == [40]  # one try of the whole batch, none of a part
+    assert commits.sizes == [40]  # one try of the whole batch, none of a part
     for result in results:
         assert isinstance(result, StoreError) and not isinstance(result, EventRefusedError)
     recovered = await store.append(new_event(1, refused=False))
@@ -210,11 +203,11 @@ async def test_under_the_middleware_only_the_offenders_request_fails(
     transport = httpx.ASGITransport(items_app(any_store, policy))
     rids = [f"good-{i}" for i in range(40)]
     rids.insert(20, f"{REFUSED_PREFIX}me")
-    batches = counting_commits(any_store)
+    commits = watch_commits(any_store)
     with caplog.at_level(logging.ERROR, logger="auditmw"):
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             responses = await asyncio.gather(*(client.post(f"/items/{rid}") for rid in rids))
-    assert max(batches) > 1  # the refused event shared a batch with others
+    assert max(commits.refused) > 1  # the refused event shared a transaction with others
 
     offender = responses.pop(20)
     if fail_open:
