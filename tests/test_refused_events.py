@@ -49,7 +49,7 @@ LOGS = ("default", "tenant-b")
 
 def new_event(index: int, refused: bool) -> NewEvent:
     """Event ``index`` of a test: in one of two logs, refused by the trigger or not."""
-    resource_id = f"{REFUSED_PREFIX}{index}" if refused else f"good-{index}"
+    resource_id = f"{REFUSED_PREFIX}{index:05d}" if refused else f"good-{index}"
     log = LOGS[1] if index % 3 == 0 else LOGS[0]
     return NewEvent(action="item.created", resource="item", resource_id=resource_id, log=log)
 
@@ -65,19 +65,25 @@ async def append_concurrently(
 
 
 async def assert_only_refused_failed(
-    store: AuditStore, results: Sequence[Event | BaseException], refused: set[int]
+    store: AuditStore,
+    results: Sequence[Event | BaseException],
+    refused: set[int],
+    *,
+    why: str = REFUSAL_MESSAGE,
+    other_events: int = 0,
 ) -> None:
     """Every good event committed and returned as stored, each refused one's caller told
-    why, nothing else: one gapless chain per log, in the order of the appends, that
-    verifies; and the next append follows the stored head (no stale head in the store)."""
+    ``why``, nothing else: one gapless chain per log, in the order of the appends, that
+    verifies; and the next append follows the stored head (no stale head in the store).
+    ``other_events``: how many the store held before, outside LOGS."""
     for index, result in enumerate(results):
         if index in refused:
             assert isinstance(result, EventRefusedError), (index, result)
-            assert REFUSAL_MESSAGE in str(result)
+            assert why in str(result)
         else:
             assert isinstance(result, Event), (index, result)
     committed = [result for result in results if isinstance(result, Event)]
-    stored = [event async for event in store.iter_events(EventFilter())]
+    stored = [event async for event in store.iter_events(EventFilter(action="item.created"))]
     assert {event.id: event for event in stored} == {event.id: event for event in committed}
     for log in LOGS:
         chain = sorted((event for event in committed if event.log == log), key=lambda e: e.seq)
@@ -89,7 +95,7 @@ async def assert_only_refused_failed(
         assert following.prev_hash == (chain[-1].hash if chain else GENESIS_HASH)
     report = await store.verify()
     assert report.ok, report.findings
-    assert report.entries == len(committed) + len(LOGS) == await store.count()
+    assert report.entries == other_events + len(committed) + len(LOGS) == await store.count()
 
 
 LAYOUTS = {
@@ -137,6 +143,43 @@ async def test_every_way_a_sqlite_trigger_refuses(store_path: Path, how: str, co
         refused = {10, 60, 61, count - 1}
         results = await append_concurrently(store, count, refused)
         await assert_only_refused_failed(store, results, refused)
+
+
+# What else PostgreSQL refuses, each through its own error class (a trigger's RAISE is P0):
+# the statement making the schema refuse ``refuse-`` ids, and what the error says.
+PG_REFUSALS = {
+    "check-constraint": (  # class 23
+        "ALTER TABLE auditmw_events ADD CONSTRAINT test_refuses_marked_rows "
+        f"CHECK (NOT starts_with(resource_id, '{REFUSED_PREFIX}')) NOT VALID",
+        "violates check constraint",
+    ),
+    "value-too-long-for-its-column": (  # class 22; every good id has at most 9 characters
+        'ALTER TABLE auditmw_events ALTER COLUMN resource_id TYPE varchar(9) COLLATE "C"',
+        "value too long",
+    ),
+    "unique-index": (  # class 23, as a lost commit's retry would be: the ids decide
+        "CREATE UNIQUE INDEX test_refuses_marked_rows ON auditmw_events "
+        f"((true)) WHERE starts_with(resource_id, '{REFUSED_PREFIX}')",
+        "duplicate key value violates unique constraint",
+    ),
+}
+
+
+@pytest.mark.parametrize("how", PG_REFUSALS, ids=list(PG_REFUSALS))
+async def test_every_way_postgres_refuses_a_row(pg_schema: str, how: str) -> None:
+    statement, why = PG_REFUSALS[how]
+    async with open_store(store_url(pg_schema)) as store:
+        # One marked event is stored before the rule exists (the unique index's first).
+        seed = NewEvent(action="seed", resource="item", resource_id="refuse-!", log="seed")
+        await store.append(seed)
+        admin = await asyncpg.connect(POSTGRES_DSN, server_settings={"search_path": pg_schema})
+        try:
+            await admin.execute(statement)
+        finally:
+            await admin.close()
+        refused = {0, 17, 64, 65, 250}
+        results = await append_concurrently(store, 251, refused)
+        await assert_only_refused_failed(store, results, refused, why=why, other_events=1)
 
 
 # --- an outage is not a refusal --------------------------------------------------------
