@@ -15,6 +15,8 @@ import math
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -143,6 +145,24 @@ async def test_every_way_a_sqlite_trigger_refuses(store_path: Path, how: str, co
         refused = {10, 60, 61, count - 1}
         results = await append_concurrently(store, count, refused)
         await assert_only_refused_failed(store, results, refused)
+
+
+async def test_a_value_over_sqlites_length_limit_fails_only_its_caller(store_path: Path) -> None:
+    """ "string or blob too big" (a DataError) is a refusal too. The limit is lowered on
+    the store's connection as a SQLite built with a smaller SQLITE_MAX_LENGTH has it."""
+    async with SQLiteStore(store_path) as store:
+        lower_the_limit = partial(store._write_conn.setlimit, sqlite3.SQLITE_LIMIT_LENGTH, 20_000)
+        await store._in_write_thread(lower_the_limit)
+        refused = {3, 50, 99}
+        big = {"blob": "x" * 30_000}  # within the event limits (64 KiB), not SQLite's
+        results = await asyncio.gather(
+            *(
+                store.append(replace(new_event(i, False), details=big if i in refused else None))
+                for i in range(100)
+            ),
+            return_exceptions=True,
+        )
+        await assert_only_refused_failed(store, results, refused, why="string or blob too big")
 
 
 # What else PostgreSQL refuses, each through its own error class (a trigger's RAISE is P0):
