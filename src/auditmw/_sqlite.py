@@ -359,14 +359,14 @@ class SQLiteStore(AuditStore):
                     rows, events = chain(batch, heads)
                     _insert_rows(conn, rows)
                 self._heads.update(heads)
-        except (sqlite3.Error, EventRefusedError) as exc:
+        except BaseException as exc:
             self._heads.clear()  # whatever happened, read the heads again next time
-            if isinstance(exc, EventRefusedError):
-                raise
             if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
                 # A constraint, a trigger's RAISE, a value too big: the data was refused.
                 raise EventRefusedError(f"audit store {self.path}: append refused: {exc}") from exc
-            raise StoreError(f"audit store {self.path}: append failed: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"audit store {self.path}: append failed: {exc}") from exc
+            raise
         return events
 
     def _append_after_known_heads(
@@ -917,7 +917,7 @@ def _raise_if_partly_committed(
     if not stored:
         return
     kept = len(stored)
-    if stored != set(ids[:kept]):  # never seen: a FAIL keeps the rows before the refused one
+    if stored != set(ids[:kept]):  # not what FAIL does: say so rather than guess
         raise StoreError(f"audit store {path}: an append was refused after storing part of it")
     raise EventRefusedError(
         f"audit store {path}: append refused: {exc}", committed=events[:kept]
