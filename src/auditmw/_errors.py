@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._event import Event
+
 
 class AuditError(Exception):
     """Base class of every error auditmw raises."""
@@ -22,6 +28,22 @@ class StoreError(AuditError):
     An append that raises this was not committed: the caller must treat the action
     it records as not audited.
     """
+
+
+class EventRefusedError(StoreError):
+    """The database refused this event's data, though the store works: a constraint, a
+    trigger, a type or an encoding of the database does not accept one of its values.
+
+    Only that append fails: the events committed with it are stored. Appending the same
+    event again fails the same way.
+    """
+
+    def __init__(self, message: str, *, committed: Sequence[Event] = ()) -> None:
+        super().__init__(message)
+        # For the writer: the events at the start of a refused batch that were committed
+        # before the refusal (a SQLite trigger's RAISE(FAIL) keeps them). Always empty
+        # for an append's caller.
+        self.committed = list(committed)
 
 
 class StoreClosedError(StoreError):

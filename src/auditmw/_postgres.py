@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from ._errors import NotAStoreError, StoreError
+from ._errors import EventRefusedError, NotAStoreError, StoreError
 from ._event import (
     GENESIS_HASH,
     ROW_FIELDS,
@@ -296,10 +296,12 @@ class PostgresStore(AuditStore):
                 # outlived our connection): the ids are there, report them.
                 assert conn is not None
                 committed = await self._committed(conn, batch)
-                if committed is None:
-                    raise StoreError(f"PostgreSQL audit store: append failed: {exc}") from exc
+                if committed is None:  # e.g. a unique index an operator added
+                    raise _refused(exc) from exc
                 return committed
             except Exception as exc:
+                if _is_data_refusal(exc):
+                    raise _refused(exc) from exc
                 if _is_server_refusal(exc):
                     raise StoreError(f"PostgreSQL audit store: append failed: {exc}") from exc
                 # The connection is lost or in an unknown state: drop it; the next try
@@ -729,6 +731,28 @@ async def _lock_head(conn: asyncpg.Connection, log: str) -> tuple[int, str]:
     if record is None:
         return 0, GENESIS_HASH
     return int(record["seq"]), entry_hash(bytes(record["entry"]))
+
+
+# Errors that refuse the rows themselves, not the connection or the statement: another
+# batch without the offending row commits. (The driver raises DataError too, for a value
+# it cannot encode, before sending anything.)
+_DATA_REFUSALS = (
+    asyncpg.exceptions.DataError,  # 22: a value its type or the encoding does not take
+    asyncpg.exceptions.IntegrityConstraintViolationError,  # 23: CHECK, NOT NULL, UNIQUE...
+    asyncpg.exceptions.PLPGSQLError,  # P0: RAISE EXCEPTION in a PL/pgSQL trigger
+    asyncpg.exceptions.TriggeredActionError,  # 09: a trigger's action failed
+    asyncpg.exceptions.ProgramLimitExceededError,  # 54: e.g. an index row too large
+)
+
+
+def _refused(exc: Exception) -> EventRefusedError:
+    return EventRefusedError(f"PostgreSQL audit store: append refused: {exc}")
+
+
+def _is_data_refusal(exc: Exception) -> bool:
+    """True when the server refused the batch because of a value in it (see
+    _DATA_REFUSALS): the batch did not commit, and smaller batches may."""
+    return isinstance(exc, _DATA_REFUSALS)
 
 
 def _is_server_refusal(exc: Exception) -> bool:

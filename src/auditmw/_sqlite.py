@@ -30,7 +30,7 @@ from urllib.parse import quote
 import aiosqlite
 import orjson
 
-from ._errors import NotAStoreError, StoreError
+from ._errors import EventRefusedError, NotAStoreError, StoreError
 from ._event import (
     GENESIS_HASH,
     ROW_FIELDS,
@@ -359,9 +359,14 @@ class SQLiteStore(AuditStore):
                     rows, events = chain(batch, heads)
                     _insert_rows(conn, rows)
                 self._heads.update(heads)
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             self._heads.clear()  # whatever happened, read the heads again next time
-            raise StoreError(f"audit store {self.path}: append failed: {exc}") from exc
+            if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError):
+                # A constraint, a trigger's RAISE, a value too big: the data was refused.
+                raise EventRefusedError(f"audit store {self.path}: append refused: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"audit store {self.path}: append failed: {exc}") from exc
+            raise
         return events
 
     def _append_after_known_heads(
@@ -391,6 +396,8 @@ class SQLiteStore(AuditStore):
                 sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY,  # another writer appended since
                 sqlite3.SQLITE_BUSY,  # another writer is appending now
             ):
+                if isinstance(exc, sqlite3.IntegrityError):
+                    _raise_if_partly_committed(conn, events, exc, self.path)
                 raise
             # While others append too, guesses would mostly lose (and retrying a whole
             # INSERT costs more than polling BEGIN IMMEDIATE): go the locked way a while.
@@ -887,6 +894,34 @@ def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         params = list(itertools.chain.from_iterable(rows[done : done + size]))
         conn.execute(_insert_sql(size), params)
         done += size
+
+
+def _raise_if_partly_committed(
+    conn: sqlite3.Connection, events: list[Event], exc: sqlite3.IntegrityError, path: Path
+) -> None:
+    """After the single INSERT of ``events`` was refused: raise ``EventRefusedError``
+    with the events it stored all the same, if any.
+
+    Outside a transaction a trigger's ``RAISE(FAIL)`` ends the statement but keeps (and
+    commits) the rows it inserted before the refused one: a prefix of ``events``. Their
+    callers must be told they are committed, not that they failed, or appended again.
+    """
+    ids = [event.id for event in events]
+    stored = {
+        row[0]
+        for row in conn.execute(
+            f"SELECT id FROM auditmw_events WHERE id IN ({', '.join('?' * len(ids))})",  # noqa: S608
+            ids,
+        )
+    }
+    if not stored:
+        return
+    kept = len(stored)
+    if stored != set(ids[:kept]):  # not what FAIL does: say so rather than guess
+        raise StoreError(f"audit store {path}: an append was refused after storing part of it")
+    raise EventRefusedError(
+        f"audit store {path}: append refused: {exc}", committed=events[:kept]
+    ) from exc
 
 
 def _warn_if_triggers_were_dropped(conn: sqlite3.Connection, path: Path) -> None:

@@ -118,7 +118,8 @@ class AuditStore(ABC):
         """Validate, chain and durably commit one event; returns it with seq and hash.
 
         Raises ``ValidationError`` for a bad event (nothing is queued) and ``StoreError``
-        when it could not be committed.
+        when it could not be committed: ``EventRefusedError`` when the database refused
+        this event's data (the events that shared its transaction are committed).
         """
         prepared = prepare(event, self.limits)
         if not self._opened:

@@ -3,8 +3,15 @@
 Callers put their prepared event in a bounded buffer (waiting when it is full: back-
 pressure, never a dropped event) and await a future. The writer takes everything
 buffered, commits it in one transaction and only then resolves the futures, so an
-``append`` returns only after its event is durable. A failed commit fails every
-caller of that batch; nothing of it was stored.
+``append`` returns only after its event is durable.
+
+When the database refuses the data of a batch (``EventRefusedError``: a constraint, a
+trigger, an encoding), one bad event must not cost the others: the batch is split in
+halves, recursively, until each refused event is alone, and everything else is committed,
+in order. Only the callers of the refused events get the error; k bad events among n cost
+O(k log n) more transactions. Any other failure (the database unreachable, locked, full)
+fails every caller whose event was not committed yet, at once: retrying smaller batches
+would only multiply the outage.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
-from ._errors import StoreClosedError, StoreError
+from ._errors import EventRefusedError, StoreClosedError, StoreError
 from ._event import Event, PreparedEvent
 
 CommitBatch: TypeAlias = Callable[[list[PreparedEvent]], Awaitable[list[Event]]]
@@ -119,19 +126,44 @@ class GroupCommitWriter:
     async def _commit_batch(
         self, events: list[PreparedEvent], futures: list[asyncio.Future[Event]]
     ) -> None:
-        try:
-            committed = await self._commit(events)
-        except Exception as exc:
-            for future in futures:
-                if not future.done():
-                    error = exc if isinstance(exc, StoreError) else StoreError(str(exc))
-                    future.set_exception(_copy_error(error, exc))
+        """Commit ``events`` and answer their callers, isolating refused events (see the
+        module docstring)."""
+        parts = [(0, len(events))]  # [start, end) ranges left to commit; the next on top
+        while parts:
+            start, end = parts.pop()
+            try:
+                committed = await self._commit(events[start:end])
+            except EventRefusedError as exc:
+                done = len(exc.committed)  # a prefix the database kept all the same
+                self._answer(futures[start : start + done], exc.committed)
+                start += done
+                if end - start > 1:
+                    middle = (start + end) // 2
+                    parts += [(middle, end), (start, middle)]  # the first half first
+                elif end > start:
+                    _fail(futures[start:end], exc)
+                continue
+            except Exception as exc:
+                # Parts are committed in order: everything from ``start`` on is left.
+                _fail(futures[start:], exc)
+                return
+            self._answer(futures[start:end], committed)
+
+    def _answer(self, futures: list[asyncio.Future[Event]], committed: list[Event]) -> None:
+        if not committed:
             return
         for future, event in zip(futures, committed, strict=True):
             if not future.done():  # a caller cancelled after queueing: committed anyway
                 future.set_result(event)
         if self._on_commit is not None:
             self._on_commit(committed)
+
+
+def _fail(futures: list[asyncio.Future[Event]], exc: Exception) -> None:
+    error = exc if isinstance(exc, StoreError) else StoreError(str(exc))
+    for future in futures:
+        if not future.done():
+            future.set_exception(_copy_error(error, exc))
 
 
 def _copy_error(error: StoreError, cause: BaseException) -> StoreError:
