@@ -272,7 +272,7 @@ def _print_report(report: VerifyReport, *, as_json: bool) -> None:
 
 def _print_chain_findings(report: VerifyReport) -> None:
     for finding in report.findings:
-        print(f"  log {finding.log!r} seq {finding.seq}: {finding.kind}: {finding.message}")
+        print(f"  {finding.line()}")
     if report.total_findings > len(report.findings):
         print(f"  ... and {report.total_findings - len(report.findings)} more")
     for warning in report.warnings:
@@ -354,7 +354,7 @@ def _print_jsonl_report(report: JsonlReport, *, as_json: bool, incomplete: bool)
     if report.damaged:  # gaps are expected in a subset: list only the damage
         for finding in report.findings:
             if finding.kind != GAP:
-                print(f"  log {finding.log!r} seq {finding.seq}: {finding.kind}: {finding.message}")
+                print(f"  {finding.line()}")
     elif incomplete:  # --complete: the gaps are what is wrong
         for missing in report.missing_ranges:
             print(f"  {missing}")

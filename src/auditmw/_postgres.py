@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from ._errors import NotAStoreError, StoreError
+from ._errors import NotAStoreError, StorageDamagedError, StoreError
 from ._event import (
     GENESIS_HASH,
     ROW_FIELDS,
@@ -353,10 +353,15 @@ class PostgresStore(AuditStore):
         return int(await self._reader().fetchval("SELECT count(*) FROM auditmw_events"))
 
     async def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
-        async with self._reader().acquire() as conn, conn.transaction():
-            # A server-side cursor: rows stream in chunks, memory stays flat.
-            async for record in conn.cursor(CHAIN_QUERY, prefetch=1000):
-                yield ChainRow(record[0], record[1], record[2], bytes(record[3]), tuple(record[4:]))
+        try:
+            async with self._reader().acquire() as conn, conn.transaction():
+                # A server-side cursor: rows stream in chunks, memory stays flat.
+                async for record in conn.cursor(CHAIN_QUERY, prefetch=1000):
+                    yield ChainRow(
+                        record[0], record[1], record[2], bytes(record[3]), tuple(record[4:])
+                    )
+        except (asyncpg.DataCorruptedError, asyncpg.IndexCorruptedError) as exc:
+            raise StorageDamagedError(str(exc)) from exc
 
     async def schema_warnings(self) -> list[str]:
         warnings = await self._trigger_warnings("auditmw_events", TRIGGERS)
@@ -394,6 +399,24 @@ class PostgresStore(AuditStore):
                     f"append-only trigger {name} is missing or disabled: {table} accepts changes"
                 )
         return warnings
+
+    async def _storage_damage(self) -> list[str]:
+        return []
+
+    async def _removed_checkpoints(self) -> list[str]:
+        # Nothing here proves a removal: the identity sequence behind auditmw_checkpoints.id
+        # is not transactional (an insert rolled back, or values cached when the server
+        # crashed, leave gaps), unlike SQLite's AUTOINCREMENT counter. Removals show through
+        # the key records (StoreEvidence.checkpoint_sizes) and a sink kept elsewhere.
+        return []
+
+    async def _checkpoint_sizes(self) -> dict[tuple[str, str], int]:
+        if not await self._has_checkpoint_table():
+            return {}  # never created, or dropped: it holds no checkpoint
+        records = await self._reader().fetch(
+            "SELECT log, key, max(size) AS size FROM auditmw_checkpoints GROUP BY log, key"
+        )
+        return {(record["log"], record["key"]): int(record["size"]) for record in records}
 
     async def last_seq(self, log: str) -> int:
         value = await self._reader().fetchval(
