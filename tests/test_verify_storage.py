@@ -10,18 +10,29 @@ walk: that is reported too, as damage, never as an unreadable store (exit 2) or 
 Each test damages a real store file the way a failing disk or a stray write does: the
 store closed, garbage written over one whole page of a b-tree found with SQLite's
 ``dbstat`` table (which lists every page of every table and index).
+
+PostgreSQL has no such cheap check of a whole table. When the amcheck extension is
+installed (and the role may run it), ``bt_index_check`` checks every index of the store;
+a heap page PostgreSQL finds corrupted stops the chain pass, which reads every row. That
+is tested on a server of this module's own (``initdb``), whose files are damaged while
+it is stopped: the shared server's never are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import shutil
 import sqlite3
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -30,6 +41,7 @@ from auditmw import AdminApp, NewEvent, VerifyReport, open_store
 from auditmw._cli import main
 from auditmw._verify import STORAGE_DAMAGED
 
+from ._servers import free_port
 from .test_admin import ADMIN, authorize
 
 # Enough events that every index spans several pages: a leaf page is then not the root.
@@ -37,13 +49,11 @@ N = 2000
 GARBAGE = b"\xde\xad\xbe\xef"  # a pattern, not random: every run damages the same way
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store of N events written through the API, closed; each test copies it."""
-    path = tmp_path_factory.mktemp("storage") / "template.db"
+def fill(url: str | Path) -> None:
+    """N events written through the API."""
 
-    async def fill() -> None:
-        async with open_store(path) as store:
+    async def run() -> None:
+        async with open_store(url) as store:
             await asyncio.gather(
                 *(
                     store.append(
@@ -59,7 +69,14 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 )
             )
 
-    asyncio.run(fill())
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store of N events, closed; each test copies it."""
+    path = tmp_path_factory.mktemp("storage") / "template.db"
+    fill(path)
     return path
 
 
@@ -189,3 +206,128 @@ async def test_the_admin_verify_reports_it(db: Path) -> None:
     assert findings(body) == [(None, None, STORAGE_DAMAGED)]
     assert "index auditmw_events_user_email" in body["findings"][0]["message"]
     assert events.status_code == 200  # the rest of the store still serves
+
+
+# --- PostgreSQL, on a server of its own ------------------------------------------------------
+
+
+class OwnPostgres:
+    """A PostgreSQL server in a temporary directory (initdb, pg_ctl), trust authentication
+    on 127.0.0.1. As root (here and in CI) it runs as the ``postgres`` user, as initdb
+    refuses root."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="auditmw-pg-"))
+        self.data = self.directory / "data"
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user is not None:
+            account = pwd.getpwnam(self.user)
+            os.chown(self.directory, account.pw_uid, account.pw_gid)
+
+    def run(self, program: str, *args: str) -> None:
+        subprocess.run(
+            [str(self.bin_dir / program), *args],
+            user=self.user,
+            cwd=self.directory,
+            env={**os.environ, "LC_ALL": "C"},
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        options = (
+            f"-c port={self.port} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-c unix_socket_directories={self.directory}"
+        )
+        log = str(self.directory / "server.log")
+        self.run("pg_ctl", "start", "-D", str(self.data), "-l", log, "-w", "-o", options)
+
+    def stop(self) -> None:
+        """A clean stop: every page is written out to its file."""
+        self.run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
+
+    async def fetchval(self, sql: str) -> Any:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+
+    def relation_file(self, name: str) -> Path:
+        """The data file of a table or index (its first segment: 1 GB, ample here)."""
+        return self.data / str(asyncio.run(self.fetchval(f"SELECT pg_relation_filepath('{name}')")))
+
+
+def postgres_bin_dir() -> Path | None:
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        return None
+    directory = Path(initdb).resolve().parent
+    return directory if (directory / "pg_ctl").is_file() else None
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[OwnPostgres]:
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        message = "PostgreSQL's initdb and pg_ctl are not installed"
+        if os.environ.get("AUDITMW_REQUIRE_POSTGRES"):
+            pytest.fail(message + "; AUDITMW_REQUIRE_POSTGRES is set")
+        pytest.skip(message)
+    server = OwnPostgres(bin_dir)
+    try:
+        server.run("initdb", "-D", str(server.data), "-U", "postgres", "--auth=trust")
+        server.start()
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+def overwrite_block(file: Path, block: int) -> None:
+    with open(file, "r+b") as data:
+        data.seek(block * BLOCK)
+        data.write(GARBAGE * (BLOCK // len(GARBAGE)))
+
+
+BLOCK = 8192  # PostgreSQL's page size, as built by Debian and by default
+
+
+def test_postgres_damaged_index_and_table_pages(
+    own_postgres: OwnPostgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = own_postgres
+    indexed, walked = (f"{server.dsn}?schema={name}" for name in ("indexed", "walked"))
+    fill(indexed)
+    fill(walked)
+    index_file = server.relation_file("indexed.auditmw_events_action")
+    table_file = server.relation_file("walked.auditmw_events")
+    assert cli(capsys, "verify", indexed)[0] == 0  # no amcheck: nothing beyond the chain
+    asyncio.run(server.fetchval("CREATE EXTENSION amcheck"))
+    code, out, _ = cli(capsys, "verify", "--json", indexed)
+    assert code == 0 and orjson.loads(out)["findings"] == []  # every index checked: healthy
+
+    server.stop()
+    blocks = index_file.stat().st_size // BLOCK
+    overwrite_block(index_file, blocks // 2)  # not block 0: the index's metapage
+    overwrite_block(table_file, table_file.stat().st_size // BLOCK // 2)
+    server.start()
+
+    code, out, err = cli(capsys, "verify", "--json", indexed)
+    data = orjson.loads(out)
+    assert code == 1 and err == "" and data["entries"] == N  # the chain itself is intact
+    assert findings(data) == [(None, None, STORAGE_DAMAGED)]
+    message = data["findings"][0]["message"]
+    assert message.startswith("index auditmw_events_action is damaged (amcheck): ")
+    assert f"invalid page in block {blocks // 2} of relation" in message
+
+    code, out, err = cli(capsys, "verify", "--json", walked)
+    data = orjson.loads(out)
+    assert code == 1 and err == "" and data["entries"] < N
+    assert findings(data) == [(None, None, STORAGE_DAMAGED)]
+    assert data["findings"][0]["message"].startswith("reading the log stopped ")
+    assert "invalid page in block" in data["findings"][0]["message"]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
 
-from ._errors import StoreError
+from ._errors import StorageDamagedError, StoreError
 from ._event import DEFAULT_LOG
 from ._export import FORMATS, Format, export_chunks
 from ._jsonl import JsonlReport, verify_jsonl
@@ -35,6 +35,7 @@ from ._verify import GAP, VerifyReport
 
 if TYPE_CHECKING:
     from ._anchor import AnchorReport
+    from ._store import AuditStore
 
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
 STORE_HELP = "a SQLite file path, sqlite:///path or postgresql://user@host/db?schema=name"
@@ -237,7 +238,7 @@ async def _verify(args: argparse.Namespace) -> int:
     for directory in args.sink:
         notes.extend(sink_checkpoints(directory))
     async with open_store(args.store, create=False) as store:
-        progress = Progress("verifying", await store.count())
+        progress = Progress("verifying", await _entries(store))
         report = await check_anchors(
             store,
             keys,
@@ -254,11 +255,20 @@ async def _verify(args: argparse.Namespace) -> int:
 async def _verify_chain(args: argparse.Namespace) -> int:
     """The chain alone (when the checkpoints extra is not installed)."""
     async with open_store(args.store, create=False) as store:
-        progress = Progress("verifying", await store.count())
+        progress = Progress("verifying", await _entries(store))
         report = await store.verify(progress, max_findings=args.max_findings)
         progress.done()
     _print_report(report, as_json=args.json)
     return EXIT_OK if report.ok else EXIT_DAMAGED
+
+
+async def _entries(store: AuditStore) -> int | None:
+    """How many entries the progress bar expects; None (unknown) when counting them
+    fails on damaged storage, which verify then reports."""
+    try:
+        return await store.count()
+    except StorageDamagedError:
+        return None
 
 
 def _print_report(report: VerifyReport, *, as_json: bool) -> None:

@@ -458,10 +458,8 @@ class SQLiteStore(AuditStore):
         return None if row is None else Event.from_entry(bytes(row[0]), row[1])
 
     async def count(self) -> int:
-        async with self._reader().execute("SELECT count(*) FROM auditmw_events") as cursor:
-            row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0])
+        rows = await self._fetchall("SELECT count(*) FROM auditmw_events", [])
+        return int(rows[0][0])
 
     async def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
         try:
@@ -854,7 +852,8 @@ class SQLiteStore(AuditStore):
             async with self._reader().execute(sql, params) as cursor:
                 return list(await cursor.fetchall())
         except sqlite3.Error as exc:
-            raise StoreError(f"audit store {self.path}: read failed: {exc}") from exc
+            error = StorageDamagedError if _is_damage(exc) else StoreError
+            raise error(f"audit store {self.path}: read failed: {exc}") from exc
 
     # --- signed checkpoints (auditmw._checkpointer, table auditmw_checkpoints) -------------
 

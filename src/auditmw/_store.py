@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from ._errors import StoreClosedError
+from ._errors import StorageDamagedError, StoreClosedError
 from ._event import Event, Limits, NewEvent, PreparedEvent, prepare
 from ._histogram import BucketLayout, Histogram
 from ._query import DEFAULT_BUCKETS, MAX_BUCKETS, EventFilter, Page
@@ -142,12 +142,20 @@ class AuditStore(ABC):
         return await verify_rows(self.iter_chain_rows(), progress, max_findings, evidence=evidence)
 
     async def _evidence(self) -> StoreEvidence:
-        """What verification checks beside the rows (``auditmw._verify.StoreEvidence``)."""
+        """What verification checks beside the rows (``auditmw._verify.StoreEvidence``).
+
+        A read that fails on damaged storage is damage to report, not an error: verify
+        goes on with what it can read."""
+        damage = await self._storage_damage()
+        removed: list[str] = []
+        sizes: dict[tuple[str, str], int] | None = None
+        try:
+            removed = await self._removed_checkpoints()
+            sizes = await self._checkpoint_sizes()
+        except StorageDamagedError as exc:
+            damage.append(f"reading the checkpoint table failed: {exc}")
         return StoreEvidence(
-            damage=tuple(await self._storage_damage()),
-            removed_checkpoints=tuple(await self._removed_checkpoints()),
-            checkpoint_sizes=await self._checkpoint_sizes(),
-            warnings=tuple(await self.schema_warnings()),
+            tuple(damage), tuple(removed), sizes, tuple(await self.schema_warnings())
         )
 
     def _require_open(self) -> None:
