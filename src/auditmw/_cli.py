@@ -6,8 +6,8 @@
                                           ... and check the log against signed checkpoints
     auditmw export STORE --format csv|jsonl [filters] [-o FILE]
 
-Exit codes: 0 success (log intact), 1 the log is damaged, 2 bad arguments or a store
-that cannot be read (a one-line message, never a traceback).
+Exit codes: 0 success (log intact), 1 the log or its store is damaged, 2 bad arguments or
+a store that cannot be read (a one-line message, never a traceback).
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser(
         "verify",
         help="prove a log intact, or name the first damaged entry",
-        description="Verify every hash, link and index column of a store.",
+        description="Verify every hash, link and index column of a store, and the "
+        "database's own storage.",
     )
     verify.add_argument("store", nargs="?", help=STORE_HELP)
     verify.add_argument(
