@@ -117,8 +117,8 @@ class StoreEvidence:
     - ``damage``: what the database's own check found wrong with its storage;
     - ``removed_checkpoints``: checkpoint rows its records prove deleted;
     - ``checkpoint_sizes``: for each (log, verifier key), the largest size of a checkpoint
-      it holds signed by that key (per the table's unsigned columns); None when the store
-      has no checkpoint table to hold any;
+      it holds signed by that key (per the table's unsigned columns), to check the key
+      records against; None: not checked (its table could not be read);
     - ``warnings``: protections found missing.
     """
 
