@@ -9,10 +9,12 @@ proof is made and verified too). Side by side in one run, alternating over round
 - floor: the same reading, plus one bare ``SHA-256(0x00 ‖ entry)`` per row: the least
   any verification of the stored bytes costs;
 - a stricter floor: stdlib ``sqlite3`` reading the entries, plus the same hash;
-- chain: ``store.verify()`` (hashes, links, index columns);
+- storage check: SQLite's ``PRAGMA quick_check`` of every page of the file, alone (both
+  variants below run it before their pass);
+- chain: ``store.verify()`` (the storage check, then hashes, links, index columns);
 - chain + Merkle: ``check_anchors``, what ``auditmw verify --public-key`` runs: the
-  chain pass, each recomputed hash fed to the Merkle tree, both roots compared, the
-  consistency proof gathered and verified, all in that one pass.
+  storage check, the chain pass, each recomputed hash fed to the Merkle tree, both roots
+  compared, the consistency proof gathered and verified, all in that one pass.
 
 It prints times, µs per entry and the ratio floor/variant (1.0: as fast as the floor).
 
@@ -132,6 +134,19 @@ async def stdlib_floor(path: Path) -> int:
     return count
 
 
+def storage_check(entries: int) -> Variant:
+    """SQLite's own check of every page, as ``store.verify()`` runs it first."""
+
+    async def run(path: Path) -> int:
+        async with SQLiteStore(path, create=False) as store:
+            damage = await store._storage_damage()
+        if damage:
+            raise RuntimeError(f"the store's file is damaged: {damage}")
+        return entries  # it reads pages, not entries: nothing to count
+
+    return run
+
+
 async def chain(path: Path) -> int:
     async with SQLiteStore(path, create=False) as store:
         report = await store.verify()
@@ -177,6 +192,7 @@ def verification(events: int, rounds: int) -> tuple[list[tuple[str, str]], list[
         ("read (iter_chain_rows)", read_only),
         ("floor: read + SHA-256", sha_floor),
         ("stdlib sqlite3 + SHA-256", stdlib_floor),
+        ("storage check (quick_check)", storage_check(entries)),
         ("chain (store.verify)", chain),
         ("chain + Merkle (check_anchors)", anchored(key.verifier, notes)),
     ]
@@ -207,6 +223,7 @@ def verification(events: int, rounds: int) -> tuple[list[tuple[str, str]], list[
     )
     print()
     full, plain = wall["chain + Merkle (check_anchors)"], wall["chain (store.verify)"]
+    storage = wall["storage check (quick_check)"]
     facts = [
         ("store", f"{path.name}, {entries:,} events, {path.stat().st_size / 1e6:,.0f} MB"),
         ("checkpoints", f"{len(notes)} signed (whole logs, and the first half proven)"),
@@ -223,6 +240,12 @@ def verification(events: int, rounds: int) -> tuple[list[tuple[str, str]], list[
             plain / full,
             "chain/(chain+Merkle)",
             detail=f"chain {plain:,.2f} s, chain + Merkle {full:,.2f} s",
+        ),
+        Result(
+            "verify: SQLite's quick_check, its share of verify",
+            storage / full,
+            "quick_check/verify",
+            detail=f"quick_check {storage:,.2f} s, verify {full:,.2f} s",
         ),
     ]
     return facts, results

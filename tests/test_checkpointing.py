@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import sqlite3
@@ -94,6 +95,28 @@ async def eventually(condition: Callable[[], Awaitable[bool]]) -> None:
     raise AssertionError("condition not met in time")
 
 
+async def anchored(store: AuditStore) -> None:
+    """Wait until the log's newest key record is covered by a checkpoint of its key (the
+    issuer signs one at once, in its own task, when it records a new key)."""
+    records = [e async for e in store.iter_events(EventFilter(action=KEY_ROTATED_ACTION))]
+    record = records[-1]
+
+    async def covered() -> bool:
+        stored = await store.checkpoints(record.log)
+        return any(checkpoint.size >= record.seq for checkpoint in stored)
+
+    await eventually(covered)
+
+
+@contextlib.asynccontextmanager
+async def issuing(url: str, config: Checkpointing | None = None) -> AsyncIterator[AuditStore]:
+    """A store issuing checkpoints, once the key record it made when opening is anchored:
+    the sizes issued after that are exact."""
+    async with open_store(url, checkpointing=config or checkpointing()) as store:
+        await anchored(store)
+        yield store
+
+
 def count_leaf_reads(store: AuditStore) -> list[tuple[int, int]]:
     """Record the ranges the store is asked to read from now on."""
     ranges: list[tuple[int, int]] = []
@@ -151,11 +174,11 @@ class Raw:
 
 async def test_every_n_entries_and_on_close(store_url_factory: Callable[[], str]) -> None:
     url = store_url_factory()
-    async with open_store(url, checkpointing=checkpointing(every=5)) as store:
+    async with issuing(url, checkpointing(every=5)) as store:
         await append(store, 23)  # + the key record: 24 entries
 
         async def two_issued() -> bool:
-            return len(await store.checkpoints()) >= 2
+            return len(await store.checkpoints()) >= 3  # the key record's, then by count
 
         await eventually(two_issued)
         stats = store.checkpoint_stats
@@ -163,18 +186,18 @@ async def test_every_n_entries_and_on_close(store_url_factory: Callable[[], str]
     async with open_store(url) as store:
         stored = await assert_valid(store)
         sizes = [checkpoint.size for checkpoint in stored]
-        assert sizes == sorted(set(sizes)) and sizes[0] >= 5
+        assert sizes == sorted(set(sizes)) and sizes[0] == 1 and sizes[1] >= 6
         assert sizes[-1] == 24 == await store.last_seq("default")  # closing issued the last
         # Issued as entries accumulated, not only at the end.
-        assert len(sizes) >= 3
+        assert len(sizes) >= 4
 
 
 async def test_interval(store_url_factory: Callable[[], str]) -> None:
-    async with open_store(store_url_factory(), checkpointing=checkpointing(interval=0.1)) as store:
+    async with issuing(store_url_factory(), checkpointing(interval=0.1)) as store:
         await append(store, 3)
 
         async def issued() -> bool:
-            return bool(await store.checkpoints())
+            return (await store.checkpoints())[-1].size > 1
 
         await eventually(issued)
         stored = await assert_valid(store)
@@ -186,15 +209,16 @@ async def test_interval(store_url_factory: Callable[[], str]) -> None:
 
         await eventually(issued_again)
         await asyncio.sleep(0.25)  # nothing new: nothing issued
-        assert [c.size for c in await store.checkpoints()] == [4, 6]
+        assert [c.size for c in await store.checkpoints()] == [1, 4, 6]
 
 
 async def test_each_log_has_its_own_checkpoints(store_url_factory: Callable[[], str]) -> None:
-    async with open_store(store_url_factory(), checkpointing=checkpointing()) as store:
+    async with issuing(store_url_factory()) as store:
         await append(store, 3, log="billing/eu")
         await append(store, 2, log="..")
         issued = await store.issue_checkpoints()
-        assert {(c.log, c.size) for c in issued} == {("default", 1), ("billing/eu", 3), ("..", 2)}
+        assert {(c.log, c.size) for c in issued} == {("billing/eu", 3), ("..", 2)}
+        assert [c.size for c in await store.checkpoints("default")] == [1]  # the key record
         assert await store.issue_checkpoints() == []  # nothing new: nothing issued
         await assert_valid(store)
         assert await store.logs() == ["..", "billing/eu", "default"]
@@ -212,6 +236,24 @@ async def test_a_run_that_did_not_close_is_caught_up(store_url_factory: Callable
     async with open_store(url) as store:
         stored = await assert_valid(store)
         assert [c.size for c in stored] == [8]
+
+
+async def test_a_new_key_is_anchored_at_once(store_url_factory: Callable[[], str]) -> None:
+    """Neither by count nor by time, and the store not closed: the record of a new key
+    still gets its checkpoint right away. ``verify`` takes a record without one for
+    checkpoints removed, so an open store must not be caught without it for long."""
+    url = store_url_factory()
+    async with open_store(url, checkpointing=checkpointing()) as store:
+
+        async def covered() -> bool:
+            return [c.size for c in await store.checkpoints()] == [1]
+
+        await eventually(covered)
+        await assert_valid(store)
+        await append(store, 3)  # later entries wait for the usual triggers
+        assert [c.size for c in await store.checkpoints()] == [1]
+        report = await store.verify()
+        assert report.ok and report.findings == [], report.summary()
 
 
 # --- the sink -----------------------------------------------------------------------------
@@ -288,7 +330,8 @@ async def test_sink_sees_only_committed_checkpoints(
         seen.append(size)
 
     url = store_url_factory()
-    async with open_store(url, checkpointing=checkpointing(sink=sink)) as store:
+    async with issuing(url, checkpointing(sink=sink)) as store:
+        assert seen == [1]  # the key record's
         original = store._insert_checkpoint
 
         async def refuse(row: Any) -> bool:
@@ -301,11 +344,11 @@ async def test_sink_sees_only_committed_checkpoints(
                 await store.issue_checkpoints()
         stats = store.checkpoint_stats
         assert stats is not None and stats.failures == 1 and "disk full" in str(stats.last_error)
-        assert seen == [] and await store.checkpoints() == []
+        assert seen == [1] and [c.size for c in await store.checkpoints()] == [1]
         store._insert_checkpoint = original  # type: ignore[method-assign]
-    assert seen == [6]  # closing retried it
+    assert seen == [1, 6]  # closing retried it
     async with open_store(url) as store:
-        assert [c.size for c in await assert_valid(store)] == [6]
+        assert [c.size for c in await assert_valid(store)] == [1, 6]
 
 
 # --- extending the stored tree --------------------------------------------------------------
@@ -313,7 +356,7 @@ async def test_sink_sees_only_committed_checkpoints(
 
 async def test_reopening_extends_the_stored_frontier(store_url_factory: Callable[[], str]) -> None:
     url = store_url_factory()
-    async with open_store(url, checkpointing=checkpointing()) as store:
+    async with issuing(url) as store:
         await append(store, 99)
     async with open_store(url, checkpointing=checkpointing()) as store:
         reads = count_leaf_reads(store)
@@ -322,7 +365,7 @@ async def test_reopening_extends_the_stored_frontier(store_url_factory: Callable
         assert reads == [(100, 110)]  # only the new entries, not the 100 before
         await append(store, 1)
     async with open_store(url) as store:
-        assert [c.size for c in await assert_valid(store)] == [100, 110, 111]
+        assert [c.size for c in await assert_valid(store)] == [1, 100, 110, 111]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "another tree"])
@@ -360,7 +403,7 @@ async def test_never_signs_over_a_rewritten_log(tmp_path: Path) -> None:
     """Damaged frontier and rewritten leaves: the issuer refuses rather than sign a
     tree that contradicts its own earlier checkpoint."""
     url = str(tmp_path / "audit.db")
-    async with open_store(url, checkpointing=checkpointing()) as store:
+    async with issuing(url) as store:
         await append(store, 4)
     await Raw(url).execute(
         "DROP TRIGGER auditmw_checkpoints_no_update; DROP TRIGGER auditmw_events_no_update;"
@@ -371,7 +414,7 @@ async def test_never_signs_over_a_rewritten_log(tmp_path: Path) -> None:
         await append(store, 1)
         with pytest.raises(CheckpointingError, match="rewritten"):
             await store.issue_checkpoints()
-        assert [c.size for c in await store.checkpoints()] == [5]
+        assert [c.size for c in await store.checkpoints()] == [1, 5]
 
 
 async def test_issuers_sharing_a_store(
@@ -438,12 +481,11 @@ async def test_key_rotation_is_recorded_with_public_keys_only(
     store_url_factory: Callable[[], str], tmp_path: Path
 ) -> None:
     url, sink = store_url_factory(), tmp_path / "sink"
-    async with open_store(url, checkpointing=checkpointing(sink=DirectorySink(sink))) as store:
+    async with issuing(url, checkpointing(sink=DirectorySink(sink))) as store:
         await append(store, 3)
     async with open_store(url, checkpointing=checkpointing(sink=DirectorySink(sink))) as store:
         await append(store, 1)  # same key: nothing recorded
-    next_config = checkpointing(key=OTHER_KEY, sink=DirectorySink(sink))
-    async with open_store(url, checkpointing=next_config) as store:
+    async with issuing(url, checkpointing(key=OTHER_KEY, sink=DirectorySink(sink))) as store:
         await append(store, 2)
     async with open_store(url) as store:
         events = [e async for e in store.iter_events(EventFilter())]
@@ -457,7 +499,7 @@ async def test_key_rotation_is_recorded_with_public_keys_only(
             ),
         ]
         stored = await store.checkpoints()
-        assert [c.size for c in stored] == [4, 5, 8]
+        assert [c.size for c in stored] == [1, 4, 5, 6, 8]  # each record anchored at once
         for checkpoint in stored:
             key = KEY if checkpoint.size < 6 else OTHER_KEY  # the record precedes the new key
             open_checkpoint(checkpoint.note, [key.verifier])
@@ -520,12 +562,12 @@ async def test_the_checkpoint_table_refuses_changes(
     url = store_url_factory()
     if statement.startswith("TRUNCATE") and not url.startswith("postgresql://"):
         pytest.skip("SQLite has no TRUNCATE (DELETE covers it)")
-    async with open_store(url, checkpointing=checkpointing()) as store:
+    async with issuing(url) as store:
         await append(store, 2)
     with pytest.raises((sqlite3.DatabaseError, asyncpg.RaiseError), match="append-only"):
         await Raw(url).execute(statement)
     async with open_store(url) as store:
-        assert [c.size for c in await assert_valid(store)] == [3]
+        assert [c.size for c in await assert_valid(store)] == [1, 3]
 
 
 async def test_dropped_checkpoint_triggers_are_reported(
@@ -555,10 +597,10 @@ async def test_a_store_older_than_the_table(tmp_path: Path) -> None:
     await Raw(str(path)).execute("DROP TABLE auditmw_checkpoints;")
     async with open_store(path, create=False) as store:
         assert await store.checkpoints() == [] and await store.schema_warnings() == []
-    async with open_store(path, checkpointing=checkpointing()) as store:  # gets the table
+    async with issuing(str(path)) as store:  # gets the table
         await append(store, 1)
     async with open_store(path, create=False) as store:
-        assert [c.size for c in await assert_valid(store)] == [4]
+        assert [c.size for c in await assert_valid(store)] == [3, 4]
 
 
 # --- anchored proofs ----------------------------------------------------------------------
@@ -627,11 +669,11 @@ async def test_postgres_version_1_store_is_migrated(pg_schema: str) -> None:
     )
     async with open_store(url, create=False) as store:
         assert await store.checkpoints() == []
-    async with open_store(url, checkpointing=checkpointing()) as store:
+    async with issuing(url) as store:
         await append(store, 1)
         assert await store.schema_warnings() == []
     async with open_store(url) as store:
-        assert [c.size for c in await assert_valid(store)] == [4]
+        assert [c.size for c in await assert_valid(store)] == [3, 4]
     conn = await asyncpg.connect(POSTGRES_DSN, server_settings={"search_path": pg_schema})
     try:
         version = await stored_schema_version(conn)

@@ -2,9 +2,10 @@
 
 Playwright drives Debian's ``chromium`` (found on PATH; ``scripts/test`` installs it)
 against a live uvicorn server on 127.0.0.1 that mounts the real admin app at
-``/admin/audit`` (and, for the damaged-chain badge, a second one over a tampered store
-at another path). Access is granted by a test cookie. The store is seeded through the
-public API with several pages of varied events, including XSS payloads.
+``/admin/audit`` (and, for the badges of damage, others over a tampered store and over
+a store whose file is damaged, at other paths). Access is granted by a test cookie. The
+store is seeded through the public API with several pages of varied events, including
+XSS payloads.
 
 Without chromium the module is skipped, unless ``AUDITMW_REQUIRE_BROWSER`` is set.
 A screenshot is kept in ``test-artifacts/dashboard.png``.
@@ -167,6 +168,22 @@ def tamper(path: Path) -> None:
         conn.close()
 
 
+def damage(path: Path) -> None:
+    """Write garbage over the root page of an index the dashboard never reads (the
+    store closed), as a failing disk would: the chain stays intact, the file does not."""
+    conn = sqlite3.connect(path)
+    try:
+        (page,) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'auditmw_events_user_email'"
+        ).fetchone()
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    finally:
+        conn.close()
+    with open(path, "r+b") as file:
+        file.seek((page - 1) * size)
+        file.write(b"\xff" * size)
+
+
 # --- the server ---------------------------------------------------------------------------
 
 
@@ -212,13 +229,16 @@ class LiveServer:
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     directory = tmp_path_factory.mktemp("dashboard")
-    paths = {name: directory / f"{name}.db" for name in ("audit", "exports", "tampered")}
+    names = ("audit", "exports", "tampered", "damaged")
+    paths = {name: directory / f"{name}.db" for name in names}
     # In a thread of its own: sync Playwright may already run an event loop in this one.
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, _seed(paths["audit"], SEEDED)).result()
         pool.submit(asyncio.run, _seed(paths["exports"], SEEDED)).result()  # gets exports
         pool.submit(asyncio.run, _seed(paths["tampered"], SEEDED[:10])).result()
+        pool.submit(asyncio.run, _seed(paths["damaged"], SEEDED[:10])).result()
     tamper(paths["tampered"])
+    damage(paths["damaged"])
     app = build_app({name: SQLiteStore(path) for name, path in paths.items()})
     with serving_in_thread(app) as base:
         yield LiveServer(base)
@@ -645,6 +665,19 @@ def test_damaged_chain_badge_names_the_first_finding(page: Page, live_server: Li
     badge = page.locator("#chain")
     assert badge.get_attribute("data-state") == "damaged"
     assert badge.inner_text() == "Chain damaged · log default seq 4: modified"
+
+
+def test_damaged_store_badge_names_the_damage(page: Page, live_server: LiveServer) -> None:
+    """Damage to the store as a whole (no log, no seq): the file SQLite found damaged."""
+    open_dashboard(page, live_server, mount="damaged")
+    assert row_count(page) == 10  # the events are all there: the chain is intact
+    page.wait_for_function(CHAIN_CHECKED)
+    badge = page.locator("#chain")
+    assert badge.get_attribute("data-state") == "damaged"
+    assert badge.inner_text() == "Store damaged · storage_damaged"
+    title = badge.get_attribute("title") or ""
+    assert title.startswith("the database file is damaged (PRAGMA quick_check): ")
+    assert "damaged pages belong to index auditmw_events_user_email (1 finding(s)," in title
 
 
 @pytest.mark.parametrize(("role", "status"), [(None, 401), ("viewer", 403)])

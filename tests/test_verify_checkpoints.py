@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
+import rfc8785
 
 from auditmw import Checkpointing, DirectorySink, NewEvent, VerifyReport, open_store
 from auditmw._anchor import (
@@ -42,8 +43,10 @@ from auditmw._merkle import (
     root,
     verify_consistency,
 )
+from auditmw._verify import CHECKPOINTS_REMOVED
 
 from ._attacker import PostgresTarget, SQLiteTarget, Target
+from ._attacker import leaf_hash as entry_hash
 from ._postgres import drop_schema, new_schema_name
 
 KEY_NAME = "audit.example.com/app"
@@ -585,6 +588,57 @@ def tamper_with_checkpoints(target: Target, sql: str, params: tuple[Any, ...]) -
         attacker.execute(sql, params)
 
 
+def restore_protections(target: Target) -> None:
+    """Put the append-only guards back, as a careful attacker would (leaving no warning
+    behind). On SQLite that is what reopening the store does."""
+    if isinstance(target, SQLiteTarget):
+
+        async def reopen() -> None:
+            async with open_store(target.url):  # re-creates missing triggers
+                pass
+
+        asyncio.run(reopen())
+        return
+    with target.attacker(drop_triggers=False) as attacker:
+        for table in ("auditmw_events", "auditmw_checkpoints"):
+            for trigger in (f"{table}_no_change", f"{table}_no_truncate"):
+                attacker.execute(f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger}")
+
+
+def reset_id_counter(target: Target) -> None:
+    """Make SQLite's AUTOINCREMENT counter of checkpoint ids forget the deleted ones."""
+    if isinstance(target, SQLiteTarget):
+        with target.attacker(drop_triggers=False) as attacker:
+            attacker.execute(
+                "UPDATE sqlite_sequence SET seq = coalesce((SELECT max(id) FROM "
+                "auditmw_checkpoints), 0) WHERE name = 'auditmw_checkpoints'"
+            )
+
+
+def rewrite_from(target: Target, first: int) -> None:
+    """Change entry ``first`` of the default log and chain every later entry anew: a
+    consistent rewrite, which only checkpoints can show."""
+    with target.attacker() as attacker:
+        last = int(attacker.fetchval("SELECT max(seq) FROM auditmw_events WHERE log = 'default'"))
+        prev = attacker.read_hash(first - 1)
+        for seq in range(first, last + 1):
+            data = orjson.loads(attacker.read_entry(seq))
+            data["prev_hash"] = prev
+            if seq == first:
+                data["resource_id"] = "rewritten"
+            entry = rfc8785.dumps(data)
+            prev = entry_hash(entry)
+            attacker.execute(
+                "UPDATE auditmw_events SET entry = ?, hash = ?, prev_hash = ?, resource_id = ? "
+                "WHERE log = 'default' AND seq = ?",
+                (entry, prev, data["prev_hash"], data["resource_id"], seq),
+            )
+
+
+def chain_findings(report: dict[str, Any]) -> list[tuple[str | None, int | None, str]]:
+    return [(f["log"], f["seq"], f["kind"]) for f in report["findings"]]
+
+
 def test_the_stores_own_checkpoints_are_checked(
     target: Target, key: SigningKey, pub: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -607,12 +661,19 @@ def test_the_stores_own_checkpoints_are_checked(
     assert f"log 'default': {entries} entries, {entries} anchored" in out
     assert "0 not yet anchored" in out
 
-    # The tail and the checkpoints covering it deleted together: the store's table alone
-    # no longer shows it (the remaining checkpoints still match)...
+    # The tail and the checkpoints covering it deleted together, the guard put back: the
+    # remaining checkpoints still match, and still cover the key record at seq 1...
     delete_tail(target, entries - 2)
     tamper_with_checkpoints(target, "DELETE FROM auditmw_checkpoints WHERE size > ?", (10,))
-    code, out, _ = run(capsys, "verify", target.url, "--public-key", pub)
-    assert code == 0 and "not yet anchored" in out
+    restore_protections(target)
+    code, report = report_of(capsys, "verify", target.url, "--public-key", pub)
+    assert report["checkpoints"]["findings"] == [] and report["warnings"] == []
+    if isinstance(target, SQLiteTarget):  # ...but SQLite counts every id it gave out
+        assert code == 1
+        assert [(f["log"], f["kind"]) for f in report["findings"]] == [(None, CHECKPOINTS_REMOVED)]
+        assert "were deleted" in report["findings"][0]["message"]
+    else:  # PostgreSQL keeps no such count: nothing in the database shows it...
+        assert code == 0 and report["checkpoints"]["logs"]["default"]["not_yet_anchored"] > 0
     # ...the sink, outside the database, does.
     code, report = report_of(capsys, "verify", target.url, "--public-key", pub, "--sink", str(sink))
     assert code == 1
@@ -631,3 +692,91 @@ def test_edited_columns_of_a_stored_checkpoint_are_reported(
     # The signed notes are what is checked: they still anchor the whole log.
     log = report["checkpoints"]["logs"]["default"]
     assert log["not_yet_anchored"] == 0
+
+
+# --- checkpoints removed from the store's table ---------------------------------------------
+
+
+@pytest.mark.parametrize("careful", [False, True], ids=["careless", "careful"])
+def test_a_rewrite_with_every_checkpoint_deleted_is_found_without_a_sink(
+    target: Target,
+    key: SigningKey,
+    pub: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    careful: bool,
+) -> None:
+    """Part of the log rewritten consistently, then every stored checkpoint (which would
+    show the rewrite) deleted. The log still holds the record of the key (seq 1), and the
+    issuer signs a checkpoint covering that record as soon as it makes it: with none by
+    that key left, checkpoints were removed. A careful attacker also puts the table's
+    guard back and (SQLite) resets its id counter: the key record still shows it."""
+    fill_checkpointed(target.url, key, tmp_path / "sink", 12)
+    assert run(capsys, "verify", target.url, "--public-key", pub)[0] == 0  # no false alarm
+    rewrite_from(target, 5)
+    assert run(capsys, "verify", target.url)[0] == 0  # the chain alone cannot tell
+    tamper_with_checkpoints(target, "DELETE FROM auditmw_checkpoints", ())
+    if careful:
+        restore_protections(target)
+        reset_id_counter(target)
+
+    removed = [("default", 1, CHECKPOINTS_REMOVED)]
+    if isinstance(target, SQLiteTarget) and not careful:
+        removed.insert(0, (None, None, CHECKPOINTS_REMOVED))  # ids counted, and missing
+    for extra in ([], ["--public-key", pub]):
+        code, report = report_of(capsys, "verify", target.url, *extra)
+        assert code == 1 and report["ok"] is False
+        assert chain_findings(report) == removed
+        assert bool(report["warnings"]) is not careful  # the guard, dropped or disabled
+    assert report["checkpoints"]["checked"] == 0  # nothing left to check
+    message = report["findings"][-1]["message"]
+    assert f"key {KEY_NAME}+{key.key_id.hex()} signs the log's checkpoints" in message
+    assert "no checkpoint by that key of size 1 or more: they were removed" in message
+    code, out, _ = run(capsys, "verify", target.url, "--public-key", pub)
+    assert out.startswith(f"DAMAGED: {len(removed)} finding(s); first: ")
+    assert "log 'default' seq 1: checkpoints_removed: this entry records that key" in out
+
+
+def test_the_checkpoints_of_a_rotated_key_deleted(
+    target: Target, key: SigningKey, pub: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checkpoints by the first key remain, the newer key's are gone: fewer than the key
+    records prove. Only the newer key's record (seq 8) is reported."""
+    fill_checkpointed(target.url, key, tmp_path / "sink", 6)  # record at 1, events 2..7
+    newer = SigningKey.generate(f"{KEY_NAME}/2026")
+    fill_checkpointed(target.url, newer, tmp_path / "sink2", 6)  # record at 8
+    tamper_with_checkpoints(
+        target, "DELETE FROM auditmw_checkpoints WHERE key = ?", (newer.verifier.encode(),)
+    )
+    restore_protections(target)
+    reset_id_counter(target)
+    code, report = report_of(capsys, "verify", target.url, "--public-key", pub)
+    assert code == 1
+    assert chain_findings(report) == [("default", 8, CHECKPOINTS_REMOVED)]
+    assert f"key {newer.name}+{newer.key_id.hex()} signs" in report["findings"][0]["message"]
+    assert report["checkpoints"]["findings"] == []  # the first key's still match
+    assert report["checkpoints"]["logs"]["default"]["anchored"] == 7
+
+
+def test_forged_rows_in_their_place_fail_the_signature_check(
+    target: Target, key: SigningKey, pub: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The key record is checked against the table's unsigned columns, so a forged row
+    naming the key hides the removal from a verify without keys; with the key, the
+    forgery is what is reported."""
+    fill_checkpointed(target.url, key, tmp_path / "sink", 4)
+    tamper_with_checkpoints(target, "DELETE FROM auditmw_checkpoints", ())
+    reset_id_counter(target)  # (SQLite) the forged row then gets id 1, as if the first
+    forged_note = b"not a signed checkpoint"
+    with target.attacker(drop_triggers=False) as attacker:
+        attacker.execute(
+            "INSERT INTO auditmw_checkpoints (log, size, root, frontier, note, key, created_at) "
+            "VALUES ('default', 100, ?, ?, ?, ?, '2026-01-01T00:00:00.000000Z')",
+            (b"\x00" * 32, b"\x00", forged_note, key.verifier.encode()),
+        )
+    restore_protections(target)
+    code, report = report_of(capsys, "verify", target.url)
+    assert code == 0 and report["checkpoints"]["unchecked"] == 1  # nothing is checked
+    code, report = report_of(capsys, "verify", target.url, "--public-key", pub)
+    assert code == 1 and chain_findings(report) == []
+    assert kinds(report) == [(MALFORMED, None, None)]

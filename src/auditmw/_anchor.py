@@ -35,7 +35,7 @@ from urllib.parse import quote, unquote
 
 from ._merkle import Frontier, consistency_ranges, node_hash, verify_consistency
 from ._sink import SUFFIX as SINK_SUFFIX
-from ._verify import ChainRow, VerifyReport, _printable, verify_rows
+from ._verify import ChainRow, StoreEvidence, VerifyReport, _printable, verify_rows
 
 # auditmw._checkpoint needs cryptography (the "checkpoints" extra): it is imported where a
 # note or key is opened, so that the rest (the reports, the pass) never needs it.
@@ -596,13 +596,15 @@ async def check_rows(
     origin_prefix: str | None = None,
     progress: Callable[[int], None] | None = None,
     max_findings: int = 1000,
+    evidence: StoreEvidence | None = None,
 ) -> AnchorReport:
-    """Verify the chain of ``rows`` (ordered by log, seq) and check it against ``notes``."""
+    """Verify the chain of ``rows`` (ordered by log, seq) and check it against ``notes``;
+    ``evidence``: what the store knows of itself (``auditmw._verify.StoreEvidence``)."""
     signed, findings, count = _open_all(notes, keys, origin_prefix) if keys else ([], [], 0)
     checker = AnchorChecker(signed)
     # Without a key there is nothing to compare roots with: the chain alone, at its speed.
     on_leaf = checker.leaf if keys else None
-    chain = await verify_rows(rows, progress, max_findings, on_leaf)
+    chain = await verify_rows(rows, progress, max_findings, on_leaf, evidence)
     report = AnchorReport(chain, findings, checked=count, keys=len(keys))
     return checker.finish(report) if keys else report
 
@@ -645,8 +647,8 @@ async def check_anchors(
         origin_prefix=origin_prefix,
         progress=progress,
         max_findings=max_findings,
+        evidence=await store._evidence(),
     )
     if not keys:
         report.unchecked = len(own)
-    report.chain.warnings.extend(await store.schema_warnings())
     return report

@@ -4,7 +4,10 @@ A store opened with ``checkpointing=Checkpointing(key, ...)`` tells its ``Checkp
 after each committed batch how many entries each log got (one cheap call, outside the
 batch's transaction). The checkpointer issues a checkpoint for a log when ``every``
 entries accumulated, when ``interval`` seconds passed since its first entry not yet
-covered, and when the store closes. Issuing happens in a task of its own:
+covered, and when the store closes; and, right after it records a new key in the log
+(``checkpoint.key_rotated``), one covering that record, so that the store holds a
+checkpoint by every key its log names (``auditmw verify`` reports a record without one).
+Issuing happens in a task of its own:
 
 1. read the log's newest checkpoint **signed by this key** and its stored frontier
    (the right edge of the Merkle tree at that size);
@@ -142,6 +145,8 @@ class Checkpointer:
         self._pending: dict[str, int] = {}
         self._since: dict[str, float] = {}
         self._retry_at: dict[str, float] = {}  # after a failure: not before then
+        # Logs holding a key record no checkpoint covers yet: due now, whatever the count.
+        self._anchor: set[str] = set()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -247,9 +252,9 @@ class Checkpointer:
 
     def _due(self, now: float) -> list[str]:
         every, interval = self._config.every, self._config.interval
-        due = []
+        due = [log for log in sorted(self._anchor) if now >= self._retry_at.get(log, 0.0)]
         for log, count in self._pending.items():
-            if count <= 0 or now < self._retry_at.get(log, 0.0):
+            if count <= 0 or now < self._retry_at.get(log, 0.0) or log in self._anchor:
                 continue
             if (every is not None and count >= every) or (
                 interval is not None and now >= self._since[log] + interval
@@ -260,7 +265,7 @@ class Checkpointer:
     def _next_deadline(self) -> float | None:
         """When the next log falls due (loop time), or None: wait for a commit."""
         every, interval = self._config.every, self._config.interval
-        deadlines = []
+        deadlines = [self._retry_at.get(log, 0.0) for log in self._anchor]
         for log, count in self._pending.items():
             if count <= 0:
                 continue
@@ -287,6 +292,7 @@ class Checkpointer:
                 if strict:
                     raise
                 return issued
+            logs = [*logs, *sorted(self._anchor.difference(logs))]  # a record just made
             for log in logs:
                 # Taken before reading the log: entries committed meanwhile count again
                 # (at worst one more round that finds nothing new).
@@ -301,6 +307,7 @@ class Checkpointer:
                         raise
                     continue
                 self._retry_at.pop(log, None)
+                self._anchor.discard(log)
                 if stored is not None:
                     self.stats.issued += 1
                     issued.append(stored)
@@ -419,7 +426,7 @@ class Checkpointer:
             value = page.events[0].details.get("new_key")
             recorded = value if isinstance(value, str) else None
         if recorded != current:
-            await self._store._append_internal(
+            record = await self._store._append_internal(
                 NewEvent(
                     action=KEY_ROTATED_ACTION,
                     resource=KEY_RESOURCE,
@@ -428,6 +435,11 @@ class Checkpointer:
                 )
             )
             logger.info("checkpoint signing key recorded: %s (was %s)", current, recorded)
+            # The record is anchored at once by the key it names: a record that no stored
+            # checkpoint by that key covers is then evidence that checkpoints were removed.
+            self._anchor.add(record.log)
+            if self._wake is not None:
+                self._wake.set()
         self._key_recorded = True
 
     async def _note_logs_behind(self) -> None:

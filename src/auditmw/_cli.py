@@ -6,8 +6,8 @@
                                           ... and check the log against signed checkpoints
     auditmw export STORE --format csv|jsonl [filters] [-o FILE]
 
-Exit codes: 0 success (log intact), 1 the log is damaged, 2 bad arguments or a store
-that cannot be read (a one-line message, never a traceback).
+Exit codes: 0 success (log intact), 1 the log or its store is damaged, 2 bad arguments or
+a store that cannot be read (a one-line message, never a traceback).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
 
-from ._errors import StoreError
+from ._errors import StorageDamagedError, StoreError
 from ._event import DEFAULT_LOG
 from ._export import FORMATS, Format, export_chunks
 from ._jsonl import JsonlReport, verify_jsonl
@@ -35,6 +35,7 @@ from ._verify import GAP, VerifyReport
 
 if TYPE_CHECKING:
     from ._anchor import AnchorReport
+    from ._store import AuditStore
 
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
 STORE_HELP = "a SQLite file path, sqlite:///path or postgresql://user@host/db?schema=name"
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser(
         "verify",
         help="prove a log intact, or name the first damaged entry",
-        description="Verify every hash, link and index column of a store.",
+        description="Verify every hash, link and index column of a store, and the "
+        "database's own storage.",
     )
     verify.add_argument("store", nargs="?", help=STORE_HELP)
     verify.add_argument(
@@ -237,7 +239,7 @@ async def _verify(args: argparse.Namespace) -> int:
     for directory in args.sink:
         notes.extend(sink_checkpoints(directory))
     async with open_store(args.store, create=False) as store:
-        progress = Progress("verifying", await store.count())
+        progress = Progress("verifying", await _entries(store))
         report = await check_anchors(
             store,
             keys,
@@ -254,11 +256,20 @@ async def _verify(args: argparse.Namespace) -> int:
 async def _verify_chain(args: argparse.Namespace) -> int:
     """The chain alone (when the checkpoints extra is not installed)."""
     async with open_store(args.store, create=False) as store:
-        progress = Progress("verifying", await store.count())
+        progress = Progress("verifying", await _entries(store))
         report = await store.verify(progress, max_findings=args.max_findings)
         progress.done()
     _print_report(report, as_json=args.json)
     return EXIT_OK if report.ok else EXIT_DAMAGED
+
+
+async def _entries(store: AuditStore) -> int | None:
+    """How many entries the progress bar expects; None (unknown) when counting them
+    fails on damaged storage, which verify then reports."""
+    try:
+        return await store.count()
+    except StorageDamagedError:
+        return None
 
 
 def _print_report(report: VerifyReport, *, as_json: bool) -> None:
@@ -272,7 +283,7 @@ def _print_report(report: VerifyReport, *, as_json: bool) -> None:
 
 def _print_chain_findings(report: VerifyReport) -> None:
     for finding in report.findings:
-        print(f"  log {finding.log!r} seq {finding.seq}: {finding.kind}: {finding.message}")
+        print(f"  {finding.line()}")
     if report.total_findings > len(report.findings):
         print(f"  ... and {report.total_findings - len(report.findings)} more")
     for warning in report.warnings:
@@ -354,7 +365,7 @@ def _print_jsonl_report(report: JsonlReport, *, as_json: bool, incomplete: bool)
     if report.damaged:  # gaps are expected in a subset: list only the damage
         for finding in report.findings:
             if finding.kind != GAP:
-                print(f"  log {finding.log!r} seq {finding.seq}: {finding.kind}: {finding.message}")
+                print(f"  {finding.line()}")
     elif incomplete:  # --complete: the gaps are what is wrong
         for missing in report.missing_ranges:
             print(f"  {missing}")

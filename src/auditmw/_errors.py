@@ -50,5 +50,10 @@ class StoreClosedError(StoreError):
     """The store is closed (or was never opened)."""
 
 
+class StorageDamagedError(StoreError):
+    """The database reported damage to its own storage while reading (a SQLite file's
+    page that is not what it should be, a PostgreSQL page or index it found corrupted)."""
+
+
 class NotAStoreError(StoreError):
     """The target exists but is not an auditmw store, or cannot be opened as one."""

@@ -85,8 +85,7 @@ class JsonlReport:
             count = self.total_problems + self.total_findings
             first = self.problems[0] if self.problems else "see the findings"
             if not self.problems and self.findings:
-                f = self.findings[0]
-                first = f"log {f.log!r} seq {f.seq}: {f.kind}: {f.message}"
+                first = self.findings[0].line()
             return f"DAMAGED: {count} problem(s); first: {first}"
         heads = "; ".join(
             f"log {name!r}: last seq {s.last_seq}, head {s.head_hash}"
@@ -157,7 +156,7 @@ def verify_jsonl(
         found = run.verifier.finish()
         # A run that starts after seq 1 is reported with the entries before it missing:
         # that is the gap already counted, not damage.
-        leading = [f for f in found.findings if f.kind == GAP and f.seq < run.start]
+        leading = [f for f in found.findings if f.kind == GAP and (f.seq or 0) < run.start]
         report.total_findings += found.total_findings - len(leading)
         for finding in found.findings:
             if finding not in leading and len(report.findings) < max_findings:

@@ -30,7 +30,7 @@ from urllib.parse import quote
 import aiosqlite
 import orjson
 
-from ._errors import EventRefusedError, NotAStoreError, StoreError
+from ._errors import EventRefusedError, NotAStoreError, StorageDamagedError, StoreError
 from ._event import (
     GENESIS_HASH,
     ROW_FIELDS,
@@ -193,6 +193,11 @@ CHAIN_QUERY = (
     "SELECT log, CAST(seq AS INTEGER), hash, coalesce(CAST(entry AS BLOB), x''), "  # noqa: S608
     f"{', '.join(INDEX_COLUMNS)} FROM auditmw_events ORDER BY log, seq"
 )
+
+# verify's finding lists this many of quick_check's lines (SQLite stops at 100), and
+# this many ranges of deleted checkpoint ids.
+MAX_QUICK_CHECK_LINES = 10
+MAX_RANGES = 10
 
 T = TypeVar("T")
 logger = logging.getLogger("auditmw")
@@ -460,10 +465,8 @@ class SQLiteStore(AuditStore):
         return None if row is None else Event.from_entry(bytes(row[0]), row[1])
 
     async def count(self) -> int:
-        async with self._reader().execute("SELECT count(*) FROM auditmw_events") as cursor:
-            row = await cursor.fetchone()
-        assert row is not None
-        return int(row[0])
+        rows = await self._fetchall("SELECT count(*) FROM auditmw_events", [])
+        return int(rows[0][0])
 
     async def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
         try:
@@ -471,6 +474,8 @@ class SQLiteStore(AuditStore):
                 async for row in cursor:
                     yield ChainRow(row[0], row[1], row[2], bytes(row[3]), tuple(row[4:]))
         except sqlite3.Error as exc:
+            if _is_damage(exc):
+                raise StorageDamagedError(str(exc)) from exc
             raise StoreError(f"audit store {self.path}: read failed: {exc}") from exc
 
     async def schema_warnings(self) -> list[str]:
@@ -483,6 +488,82 @@ class SQLiteStore(AuditStore):
             for name in TRIGGERS
             if name not in present
         ] + await self._checkpoint_schema_warnings()
+
+    async def _storage_damage(self) -> list[str]:
+        # On a connection of its own, in a thread: the check reads every page of the file
+        # in one statement, which would hold the read connection (and every query of the
+        # admin app waiting for it) that long.
+        return await asyncio.to_thread(self._quick_check)
+
+    def _quick_check(self) -> list[str]:
+        """SQLite's own check of every page of the file (``PRAGMA quick_check``: the
+        structure of each table and index b-tree, the free list, NOT NULL constraints;
+        not whether indexes hold the same rows as their table, which ``integrity_check``
+        adds at several times the cost). Damaged pages are named by the table or index
+        they belong to when SQLite's ``dbstat`` table can tell."""
+        conn = sqlite3.connect(self._uri(), uri=True, isolation_level=None)
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            try:
+                lines = [str(row[0]) for row in conn.execute("PRAGMA quick_check")]
+            except sqlite3.DatabaseError as exc:  # a damaged page can stop the check itself
+                if not _is_damage(exc):
+                    raise StoreError(f"audit store {self.path}: quick_check failed: {exc}") from exc
+                lines = [str(exc)]
+            problems = [
+                line
+                for text in lines
+                for line in text.splitlines()
+                if line != "ok" and not line.startswith("*** in database ")
+            ]
+            if not problems:
+                return []
+            message = "the database file is damaged (PRAGMA quick_check): " + "; ".join(
+                problems[:MAX_QUICK_CHECK_LINES]
+            )
+            if len(problems) > MAX_QUICK_CHECK_LINES:
+                message += f"; and {len(problems) - MAX_QUICK_CHECK_LINES} more"
+            objects = _damaged_objects(conn)
+            if objects:
+                message += f"; damaged pages belong to {', '.join(objects)}"
+            return [message]
+        finally:
+            conn.close()
+
+    async def _removed_checkpoints(self) -> list[str]:
+        """Checkpoint ids the table gave out and no longer holds. Its AUTOINCREMENT counter
+        (``sqlite_sequence``) is updated in the transaction of each insert, so it counts
+        exactly the checkpoints ever committed: ids 1 to it, each one still there unless
+        someone deleted it (the append-only triggers stop that, unless dropped first)."""
+        if not await self._has_checkpoint_table():
+            return []
+        rows = await self._fetchall(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'auditmw_checkpoints'", []
+        )
+        issued = rows[0][0] if rows else 0
+        if type(issued) is not int:
+            return [
+                f"the id counter of auditmw_checkpoints in sqlite_sequence was edited: {issued!r}"
+            ]
+        kept = await self._fetchall(
+            "SELECT id FROM auditmw_checkpoints WHERE id BETWEEN 1 AND ? ORDER BY id", [issued]
+        )
+        missing = _missing_ranges([row[0] for row in kept], issued)
+        if not missing:
+            return []
+        return [
+            f"auditmw_checkpoints holds {len(kept)} of the {issued} checkpoints stored in it "
+            f"(ids 1 to {issued}, as its AUTOINCREMENT counter records): id(s) {missing} "
+            "were deleted"
+        ]
+
+    async def _checkpoint_sizes(self) -> dict[tuple[str, str], int]:
+        if not await self._has_checkpoint_table():
+            return {}  # never created, or dropped: it holds no checkpoint
+        rows = await self._fetchall(
+            "SELECT log, key, max(size) FROM auditmw_checkpoints GROUP BY log, key", []
+        )
+        return {(str(log), str(key)): size for log, key, size in rows if type(size) is int}
 
     async def last_seq(self, log: str) -> int:
         rows = await self._fetchall("SELECT max(seq) FROM auditmw_events WHERE log = ?", [log])
@@ -778,7 +859,8 @@ class SQLiteStore(AuditStore):
             async with self._reader().execute(sql, params) as cursor:
                 return list(await cursor.fetchall())
         except sqlite3.Error as exc:
-            raise StoreError(f"audit store {self.path}: read failed: {exc}") from exc
+            error = StorageDamagedError if _is_damage(exc) else StoreError
+            raise error(f"audit store {self.path}: read failed: {exc}") from exc
 
     # --- signed checkpoints (auditmw._checkpointer, table auditmw_checkpoints) -------------
 
@@ -935,6 +1017,40 @@ def _warn_if_triggers_were_dropped(conn: sqlite3.Connection, path: Path) -> None
             "run `auditmw verify` on this store",
             path,
         )
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    """Whether SQLite found the file damaged (SQLITE_CORRUPT and its extended codes, or
+    SQLITE_NOTADB: a page that is not what it should be)."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _damaged_objects(conn: sqlite3.Connection) -> list[str]:
+    """The tables and indexes that damaged pages belong to, as SQLite's ``dbstat`` sees
+    them (it marks pages it cannot decode); empty when this SQLite has no ``dbstat``."""
+    try:
+        rows = conn.execute(
+            "SELECT DISTINCT coalesce(m.type, 'table'), d.name FROM dbstat AS d "
+            "LEFT JOIN sqlite_master AS m ON m.name = d.name "
+            "WHERE d.pagetype = 'corrupted' ORDER BY d.name"
+        ).fetchall()
+    except sqlite3.Error:
+        return []
+    return [f"{kind} {name}" for kind, name in rows]
+
+
+def _missing_ranges(ids: list[int], last: int) -> str:
+    """The numbers from 1 to ``last`` that sorted ``ids`` lacks, as ``3, 6..9``."""
+    ranges: list[str] = []
+    expected = 1
+    for number in [*ids, last + 1]:
+        if number > expected:
+            ranges.append(str(expected) if number == expected + 1 else f"{expected}..{number - 1}")
+        expected = number + 1
+    if len(ranges) > MAX_RANGES:
+        ranges[MAX_RANGES:] = [f"... ({len(ranges) - MAX_RANGES} more ranges)"]
+    return ", ".join(ranges)
 
 
 def _is_text(value: object) -> bool:

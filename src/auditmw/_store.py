@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from ._errors import StoreClosedError
+from ._errors import StorageDamagedError, StoreClosedError
 from ._event import Event, Limits, NewEvent, PreparedEvent, prepare
 from ._histogram import BucketLayout, Histogram
 from ._query import DEFAULT_BUCKETS, MAX_BUCKETS, EventFilter, Page
-from ._verify import ChainRow, VerifyReport, verify_rows
+from ._verify import ChainRow, StoreEvidence, VerifyReport, verify_rows
 from ._writer import GroupCommitWriter, OnCommit
 
 if TYPE_CHECKING:
@@ -139,9 +139,25 @@ class AuditStore(ABC):
         All findings are counted; the first ``max_findings`` are listed in the report.
         """
         self._require_open()
-        report = await verify_rows(self.iter_chain_rows(), progress, max_findings)
-        report.warnings.extend(await self.schema_warnings())
-        return report
+        evidence = await self._evidence()
+        return await verify_rows(self.iter_chain_rows(), progress, max_findings, evidence=evidence)
+
+    async def _evidence(self) -> StoreEvidence:
+        """What verification checks beside the rows (``auditmw._verify.StoreEvidence``).
+
+        A read that fails on damaged storage is damage to report, not an error: verify
+        goes on with what it can read."""
+        damage = await self._storage_damage()
+        removed: list[str] = []
+        sizes: dict[tuple[str, str], int] | None = None
+        try:
+            removed = await self._removed_checkpoints()
+            sizes = await self._checkpoint_sizes()
+        except StorageDamagedError as exc:
+            damage.append(f"reading the checkpoint table failed: {exc}")
+        return StoreEvidence(
+            tuple(damage), tuple(removed), sizes, tuple(await self.schema_warnings())
+        )
 
     def _require_open(self) -> None:
         if not self._connected:
@@ -198,6 +214,22 @@ class AuditStore(ABC):
     @abstractmethod
     async def schema_warnings(self) -> list[str]:
         """Protections found missing (e.g. append-only triggers dropped)."""
+
+    @abstractmethod
+    async def _storage_damage(self) -> list[str]:
+        """What the database's own check of its storage finds wrong; empty when nothing
+        (or when the backend has no such check to run)."""
+
+    @abstractmethod
+    async def _removed_checkpoints(self) -> list[str]:
+        """Checkpoint rows the store's own records prove deleted; empty when none (or
+        when the backend keeps no such record)."""
+
+    @abstractmethod
+    async def _checkpoint_sizes(self) -> dict[tuple[str, str], int]:
+        """For each (log, verifier key), the largest size of a stored checkpoint signed
+        by that key (per the table's unsigned ``key`` column: a forged row passes here,
+        and fails when the notes are checked with ``--public-key``)."""
 
     # Reading, for the admin app and exports (filters and cursors: auditmw._query).
 

@@ -23,17 +23,29 @@ application restarted on a damaged file chains on from the bytes it finds).
 Each finding names the log, the seq and the kind of damage; findings are ordered by
 log, then seq. Truncating the newest entries, or rewriting the newest entry with its
 hash, leaves a valid shorter chain; only checkpoints kept elsewhere can prove that.
+
+Beside the rows, a store hands the verifier what it knows of itself (``StoreEvidence``):
+
+- ``storage_damaged``: the database's own check found its storage damaged (SQLite's
+  ``PRAGMA quick_check``), or reading the rows stopped at a damaged page. Such findings
+  belong to the store as a whole (no log, no seq) and come first;
+- ``checkpoints_removed``: the checkpoint table proves rows were deleted from it (SQLite
+  counts every id it ever gave out), or a trusted key record (``checkpoint.key_rotated``)
+  has no stored checkpoint by that key covering it, though the issuer signs one at once;
+- warnings: protections found missing (append-only triggers dropped or disabled).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
+from ._checkpointer import KEY_RESOURCE, KEY_ROTATED_ACTION
+from ._errors import StorageDamagedError
 from ._event import ENTRY_FIELDS, GENESIS_HASH, ROW_FIELDS, TEXT_COLUMNS, entry_hash
 from ._text import column_text
 
@@ -49,6 +61,10 @@ GAP = "gap"
 DUPLICATE = "duplicate"
 REORDERED = "reordered"
 BROKEN_LINK = "broken_link"
+# Beside the chain (StoreEvidence): damage the database reports in its own storage, and
+# checkpoints the store's records prove removed.
+STORAGE_DAMAGED = "storage_damaged"
+CHECKPOINTS_REMOVED = "checkpoints_removed"
 
 _T = TypeVar("_T")
 _ENTRY_KEYS = frozenset(ENTRY_FIELDS)
@@ -72,18 +88,44 @@ class ChainRow(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    log: str
-    seq: int
+    """Damage found. ``log`` and ``seq`` are None for the store as a whole
+    (``storage_damaged``, and ``checkpoints_removed`` that no entry locates)."""
+
+    log: str | None
+    seq: int | None
     kind: str
     message: str
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "log": _printable(self.log),
+            "log": None if self.log is None else _printable(self.log),
             "seq": self.seq,
             "kind": self.kind,
             "message": _printable(self.message),
         }
+
+    def line(self) -> str:
+        """``log 'x' seq 3: kind: message``, or ``kind: message`` for the whole store."""
+        where = "" if self.log is None else f"log {self.log!r} seq {self.seq}: "
+        return f"{where}{self.kind}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreEvidence:
+    """What a store knows of itself beside its rows, gathered before the pass.
+
+    - ``damage``: what the database's own check found wrong with its storage;
+    - ``removed_checkpoints``: checkpoint rows its records prove deleted;
+    - ``checkpoint_sizes``: for each (log, verifier key), the largest size of a checkpoint
+      it holds signed by that key (per the table's unsigned columns), to check the key
+      records against; None: not checked (its table could not be read);
+    - ``warnings``: protections found missing.
+    """
+
+    damage: tuple[str, ...] = ()
+    removed_checkpoints: tuple[str, ...] = ()
+    checkpoint_sizes: Mapping[tuple[str, str], int] | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -142,10 +184,7 @@ class VerifyReport:
         if not self.findings:
             return f"DAMAGED: {self.total_findings} finding(s)"
         first = self.findings[0]
-        return (
-            f"DAMAGED: {self.total_findings} finding(s); first: log {first.log!r} "
-            f"seq {first.seq}: {first.kind}: {first.message}"
-        )
+        return f"DAMAGED: {self.total_findings} finding(s); first: {first.line()}"
 
 
 class _Waiter(NamedTuple):
@@ -169,6 +208,7 @@ class ChainVerifier:
         max_findings: int = 1000,
         window: int = LINK_WINDOW,
         on_leaf: Callable[[str, str], None] | None = None,
+        evidence: StoreEvidence | None = None,
     ) -> None:
         self.report = VerifyReport()
         # Called with (log, hash) for every row, in row order: the hash is recomputed
@@ -178,6 +218,14 @@ class ChainVerifier:
         self._max_findings = max_findings
         self._window = max(window, 1)
         self._pending: ChainRow | None = None
+        self._checkpoint_sizes: Mapping[tuple[str, str], int] | None = None
+        if evidence is not None:
+            for message in evidence.damage:
+                self._add_store_finding(STORAGE_DAMAGED, message)
+            for message in evidence.removed_checkpoints:
+                self._add_store_finding(CHECKPOINTS_REMOVED, message)
+            self.report.warnings.extend(evidence.warnings)
+            self._checkpoint_sizes = evidence.checkpoint_sizes
         self._start_log()
 
     def _start_log(self) -> None:
@@ -202,16 +250,46 @@ class ChainVerifier:
             self._pending = None
         return self.report
 
+    def unreadable(self, error: StorageDamagedError) -> None:
+        """Reading the rows stopped at damaged storage: say so, then ``finish()``.
+
+        Stores read rows in chunks, so the damage lies somewhere after the last row read,
+        not necessarily right after it."""
+        last = self._pending
+        read = self.report.entries + (last is not None)
+        where = (
+            "before its first row"
+            if last is None
+            else (f"after {read} row(s) (the last read: log {last.log!r} seq {last.seq})")
+        )
+        self._add_store_finding(
+            STORAGE_DAMAGED,
+            f"reading the log stopped {where}: {error}; the rows after it were not verified",
+        )
+
     def _add(self, log: str, seq: int, kind: str, message: str) -> None:
         """Record a finding, keeping the list ordered by seq within each log."""
-        self.report.total_findings += 1
         findings = self.report.findings
         at = len(findings)
-        while at > 0 and findings[at - 1].log == log and findings[at - 1].seq > seq:
+        while at > 0 and findings[at - 1].log == log and (findings[at - 1].seq or 0) > seq:
             at -= 1  # a link checked late (rows out of order) belongs before later findings
+        self._insert(at, Finding(log, seq, kind, message))
+
+    def _add_store_finding(self, kind: str, message: str) -> None:
+        """Record a finding about the store as a whole: after those, before any log's."""
+        findings = self.report.findings
+        at = 0
+        while at < len(findings) and findings[at].log is None:
+            at += 1
+        self._insert(at, Finding(None, None, kind, message))
+
+    def _insert(self, at: int, finding: Finding) -> None:
+        """Count the finding; list it at ``at`` if it is among the first ``max_findings``."""
+        self.report.total_findings += 1
+        findings = self.report.findings
         if at >= self._max_findings:
             return
-        findings.insert(at, Finding(log, seq, kind, message))
+        findings.insert(at, finding)
         if len(findings) > self._max_findings:
             findings.pop()
 
@@ -267,7 +345,31 @@ class ChainVerifier:
                     f"the row at seq {row.seq} holds the entry of seq {seq}",
                 )
             self._check_link(row, seq, entry["prev_hash"])
+            if self._checkpoint_sizes is not None and entry["action"] == KEY_ROTATED_ACTION:
+                self._check_key_record(row, seq, entry)
         self._remember(row, seq, linked)
+
+    def _check_key_record(self, row: ChainRow, seq: int, entry: dict[str, Any]) -> None:
+        """A trusted record of the key that signs the log's checkpoints from here on. The
+        issuer signs a checkpoint covering its record at once (auditmw._checkpointer), so
+        the store must hold one by that key of at least this entry's size."""
+        details = entry["details"]
+        key = details.get("new_key") if isinstance(details, dict) else None
+        if entry["resource"] != KEY_RESOURCE or not isinstance(key, str):
+            return  # not a record the issuer wrote
+        assert self._checkpoint_sizes is not None
+        if self._checkpoint_sizes.get((row.log, key), 0) >= seq:
+            return
+        name = "+".join(key.split("+", 2)[:2])  # name+key id (names hold no "+")
+        self._add(
+            row.log,
+            row.seq,
+            CHECKPOINTS_REMOVED,
+            f"this entry records that key {name} signs the log's checkpoints from here on, "
+            "and the issuer signs one covering it at once, but the store holds no checkpoint "
+            f"by that key of size {seq} or more: they were removed (or the issuer never "
+            "managed to store one: see its logged errors)",
+        )
 
     def _check_position(self, row: ChainRow) -> None:
         """The seq columns must count 1, 2, 3... (one row each)."""
@@ -397,23 +499,29 @@ async def verify_rows(
     progress: Callable[[int], None] | None = None,
     max_findings: int = 1000,
     on_leaf: Callable[[str, str], None] | None = None,
+    evidence: StoreEvidence | None = None,
 ) -> VerifyReport:
     """Verify a stream of rows ordered by (log, seq); ``progress`` gets the row count,
-    ``on_leaf`` each row's log and recomputed hash (see ``ChainVerifier``).
+    ``on_leaf`` each row's log and recomputed hash, ``evidence`` what the store knows of
+    itself (see ``ChainVerifier``). Rows that stop at damaged storage
+    (``StorageDamagedError``) are a finding, not an error.
 
     Runs on the event loop of the app it is part of (the admin app's ``/verify``): it
     lets other tasks run every ``YIELD_EVERY`` rows, as the stores hand over rows in
     chunks of a thousand without a pause in between.
     """
-    verifier = ChainVerifier(max_findings, on_leaf=on_leaf)
+    verifier = ChainVerifier(max_findings, on_leaf=on_leaf, evidence=evidence)
     count = 0
-    async for row in rows:
-        verifier.feed(row)
-        count += 1
-        if count % YIELD_EVERY == 0:
-            await asyncio.sleep(0)
-            if progress is not None and count % 10_000 == 0:
-                progress(count)
+    try:
+        async for row in rows:
+            verifier.feed(row)
+            count += 1
+            if count % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+                if progress is not None and count % 10_000 == 0:
+                    progress(count)
+    except StorageDamagedError as exc:
+        verifier.unreadable(exc)
     if progress is not None:
         progress(count)
     return verifier.finish()

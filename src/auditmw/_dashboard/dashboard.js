@@ -996,7 +996,10 @@
     const first = findings[0];
     const total = typeof report.total_findings === "number" ? report.total_findings : findings.length;
     const more = `${numberFormat.format(total)} finding(s), ${checked}`;
-    if (first && typeof first === "object") {
+    if (first && typeof first === "object" && first.log === null) {
+      // Damage of the store as a whole (e.g. storage_damaged): no log, no seq.
+      setBadge("damaged", `Store damaged · ${text(first.kind)}`, `${text(first.message)} (${more})`);
+    } else if (first && typeof first === "object") {
       const where = `log ${text(first.log)} seq ${text(first.seq)}: ${text(first.kind)}`;
       setBadge("damaged", `Chain damaged · ${where}`, `${text(first.message)} (${more})`);
     } else {
