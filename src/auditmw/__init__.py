@@ -20,7 +20,14 @@ from ._checkpointer import (
 from ._client_ip import trusted_proxies_from_env
 from ._context import Actor, set_actor
 from ._diff import diff
-from ._errors import AuditError, NotAStoreError, StoreClosedError, StoreError, ValidationError
+from ._errors import (
+    AuditError,
+    NotAStoreError,
+    StoreClosedError,
+    StoreError,
+    StoreUnavailableError,
+    ValidationError,
+)
 from ._event import GENESIS_HASH, OUTCOMES, Event, Limits, NewEvent, Outcome, entry_hash
 from ._histogram import Histogram, HistogramBucket
 from ._mask import DEFAULT_SENSITIVE_KEYS
@@ -75,6 +82,7 @@ __all__ = [
     "SinkConflictError",
     "StoreClosedError",
     "StoreError",
+    "StoreUnavailableError",
     "StoredCheckpoint",
     "ValidationError",
     "VerifierKey",
