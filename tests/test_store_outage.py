@@ -35,6 +35,7 @@ from auditmw import (
     StoreUnavailableError,
     open_store,
 )
+from auditmw._cli import main
 from auditmw._postgres import PostgresStore
 from auditmw._proofs import prove_inclusion
 
@@ -365,3 +366,50 @@ def test_unavailable_is_a_store_error_and_closed_is_unavailable() -> None:
     store is unavailable too: try again later, elsewhere."""
     assert issubclass(StoreUnavailableError, StoreError)
     assert issubclass(StoreClosedError, StoreUnavailableError)
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["stopped", "frozen"])
+def test_the_cli_exits_3_while_postgres_is_unavailable(
+    pg_server: ThrowawayPostgres, how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = pg_server.store_url(connect_timeout=TIMEOUT, command_timeout=TIMEOUT)
+
+    async def fill() -> None:
+        async with open_store(url) as store:
+            await store.append(NewEvent(action="a", resource="r"))
+
+    asyncio.run(fill())
+    assert main(["verify", url]) == 0
+    capsys.readouterr()
+    pg_server.stop() if how == "stopped" else pg_server.freeze()
+    export = ["export", url, "--format", "jsonl", "-o", str(tmp_path / "out.jsonl")]
+    for command in (["verify", url], export):
+        started = time.monotonic()
+        assert main(command) == 3, command
+        assert time.monotonic() - started <= 2 * TIMEOUT + MARGIN
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "try again later" in error, error
+    pg_server.recover()
+    assert main(["verify", url]) == 0
+
+
+def test_the_cli_exits_3_while_sqlite_is_locked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "audit.db"
+
+    async def fill() -> None:
+        async with SQLiteStore(path) as store:
+            await store.append(NewEvent(action="a", resource="r"))
+
+    asyncio.run(fill())
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("PRAGMA journal_mode=DELETE")  # (see unavailable_store)
+        other.execute("BEGIN EXCLUSIVE")
+        assert main(["verify", str(path)]) == 3  # after busy_timeout's default, 5 s
+        other.execute("ROLLBACK")
+    assert "database is locked (try again later)" in capsys.readouterr().err
+    assert main(["verify", str(path)]) == 0

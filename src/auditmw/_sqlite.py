@@ -195,15 +195,10 @@ CHAIN_QUERY = (
 )
 
 # SQLite's (primary) result codes of a store that cannot do it now but may later: a lock
-# held past busy_timeout, a file that cannot be opened, read or written, a full disk.
+# held past busy_timeout, an I/O error, a full disk. (Not CANTOPEN: a missing directory
+# or a permission, which waiting does not fix.)
 UNAVAILABLE_CODES = frozenset(
-    {
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_CANTOPEN,
-    }
+    {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL}
 )
 
 T = TypeVar("T")
