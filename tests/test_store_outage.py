@@ -413,3 +413,21 @@ def test_the_cli_exits_3_while_sqlite_is_locked(
         other.execute("ROLLBACK")
     assert "database is locked (try again later)" in capsys.readouterr().err
     assert main(["verify", str(path)]) == 0
+
+
+def test_the_time_limits_can_be_set_in_the_url(capsys: pytest.CaptureFixture[str]) -> None:
+    """For the CLI and settings read from the environment; other parameters stay asyncpg's."""
+    store = open_store(
+        "postgresql://audit@db.internal/app?schema=audit&retry_for=3&connect_timeout=0.5"
+        "&command_timeout=30&sslmode=disable"
+    )
+    assert isinstance(store, PostgresStore)
+    assert store.schema == "audit"
+    assert store._append_timeout == 3.0
+    assert (store._connect_timeout, store._command_timeout) == (0.5, 30.0)
+    assert store.dsn == "postgresql://audit@db.internal/app?sslmode=disable"
+    for bad in ("retry_for=soon", "retry_for=0", "command_timeout=-1", "connect_timeout=inf"):
+        with pytest.raises(ValueError, match="positive number of seconds"):
+            open_store(f"postgresql://audit@db.internal/app?{bad}")
+        assert main(["verify", f"postgresql://audit@db.internal/app?{bad}"]) == 2
+    assert "must be a positive number of seconds" in capsys.readouterr().err
