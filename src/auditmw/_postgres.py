@@ -247,7 +247,11 @@ class PostgresStore(AuditStore):
         )
         if not _SCHEMA_NAME.match(schema):
             raise ValueError("schema must be a lowercase SQL identifier")
-        timeouts = {"connect_timeout": connect_timeout, "command_timeout": command_timeout}
+        timeouts = {
+            "retry_for": retry_for,
+            "connect_timeout": connect_timeout,
+            "command_timeout": command_timeout,
+        }
         for name, value in timeouts.items():
             if not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds")

@@ -236,6 +236,8 @@ class SQLiteStore(AuditStore):
             checkpointing=checkpointing,
             append_timeout=busy_timeout,
         )
+        if not busy_timeout > 0:
+            raise ValueError("busy_timeout must be a positive number of seconds")
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         self.path = Path(path)

@@ -59,10 +59,8 @@ class AuditStore(ABC):
         max_batch: int = 1024,
         max_pending: int = 10_000,
         checkpointing: Checkpointing | None = None,
-        append_timeout: float = 10.0,
+        append_timeout: float = 10.0,  # each backend's setting (retry_for, busy_timeout)
     ) -> None:
-        if not append_timeout > 0:
-            raise ValueError("the append timeout must be a positive number of seconds")
         self.limits = limits or Limits()
         self._append_timeout = append_timeout
         self._checkpointer: Checkpointer | None = None
