@@ -398,11 +398,12 @@ class PostgresStore(AuditStore):
         return [by_id[prepared.id] for prepared in batch]
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[PoolConnectionProxy]:
+    async def _connection(self, failed: str = "read failed") -> AsyncIterator[PoolConnectionProxy]:
         """A pooled connection (for reads and checkpoints), waited for at most
-        ``command_timeout``. asyncpg's errors become ``StoreError``: ``StoreUnavailableError``
-        when the server is unreachable, too slow or says "not now". A connection left in
-        an unknown state (a statement timed out, was cancelled) is dropped, not reused."""
+        ``command_timeout``. asyncpg's errors become ``StoreError`` ("...: ``failed``: why"):
+        ``StoreUnavailableError`` when the server is unreachable, too slow or says "not
+        now". A connection left in an unknown state (a statement timed out, was
+        cancelled) is dropped, not reused."""
         self._require_open()
         assert self._pool is not None
         try:
@@ -416,7 +417,7 @@ class PostgresStore(AuditStore):
                             conn.terminate()
                     raise
         except DRIVER_ERRORS as exc:
-            raise _store_error("PostgreSQL audit store: read failed", exc) from exc
+            raise _store_error(f"PostgreSQL audit store: {failed}", exc) from exc
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self._connection() as conn:
@@ -647,7 +648,8 @@ class PostgresStore(AuditStore):
         c = row.checkpoint
         # A pooled connection, not the writer's: its own short transaction. Issuers of one
         # log take turns on an advisory lock, so two that raced store one copy.
-        async with self._connection() as conn, conn.transaction():
+        failed = "cannot store a checkpoint"
+        async with self._connection(failed) as conn, conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(current_schema()), "
                 "hashtext('auditmw checkpoint ' || $1))",

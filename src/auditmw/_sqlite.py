@@ -420,10 +420,10 @@ class SQLiteStore(AuditStore):
         the single-INSERT append (_append_after_known_heads).
 
         The write lock is waited for here, until ``deadline`` (``time.monotonic()``; by
-        default ``busy_timeout`` from now), polled about every
-        half millisecond rather than through SQLite's busy handler: its sleeps grow to
-        100 ms, and a process that looks that rarely almost never finds the lock free
-        between another busy process's back-to-back commits (it starved for up to a
+        default ``busy_timeout`` from now), polled about every half millisecond rather
+        than through SQLite's busy handler: its sleeps grow to 100 ms, and a process that
+        looks that rarely almost never finds the lock free between another busy
+        process's back-to-back commits (it starved for up to a
         second with three processes appending flat out).
         """
         conn = self._write_conn
