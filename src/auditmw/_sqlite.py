@@ -423,8 +423,8 @@ class SQLiteStore(AuditStore):
         default ``busy_timeout`` from now), polled about every half millisecond rather
         than through SQLite's busy handler: its sleeps grow to 100 ms, and a process that
         looks that rarely almost never finds the lock free between another busy
-        process's back-to-back commits (it starved for up to a
-        second with three processes appending flat out).
+        process's back-to-back commits (it starved for up to a second with three
+        processes appending flat out).
         """
         conn = self._write_conn
         assert conn is not None
