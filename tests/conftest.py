@@ -9,6 +9,7 @@ import pytest
 from auditmw import AuditStore, SQLiteStore, open_store
 
 from ._node import install_verify_mjs
+from ._pg_server import ThrowawayPostgres, throwaway_postgres
 from ._postgres import fresh_schema, store_url
 
 if TYPE_CHECKING:
@@ -33,6 +34,23 @@ def pg_schema() -> Iterator[str]:
     """A fresh PostgreSQL schema, dropped after the test."""
     with fresh_schema() as name:
         yield name
+
+
+@pytest.fixture(scope="module")
+def throwaway_pg() -> Iterator[ThrowawayPostgres]:
+    """A PostgreSQL server of the module's own, for tests that stop or freeze it
+    (tests/_pg_server.py); one per module, as it takes a second or two to start."""
+    with throwaway_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_server(throwaway_pg: ThrowawayPostgres) -> Iterator[ThrowawayPostgres]:
+    """The module's throwaway server, running and thawed when the test starts and again
+    after it, whatever the test did to it."""
+    throwaway_pg.recover()
+    yield throwaway_pg
+    throwaway_pg.recover()
 
 
 @pytest.fixture(params=BACKENDS)

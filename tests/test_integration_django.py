@@ -388,6 +388,7 @@ async def test_fail_closed_a_store_that_cannot_write_answers_503_for_sync_and_as
                 assert response.status_code == 503, response.text
                 assert response.headers["content-type"] == "application/json"
                 assert response.json()["error"]["code"] == "audit_unavailable"
+                assert response.headers["retry-after"] == "5"
                 assert response.headers["x-request-id"] == request_id
             recovered = await ann.post(
                 "/invoices/13/pay", data={"amount": "1"}, headers=posting(ann, after_id)

@@ -315,6 +315,7 @@ async def test_fail_closed_503(
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["error"]["code"] == "audit_unavailable"
+    assert response.headers["retry-after"] == "5"
     assert plugin.failure_policy.failures == 1
 
 

@@ -227,6 +227,7 @@ async def test_fail_closed_and_the_store_closed_by_quart_at_shutdown(tmp_path: P
                 assert response.status_code == 503, response.text
                 assert response.headers["content-type"] == "application/json"
                 assert response.json()["error"]["code"] == "audit_unavailable"
+                assert response.headers["retry-after"] == "5"
                 assert response.headers["x-request-id"] == request_id
             recovered = await ann.post("/notes/1/archive", headers=with_id(after_id))
             assert recovered.status_code == 200, recovered.text

@@ -366,6 +366,7 @@ def assert_audit_unavailable(response: httpx.Response) -> None:
     assert body["error"]["code"] == "audit_unavailable"
     assert body["error"]["message"]
     assert "x-request-id" in response.headers
+    assert response.headers["retry-after"] == "5"  # a 503 says when to try again
 
 
 async def test_fail_closed_is_the_default_503(store: SQLiteStore) -> None:

@@ -26,6 +26,7 @@ from ._errors import (
     NotAStoreError,
     StoreClosedError,
     StoreError,
+    StoreUnavailableError,
     ValidationError,
 )
 from ._event import GENESIS_HASH, OUTCOMES, Event, Limits, NewEvent, Outcome, entry_hash
@@ -83,6 +84,7 @@ __all__ = [
     "SinkConflictError",
     "StoreClosedError",
     "StoreError",
+    "StoreUnavailableError",
     "StoredCheckpoint",
     "ValidationError",
     "VerifierKey",

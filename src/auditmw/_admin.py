@@ -24,8 +24,10 @@ Every export records an ``export.requested`` event (format and filters, actor = 
 admin), committed before the first byte of the export is sent; if it cannot be
 recorded, nothing is exported. Errors are JSON: ``{"error": {"code", "message"}}``
 (plus ``param`` for a bad parameter) — only a browser's page load without access gets
-HTML. The store's lifetime belongs to the host app (open it in its lifespan): a mounted
-app gets no lifespan events.
+HTML. A store that is closed or unavailable (``StoreUnavailableError``: its database is
+down, frozen or locked past the store's time limits) gets ``503 store_unavailable`` with
+``Retry-After``, from every route that uses it, exports included. The store's lifetime
+belongs to the host app (open it in its lifespan): a mounted app gets no lifespan events.
 """
 
 from __future__ import annotations
@@ -59,9 +61,10 @@ from ._access import (
     sign_in_redirect,
 )
 from ._context import audit_context
-from ._errors import StoreClosedError, StoreError, ValidationError
+from ._errors import StoreClosedError, StoreError, StoreUnavailableError, ValidationError
 from ._event import OUTCOMES, NewEvent, utc_timestamp
 from ._export import MEDIA_TYPES, Format, export_chunks, export_filename
+from ._middleware import RETRY_AFTER_SECONDS
 from ._proofs import prove_inclusion
 from ._query import (
     DEFAULT_BUCKETS,
@@ -346,8 +349,8 @@ class AdminApp:
         )
         try:
             await self.store.append(record)  # returns once the event is committed
-        except StoreClosedError:
-            raise
+        except StoreUnavailableError as exc:
+            return store_unavailable(f"nothing was exported: it could not be recorded ({exc})")
         except (StoreError, ValidationError) as exc:
             return error_response(
                 500,
@@ -409,8 +412,16 @@ async def _query_error(request: Request, exc: Exception) -> Response:
 
 async def _store_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, StoreClosedError):
-        return error_response(503, "store_unavailable", "the audit store is not open")
+        return store_unavailable("the audit store is not open")
+    if isinstance(exc, StoreUnavailableError):
+        return store_unavailable(f"the audit store is unavailable, try again later: {exc}")
     return error_response(500, "store_error", str(exc))
+
+
+def store_unavailable(message: str) -> Response:
+    """503 ``store_unavailable``: nothing was done; the same request may succeed later."""
+    headers = {"retry-after": str(RETRY_AFTER_SECONDS)}
+    return error_response(503, "store_unavailable", message, headers=headers)
 
 
 # --- paths: mounted the same way in every framework ---------------------------------------
@@ -590,10 +601,19 @@ def openapi_document(auth: AdminAuth | None = None) -> dict[str, Any]:
             "`invalid_cursor`, `foreign_cursor`); `error.param` names it."
         )
     }
-    store_errors = {
-        "500": error("`store_error`: the store failed."),
-        "503": error("`store_unavailable`: the audit store is not open."),
+    store_unavailable = error(
+        "`store_unavailable`: the audit store is not open, cannot be reached, or did not "
+        "answer within its time limits (a database down, frozen or locked); nothing was "
+        "done. Try again after `Retry-After` seconds."
+    )
+    store_unavailable["headers"] = {
+        "Retry-After": {
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "Seconds to wait before trying again.",
+        }
     }
+    store_errors = {"500": error("`store_error`: the store failed."), "503": store_unavailable}
 
     export_headers = {
         "Content-Disposition": {
@@ -602,8 +622,8 @@ def openapi_document(auth: AdminAuth | None = None) -> dict[str, Any]:
         }
     }
     not_recorded = error(
-        "`export_not_recorded`: the export could not be recorded, so nothing was exported; "
-        "`store_error`: the store failed."
+        "`export_not_recorded`: the export could not be recorded, so nothing was exported "
+        "(a store that is unavailable answers 503 instead); `store_error`: the store failed."
     )
 
     def export(summary: str, media: str) -> dict[str, Any]:

@@ -7,7 +7,9 @@
     auditmw export STORE --format csv|jsonl [filters] [-o FILE]
 
 Exit codes: 0 success (log intact), 1 the log or its store is damaged, 2 bad arguments or
-a store that cannot be read (a one-line message, never a traceback).
+a store that cannot be read, 3 the store is unavailable (its database down, frozen or
+locked past the store's time limits: try again later). A one-line message, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
 
-from ._errors import StorageDamagedError, StoreError
+from ._errors import StorageDamagedError, StoreError, StoreUnavailableError
 from ._event import DEFAULT_LOG
 from ._export import FORMATS, Format, export_chunks
 from ._jsonl import JsonlReport, verify_jsonl
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from ._anchor import AnchorReport
     from ._store import AuditStore
 
-EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 STORE_HELP = "a SQLite file path, sqlite:///path or postgresql://user@host/db?schema=name"
 
 
@@ -174,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `auditmw export ... | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_DAMAGED
+    except StoreUnavailableError as exc:
+        print(f"auditmw {args.command}: {exc} (try again later)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except (StoreError, ValueError, OSError) as exc:
         print(f"auditmw {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -46,7 +46,14 @@ class EventRefusedError(StoreError):
         self.committed = list(committed)
 
 
-class StoreClosedError(StoreError):
+class StoreUnavailableError(StoreError):
+    """The store cannot do it now, but may later, with nothing fixed in data or code: the
+    database is down, frozen, too slow or out of connections or space, or another process
+    holds its lock too long, past the store's time limits (docs/failures.md). Retry later:
+    the admin app answers 503 with ``Retry-After``."""
+
+
+class StoreClosedError(StoreUnavailableError):
     """The store is closed (or was never opened)."""
 
 

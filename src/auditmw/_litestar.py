@@ -36,7 +36,12 @@ from ._client_ip import X_FORWARDED_FOR
 from ._context import Actor, AuditContext, user_from_scope
 from ._errors import StoreError
 from ._mask import DEFAULT_SENSITIVE_KEYS
-from ._middleware import AUDIT_UNAVAILABLE_BODY, AuditMiddleware, record_request
+from ._middleware import (
+    AUDIT_UNAVAILABLE_BODY,
+    RETRY_AFTER_SECONDS,
+    AuditMiddleware,
+    record_request,
+)
 from ._record import FailurePolicy
 from ._store import AuditStore
 
@@ -122,4 +127,5 @@ def audit_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Respon
         content=AUDIT_UNAVAILABLE_BODY,
         status_code=503,
         media_type="application/json",
+        headers={"retry-after": str(RETRY_AFTER_SECONDS)},
     )

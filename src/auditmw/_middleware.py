@@ -16,8 +16,9 @@ On the way out it
 - enforces the fail-closed policy: if an event of this request could not be
   committed, a success response is replaced by ``503 audit_unavailable``, and a
   ``StoreError`` that escapes the app becomes that 503 too (unless the response had
-  started: then the connection is cut short rather than completed). A WebSocket is
-  refused at the handshake or closed with 1013 instead (see ``_WebSocketSession``).
+  started: then the connection is cut short rather than completed), with
+  ``Retry-After``. A WebSocket is refused at the handshake or closed with 1013 instead
+  (see ``_WebSocketSession``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ AUDIT_UNAVAILABLE_BODY = (
     b'{"error":{"code":"audit_unavailable","message":"The audit log cannot record this '
     b'request right now, so it was not completed. Try again later."}}'
 )
+# Seconds a client is told to wait (Retry-After) when the store is unavailable: every 503
+# of the middleware, the Litestar plugin and the admin app.
+RETRY_AFTER_SECONDS = 5
 # A request id we accept from the client: 1-128 RFC 9110 token characters (UUIDs too).
 _VALID_REQUEST_ID = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
 _BODY_MESSAGES = frozenset(
@@ -349,6 +353,7 @@ def _unavailable_headers(request_id: tuple[bytes, bytes]) -> list[tuple[bytes, b
     return [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(AUDIT_UNAVAILABLE_BODY)).encode("ascii")),
+        (b"retry-after", str(RETRY_AFTER_SECONDS).encode("ascii")),
         request_id,
     ]
 

@@ -15,7 +15,10 @@ def open_store(target: str | os.PathLike[str], **options: Any) -> AuditStore:
 
     ``target`` is a file path, or ``sqlite:///relative/path`` / ``sqlite:////absolute/path``
     (the SQLAlchemy convention), or ``postgresql://user@host/db`` with an optional
-    ``?schema=name`` (default ``public``). Keyword options go to the store's constructor.
+    ``?schema=name`` (default ``public``) and the time limits ``retry_for``,
+    ``connect_timeout`` and ``command_timeout`` in seconds (``?schema=audit&retry_for=5``;
+    other parameters go to asyncpg). Keyword options go to the store's constructor; those
+    in the URL take precedence.
     """
     text = os.fspath(target)
     if text.startswith(("postgresql://", "postgres://")):
@@ -37,9 +40,28 @@ def _postgres_store(url: str, options: dict[str, Any]) -> AuditStore:
             "PostgreSQL stores need asyncpg: pip install 'auditmw[postgres]'"
         ) from None
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = [value for key, value in query if key == "schema"]
-    rest = urlencode([(key, value) for key, value in query if key != "schema"])
-    if schema:
-        options = {**options, "schema": schema[-1]}
-    return PostgresStore(urlunsplit(parts._replace(query=rest)), **options)
+    rest = []
+    options = dict(options)
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key == "schema":
+            options["schema"] = value
+        elif key in URL_TIMEOUTS:
+            options[key] = _seconds(key, value)
+        else:
+            rest.append((key, value))
+    return PostgresStore(urlunsplit(parts._replace(query=urlencode(rest))), **options)
+
+
+# PostgresStore's time limits, settable in the URL (for the CLI and settings read from the
+# environment).
+URL_TIMEOUTS = ("retry_for", "connect_timeout", "command_timeout")
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{name} in the store URL must be a positive number of seconds")
+    return seconds

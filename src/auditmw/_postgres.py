@@ -10,7 +10,11 @@ Same guarantees as the SQLite store, on a server:
   would be stale), and no ``serial`` column is used for ``seq`` (those leave gaps);
 - group commit, as in every store: concurrent appends in a process share a transaction;
 - a lost connection is retried: every event carries its id before it is sent, so after
-  reconnecting the store asks which ids committed and never writes an event twice.
+  reconnecting the store asks which ids committed and never writes an event twice;
+- every call to the server is bounded (``connect_timeout``, ``command_timeout``, and for
+  an append ``retry_for`` from its call): a server that is down or frozen makes calls fail
+  with ``StoreUnavailableError`` in bounded time, never hang (asyncpg waits forever by
+  default).
 """
 
 from __future__ import annotations
@@ -20,12 +24,20 @@ import contextlib
 import dataclasses
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
-from ._errors import EventRefusedError, NotAStoreError, StorageDamagedError, StoreError
+from ._errors import (
+    EventRefusedError,
+    NotAStoreError,
+    StorageDamagedError,
+    StoreError,
+    StoreUnavailableError,
+)
 from ._event import (
     GENESIS_HASH,
     ROW_FIELDS,
@@ -205,9 +217,16 @@ class PostgresStore(AuditStore):
     """An audit log in PostgreSQL (``pip install auditmw[postgres]``).
 
     ``dsn`` is a ``postgresql://`` URL. Tables live in ``schema`` (created if missing).
-    ``retry_for`` is how long (seconds) an append keeps reconnecting after the
-    connection is lost before it fails with ``StoreError``. ``checkpointing`` issues
-    signed checkpoints (``Checkpointing``, docs/checkpoints.md).
+    Time limits, in seconds (docs/failures.md):
+
+    - ``retry_for``: how long an append may take from its call, reconnecting meanwhile
+      when the connection is lost, before it fails with ``StoreUnavailableError``;
+    - ``connect_timeout``: each attempt to open a connection;
+    - ``command_timeout``: each statement (a read, one chunk of a streamed read, one step
+      of an append), and waiting for a pooled connection; a read fails with
+      ``StoreUnavailableError`` after it, an append tries again on a new connection.
+
+    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md).
     """
 
     def __init__(
@@ -218,6 +237,8 @@ class PostgresStore(AuditStore):
         create: bool = True,
         pool_size: int = 4,
         retry_for: float = 10.0,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 10.0,
         limits: Limits | None = None,
         max_batch: int = 1024,
         max_pending: int = 10_000,
@@ -228,14 +249,24 @@ class PostgresStore(AuditStore):
             max_batch=max_batch,
             max_pending=max_pending,
             checkpointing=checkpointing,
+            append_timeout=retry_for,
         )
         if not _SCHEMA_NAME.match(schema):
             raise ValueError("schema must be a lowercase SQL identifier")
+        timeouts = {
+            "retry_for": retry_for,
+            "connect_timeout": connect_timeout,
+            "command_timeout": command_timeout,
+        }
+        for name, value in timeouts.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
         self.dsn = dsn
         self.schema = schema
         self._create = create
         self._pool_size = pool_size
-        self._retry_for = retry_for
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
         self._write_conn: asyncpg.Connection | None = None
         self._pool: asyncpg.Pool | None = None
         self._checkpoint_table = False  # known to exist (see _has_checkpoint_table)
@@ -250,7 +281,7 @@ class PostgresStore(AuditStore):
 
     async def _connect(self) -> None:
         try:
-            conn = await asyncpg.connect(self.dsn)
+            conn = await self._new_connection()
             try:
                 if self._create:
                     await _create_schema(conn, self.schema)
@@ -259,60 +290,95 @@ class PostgresStore(AuditStore):
             self._write_conn = await self._connect_writer()
             await self._check_is_store(self._write_conn)
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self._pool_size, server_settings=self._settings
+                self.dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                server_settings=self._settings,
+                timeout=self._connect_timeout,
+                command_timeout=self._command_timeout,
             )
         except BaseException as exc:
             await self._disconnect()
-            if isinstance(exc, asyncpg.PostgresError | OSError):
-                raise StoreError(f"cannot open the PostgreSQL audit store: {exc}") from exc
+            if isinstance(exc, DRIVER_ERRORS):
+                raise _store_error("cannot open the PostgreSQL audit store", exc) from exc
             raise
 
+    async def _new_connection(self, **options: Any) -> asyncpg.Connection:
+        """A connection with the store's time limits (asyncpg has none by default)."""
+        return await asyncpg.connect(
+            self.dsn,
+            timeout=self._connect_timeout,
+            command_timeout=self._command_timeout,
+            **options,
+        )
+
     async def _connect_writer(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.dsn, server_settings=self._settings)
+        return await self._new_connection(server_settings=self._settings)
 
     async def _check_is_store(self, conn: asyncpg.Connection) -> None:
         if not await _store_exists(conn, self.schema):
             raise NotAStoreError(f"schema {self.schema!r} holds no auditmw store")
 
     async def _disconnect(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-        if self._write_conn is not None and not self._write_conn.is_closed():
-            await self._write_conn.close()
+        pool, conn = self._pool, self._write_conn
         self._pool = self._write_conn = None
+        try:
+            # Politely, within a time limit: a frozen server gets no goodbye.
+            async with asyncio.timeout(self._command_timeout):
+                if pool is not None:
+                    await pool.close()
+                if conn is not None and not conn.is_closed():
+                    await conn.close()
+        except DRIVER_ERRORS as exc:
+            logger.warning("PostgreSQL audit store: connections closed abruptly: %s", _text(exc))
+            if pool is not None:
+                pool.terminate()
+            if conn is not None:
+                conn.terminate()
 
     async def _commit_batch(self, batch: list[PreparedEvent]) -> list[Event]:
-        deadline = asyncio.get_running_loop().time() + self._retry_for
+        deadline = self._commit_deadline()
         while True:
-            conn = self._write_conn
             try:
-                if conn is None:
-                    conn = self._write_conn = await self._connect_writer()
-                    committed = await self._committed(conn, batch)
-                    if committed is not None:
-                        return committed  # the lost commit had gone through
-                return await self._insert(conn, batch)
-            except asyncpg.UniqueViolationError as exc:
-                # A transaction we lost track of committed after all (its backend
-                # outlived our connection): the ids are there, report them.
-                assert conn is not None
-                committed = await self._committed(conn, batch)
-                if committed is None:  # e.g. a unique index an operator added
-                    raise _refused(exc) from exc
-                return committed
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    return await self._try_commit(batch)
+            except StoreError:
+                raise
             except Exception as exc:
                 if _is_data_refusal(exc):
                     raise _refused(exc) from exc
-                if _is_server_refusal(exc):
+                if _is_server_refusal(exc) and not _is_unavailable(exc):
                     raise StoreError(f"PostgreSQL audit store: append failed: {exc}") from exc
-                # The connection is lost or in an unknown state: drop it; the next try
-                # reconnects and first checks whether the batch committed.
-                self._write_conn = None
+                # The connection is lost or in an unknown state (a statement timed out), or
+                # the server said "not now": drop it; the next try reconnects and first
+                # checks whether the batch committed.
+                conn, self._write_conn = self._write_conn, None
                 if conn is not None:
                     conn.terminate()
-                if asyncio.get_running_loop().time() > deadline:
-                    raise StoreError(f"PostgreSQL audit store unreachable: {exc}") from exc
-                await asyncio.sleep(0.1)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    message = f"PostgreSQL audit store unreachable: {_text(exc)}"
+                    raise StoreUnavailableError(message) from exc
+                await asyncio.sleep(min(0.1, remaining))
+
+    async def _try_commit(self, batch: list[PreparedEvent]) -> list[Event]:
+        """One try to commit ``batch``, on a new connection after a failed try: which first
+        asks whether the lost try had committed."""
+        conn = self._write_conn
+        if conn is None:
+            conn = self._write_conn = await self._connect_writer()
+            committed = await self._committed(conn, batch)
+            if committed is not None:
+                return committed  # the lost commit had gone through
+        try:
+            return await self._insert(conn, batch)
+        except asyncpg.UniqueViolationError as exc:
+            # A transaction we lost track of committed after all (its backend outlived
+            # our connection): the ids are there, report them.
+            committed = await self._committed(conn, batch)
+            if committed is None:  # e.g. a unique index an operator added
+                raise _refused(exc) from exc
+            return committed
 
     async def _insert(self, conn: asyncpg.Connection, batch: list[PreparedEvent]) -> list[Event]:
         async with conn.transaction():  # READ COMMITTED, the server default
@@ -339,35 +405,56 @@ class PostgresStore(AuditStore):
         by_id = {row["id"]: Event.from_entry(row["entry"], row["hash"]) for row in records}
         return [by_id[prepared.id] for prepared in batch]
 
-    def _reader(self) -> asyncpg.Pool:
+    @contextlib.asynccontextmanager
+    async def _connection(self, failed: str = "read failed") -> AsyncIterator[PoolConnectionProxy]:
+        """A pooled connection (for reads and checkpoints), waited for at most
+        ``command_timeout``. asyncpg's errors become ``StoreError`` ("...: ``failed``: why"):
+        ``StoreUnavailableError`` when the server is unreachable, too slow or says "not
+        now". A connection left in an unknown state (a statement timed out, was
+        cancelled) is dropped, not reused."""
         self._require_open()
         assert self._pool is not None
-        return self._pool
+        try:
+            async with self._pool.acquire(timeout=self._command_timeout) as conn:
+                try:
+                    yield conn
+                except BaseException as exc:
+                    if _is_unavailable(exc) or isinstance(exc, asyncio.CancelledError):
+                        # (A connection the server closed went back to the pool already.)
+                        with contextlib.suppress(asyncpg.InterfaceError):
+                            conn.terminate()
+                    raise
+        except DRIVER_ERRORS as exc:
+            raise _store_error(f"PostgreSQL audit store: {failed}", exc) from exc
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._connection() as conn:
+            return list(await conn.fetch(sql, *args))
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._connection() as conn:
+            return await conn.fetchval(sql, *args)
 
     async def get(self, event_id: str) -> Event | None:
         if not is_column_text(event_id):  # no event has it; the driver would raise
             return None
-        record = await self._reader().fetchrow(
+        records = await self._fetch(
             "SELECT entry, hash FROM auditmw_events WHERE id = $1", event_id
         )
-        return None if record is None else Event.from_entry(record["entry"], record["hash"])
+        return Event.from_entry(records[0]["entry"], records[0]["hash"]) if records else None
 
     async def count(self) -> int:
-        with _damage_reported():
-            return int(await self._reader().fetchval("SELECT count(*) FROM auditmw_events"))
+        return int(await self._fetchval("SELECT count(*) FROM auditmw_events"))
 
     async def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
-        with _damage_reported():
-            async with self._reader().acquire() as conn, conn.transaction():
-                # A server-side cursor: rows stream in chunks, memory stays flat.
-                async for record in conn.cursor(CHAIN_QUERY, prefetch=1000):
-                    yield ChainRow(
-                        record[0], record[1], record[2], bytes(record[3]), tuple(record[4:])
-                    )
+        async with self._connection() as conn, conn.transaction():
+            # A server-side cursor: rows stream in chunks, memory stays flat.
+            async for record in conn.cursor(CHAIN_QUERY, prefetch=1000):
+                yield ChainRow(record[0], record[1], record[2], bytes(record[3]), tuple(record[4:]))
 
     async def schema_warnings(self) -> list[str]:
         warnings = await self._trigger_warnings("auditmw_events", TRIGGERS)
-        source = await self._reader().fetchval(
+        source = await self._fetchval(
             "SELECT prosrc FROM pg_proc WHERE proname = 'auditmw_reject_change' "
             "AND pronamespace = current_schema()::regnamespace"
         )
@@ -382,7 +469,7 @@ class PostgresStore(AuditStore):
         # session_replication_role = replica; 'R' only in those; 'D' never.
         states = {
             record["tgname"]: record["tgenabled"]
-            for record in await self._reader().fetch(
+            for record in await self._fetch(
                 "SELECT tgname, tgenabled::text FROM pg_trigger WHERE tgrelid = $1::regclass",
                 table,
             )
@@ -408,7 +495,7 @@ class PostgresStore(AuditStore):
         PostgreSQL has no cheap check of a whole table; a heap page it finds corrupted
         is reported when the chain pass reads it. ``bt_index_check`` takes the same lock
         as a SELECT and reads each index once."""
-        async with self._reader().acquire() as conn:
+        async with self._connection() as conn:
             checker = await conn.fetchval(
                 "SELECT quote_ident(n.nspname) || '.bt_index_check' FROM pg_extension e "
                 "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'amcheck' "
@@ -443,20 +530,17 @@ class PostgresStore(AuditStore):
     async def _checkpoint_sizes(self) -> dict[tuple[str, str], int]:
         if not await self._has_checkpoint_table():
             return {}  # never created, or dropped: it holds no checkpoint
-        with _damage_reported():
-            records = await self._reader().fetch(
-                "SELECT log, key, max(size) AS size FROM auditmw_checkpoints GROUP BY log, key"
-            )
+        records = await self._fetch(
+            "SELECT log, key, max(size) AS size FROM auditmw_checkpoints GROUP BY log, key"
+        )
         return {(record["log"], record["key"]): int(record["size"]) for record in records}
 
     async def last_seq(self, log: str) -> int:
-        value = await self._reader().fetchval(
-            "SELECT max(seq) FROM auditmw_events WHERE log = $1", log
-        )
+        value = await self._fetchval("SELECT max(seq) FROM auditmw_events WHERE log = $1", log)
         return int(value or 0)
 
     async def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
-        async with self._reader().acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             async for record in conn.cursor(
                 "SELECT hash FROM auditmw_events WHERE log = $1 AND seq > $2 AND seq <= $3 "
                 "ORDER BY seq",
@@ -487,7 +571,7 @@ class PostgresStore(AuditStore):
             params += [timestamp, event_id]
             conditions.append(f"(timestamp, id) < (${len(params) - 1}, ${len(params)})")
         params += [limit + 1, offset]
-        records = await self._reader().fetch(
+        records = await self._fetch(
             f"{EVENT_SELECT}{where_clause(conditions)} "
             f"ORDER BY timestamp DESC, id DESC LIMIT ${len(params) - 1} OFFSET ${len(params)}",
             *params,
@@ -507,7 +591,7 @@ class PostgresStore(AuditStore):
         server-side cursor: memory stays flat however many match."""
         conditions, params = _conditions(filter)
         sql = f"{EVENT_SELECT}{where_clause(conditions)} ORDER BY log, seq"
-        async with self._reader().acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             async for record in conn.cursor(sql, *params, prefetch=1000):
                 yield stored_event(
                     bytes(record["entry"]), record["hash"], record["log"], record["seq"]
@@ -550,7 +634,7 @@ class PostgresStore(AuditStore):
             [*layout.edges, filter.until or AFTER_ANY],
         ]
         in_interval = where_clause([*conditions, "timestamp >= b.lo", "timestamp < b.hi"])
-        records = await self._reader().fetch(
+        records = await self._fetch(
             f"SELECT (SELECT count(*) FROM auditmw_events{in_interval}) FROM "  # noqa: S608
             f"unnest(${len(params) - 1}::text[], ${len(params)}::text[]) WITH ORDINALITY "
             "AS b(lo, hi, n) ORDER BY b.n",
@@ -563,7 +647,7 @@ class PostgresStore(AuditStore):
         statement PostgreSQL may keep a generic plan, made without the values: for a
         search, a scan of every row (230 ms at a million) instead of the trigram index
         (40 ms), as it cannot tell a rare term from a common one."""
-        async with self._reader().acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             return list(await conn.fetch(sql, *params))
 
@@ -571,7 +655,7 @@ class PostgresStore(AuditStore):
         if column not in FACET_COLUMNS:
             raise ValueError(f"column must be one of {', '.join(FACET_COLUMNS)}")
         # A loose index scan: each step seeks the next greater value in the index.
-        records = await self._reader().fetch(
+        records = await self._fetch(
             f"WITH RECURSIVE v(value) AS ("  # noqa: S608 (column is one of FACET_COLUMNS)
             f"SELECT min({column}) FROM auditmw_events "
             f"UNION ALL SELECT (SELECT min({column}) FROM auditmw_events "
@@ -587,17 +671,16 @@ class PostgresStore(AuditStore):
         if not await self._has_checkpoint_table():
             return []
         where, params = ("", []) if log is None else (" WHERE log = $1", [log])
-        with _damage_reported():
-            records = await self._reader().fetch(
-                f"SELECT {CHECKPOINT_COLUMNS} FROM auditmw_checkpoints{where} "  # noqa: S608
-                "ORDER BY log, size, id",
-                *params,
-            )
+        records = await self._fetch(
+            f"SELECT {CHECKPOINT_COLUMNS} FROM auditmw_checkpoints{where} "  # noqa: S608
+            "ORDER BY log, size, id",
+            *params,
+        )
         return [_checkpoint_row(record).checkpoint for record in records]
 
     async def logs(self) -> list[str]:
         # A loose index scan of the primary key (log, seq): one seek per log.
-        records = await self._reader().fetch(
+        records = await self._fetch(
             "WITH RECURSIVE l(log) AS (SELECT min(log) FROM auditmw_events "
             "UNION ALL SELECT (SELECT min(log) FROM auditmw_events WHERE log > l.log) "
             "FROM l WHERE l.log IS NOT NULL) SELECT log FROM l WHERE log IS NOT NULL"
@@ -607,7 +690,7 @@ class PostgresStore(AuditStore):
     async def _recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
         if not await self._has_checkpoint_table():
             return []
-        records = await self._reader().fetch(
+        records = await self._fetch(
             f"SELECT {CHECKPOINT_COLUMNS} FROM auditmw_checkpoints "  # noqa: S608
             "WHERE log = $1 ORDER BY size DESC, id DESC LIMIT $2",
             log,
@@ -619,7 +702,8 @@ class PostgresStore(AuditStore):
         c = row.checkpoint
         # A pooled connection, not the writer's: its own short transaction. Issuers of one
         # log take turns on an advisory lock, so two that raced store one copy.
-        async with self._reader().acquire() as conn, conn.transaction():
+        failed = "cannot store a checkpoint"
+        async with self._connection(failed) as conn, conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(current_schema()), "
                 "hashtext('auditmw checkpoint ' || $1))",
@@ -633,9 +717,7 @@ class PostgresStore(AuditStore):
         # A store opened with create=False may predate the table: it has no checkpoints.
         if not self._checkpoint_table:
             self._checkpoint_table = bool(
-                await self._reader().fetchval(
-                    "SELECT to_regclass('auditmw_checkpoints') IS NOT NULL"
-                )
+                await self._fetchval("SELECT to_regclass('auditmw_checkpoints') IS NOT NULL")
             )
         return self._checkpoint_table
 
@@ -643,7 +725,7 @@ class PostgresStore(AuditStore):
         if not await self._has_checkpoint_table():
             return []
         warnings = await self._trigger_warnings("auditmw_checkpoints", CHECKPOINT_TRIGGERS)
-        source = await self._reader().fetchval(
+        source = await self._fetchval(
             "SELECT prosrc FROM pg_proc WHERE proname = 'auditmw_reject_checkpoint_change' "
             "AND pronamespace = current_schema()::regnamespace"
         )
@@ -652,15 +734,6 @@ class PostgresStore(AuditStore):
                 "trigger function auditmw_reject_checkpoint_change is missing or altered"
             )
         return warnings
-
-
-@contextlib.contextmanager
-def _damage_reported() -> Iterator[None]:
-    """Pages or indexes PostgreSQL finds corrupted raise ``StorageDamagedError``."""
-    try:
-        yield
-    except (asyncpg.DataCorruptedError, asyncpg.IndexCorruptedError) as exc:
-        raise StorageDamagedError(str(exc)) from exc
 
 
 def _checkpoint_row(record: asyncpg.Record) -> CheckpointRow:
@@ -815,6 +888,38 @@ def _is_data_refusal(exc: Exception) -> bool:
     """True when the server refused the batch because of a value in it (see
     _DATA_REFUSALS): the batch did not commit, and smaller batches may."""
     return isinstance(exc, _DATA_REFUSALS)
+
+
+# What asyncpg raises: the server's errors, the client's (a closed connection...) and the
+# network's (TimeoutError is an OSError).
+DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says "not now": the server could not be reached or did not answer
+    in time, or it is shutting down, starting up, out of connections, memory or disk, or
+    cancelled a statement or gave up on a lock. The same call may succeed later."""
+    return isinstance(
+        exc,
+        OSError
+        | asyncpg.PostgresConnectionError  # class 08, and a connection closed mid-statement
+        | asyncpg.exceptions.OperatorInterventionError  # class 57
+        | asyncpg.exceptions.InsufficientResourcesError  # class 53
+        | asyncpg.exceptions.LockNotAvailableError,
+    )
+
+
+def _store_error(message: str, exc: BaseException) -> StoreError:
+    """``message: exc`` as ``StorageDamagedError`` for damaged storage,
+    ``StoreUnavailableError`` when ``exc`` says "not now", else as ``StoreError``."""
+    kind = StoreUnavailableError if _is_unavailable(exc) else StoreError
+    if isinstance(exc, asyncpg.DataCorruptedError | asyncpg.IndexCorruptedError):
+        kind = StorageDamagedError  # pages or indexes PostgreSQL finds corrupted
+    return kind(f"{message}: {_text(exc)}")
+
+
+def _text(exc: BaseException) -> str:
+    return str(exc) or f"no answer in time ({type(exc).__name__})"
 
 
 def _is_server_refusal(exc: Exception) -> bool:

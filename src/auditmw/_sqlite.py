@@ -30,7 +30,13 @@ from urllib.parse import quote
 import aiosqlite
 import orjson
 
-from ._errors import EventRefusedError, NotAStoreError, StorageDamagedError, StoreError
+from ._errors import (
+    EventRefusedError,
+    NotAStoreError,
+    StorageDamagedError,
+    StoreError,
+    StoreUnavailableError,
+)
 from ._event import (
     GENESIS_HASH,
     ROW_FIELDS,
@@ -198,6 +204,12 @@ CHAIN_QUERY = (
 # this many ranges of deleted checkpoint ids.
 MAX_QUICK_CHECK_LINES = 10
 MAX_RANGES = 10
+# SQLite's (primary) result codes of a store that cannot do it now but may later: a lock
+# held past busy_timeout, an I/O error, a full disk. (Not CANTOPEN: a missing directory
+# or a permission, which waiting does not fix.)
+UNAVAILABLE_CODES = frozenset(
+    {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL}
+)
 
 T = TypeVar("T")
 logger = logging.getLogger("auditmw")
@@ -209,7 +221,9 @@ class SQLiteStore(AuditStore):
     ``create=False`` opens only an existing store (as ``auditmw verify`` does).
     ``synchronous`` is SQLite's durability setting: FULL (default) survives power
     loss; NORMAL may lose the newest commits on power loss (not on a process crash).
-    ``busy_timeout`` is how long an append waits for another process's write lock.
+    ``busy_timeout`` is how long a call may wait for another process's lock: an append
+    fails with ``StoreUnavailableError`` that long after its call, a read once it waited
+    that long.
     ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md).
     """
 
@@ -230,7 +244,10 @@ class SQLiteStore(AuditStore):
             max_batch=max_batch,
             max_pending=max_pending,
             checkpointing=checkpointing,
+            append_timeout=busy_timeout,
         )
+        if not busy_timeout > 0:
+            raise ValueError("busy_timeout must be a positive number of seconds")
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         self.path = Path(path)
@@ -267,7 +284,7 @@ class SQLiteStore(AuditStore):
             await self._disconnect()
             if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
                 raise NotAStoreError(f"{self.path}: not an SQLite database") from exc
-            raise StoreError(f"{self.path}: cannot open the audit store: {exc}") from exc
+            raise _store_error(f"{self.path}: cannot open the audit store", exc) from exc
         except BaseException:
             await self._disconnect()
             raise
@@ -343,15 +360,17 @@ class SQLiteStore(AuditStore):
         # The whole transaction is one job for the write thread: one thread hop per
         # batch instead of one per statement (aiosqlite), and the event loop stays free
         # while SQLite inserts and fsyncs.
-        return await self._in_write_thread(partial(self._write_batch, batch))
+        deadline = self._commit_deadline()
+        return await self._in_write_thread(partial(self._write_batch, batch, deadline))
 
-    def _write_batch(self, batch: list[PreparedEvent]) -> list[Event]:
+    def _write_batch(self, batch: list[PreparedEvent], deadline: float) -> list[Event]:
         """Append ``batch`` (in the write thread), as one transaction.
 
         First as one INSERT chained after the heads this store knows (see
         _append_after_known_heads); when that cannot be done, inside a ``BEGIN
         IMMEDIATE`` transaction after the heads read there. That path waits for the lock
-        and then always progresses, so a writer losing races is never starved.
+        (until ``deadline``) and then always progresses, so a writer losing races is never
+        starved.
         """
         conn = self._write_conn
         assert conn is not None
@@ -359,7 +378,7 @@ class SQLiteStore(AuditStore):
         try:
             events = self._append_after_known_heads(conn, batch, logs)
             if events is None:
-                with self._write_transaction() as conn:
+                with self._write_transaction(deadline) as conn:
                     heads = {log: self._head(conn, log) for log in logs}
                     rows, events = chain(batch, heads)
                     _insert_rows(conn, rows)
@@ -370,7 +389,7 @@ class SQLiteStore(AuditStore):
                 # A constraint, a trigger's RAISE, a value too big: the data was refused.
                 raise EventRefusedError(f"audit store {self.path}: append refused: {exc}") from exc
             if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"audit store {self.path}: append failed: {exc}") from exc
+                raise _store_error(f"audit store {self.path}: append failed", exc) from exc
             raise
         return events
 
@@ -412,20 +431,22 @@ class SQLiteStore(AuditStore):
         return events
 
     @contextlib.contextmanager
-    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+    def _write_transaction(self, deadline: float | None = None) -> Iterator[sqlite3.Connection]:
         """One transaction on the write connection (in the write thread): committed when
         the block ends, rolled back when it raises. Every write goes through here but
         the single-INSERT append (_append_after_known_heads).
 
-        The write lock is waited for here, up to ``busy_timeout``, polled about every
-        half millisecond rather than through SQLite's busy handler: its sleeps grow to
-        100 ms, and a process that looks that rarely almost never finds the lock free
-        between another busy process's back-to-back commits (it starved for up to a
-        second with three processes appending flat out).
+        The write lock is waited for here, until ``deadline`` (``time.monotonic()``; by
+        default ``busy_timeout`` from now), polled about every half millisecond rather
+        than through SQLite's busy handler: its sleeps grow to 100 ms, and a process that
+        looks that rarely almost never finds the lock free between another busy
+        process's back-to-back commits (it starved for up to a second with three
+        processes appending flat out).
         """
         conn = self._write_conn
         assert conn is not None
-        deadline = time.monotonic() + self._busy_timeout
+        if deadline is None:
+            deadline = time.monotonic() + self._busy_timeout
         while True:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -458,11 +479,10 @@ class SQLiteStore(AuditStore):
     async def get(self, event_id: str) -> Event | None:
         if not is_column_text(event_id):  # no event has it; the driver would raise
             return None
-        async with self._reader().execute(
-            "SELECT CAST(entry AS BLOB), hash FROM auditmw_events WHERE id = ?", (event_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else Event.from_entry(bytes(row[0]), row[1])
+        rows = await self._fetchall(
+            "SELECT CAST(entry AS BLOB), hash FROM auditmw_events WHERE id = ?", [event_id]
+        )
+        return Event.from_entry(bytes(rows[0][0]), rows[0][1]) if rows else None
 
     async def count(self) -> int:
         rows = await self._fetchall("SELECT count(*) FROM auditmw_events", [])
@@ -474,15 +494,14 @@ class SQLiteStore(AuditStore):
                 async for row in cursor:
                     yield ChainRow(row[0], row[1], row[2], bytes(row[3]), tuple(row[4:]))
         except sqlite3.Error as exc:
-            if _is_damage(exc):
-                raise StorageDamagedError(str(exc)) from exc
-            raise StoreError(f"audit store {self.path}: read failed: {exc}") from exc
+            raise self._read_error(exc) from exc
 
     async def schema_warnings(self) -> list[str]:
-        async with self._reader().execute(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'auditmw_events'"
-        ) as cursor:
-            present = {row[0] for row in await cursor.fetchall()}
+        rows = await self._fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'auditmw_events'",
+            [],
+        )
+        present = {row[0] for row in rows}
         return [
             f"append-only trigger {name} is missing: the table accepts UPDATE/DELETE"
             for name in TRIGGERS
@@ -579,7 +598,7 @@ class SQLiteStore(AuditStore):
                 async for row in rows:
                     yield leaf_of(row[0])
         except sqlite3.Error as exc:
-            raise StoreError(f"audit store {self.path}: read failed: {exc}") from exc
+            raise self._read_error(exc) from exc
 
     # --- reading: queries, exports and facets (see auditmw._query) ------------------------
     # Every statement is built from constant fragments; values are always parameters.
@@ -646,7 +665,7 @@ class SQLiteStore(AuditStore):
                 async for row in rows:
                     yield stored_event(bytes(row[4]), row[5], row[0], row[1])
         except sqlite3.Error as exc:
-            raise StoreError(f"audit store {self.path}: read failed: {exc}") from exc
+            raise self._read_error(exc) from exc
 
     async def distinct_values(self, column: str, *, limit: int = 1000) -> list[str]:
         if column not in FACET_COLUMNS:
@@ -859,8 +878,10 @@ class SQLiteStore(AuditStore):
             async with self._reader().execute(sql, params) as cursor:
                 return list(await cursor.fetchall())
         except sqlite3.Error as exc:
-            error = StorageDamagedError if _is_damage(exc) else StoreError
-            raise error(f"audit store {self.path}: read failed: {exc}") from exc
+            raise self._read_error(exc) from exc
+
+    def _read_error(self, exc: sqlite3.Error) -> StoreError:
+        return _store_error(f"audit store {self.path}: read failed", exc)
 
     # --- signed checkpoints (auditmw._checkpointer, table auditmw_checkpoints) -------------
 
@@ -908,7 +929,8 @@ class SQLiteStore(AuditStore):
                 values = (c.log, c.size, c.root, c.note, c.created_at, row.frontier, row.key)
                 cursor = conn.execute(INSERT_CHECKPOINT, (*values, c.log, c.size, c.root))
         except sqlite3.Error as exc:
-            raise StoreError(f"audit store {self.path}: cannot store a checkpoint: {exc}") from exc
+            message = f"audit store {self.path}: cannot store a checkpoint"
+            raise _store_error(message, exc) from exc
         return cursor.rowcount == 1
 
     async def _has_checkpoint_table(self) -> bool:
@@ -935,6 +957,17 @@ class SQLiteStore(AuditStore):
             for name in CHECKPOINT_TRIGGERS
             if name not in present
         ]
+
+
+def _store_error(message: str, exc: sqlite3.Error) -> StoreError:
+    """``message: exc`` as ``StorageDamagedError`` when SQLite found the file damaged,
+    ``StoreUnavailableError`` when it says "not now" (see UNAVAILABLE_CODES), else as
+    ``StoreError``."""
+    code = getattr(exc, "sqlite_errorcode", None)  # absent on the module's own errors
+    if _is_damage(exc):
+        return StorageDamagedError(f"{message}: {exc}")
+    unavailable = code is not None and code & 0xFF in UNAVAILABLE_CODES
+    return (StoreUnavailableError if unavailable else StoreError)(f"{message}: {exc}")
 
 
 def _checkpoint_row(row: Any) -> CheckpointRow:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -58,8 +59,10 @@ class AuditStore(ABC):
         max_batch: int = 1024,
         max_pending: int = 10_000,
         checkpointing: Checkpointing | None = None,
+        append_timeout: float = 10.0,  # each backend's setting (retry_for, busy_timeout)
     ) -> None:
         self.limits = limits or Limits()
+        self._append_timeout = append_timeout
         self._checkpointer: Checkpointer | None = None
         on_commit: OnCommit | None = None
         if checkpointing is not None:
@@ -70,7 +73,11 @@ class AuditStore(ABC):
             # never in the batch's transaction.
             on_commit = self._checkpointer.committed
         self._writer = GroupCommitWriter(
-            self._commit_batch, max_batch=max_batch, max_pending=max_pending, on_commit=on_commit
+            self._commit_batch,
+            max_batch=max_batch,
+            max_pending=max_pending,
+            timeout=append_timeout,
+            on_commit=on_commit,
         )
         self._opened = False  # taking appends
         self._connected = False  # readable: from connect until disconnect (close included)
@@ -119,7 +126,10 @@ class AuditStore(ABC):
 
         Raises ``ValidationError`` for a bad event (nothing is queued) and ``StoreError``
         when it could not be committed: ``EventRefusedError`` when the database refused
-        this event's data (the events that shared its transaction are committed).
+        this event's data (the events that shared its transaction are committed);
+        ``StoreUnavailableError`` when the database was unreachable, too slow or locked
+        until the append's deadline, the store's append timeout after this call
+        (``retry_for``, ``busy_timeout``).
         """
         prepared = prepare(event, self.limits)
         if not self._opened:
@@ -314,4 +324,13 @@ class AuditStore(ABC):
 
     @abstractmethod
     async def _commit_batch(self, batch: list[PreparedEvent]) -> list[Event]:
-        """Chain and insert ``batch`` in one transaction; all or nothing."""
+        """Chain and insert ``batch`` in one transaction; all or nothing. Gives up (with
+        ``StoreUnavailableError``) at ``_commit_deadline()``."""
+
+    def _commit_deadline(self) -> float:
+        """When the batch being committed must have succeeded or failed (``time.monotonic()``):
+        its oldest append's deadline; for a batch committed outside the writer (tests), the
+        append timeout from now."""
+        if self._writer.deadline is not None:
+            return self._writer.deadline
+        return time.monotonic() + self._append_timeout

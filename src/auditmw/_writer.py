@@ -12,16 +12,23 @@ in order. Only the callers of the refused events get the error; k bad events amo
 O(k log n) more transactions. Any other failure (the database unreachable, locked, full)
 fails every caller whose event was not committed yet, at once: retrying smaller batches
 would only multiply the outage.
+
+Each append has one deadline, ``timeout`` seconds after its call: an event still queued
+when its deadline passes fails without being tried, and the batch being committed must
+succeed or fail by its oldest event's deadline (``deadline``, which the store's commit
+reads). So a caller waits at most ``timeout``, however long the batches before its own
+kept failing. The parts of a split batch share that deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
-from ._errors import EventRefusedError, StoreClosedError, StoreError
+from ._errors import EventRefusedError, StoreClosedError, StoreError, StoreUnavailableError
 from ._event import Event, PreparedEvent
 
 CommitBatch: TypeAlias = Callable[[list[PreparedEvent]], Awaitable[list[Event]]]
@@ -36,17 +43,23 @@ class GroupCommitWriter:
         *,
         max_batch: int,
         max_pending: int,
+        timeout: float,
         on_commit: OnCommit | None = None,
     ) -> None:
         self._commit = commit
         self._on_commit = on_commit
         self._max_batch = max_batch
         self._max_pending = max_pending
+        self._timeout = timeout
         # Two plain lists, not an asyncio.Queue: an append costs two list appends, and the
         # writer takes a whole batch with one slice instead of one get_nowait() per event
         # (the queue's bookkeeping was a visible share of the per-event cost).
         self._events: list[PreparedEvent] = []
         self._futures: list[asyncio.Future[Event]] = []
+        self._deadlines: list[float] = []  # time.monotonic() values, in submission order
+        # While a batch is being committed: when it must have succeeded or failed (its
+        # oldest event's deadline). None between batches.
+        self.deadline: float | None = None
         self._room_waiters: deque[asyncio.Future[None]] = deque()  # FIFO, as a queue's putters
         self._waiting_for_room = 0
         self._wakeup: asyncio.Future[None] | None = None  # set while the writer is idle
@@ -59,11 +72,13 @@ class GroupCommitWriter:
     async def submit(self, event: PreparedEvent) -> Event:
         if self._closing or self._task is None:
             raise StoreClosedError("the audit store is closed")
+        deadline = time.monotonic() + self._timeout  # from the call: waiting for room counts
         if len(self._events) >= self._max_pending:
             await self._wait_for_room()
         future: asyncio.Future[Event] = self._task.get_loop().create_future()
         self._events.append(event)
         self._futures.append(future)
+        self._deadlines.append(deadline)
         self._wake_writer()
         return await future
 
@@ -118,10 +133,40 @@ class GroupCommitWriter:
                 await self._wakeup
                 self._wakeup = None
                 continue
-            events, futures = self._events[: self._max_batch], self._futures[: self._max_batch]
-            del self._events[: self._max_batch], self._futures[: self._max_batch]
+            size = self._max_batch
+            events, futures = self._events[:size], self._futures[:size]
+            deadlines = self._deadlines[:size]
+            del self._events[:size], self._futures[:size], self._deadlines[:size]
             self._make_room(len(events))
-            await self._commit_batch(events, futures)
+            if min(deadlines) <= time.monotonic():
+                events, futures, deadlines = self._drop_expired(events, futures, deadlines)
+                if not events:
+                    continue
+            self.deadline = min(deadlines)
+            try:
+                await self._commit_batch(events, futures)
+            finally:
+                self.deadline = None
+
+    def _drop_expired(
+        self,
+        events: list[PreparedEvent],
+        futures: list[asyncio.Future[Event]],
+        deadlines: list[float],
+    ) -> tuple[list[PreparedEvent], list[asyncio.Future[Event]], list[float]]:
+        """Fail the events whose deadline passed while they were queued (a new attempt
+        would keep their callers waiting past it; nothing of them was tried); the rest."""
+        now = time.monotonic()
+        kept: tuple[list[PreparedEvent], list[asyncio.Future[Event]], list[float]] = ([], [], [])
+        for event, future, deadline in zip(events, futures, deadlines, strict=True):
+            if deadline > now:
+                kept[0].append(event)
+                kept[1].append(future)
+                kept[2].append(deadline)
+            elif not future.done():
+                message = f"the audit store did not commit the event within {self._timeout:g} s"
+                future.set_exception(StoreUnavailableError(message))
+        return kept
 
     async def _commit_batch(
         self, events: list[PreparedEvent], futures: list[asyncio.Future[Event]]

@@ -30,7 +30,7 @@ from django.http import HttpRequest, HttpResponse
 from starlette.requests import Request
 
 from ._context import Actor, AuditContext, audit_context
-from ._middleware import AUDIT_UNAVAILABLE_BODY, _has_store_error
+from ._middleware import AUDIT_UNAVAILABLE_BODY, RETRY_AFTER_SECONDS, _has_store_error
 
 __all__ = ["AuditUserMiddleware", "session_user"]
 
@@ -85,7 +85,9 @@ class AuditUserMiddleware:
         recorder = context.recorder if context is not None else None
         if recorder is not None and recorder.policy.fail_open:
             return None
-        return HttpResponse(AUDIT_UNAVAILABLE_BODY, status=503, content_type="application/json")
+        response = HttpResponse(AUDIT_UNAVAILABLE_BODY, status=503, content_type="application/json")
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
 
 def _user_of(request: HttpRequest, attribute: str) -> Any:
