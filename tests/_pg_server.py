@@ -143,11 +143,12 @@ class ThrowawayPostgres:
         self._run("pg_ctl", "start", "-D", data, "-l", log, "-w", "-t", "60", "-o", options)
         self.running = True
 
-    def stop(self) -> None:
-        """Stop the server at once (``-m immediate``: connections are cut, nothing is
-        flushed gracefully); returns once it has exited."""
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server, by default at once (``-m immediate``: connections are cut,
+        nothing is flushed gracefully; ``"fast"`` writes every page out to its file first);
+        returns once it has exited."""
         self.thaw()
-        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w", "-t", "60")
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w", "-t", "60")
         self.running = False
 
     def freeze(self) -> None:

@@ -26,8 +26,6 @@ from auditmw import AuditStore, Event, EventRefusedError, FailurePolicy, SQLiteS
 from auditmw._event import PreparedEvent
 from auditmw._postgres import PostgresStore
 
-from ._postgres import POSTGRES_DSN
-
 REFUSED_PREFIX = "refuse-"
 TRIGGER = "test_refuses_marked_rows"
 REFUSAL_MESSAGE = "refused by the test trigger"
@@ -47,7 +45,7 @@ async def refuse_marked_rows(store: AuditStore, *, sqlite_raise: str = "ABORT") 
             )
         return
     assert isinstance(store, PostgresStore)
-    conn = await asyncpg.connect(POSTGRES_DSN)
+    conn = await asyncpg.connect(store.dsn)  # the store's server, as its owner
     try:
         await conn.execute(
             f"""

@@ -35,8 +35,8 @@ from auditmw import (
     StoreError,
     open_store,
 )
-from auditmw._postgres import PostgresStore
 
+from ._pg_server import ThrowawayPostgres
 from ._postgres import POSTGRES_DSN, store_url
 from ._refusals import (
     REFUSAL_MESSAGE,
@@ -234,24 +234,20 @@ async def test_a_locked_sqlite_database_fails_the_batch_at_once(store_path: Path
         await assert_outage_fails_the_batch_at_once(store, another_process_holds_the_write_lock())
 
 
-async def test_a_lost_postgres_connection_fails_the_batch_at_once(pg_schema: str) -> None:
-    """With ``retry_for=0`` the store gives up at the first lost connection (and
-    reconnects at the next append)."""
+async def test_a_stopped_postgres_server_fails_the_batch_at_once(
+    pg_server: ThrowawayPostgres,
+) -> None:
+    """A server that stays down past ``retry_for`` fails the batch at its first (and
+    only) try; once it is back the store reconnects at the next append."""
 
     @asynccontextmanager
-    async def the_writers_backend_terminated(pid: int) -> AsyncIterator[None]:
-        admin = await asyncpg.connect(POSTGRES_DSN)
-        try:
-            # Waits (up to 10 s) until the backend has exited.
-            assert await admin.fetchval("SELECT pg_terminate_backend($1, 10000)", pid)
-        finally:
-            await admin.close()
+    async def the_server_stopped() -> AsyncIterator[None]:
+        pg_server.stop()
         yield
+        pg_server.start()
 
-    async with open_store(store_url(pg_schema), retry_for=0) as store:
-        assert isinstance(store, PostgresStore) and store._write_conn is not None
-        outage = the_writers_backend_terminated(store._write_conn.get_server_pid())
-        await assert_outage_fails_the_batch_at_once(store, outage)
+    async with open_store(pg_server.store_url(retry_for=0.5)) as store:
+        await assert_outage_fails_the_batch_at_once(store, the_server_stopped())
 
 
 # --- under the middleware --------------------------------------------------------------

@@ -21,12 +21,8 @@ it is stopped: the shared server's never are.
 from __future__ import annotations
 
 import asyncio
-import os
-import pwd
 import shutil
 import sqlite3
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -41,7 +37,7 @@ from auditmw import AdminApp, NewEvent, VerifyReport, open_store
 from auditmw._cli import main
 from auditmw._verify import STORAGE_DAMAGED
 
-from ._servers import free_port
+from ._pg_server import ThrowawayPostgres
 from .test_admin import ADMIN, authorize
 
 # Enough events that every index spans several pages: a leaf page is then not the root.
@@ -211,81 +207,18 @@ async def test_the_admin_verify_reports_it(db: Path) -> None:
 # --- PostgreSQL, on a server of its own ------------------------------------------------------
 
 
-class OwnPostgres:
-    """A PostgreSQL server in a temporary directory (initdb, pg_ctl), trust authentication
-    on 127.0.0.1. As root (here and in CI) it runs as the ``postgres`` user, as initdb
-    refuses root."""
-
-    def __init__(self, bin_dir: Path) -> None:
-        self.bin_dir = bin_dir
-        self.port = free_port()
-        self.directory = Path(tempfile.mkdtemp(prefix="auditmw-pg-"))
-        self.data = self.directory / "data"
-        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self.user = "postgres" if os.geteuid() == 0 else None
-        if self.user is not None:
-            account = pwd.getpwnam(self.user)
-            os.chown(self.directory, account.pw_uid, account.pw_gid)
-
-    def run(self, program: str, *args: str) -> None:
-        subprocess.run(
-            [str(self.bin_dir / program), *args],
-            user=self.user,
-            cwd=self.directory,
-            env={**os.environ, "LC_ALL": "C"},
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-
-    def start(self) -> None:
-        options = (
-            f"-c port={self.port} -c listen_addresses=127.0.0.1 -c fsync=off "
-            f"-c unix_socket_directories={self.directory}"
-        )
-        log = str(self.directory / "server.log")
-        self.run("pg_ctl", "start", "-D", str(self.data), "-l", log, "-w", "-o", options)
-
-    def stop(self) -> None:
-        """A clean stop: every page is written out to its file."""
-        self.run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
-
-    async def fetchval(self, sql: str) -> Any:
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            return await conn.fetchval(sql)
-        finally:
-            await conn.close()
-
-    def relation_file(self, name: str) -> Path:
-        """The data file of a table or index (its first segment: 1 GB, ample here)."""
-        return self.data / str(asyncio.run(self.fetchval(f"SELECT pg_relation_filepath('{name}')")))
-
-
-def postgres_bin_dir() -> Path | None:
-    initdb = shutil.which("initdb")
-    if initdb is None:
-        return None
-    directory = Path(initdb).resolve().parent
-    return directory if (directory / "pg_ctl").is_file() else None
-
-
-@pytest.fixture(scope="module")
-def own_postgres() -> Iterator[OwnPostgres]:
-    bin_dir = postgres_bin_dir()
-    if bin_dir is None:
-        message = "PostgreSQL's initdb and pg_ctl are not installed"
-        if os.environ.get("AUDITMW_REQUIRE_POSTGRES"):
-            pytest.fail(message + "; AUDITMW_REQUIRE_POSTGRES is set")
-        pytest.skip(message)
-    server = OwnPostgres(bin_dir)
+async def fetchval(server: ThrowawayPostgres, sql: str) -> Any:
+    conn = await asyncpg.connect(server.dsn)
     try:
-        server.run("initdb", "-D", str(server.data), "-U", "postgres", "--auth=trust")
-        server.start()
-        yield server
-        server.stop()
+        return await conn.fetchval(sql)
     finally:
-        shutil.rmtree(server.directory, ignore_errors=True)
+        await conn.close()
+
+
+def relation_file(server: ThrowawayPostgres, name: str) -> Path:
+    """The data file of a table or index (its first segment: 1 GB, ample here)."""
+    sql = f"SELECT pg_relation_filepath('{name}')"
+    return server.data / str(asyncio.run(fetchval(server, sql)))
 
 
 def overwrite_block(file: Path, block: int) -> None:
@@ -298,20 +231,20 @@ BLOCK = 8192  # PostgreSQL's page size, as built by Debian and by default
 
 
 def test_postgres_damaged_index_and_table_pages(
-    own_postgres: OwnPostgres, capsys: pytest.CaptureFixture[str]
+    pg_server: ThrowawayPostgres, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    server = own_postgres
+    server = pg_server
     indexed, walked = (f"{server.dsn}?schema={name}" for name in ("indexed", "walked"))
     fill(indexed)
     fill(walked)
-    index_file = server.relation_file("indexed.auditmw_events_action")
-    table_file = server.relation_file("walked.auditmw_events")
+    index_file = relation_file(server, "indexed.auditmw_events_action")
+    table_file = relation_file(server, "walked.auditmw_events")
     assert cli(capsys, "verify", indexed)[0] == 0  # no amcheck: nothing beyond the chain
-    asyncio.run(server.fetchval("CREATE EXTENSION amcheck"))
+    asyncio.run(fetchval(server, "CREATE EXTENSION amcheck"))
     code, out, _ = cli(capsys, "verify", "--json", indexed)
     assert code == 0 and orjson.loads(out)["findings"] == []  # every index checked: healthy
 
-    server.stop()
+    server.stop("fast")  # every page written out to its file
     blocks = index_file.stat().st_size // BLOCK
     overwrite_block(index_file, blocks // 2)  # not block 0: the index's metapage
     overwrite_block(table_file, table_file.stat().st_size // BLOCK // 2)

@@ -520,14 +520,18 @@ class SQLiteStore(AuditStore):
         not whether indexes hold the same rows as their table, which ``integrity_check``
         adds at several times the cost). Damaged pages are named by the table or index
         they belong to when SQLite's ``dbstat`` table can tell."""
-        conn = sqlite3.connect(self._uri(), uri=True, isolation_level=None)
+        # Waits for another process's lock as the store's other connections do.
+        conn = sqlite3.connect(
+            self._uri(), uri=True, isolation_level=None, timeout=self._busy_timeout
+        )
         try:
             conn.execute("PRAGMA query_only=ON")
             try:
                 lines = [str(row[0]) for row in conn.execute("PRAGMA quick_check")]
             except sqlite3.DatabaseError as exc:  # a damaged page can stop the check itself
                 if not _is_damage(exc):
-                    raise StoreError(f"audit store {self.path}: quick_check failed: {exc}") from exc
+                    message = f"audit store {self.path}: quick_check failed"
+                    raise _store_error(message, exc) from exc
                 lines = [str(exc)]
             problems = [
                 line
