@@ -65,6 +65,7 @@ from ._errors import StoreClosedError, StoreError, StoreUnavailableError, Valida
 from ._event import OUTCOMES, NewEvent, utc_timestamp
 from ._export import MEDIA_TYPES, Format, export_chunks, export_filename
 from ._middleware import RETRY_AFTER_SECONDS
+from ._mount import route_path
 from ._proofs import prove_inclusion
 from ._query import (
     DEFAULT_BUCKETS,
@@ -427,13 +428,6 @@ def store_unavailable(message: str) -> Response:
 # --- paths: mounted the same way in every framework ---------------------------------------
 
 
-def _route_path(scope: Scope) -> str:
-    """The request path below the mount point (Starlette: path minus root_path)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
 def _client_path(scope: Scope) -> str:
     """The request's path as the client sent it, percent-encoded: ``raw_path``, which
     servers (uvicorn) prefix with the proxy's ``root_path``; without one, Starlette's
@@ -455,7 +449,7 @@ def _to_trailing_slash(scope: Scope) -> Response | None:
     """A redirect from the mount point without its slash (``/admin/audit``) to it with one:
     the dashboard's relative URLs (``static/...``, ``events``) need it. Relative, so it
     holds behind proxies that strip a prefix."""
-    if scope["method"] not in ("GET", "HEAD") or _route_path(scope) not in ("", "/"):
+    if scope["method"] not in ("GET", "HEAD") or route_path(scope) not in ("", "/"):
         return None
     path = _client_path(scope)
     if path.endswith("/"):
@@ -465,7 +459,7 @@ def _to_trailing_slash(scope: Scope) -> Response | None:
 
 def _without_trailing_slash(scope: Scope) -> Scope:
     """``scope`` with ``/events/`` as ``/events`` (Litestar's mounts add the slash)."""
-    route = _route_path(scope)
+    route = route_path(scope)
     if len(route) > 1 and route.endswith("/"):
         return {**scope, "path": scope["path"].rstrip("/") or "/"}
     return scope

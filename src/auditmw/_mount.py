@@ -58,7 +58,7 @@ class _Dispatcher:
             await (self.lifespan or self.app)(scope, receive, send)
             return
         if scope["type"] in ("http", "websocket"):
-            path = _route_path(scope)
+            path = route_path(scope)
             for prefix, mounted in self.mounts:
                 if path == prefix or path.startswith(prefix + "/"):
                     # In place, as Starlette's Router does: what the mounted app adds to
@@ -71,8 +71,9 @@ class _Dispatcher:
         await self.app(scope, receive, send)
 
 
-def _route_path(scope: Scope) -> str:
-    """The path below the app's own root path (as Starlette's routing reads it)."""
+def route_path(scope: Scope) -> str:
+    """The path below the app's own root path (as Starlette's routing reads it): below the
+    mount point, for a mounted app."""
     path: str = scope["path"]
     root_path: str = scope.get("root_path", "")
     if root_path and (path == root_path or path.startswith(root_path + "/")):
