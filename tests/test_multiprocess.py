@@ -206,6 +206,28 @@ async def check_store(url: str, returned: list[Returned]) -> dict[str, tuple[int
         return {name: (s.last_seq, s.head_hash) for name, s in report.logs.items()}
 
 
+def test_processes_racing_to_create_a_new_store_all_open_it(
+    tmp_path: Path, appenders: list[Appender]
+) -> None:
+    """Six processes open one SQLite file that does not exist yet, at the same moment.
+
+    Turning the new file to WAL takes an exclusive lock without SQLite's busy handler;
+    every process must still open the store (within its busy timeout), not fail with
+    "database is locked"."""
+    for round_ in range(3):
+        path = str(tmp_path / f"audit-{round_}.db")
+        children = [
+            Appender(path, tmp_path, f"r{round_}c{n}", "--coroutines", "1", "--per-coroutine", "1")
+            for n in range(6)
+        ]
+        appenders.extend(children)
+        for child in children:
+            child.finish()
+        returned = [event for child in children for event in child.returned()]
+        assert sorted(event.seq for event in returned) == list(range(1, 7))
+        asyncio.run(check_store(path, returned))
+
+
 @pytest.mark.slow
 def test_processes_append_concurrently_into_one_gapless_chain(
     tmp_path: Path, appenders: list[Appender]

@@ -215,6 +215,19 @@ T = TypeVar("T")
 logger = logging.getLogger("auditmw")
 
 
+def _when_not_busy(statement: Callable[[], object], deadline: float) -> None:
+    """Run ``statement`` again while SQLite answers SQLITE_BUSY, until ``deadline``
+    (``time.monotonic()``), polling about every half millisecond."""
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(random.uniform(0.0001, 0.0008))  # jitter: waiters do not collide
+
+
 class SQLiteStore(AuditStore):
     """An audit log in one SQLite file.
 
@@ -300,7 +313,10 @@ class SQLiteStore(AuditStore):
         )
         try:
             if self._create:
-                conn.execute("PRAGMA journal_mode=WAL")
+                # Turning a new file to WAL takes an exclusive lock without calling the
+                # busy handler: two processes creating one store at once need a retry.
+                deadline = time.monotonic() + self._busy_timeout
+                _when_not_busy(lambda: conn.execute("PRAGMA journal_mode=WAL"), deadline)
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             for pragma in WRITE_PRAGMAS + SAFETY_PRAGMAS:
                 conn.execute(pragma)
@@ -447,14 +463,7 @@ class SQLiteStore(AuditStore):
         assert conn is not None
         if deadline is None:
             deadline = time.monotonic() + self._busy_timeout
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
-                    raise
-            time.sleep(random.uniform(0.0001, 0.0008))  # jitter: waiters do not collide
+        _when_not_busy(lambda: conn.execute("BEGIN IMMEDIATE"), deadline)
         try:
             yield conn
             conn.execute("COMMIT")
