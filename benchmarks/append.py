@@ -68,9 +68,9 @@ from _common import (
     write_summary,
 )
 from auditmw import NewEvent, SQLiteStore, open_store
-from auditmw._postgres import INSERT as PG_INSERT
-from auditmw._postgres import ROW_COLUMNS as PG_ROW_COLUMNS
-from auditmw._sqlite import INSERT, ROW_COLUMNS, SAFETY_PRAGMAS, SCHEMA, WRITE_PRAGMAS
+from auditmw._stores.postgres import INSERT as PG_INSERT
+from auditmw._stores.postgres import ROW_COLUMNS as PG_ROW_COLUMNS
+from auditmw._stores.sqlite import INSERT, ROW_COLUMNS, SAFETY_PRAGMAS, SCHEMA, WRITE_PRAGMAS
 
 ACTIONS = (
     ("auth.login", "session"),

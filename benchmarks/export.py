@@ -48,14 +48,14 @@ from _common import (
     write_summary,
 )
 from auditmw import SQLiteStore
-from auditmw._export import CSV_COLUMNS, export_chunks
-from auditmw._query import EventFilter
+from auditmw._admin.export import CSV_COLUMNS, export_chunks
+from auditmw._stores.query import EventFilter
 from query import ensure_dataset
 
 ONE_WEEK = {"since": "2025-03-03T00:00:00.000000Z", "until": "2025-03-10T00:00:00.000000Z"}
 NOTHING = {"action": "no.such.action"}
 
-# The shell's version of auditmw's CSV columns (see auditmw._export.csv_row).
+# The shell's version of auditmw's CSV columns (see auditmw._admin.export.csv_row).
 SHELL_COLUMNS = (
     "timestamp",
     "coalesce(user_email, user_id, '')",

@@ -49,8 +49,8 @@ from _common import (
 )
 from auditmw import Event, NewEvent, SQLiteStore
 from auditmw._event import GENESIS_HASH, Limits, PreparedEvent, prepare
-from auditmw._query import MAX_BUCKETS, EventFilter, Page
-from auditmw._sqlite import (
+from auditmw._stores.query import MAX_BUCKETS, EventFilter, Page
+from auditmw._stores.sqlite import (
     HISTOGRAM_SEARCH_INDEX_FACTOR,
     INSERT,
     ROW_COLUMNS,

@@ -55,9 +55,20 @@ from _common import (
 )
 from append import make_events
 from auditmw import Checkpointing, DirectorySink, NewEvent, SQLiteStore
-from auditmw._anchor import AnchorReport, CheckpointInput, check_anchors, sink_checkpoints
-from auditmw._checkpoint import Checkpoint, SigningKey, VerifierKey, log_origin, sign_checkpoint
-from auditmw._merkle import Frontier
+from auditmw._transparency.external import (
+    AnchorReport,
+    CheckpointInput,
+    check_anchors,
+    sink_checkpoints,
+)
+from auditmw._transparency.merkle import Frontier
+from auditmw._transparency.notes import (
+    Checkpoint,
+    SigningKey,
+    VerifierKey,
+    log_origin,
+    sign_checkpoint,
+)
 from query import ensure_dataset
 
 # A measured variant: reads the store at the path, returns how many entries it saw.

@@ -23,7 +23,7 @@ import sys
 from typing import Any
 
 from auditmw import AuditStore, NewEvent, StoreError, open_store
-from auditmw._postgres import PostgresStore
+from auditmw._stores.postgres import PostgresStore
 
 PAYLOAD = "x" * 200  # makes each batch heavier, so a kill is likely to hit a commit
 

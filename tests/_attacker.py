@@ -31,7 +31,7 @@ from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 
-from auditmw._postgres import _create_schema
+from auditmw._stores.postgres import _create_schema
 
 from ._postgres import POSTGRES_DSN, store_url
 

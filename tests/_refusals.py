@@ -24,7 +24,7 @@ from starlette.routing import Route
 import auditmw
 from auditmw import AuditStore, Event, EventRefusedError, FailurePolicy, SQLiteStore
 from auditmw._event import PreparedEvent
-from auditmw._postgres import PostgresStore
+from auditmw._stores.postgres import PostgresStore
 
 REFUSED_PREFIX = "refuse-"
 TRIGGER = "test_refuses_marked_rows"

@@ -17,9 +17,9 @@ import pytest
 from starlette.requests import Request
 
 from auditmw import AdminApp, AdminUser, EventFilter, NewEvent, SQLiteStore
-from auditmw._admin import DASHBOARD_DIR, openapi_document
-from auditmw._jsonl import verify_jsonl
-from auditmw._query import MAX_PARAM_CHARS
+from auditmw._admin.app import DASHBOARD_DIR, openapi_document
+from auditmw._stores.jsonl import verify_jsonl
+from auditmw._stores.query import MAX_PARAM_CHARS
 
 from .test_query import SAMPLE, model_newest_first, write_events
 
@@ -111,7 +111,7 @@ async def test_events_page_shape(
 async def test_cursor_pages_over_http(
     client: httpx.AsyncClient, seeded: tuple[SQLiteStore, list[Any]], params: dict[str, str]
 ) -> None:
-    from auditmw._query import parse_filter
+    from auditmw._stores.query import parse_filter
 
     _, written = seeded
     ids = await fetch_all_ids(client, params, page_size=2)

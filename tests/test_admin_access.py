@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from auditmw import AdminApp, AdminUser, EventFilter, SQLiteStore
-from auditmw._admin import DASHBOARD_DIR, openapi_document
+from auditmw._admin.app import DASHBOARD_DIR, openapi_document
 
 from .test_admin import ADMIN, VIEWER, authorize, client_for
 from .test_query import SAMPLE, write_events

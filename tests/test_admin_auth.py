@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.routing import Mount
 
 from auditmw import AdminApp, AdminAuth, AdminUser, SQLiteStore
-from auditmw._access import PAGE_CSP
+from auditmw._admin.access import PAGE_CSP
 
 from .test_query import SAMPLE, write_events
 

@@ -18,7 +18,16 @@ from cryptography.exceptions import InvalidSignature
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditmw._checkpoint import (
+from auditmw._transparency.merkle import (
+    EMPTY_ROOT,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    root,
+    verify_consistency,
+    verify_inclusion,
+)
+from auditmw._transparency.notes import (
     BadSignatureError,
     Checkpoint,
     CheckpointError,
@@ -40,15 +49,6 @@ from auditmw._checkpoint import (
     save_verifier_key,
     sign_checkpoint,
     sign_note,
-)
-from auditmw._merkle import (
-    EMPTY_ROOT,
-    consistency_proof,
-    inclusion_proof,
-    leaf_hash,
-    root,
-    verify_consistency,
-    verify_inclusion,
 )
 
 # --- Go's sumdb/note vectors -------------------------------------------------------------

@@ -39,11 +39,11 @@ from auditmw import (
     read_sink,
     signing_key_from_env,
 )
-from auditmw._checkpoint import log_origin, open_checkpoint, save_signing_key
-from auditmw._merkle import Frontier, root
-from auditmw._postgres import SCHEMA_VERSION
-from auditmw._proofs import prove_inclusion
-from auditmw._sink import checkpoint_file_name
+from auditmw._stores.postgres import SCHEMA_VERSION
+from auditmw._transparency.merkle import Frontier, root
+from auditmw._transparency.notes import log_origin, open_checkpoint, save_signing_key
+from auditmw._transparency.proofs import prove_inclusion
+from auditmw._transparency.sinks import checkpoint_file_name
 
 from ._postgres import POSTGRES_DSN, stored_schema_version
 from .test_admin import ADMIN, authorize

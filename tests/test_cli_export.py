@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from auditmw import EventFilter, NewEvent, SQLiteStore
-from auditmw._cli import main
-from auditmw._export import export_chunks
+from auditmw._admin.export import export_chunks
+from auditmw._cli.main import main
 
 from .test_query import SAMPLE, write_events
 

@@ -24,9 +24,9 @@ from auditmw import (
     SQLiteStore,
     ValidationError,
 )
-from auditmw import _sqlite as sqlite_store
 from auditmw._event import ROW_FIELDS, prepare, utc_timestamp
 from auditmw._ids import uuid7
+from auditmw._stores import sqlite as sqlite_store
 
 MAX_SAFE = 2**53 - 1
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")

@@ -553,7 +553,7 @@ def test_python_m_example_app_serves_and_stops_cleanly_on_sigterm(tmp_path: Path
 
 async def test_checkpoints_when_given_a_key(tmp_path: Path) -> None:
     from auditmw import SigningKey, read_sink
-    from auditmw._checkpoint import open_checkpoint, save_signing_key
+    from auditmw._transparency.notes import open_checkpoint, save_signing_key
 
     key = SigningKey.generate("example.test")
     save_signing_key(key, tmp_path / "audit.key")

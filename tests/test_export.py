@@ -1,4 +1,4 @@
-"""CSV and JSON Lines exports (auditmw._export) and offline verification (auditmw._jsonl)."""
+"""CSV and JSON Lines exports (_admin.export) and offline verification (_stores.jsonl)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from auditmw import EventFilter, NewEvent, SQLiteStore
-from auditmw._export import (
+from auditmw._admin.export import (
     CHUNK_BYTES,
     CSV_COLUMNS,
     csv_row,
@@ -25,7 +25,7 @@ from auditmw._export import (
     jsonl_line,
     neutralize,
 )
-from auditmw._jsonl import verify_jsonl
+from auditmw._stores.jsonl import verify_jsonl
 
 from .test_query import ts, write_events
 

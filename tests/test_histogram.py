@@ -1,4 +1,4 @@
-"""Activity over time (auditmw._histogram, ``AuditStore.histogram``, ``GET /histogram``).
+"""Activity over time (auditmw._stores.histogram, ``AuditStore.histogram``, ``GET /histogram``).
 
 The layout is checked on its own (nice widths, alignment, whole open ends), then every
 store is asked for histograms of events written with chosen timestamps — ties, events
@@ -30,7 +30,7 @@ from auditmw import (
     SQLiteStore,
     open_store,
 )
-from auditmw._histogram import (
+from auditmw._stores.histogram import (
     DAY,
     HOUR,
     MILLISECOND,
@@ -41,8 +41,8 @@ from auditmw._histogram import (
     microseconds,
     timestamp,
 )
-from auditmw._query import MAX_BUCKETS, parse_filter
-from auditmw._sqlite import SEARCH_INDEX_MAX_MATCHES
+from auditmw._stores.query import MAX_BUCKETS, parse_filter
+from auditmw._stores.sqlite import SEARCH_INDEX_MAX_MATCHES
 
 from .test_admin import ADMIN, VIEWER, authorize, client_for, fetch_all_ids
 from .test_query import model_matches, ts
@@ -456,7 +456,7 @@ async def test_the_route_needs_access(edge_client: tuple[httpx.AsyncClient, list
 
 
 def test_the_route_is_in_the_openapi_document() -> None:
-    from auditmw._admin import openapi_document
+    from auditmw._admin.app import openapi_document
 
     document = openapi_document()
     operation = document["paths"]["/histogram"]["get"]

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from auditmw._event import entry_hash
-from auditmw._merkle import (
+from auditmw._transparency.merkle import (
     EMPTY_ROOT,
     Frontier,
     aconsistency_proof_from,

@@ -27,7 +27,7 @@ import orjson
 import pytest
 
 from auditmw import GENESIS_HASH, NewEvent, open_store
-from auditmw._postgres import PostgresStore
+from auditmw._stores.postgres import PostgresStore
 
 from ._postgres import POSTGRES_DSN, store_url
 

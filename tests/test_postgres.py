@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from auditmw import Checkpointing, Event, NewEvent, SigningKey, open_store
-from auditmw._postgres import SCHEMA_VERSION, PostgresStore
+from auditmw._stores.postgres import SCHEMA_VERSION, PostgresStore
 
 from ._postgres import POSTGRES_DSN, store_url, stored_schema_version
 from .test_checkpointing import anchored

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from auditmw import AdminApp, NewEvent, open_store
-from auditmw._cli import main
-from auditmw._jsonl import verify_jsonl
+from auditmw._cli.main import main
+from auditmw._stores.jsonl import verify_jsonl
 
 from ._postgres import store_url
 from .test_admin import ADMIN, VIEWER, authorize
@@ -105,7 +105,7 @@ async def test_example_app_on_postgres(pg_schema: str, tmp_path: Path) -> None:
     from example_app.settings import Settings
 
     from auditmw import AuditStore, EventFilter
-    from auditmw._postgres import PostgresStore
+    from auditmw._stores.postgres import PostgresStore
 
     app = create_app(Settings(data_dir=tmp_path / "data", audit_store=store_url(pg_schema)))
     async with app.router.lifespan_context(app):

@@ -14,16 +14,16 @@ import orjson
 import pytest
 
 from auditmw import AdminApp, NewEvent, open_store
-from auditmw._checkpoint import (
+from auditmw._cli.main import main
+from auditmw._transparency.merkle import root
+from auditmw._transparency.notes import (
     Checkpoint,
     load_signing_key,
     load_verifier_keys,
     open_checkpoint,
     sign_checkpoint,
 )
-from auditmw._cli import main
-from auditmw._merkle import root
-from auditmw._proofs import prove_inclusion
+from auditmw._transparency.proofs import prove_inclusion
 
 from .test_admin import ADMIN, authorize
 

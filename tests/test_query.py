@@ -1,4 +1,4 @@
-"""Filters, cursors and parsing (auditmw._query), and the SQLite store's queries.
+"""Filters, cursors and parsing (auditmw._stores.query), and the SQLite store's queries.
 
 Stores are real SQLite files. Where a test needs exact timestamps (ties, day bounds) it
 writes real sealed entries with chosen timestamps (``write_events``); the stores verify.
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from auditmw import Event, EventFilter, NewEvent, QueryError, SQLiteStore
 from auditmw._event import GENESIS_HASH, Limits, prepare
-from auditmw._query import (
+from auditmw._stores.query import (
     DEFAULT_LIMIT,
     MAX_PARAM_CHARS,
     check_params,
@@ -34,7 +34,7 @@ from auditmw._query import (
     parse_page,
     parse_time,
 )
-from auditmw._sqlite import INSERT, ROW_COLUMNS
+from auditmw._stores.sqlite import INSERT, ROW_COLUMNS
 
 # --- helpers -------------------------------------------------------------------------------
 

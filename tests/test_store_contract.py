@@ -16,7 +16,7 @@ from auditmw import (
     ValidationError,
     open_store,
 )
-from auditmw._verify import YIELD_EVERY, verify_rows
+from auditmw._stores.verify import YIELD_EVERY, verify_rows
 
 
 async def test_concurrent_appends_form_one_gapless_chain(any_store: AuditStore) -> None:

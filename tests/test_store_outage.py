@@ -35,9 +35,9 @@ from auditmw import (
     StoreUnavailableError,
     open_store,
 )
-from auditmw._cli import main
-from auditmw._postgres import PostgresStore
-from auditmw._proofs import prove_inclusion
+from auditmw._cli.main import main
+from auditmw._stores.postgres import PostgresStore
+from auditmw._transparency.proofs import prove_inclusion
 
 from ._pg_server import ThrowawayPostgres
 

@@ -35,8 +35,8 @@ from auditmw import (
     open_store,
 )
 from auditmw._event import prepare
-from auditmw._query import parse_filter
-from auditmw._verify import COLUMN_MISMATCH, INDEX_COLUMNS
+from auditmw._stores.query import parse_filter
+from auditmw._stores.verify import COLUMN_MISMATCH, INDEX_COLUMNS
 
 from ._servers import serving_in_loop
 

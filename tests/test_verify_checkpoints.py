@@ -20,7 +20,9 @@ import pytest
 import rfc8785
 
 from auditmw import Checkpointing, DirectorySink, NewEvent, VerifyReport, open_store
-from auditmw._anchor import (
+from auditmw._cli.main import main
+from auditmw._stores.verify import CHECKPOINTS_REMOVED
+from auditmw._transparency.external import (
     BAD_SIGNATURE,
     COLUMN_MISMATCH,
     FORK,
@@ -35,15 +37,13 @@ from auditmw._anchor import (
     check_anchors,
     log_of_origin,
 )
-from auditmw._checkpoint import Checkpoint, SigningKey, log_origin, sign_checkpoint
-from auditmw._cli import main
-from auditmw._merkle import (
+from auditmw._transparency.merkle import (
     consistency_proof,
     leaf_hash,
     root,
     verify_consistency,
 )
-from auditmw._verify import CHECKPOINTS_REMOVED
+from auditmw._transparency.notes import Checkpoint, SigningKey, log_origin, sign_checkpoint
 
 from ._attacker import PostgresTarget, SQLiteTarget, Target
 from ._attacker import leaf_hash as entry_hash

@@ -34,8 +34,8 @@ import orjson
 import pytest
 
 from auditmw import AdminApp, NewEvent, VerifyReport, open_store
-from auditmw._cli import main
-from auditmw._verify import STORAGE_DAMAGED
+from auditmw._cli.main import main
+from auditmw._stores.verify import STORAGE_DAMAGED
 
 from ._pg_server import ThrowawayPostgres
 from .test_admin import ADMIN, authorize

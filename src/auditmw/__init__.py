@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import typing
 
-from . import actions
-from ._access import AdminAuth
-from ._admin import AdminApp, AdminUser
-from ._anchor import AnchorReport, CheckpointInput, check_anchors
-from ._audited import PendingEvent, audited, pending_event
-from ._checkpoint import SigningKey, VerifierKey, load_signing_key
-from ._checkpointer import (
-    KEY_ROTATED_ACTION,
-    Checkpointing,
-    CheckpointingError,
-    CheckpointStats,
-    signing_key_from_env,
-)
-from ._client_ip import trusted_proxies_from_env
-from ._context import Actor, set_actor
-from ._diff import diff
-from ._errors import (
+from auditmw import actions
+from auditmw._admin.access import AdminAuth
+from auditmw._admin.app import AdminApp, AdminUser
+from auditmw._admin.mount import mount
+from auditmw._audited import PendingEvent, audited, pending_event
+from auditmw._client_ip import trusted_proxies_from_env
+from auditmw._context import Actor, set_actor
+from auditmw._diff import diff
+from auditmw._errors import (
     AuditError,
     EventRefusedError,
     NotAStoreError,
@@ -29,21 +21,29 @@ from ._errors import (
     StoreUnavailableError,
     ValidationError,
 )
-from ._event import GENESIS_HASH, OUTCOMES, Event, Limits, NewEvent, Outcome, entry_hash
-from ._histogram import Histogram, HistogramBucket
-from ._mask import DEFAULT_SENSITIVE_KEYS
-from ._middleware import AuditMiddleware
-from ._mount import mount
-from ._open import open_store
-from ._query import EventFilter, Page, QueryError
-from ._record import FailurePolicy, acting_as, audit
-from ._sink import DirectorySink, Sink, SinkConflictError, read_sink
-from ._sqlite import SQLiteStore
-from ._store import AuditStore, StoredCheckpoint
-from ._verify import Finding, LogSummary, VerifyReport
+from auditmw._event import GENESIS_HASH, OUTCOMES, Event, Limits, NewEvent, Outcome, entry_hash
+from auditmw._mask import DEFAULT_SENSITIVE_KEYS
+from auditmw._middleware import AuditMiddleware
+from auditmw._record import FailurePolicy, acting_as, audit
+from auditmw._stores.histogram import Histogram, HistogramBucket
+from auditmw._stores.open import open_store
+from auditmw._stores.query import EventFilter, Page, QueryError
+from auditmw._stores.sqlite import SQLiteStore
+from auditmw._stores.store import AuditStore, StoredCheckpoint
+from auditmw._stores.verify import Finding, LogSummary, VerifyReport
+from auditmw._transparency.checkpoints import (
+    KEY_ROTATED_ACTION,
+    Checkpointing,
+    CheckpointingError,
+    CheckpointStats,
+    signing_key_from_env,
+)
+from auditmw._transparency.external import AnchorReport, CheckpointInput, check_anchors
+from auditmw._transparency.notes import SigningKey, VerifierKey, load_signing_key
+from auditmw._transparency.sinks import DirectorySink, Sink, SinkConflictError, read_sink
 
 if typing.TYPE_CHECKING:
-    from ._litestar import AuditPlugin as AuditPlugin
+    from auditmw.litestar import AuditPlugin as AuditPlugin
 
 __all__ = [
     "Actor",
@@ -112,7 +112,7 @@ def __getattr__(name: str) -> object:
     # AuditPlugin needs litestar, an optional extra: import it only when asked for.
     # (Not in __all__, so that ``from auditmw import *`` works without litestar.)
     if name == "AuditPlugin":
-        from ._litestar import AuditPlugin
+        from auditmw.litestar import AuditPlugin
 
         return AuditPlugin
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard, TypeVar, cast
 from uuid import UUID
 
-from ._canonical import check_text
-from ._context import Actor, AuditContext, audit_context, current_limits
-from ._errors import StoreError, ValidationError
-from ._event import MAX_DETAILS_DEPTH, OUTCOMES, NewEvent, Outcome, prepare, text_field
-from ._record import Recorder, ResourceId, recorder_for
+from auditmw._canonical import check_text
+from auditmw._context import Actor, AuditContext, audit_context, current_limits
+from auditmw._errors import StoreError, ValidationError
+from auditmw._event import MAX_DETAILS_DEPTH, OUTCOMES, NewEvent, Outcome, prepare, text_field
+from auditmw._record import Recorder, ResourceId, recorder_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 ResourceIdSpec = str | Callable[[Mapping[str, Any]], object] | None

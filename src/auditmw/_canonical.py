@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import rfc8785
 
-from ._errors import ValidationError
-from ._text import is_unicode
+from auditmw._errors import ValidationError
+from auditmw._text import is_unicode
 
 MAX_SAFE_INTEGER = 2**53 - 1
 

@@ -20,11 +20,11 @@ from uuid import UUID
 
 from starlette.types import Scope
 
-from ._errors import StoreError
-from ._event import Limits, NewEvent, text_field
+from auditmw._errors import StoreError
+from auditmw._event import Limits, NewEvent, text_field
 
 if TYPE_CHECKING:
-    from ._record import Recorder
+    from auditmw._record import Recorder
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._event import Event
+    from auditmw._event import Event
 
 
 class AuditError(Exception):

@@ -17,10 +17,10 @@ from typing import Any, Literal, get_args
 
 import orjson
 
-from ._canonical import MAX_SAFE_INTEGER, canonical_json, check_json, check_text
-from ._errors import StoreError, ValidationError
-from ._ids import uuid7_str
-from ._text import NUL, column_text
+from auditmw._canonical import MAX_SAFE_INTEGER, canonical_json, check_json, check_text
+from auditmw._errors import StoreError, ValidationError
+from auditmw._ids import uuid7_str
+from auditmw._text import NUL, column_text
 
 Outcome = Literal["success", "failure", "denied"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)

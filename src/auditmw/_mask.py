@@ -27,8 +27,8 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import PurePath
 from typing import Any
 
-from ._diff import fields_of
-from ._errors import ValidationError
+from auditmw._diff import fields_of
+from auditmw._errors import ValidationError
 
 DEFAULT_SENSITIVE_KEYS: tuple[str, ...] = (
     "password",

@@ -31,14 +31,14 @@ from contextlib import suppress
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._client_ip import X_FORWARDED_FOR, ClientIPResolver
-from ._context import Actor, AuditContext, RequestInfo, audit_context, user_from_scope
-from ._errors import StoreError
-from ._event import Outcome
-from ._mask import DEFAULT_SENSITIVE_KEYS, Masker
-from ._record import FailurePolicy, Recorder
-from ._store import AuditStore
-from ._text import header_text
+from auditmw._client_ip import X_FORWARDED_FOR, ClientIPResolver
+from auditmw._context import Actor, AuditContext, RequestInfo, audit_context, user_from_scope
+from auditmw._errors import StoreError
+from auditmw._event import Outcome
+from auditmw._mask import DEFAULT_SENSITIVE_KEYS, Masker
+from auditmw._record import FailurePolicy, Recorder
+from auditmw._stores.store import AuditStore
+from auditmw._text import header_text
 
 REQUEST_ACTION = "http.request"
 REQUEST_RESOURCE = "http"

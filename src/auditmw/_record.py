@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from ._context import (
+from auditmw._context import (
     Actor,
     AuditContext,
     RequestInfo,
@@ -30,10 +30,10 @@ from ._context import (
     checked_actor,
     user_from_scope,
 )
-from ._errors import StoreError
-from ._event import Event, NewEvent, Outcome
-from ._mask import Masker
-from ._store import AuditStore
+from auditmw._errors import StoreError
+from auditmw._event import Event, NewEvent, Outcome
+from auditmw._mask import Masker
+from auditmw._stores.store import AuditStore
 
 logger = logging.getLogger("auditmw")
 

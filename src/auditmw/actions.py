@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._event import Event
-from ._record import ResourceId, audit
+from auditmw._event import Event
+from auditmw._record import ResourceId, audit
 
 
 async def user_signed_in(user_id: str, user_email: str | None = None) -> Event | None:

@@ -29,8 +29,8 @@ from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from starlette.requests import Request
 
-from ._context import Actor, AuditContext, audit_context
-from ._middleware import AUDIT_UNAVAILABLE_BODY, RETRY_AFTER_SECONDS, _has_store_error
+from auditmw._context import Actor, AuditContext, audit_context
+from auditmw._middleware import AUDIT_UNAVAILABLE_BODY, RETRY_AFTER_SECONDS, _has_store_error
 
 __all__ = ["AuditUserMiddleware", "session_user"]
 

@@ -28,8 +28,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
-from ._errors import EventRefusedError, StoreClosedError, StoreError, StoreUnavailableError
-from ._event import Event, PreparedEvent
+from auditmw._errors import EventRefusedError, StoreClosedError, StoreError, StoreUnavailableError
+from auditmw._event import Event, PreparedEvent
 
 CommitBatch: TypeAlias = Callable[[list[PreparedEvent]], Awaitable[list[Event]]]
 # Told what each successful batch committed (e.g. the checkpointer); must not raise.

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from ._errors import StorageDamagedError, StoreClosedError
-from ._event import Event, Limits, NewEvent, PreparedEvent, prepare
-from ._histogram import BucketLayout, Histogram
-from ._query import DEFAULT_BUCKETS, MAX_BUCKETS, EventFilter, Page
-from ._verify import ChainRow, StoreEvidence, VerifyReport, verify_rows
-from ._writer import GroupCommitWriter, OnCommit
+from auditmw._errors import StorageDamagedError, StoreClosedError
+from auditmw._event import Event, Limits, NewEvent, PreparedEvent, prepare
+from auditmw._stores.histogram import BucketLayout, Histogram
+from auditmw._stores.query import DEFAULT_BUCKETS, MAX_BUCKETS, EventFilter, Page
+from auditmw._stores.verify import ChainRow, StoreEvidence, VerifyReport, verify_rows
+from auditmw._stores.writer import GroupCommitWriter, OnCommit
 
 if TYPE_CHECKING:
-    from ._checkpointer import Checkpointer, Checkpointing, CheckpointStats
+    from auditmw._transparency.checkpoints import Checkpointer, Checkpointing, CheckpointStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ class AuditStore(ABC):
         self._checkpointer: Checkpointer | None = None
         on_commit: OnCommit | None = None
         if checkpointing is not None:
-            from ._checkpointer import Checkpointer
+            from auditmw._transparency.checkpoints import Checkpointer
 
             self._checkpointer = Checkpointer(self, checkpointing)
             # Told what each batch committed; it issues checkpoints in its own task,
@@ -144,7 +144,7 @@ class AuditStore(ABC):
     async def verify(
         self, progress: Callable[[int], None] | None = None, *, max_findings: int = 1000
     ) -> VerifyReport:
-        """Check the whole log (see ``auditmw._verify``); O(n) time, flat memory.
+        """Check the whole log (see ``auditmw._stores.verify``); O(n) time, flat memory.
 
         All findings are counted; the first ``max_findings`` are listed in the report.
         """
@@ -153,7 +153,7 @@ class AuditStore(ABC):
         return await verify_rows(self.iter_chain_rows(), progress, max_findings, evidence=evidence)
 
     async def _evidence(self) -> StoreEvidence:
-        """What verification checks beside the rows (``auditmw._verify.StoreEvidence``).
+        """What verification checks beside the rows (``auditmw._stores.verify.StoreEvidence``).
 
         A read that fails on damaged storage is damage to report, not an error: verify
         goes on with what it can read."""
@@ -173,7 +173,7 @@ class AuditStore(ABC):
         if not self._connected:
             raise StoreClosedError("the audit store is not open")
 
-    # Signed checkpoints (docs/checkpoints.md; issued by auditmw._checkpointer).
+    # Signed checkpoints (docs/checkpoints.md; issued by auditmw._transparency.checkpoints).
 
     @property
     def checkpoint_stats(self) -> CheckpointStats | None:
@@ -241,7 +241,7 @@ class AuditStore(ABC):
         by that key (per the table's unsigned ``key`` column: a forged row passes here,
         and fails when the notes are checked with ``--public-key``)."""
 
-    # Reading, for the admin app and exports (filters and cursors: auditmw._query).
+    # Reading, for the admin app and exports (filters and cursors: auditmw._stores.query).
 
     @abstractmethod
     async def query(
@@ -276,7 +276,7 @@ class AuditStore(ABC):
 
     async def histogram(self, filter: EventFilter, *, buckets: int = DEFAULT_BUCKETS) -> Histogram:
         """How many events match ``filter`` per interval of time, in at most ``buckets``
-        intervals of a width that reads well (see ``auditmw._histogram``).
+        intervals of a width that reads well (see ``auditmw._stores.histogram``).
 
         The range is ``filter.since``/``until`` when set, else the first and last matching
         events'; the counts add up to exactly the events ``query`` returns. Counted in the
@@ -305,7 +305,7 @@ class AuditStore(ABC):
         the last every later one (see ``BucketLayout.edges``), so they add up to all the
         matches. One statement, counted in the database: no rows are read out."""
 
-    # Merkle leaves, for inclusion proofs (auditmw._proofs).
+    # Merkle leaves, for inclusion proofs (auditmw._transparency.proofs).
 
     @abstractmethod
     async def last_seq(self, log: str) -> int:

@@ -44,10 +44,10 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
-from ._checkpointer import KEY_RESOURCE, KEY_ROTATED_ACTION
-from ._errors import StorageDamagedError
-from ._event import ENTRY_FIELDS, GENESIS_HASH, ROW_FIELDS, TEXT_COLUMNS, entry_hash
-from ._text import column_text
+from auditmw._errors import StorageDamagedError
+from auditmw._event import ENTRY_FIELDS, GENESIS_HASH, ROW_FIELDS, TEXT_COLUMNS, entry_hash
+from auditmw._text import column_text
+from auditmw._transparency.checkpoints import KEY_RESOURCE, KEY_ROTATED_ACTION
 
 # Columns kept beside the entry for indexing; each must equal the entry's own field (a
 # text column: its column form, or the exact text as stores written before that rule hold).
@@ -213,7 +213,7 @@ class ChainVerifier:
         self.report = VerifyReport()
         # Called with (log, hash) for every row, in row order: the hash is recomputed
         # from the stored entry bytes, never the hash column (the Merkle leaves of
-        # auditmw._anchor, which checks the log against signed checkpoints).
+        # auditmw._transparency.external, which checks the log against signed checkpoints).
         self._on_leaf = on_leaf
         self._max_findings = max_findings
         self._window = max(window, 1)
@@ -351,7 +351,7 @@ class ChainVerifier:
 
     def _check_key_record(self, row: ChainRow, seq: int, entry: dict[str, Any]) -> None:
         """A trusted record of the key that signs the log's checkpoints from here on. The
-        issuer signs a checkpoint covering its record at once (auditmw._checkpointer), so
+        issuer signs a checkpoint covering its record at once (_transparency.checkpoints), so
         the store must hold one by that key of at least this entry's size."""
         details = entry["details"]
         key = details.get("new_key") if isinstance(details, dict) else None

@@ -15,12 +15,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._errors import StoreError
-from ._merkle import AsyncLeafReader, ainclusion_proof_from, arange_root, verify_inclusion
-from ._text import is_column_text
+from auditmw._errors import StoreError
+from auditmw._text import is_column_text
+from auditmw._transparency.merkle import (
+    AsyncLeafReader,
+    ainclusion_proof_from,
+    arange_root,
+    verify_inclusion,
+)
 
 if TYPE_CHECKING:
-    from ._store import AuditStore, StoredCheckpoint
+    from auditmw._stores.store import AuditStore, StoredCheckpoint
 
 logger = logging.getLogger("auditmw")
 # The newest checkpoints of a log considered as the anchor of a proof.
@@ -133,7 +138,7 @@ def _signed_root(stored: StoredCheckpoint) -> bytes | None:
     """The root the note states (not the column beside it), if the note parses and
     states the stored size; its signature is for the reader of the proof to check."""
     try:
-        from ._checkpoint import Checkpoint, CheckpointError, parse_note
+        from auditmw._transparency.notes import Checkpoint, CheckpointError, parse_note
     except ImportError:  # no cryptography: take the column, the reader checks the note
         return stored.root if len(stored.root) == 32 else None
     try:

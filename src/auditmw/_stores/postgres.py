@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ._errors import (
+from auditmw._errors import (
     EventRefusedError,
     NotAStoreError,
     StorageDamagedError,
     StoreError,
     StoreUnavailableError,
 )
-from ._event import (
+from auditmw._event import (
     GENESIS_HASH,
     ROW_FIELDS,
     Event,
@@ -48,9 +48,8 @@ from ._event import (
     entry_hash,
     stored_event,
 )
-from ._histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
-from ._proofs import leaf_of
-from ._query import (
+from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
+from auditmw._stores.query import (
     EventFilter,
     Page,
     encode_cursor,
@@ -58,12 +57,13 @@ from ._query import (
     keyset_position,
     where_clause,
 )
-from ._store import AuditStore, CheckpointRow, StoredCheckpoint
-from ._text import is_column_text
-from ._verify import INDEX_COLUMNS, ChainRow
+from auditmw._stores.store import AuditStore, CheckpointRow, StoredCheckpoint
+from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
+from auditmw._text import is_column_text
+from auditmw._transparency.proofs import leaf_of
 
 if TYPE_CHECKING:
-    from ._checkpointer import Checkpointing
+    from auditmw._transparency.checkpoints import Checkpointing
 
 # 1: events and meta; 2: auditmw_checkpoints; 3: triggers fire ALWAYS (see _create_schema,
 # the migrations).
@@ -125,7 +125,7 @@ INSERT INTO auditmw_meta (key, value) VALUES ('schema_version', '1')
 """
 SCHEMA = SCHEMA.replace("{REJECT_CHANGE_BODY}", REJECT_CHANGE_BODY)
 TRIGGERS = ("auditmw_events_no_change", "auditmw_events_no_truncate")
-# Version 2: signed checkpoints (auditmw._checkpointer), append-only like the events.
+# Version 2: signed checkpoints (auditmw._transparency.checkpoints), append-only like the events.
 REJECT_CHECKPOINT_CHANGE_BODY = """
 BEGIN
     RAISE EXCEPTION 'auditmw_checkpoints is append-only: % is not allowed', TG_OP;
@@ -551,7 +551,7 @@ class PostgresStore(AuditStore):
             ):
                 yield leaf_of(record["hash"])
 
-    # --- reading: queries, exports and facets (see auditmw._query) ------------------------
+    # --- reading: queries, exports and facets (see auditmw._stores.query) ------------------------
     # The same results as the SQLite store: newest first by timestamp, ties broken by the
     # time-ordered id; every text column uses the "C" collation (byte order, like SQLite).
 
@@ -665,7 +665,7 @@ class PostgresStore(AuditStore):
         )
         return [record["value"] for record in records]
 
-    # --- signed checkpoints (auditmw._checkpointer, table auditmw_checkpoints) -------------
+    # --- signed checkpoints (auditmw._transparency.checkpoints, table auditmw_checkpoints) --
 
     async def checkpoints(self, log: str | None = None) -> list[StoredCheckpoint]:
         if not await self._has_checkpoint_table():

@@ -26,9 +26,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import orjson
 
-from ._errors import AuditError
-from ._event import OUTCOMES, Event
-from ._text import is_unicode
+from auditmw._errors import AuditError
+from auditmw._event import OUTCOMES, Event
+from auditmw._text import is_unicode
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -38,7 +38,7 @@ MAX_VERIFY_AGE = 86_400
 MAX_PARAM_CHARS = 1024  # any single parameter value; event fields are at most 1024 chars
 MAX_CURSOR_CHARS = 512
 MIN_SEARCH_INDEX_CHARS = 3  # a trigram index cannot look up shorter terms
-DEFAULT_BUCKETS = 60  # histogram intervals wanted (auditmw._histogram), when not given
+DEFAULT_BUCKETS = 60  # histogram intervals wanted (auditmw._stores.histogram), when not given
 MAX_BUCKETS = 500
 
 # HTTP name of each filter parameter -> EventFilter field (the CLI spells them --user-id...).

@@ -32,10 +32,10 @@ from typing import Any
 
 import orjson
 
-from ._canonical import MAX_SAFE_INTEGER, canonical_json, check_json
-from ._errors import ValidationError
-from ._event import ENTRY_FIELDS, MAX_DETAILS_DEPTH, _as_doubles
-from ._verify import GAP, INDEX_COLUMNS, ChainRow, ChainVerifier, Finding, LogSummary
+from auditmw._canonical import MAX_SAFE_INTEGER, canonical_json, check_json
+from auditmw._errors import ValidationError
+from auditmw._event import ENTRY_FIELDS, MAX_DETAILS_DEPTH, _as_doubles
+from auditmw._stores.verify import GAP, INDEX_COLUMNS, ChainRow, ChainVerifier, Finding, LogSummary
 
 _ENTRY_FIELDS = frozenset(ENTRY_FIELDS)
 MAX_PROBLEMS = 100

@@ -1,6 +1,6 @@
 """Signed checkpoints: C2SP ``tlog-checkpoint`` bodies in C2SP ``signed-note``s, Ed25519.
 
-A checkpoint commits to a log's Merkle tree head (``auditmw._merkle``)::
+A checkpoint commits to a log's Merkle tree head (``auditmw._transparency.merkle``)::
 
     <origin>\\n<tree size, decimal>\\n<base64 root hash>\\n[<extension line>\\n ...]
 
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import quote
 
-from ._errors import AuditError
-from ._merkle import HASH_SIZE
+from auditmw._errors import AuditError
+from auditmw._transparency.merkle import HASH_SIZE
 
 ALG_ED25519 = 0x01
 SIGNATURE_SIZE = 64

@@ -25,19 +25,19 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import orjson
 
-from ._errors import StorageDamagedError, StoreError, StoreUnavailableError
-from ._event import DEFAULT_LOG
-from ._export import FORMATS, Format, export_chunks
-from ._jsonl import JsonlReport, verify_jsonl
-from ._open import open_store
-from ._progress import Progress
-from ._proofs import prove_inclusion
-from ._query import FILTER_PARAMS, EventFilter, QueryError, parse_filter
-from ._verify import GAP, VerifyReport
+from auditmw._admin.export import FORMATS, Format, export_chunks
+from auditmw._cli.progress import Progress
+from auditmw._errors import StorageDamagedError, StoreError, StoreUnavailableError
+from auditmw._event import DEFAULT_LOG
+from auditmw._stores.jsonl import JsonlReport, verify_jsonl
+from auditmw._stores.open import open_store
+from auditmw._stores.query import FILTER_PARAMS, EventFilter, QueryError, parse_filter
+from auditmw._stores.verify import GAP, VerifyReport
+from auditmw._transparency.proofs import prove_inclusion
 
 if TYPE_CHECKING:
-    from ._anchor import AnchorReport
-    from ._store import AuditStore
+    from auditmw._stores.store import AuditStore
+    from auditmw._transparency.external import AnchorReport
 
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 STORE_HELP = "a SQLite file path, sqlite:///path or postgresql://user@host/db?schema=name"
@@ -201,7 +201,7 @@ async def _prove(args: argparse.Namespace) -> int:
 
 def _keygen(args: argparse.Namespace) -> int:
     try:
-        from ._checkpoint import generate_key, save_signing_key, save_verifier_key
+        from auditmw._transparency.notes import generate_key, save_signing_key, save_verifier_key
     except ImportError:  # cryptography is the optional "checkpoints" extra
         raise ValueError("keygen needs cryptography: pip install 'auditmw[checkpoints]'") from None
     for path in (f"{args.out}.key", f"{args.out}.pub"):
@@ -231,7 +231,12 @@ async def _verify(args: argparse.Namespace) -> int:
         if args.origin_prefix is not None:
             raise ValueError("--origin-prefix needs --public-key")
     try:
-        from ._anchor import check_anchors, checkpoint_files, load_keys, sink_checkpoints
+        from auditmw._transparency.external import (
+            check_anchors,
+            checkpoint_files,
+            load_keys,
+            sink_checkpoints,
+        )
     except ImportError:  # cryptography is the optional "checkpoints" extra
         if args.public_key:
             raise ValueError(
@@ -296,7 +301,7 @@ def _print_chain_findings(report: VerifyReport) -> None:
 
 
 def _print_anchored(report: AnchorReport, *, as_json: bool) -> None:
-    """The chain report, then what the signed checkpoints say (see auditmw._anchor)."""
+    """The chain report, then what the signed checkpoints say (_transparency.external)."""
     if as_json:
         document = {
             **report.chain.to_dict(),

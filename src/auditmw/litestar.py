@@ -32,18 +32,18 @@ from litestar.middleware import DefineMiddleware
 from litestar.plugins import InitPlugin
 from starlette.types import ASGIApp, Message, Scope
 
-from ._client_ip import X_FORWARDED_FOR
-from ._context import Actor, AuditContext, user_from_scope
-from ._errors import StoreError
-from ._mask import DEFAULT_SENSITIVE_KEYS
-from ._middleware import (
+from auditmw._client_ip import X_FORWARDED_FOR
+from auditmw._context import Actor, AuditContext, user_from_scope
+from auditmw._errors import StoreError
+from auditmw._mask import DEFAULT_SENSITIVE_KEYS
+from auditmw._middleware import (
     AUDIT_UNAVAILABLE_BODY,
     RETRY_AFTER_SECONDS,
     AuditMiddleware,
     record_request,
 )
-from ._record import FailurePolicy
-from ._store import AuditStore
+from auditmw._record import FailurePolicy
+from auditmw._stores.store import AuditStore
 
 
 class AuditPlugin(InitPlugin):

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ._errors import StoreError
-from ._query import TIMESTAMP, _format
+from auditmw._errors import StoreError
+from auditmw._stores.query import TIMESTAMP, _format
 
 MILLISECOND = 1_000  # the unit here is the microsecond, the log's resolution
 SECOND = 1_000 * MILLISECOND

@@ -30,14 +30,14 @@ from urllib.parse import quote
 import aiosqlite
 import orjson
 
-from ._errors import (
+from auditmw._errors import (
     EventRefusedError,
     NotAStoreError,
     StorageDamagedError,
     StoreError,
     StoreUnavailableError,
 )
-from ._event import (
+from auditmw._event import (
     GENESIS_HASH,
     ROW_FIELDS,
     Event,
@@ -47,9 +47,8 @@ from ._event import (
     entry_hash,
     stored_event,
 )
-from ._histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
-from ._proofs import leaf_of
-from ._query import (
+from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
+from auditmw._stores.query import (
     MIN_SEARCH_INDEX_CHARS,
     EventFilter,
     Page,
@@ -58,12 +57,13 @@ from ._query import (
     keyset_position,
     where_clause,
 )
-from ._store import AuditStore, CheckpointRow, StoredCheckpoint
-from ._text import is_column_text
-from ._verify import INDEX_COLUMNS, ChainRow
+from auditmw._stores.store import AuditStore, CheckpointRow, StoredCheckpoint
+from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
+from auditmw._text import is_column_text
+from auditmw._transparency.proofs import leaf_of
 
 if TYPE_CHECKING:
-    from ._checkpointer import Checkpointing
+    from auditmw._transparency.checkpoints import Checkpointing
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -144,7 +144,7 @@ INSERT INTO auditmw_search (rowid, text) SELECT rowid, lower(coalesce(action, ''
 INSERT OR IGNORE INTO auditmw_meta (key, value) VALUES ('search_index', 'trigram-1');
 """
 TRIGGERS = ("auditmw_events_no_update", "auditmw_events_no_delete")
-# Signed checkpoints (auditmw._checkpointer): append-only like the events. A store created
+# Signed checkpoints (_transparency.checkpoints): append-only like the events. A store created
 # before this table gets it when opened (IF NOT EXISTS).
 CHECKPOINT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS auditmw_checkpoints (
@@ -613,7 +613,7 @@ class SQLiteStore(AuditStore):
         except sqlite3.Error as exc:
             raise self._read_error(exc) from exc
 
-    # --- reading: queries, exports and facets (see auditmw._query) ------------------------
+    # --- reading: queries, exports and facets (see auditmw._stores.query) ------------------------
     # Every statement is built from constant fragments; values are always parameters.
 
     async def query(
@@ -896,7 +896,7 @@ class SQLiteStore(AuditStore):
     def _read_error(self, exc: sqlite3.Error) -> StoreError:
         return _store_error(f"audit store {self.path}: read failed", exc)
 
-    # --- signed checkpoints (auditmw._checkpointer, table auditmw_checkpoints) -------------
+    # --- signed checkpoints (auditmw._transparency.checkpoints, table auditmw_checkpoints) --
 
     async def checkpoints(self, log: str | None = None) -> list[StoredCheckpoint]:
         if not await self._has_checkpoint_table():

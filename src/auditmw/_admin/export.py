@@ -25,8 +25,8 @@ from typing import Literal, get_args
 
 import orjson
 
-from ._canonical import canonical_json, check_json
-from ._event import MAX_DETAILS_DEPTH, Event, entry_hash
+from auditmw._canonical import canonical_json, check_json
+from auditmw._event import MAX_DETAILS_DEPTH, Event, entry_hash
 
 Format = Literal["csv", "jsonl"]
 FORMATS: tuple[str, ...] = get_args(Format)

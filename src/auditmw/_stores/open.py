@@ -6,8 +6,8 @@ import os
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ._sqlite import SQLiteStore
-from ._store import AuditStore
+from auditmw._stores.sqlite import SQLiteStore
+from auditmw._stores.store import AuditStore
 
 
 def open_store(target: str | os.PathLike[str], **options: Any) -> AuditStore:
@@ -34,7 +34,7 @@ def open_store(target: str | os.PathLike[str], **options: Any) -> AuditStore:
 
 def _postgres_store(url: str, options: dict[str, Any]) -> AuditStore:
     try:
-        from ._postgres import PostgresStore
+        from auditmw._stores.postgres import PostgresStore
     except ImportError:  # asyncpg is the optional "postgres" extra
         raise ValueError(
             "PostgreSQL stores need asyncpg: pip install 'auditmw[postgres]'"

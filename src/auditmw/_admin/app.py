@@ -53,21 +53,20 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
-from ._access import (
+from auditmw._admin.access import (
     AdminAuth,
     denied_page,
     is_browser_script,
     is_page_load,
     sign_in_redirect,
 )
-from ._context import audit_context
-from ._errors import StoreClosedError, StoreError, StoreUnavailableError, ValidationError
-from ._event import OUTCOMES, NewEvent, utc_timestamp
-from ._export import MEDIA_TYPES, Format, export_chunks, export_filename
-from ._middleware import RETRY_AFTER_SECONDS
-from ._mount import route_path
-from ._proofs import prove_inclusion
-from ._query import (
+from auditmw._admin.export import MEDIA_TYPES, Format, export_chunks, export_filename
+from auditmw._admin.mount import route_path
+from auditmw._context import audit_context
+from auditmw._errors import StoreClosedError, StoreError, StoreUnavailableError, ValidationError
+from auditmw._event import OUTCOMES, NewEvent, utc_timestamp
+from auditmw._middleware import RETRY_AFTER_SECONDS
+from auditmw._stores.query import (
     DEFAULT_BUCKETS,
     DEFAULT_LIMIT,
     FILTER_PARAMS,
@@ -86,10 +85,11 @@ from ._query import (
     parse_max_age,
     parse_page,
 )
-from ._store import AuditStore
-from ._text import header_text
+from auditmw._stores.store import AuditStore
+from auditmw._text import header_text
+from auditmw._transparency.proofs import prove_inclusion
 
-DASHBOARD_DIR = Path(__file__).with_name("_dashboard")
+DASHBOARD_DIR = Path(__file__).with_name("dashboard")
 ADMIN_KEY = "auditmw.admin"  # the scope key holding the AdminUser of a granted request
 EXPORT_ACTION = "export.requested"
 OPENAPI_PATH = "/openapi.json"

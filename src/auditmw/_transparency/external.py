@@ -1,6 +1,6 @@
 """Checking a log against signed checkpoints kept elsewhere.
 
-The hash chain (``auditmw._verify``) proves that each entry links to the one before; it
+The hash chain (``auditmw._stores.verify``) proves that each entry links to the one before; it
 cannot see a rewrite of the whole chain, nor its newest entries cut off. A signed
 checkpoint, "log L had n entries and their Merkle root was R" (docs/checkpoints.md), kept
 outside the database can. For every checkpoint given (the store's own table, an auditor's
@@ -33,17 +33,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from ._merkle import Frontier, consistency_ranges, node_hash, verify_consistency
-from ._sink import SUFFIX as SINK_SUFFIX
-from ._verify import ChainRow, StoreEvidence, VerifyReport, _printable, verify_rows
+from auditmw._stores.verify import ChainRow, StoreEvidence, VerifyReport, _printable, verify_rows
+from auditmw._transparency.merkle import Frontier, consistency_ranges, node_hash, verify_consistency
+from auditmw._transparency.sinks import SUFFIX as SINK_SUFFIX
 
-# auditmw._checkpoint needs cryptography (the "checkpoints" extra): it is imported where a
+# auditmw._transparency.notes needs cryptography (the "checkpoints" extra): it is imported where a
 # note or key is opened, so that the rest (the reports, the pass) never needs it.
 if TYPE_CHECKING:
-    from ._checkpoint import VerifierKey
-    from ._store import AuditStore
+    from auditmw._stores.store import AuditStore
+    from auditmw._transparency.notes import VerifierKey
 
-# Finding kinds (the first four are also the ``kind`` of auditmw._checkpoint's errors).
+# Finding kinds (the first four are also the ``kind`` of auditmw._transparency.notes's errors).
 MALFORMED = "MALFORMED"
 UNKNOWN_KEY = "UNKNOWN_KEY"
 BAD_SIGNATURE = "BAD_SIGNATURE"
@@ -56,7 +56,7 @@ COLUMN_MISMATCH = "COLUMN_MISMATCH"
 
 ANCHORS = "anchors"  # the status of a checkpoint whose root the log reproduces
 
-# A signed note is at most 1 MiB (auditmw._checkpoint.MAX_NOTE_BYTES): reading one byte
+# A signed note is at most 1 MiB (auditmw._transparency.notes.MAX_NOTE_BYTES): reading one byte
 # more is enough to reject a huge file without reading it all.
 _MAX_READ = (1 << 20) + 1
 
@@ -238,7 +238,7 @@ def sink_checkpoints(directory: str | Path) -> list[CheckpointInput]:
     root = Path(directory)
     if not root.is_dir():
         raise NotADirectoryError(f"checkpoint sink {directory} is not a directory")
-    # Like auditmw._sink.read_sink, but each file read only up to the note size limit.
+    # Like auditmw._transparency.sinks.read_sink, but each file read only up to the note size limit.
     return [
         read_note_file(path, f"sink {path.relative_to(root)}")
         for path in sorted(root.rglob(f"*{SINK_SUFFIX}"))
@@ -261,7 +261,7 @@ async def stored_checkpoints(store: AuditStore) -> list[CheckpointInput]:
 def load_keys(paths: Iterable[str | Path]) -> list[VerifierKey]:
     """The verifier keys in the given files (one per line; ``#`` comments), each file
     non-empty. Raises ``ValueError`` naming the file for anything else."""
-    from ._checkpoint import VerifierKey
+    from auditmw._transparency.notes import VerifierKey
 
     keys: list[VerifierKey] = []
     for path in paths:
@@ -323,7 +323,7 @@ def _open_all(
     inputs: Iterable[CheckpointInput], keys: Sequence[VerifierKey], prefix: str | None
 ) -> tuple[list[_Signed], list[AnchorFinding], int]:
     """Open every note: the valid ones grouped by (log, size, root), and the findings."""
-    from ._checkpoint import CheckpointError, open_checkpoint
+    from auditmw._transparency.notes import CheckpointError, open_checkpoint
 
     signed: dict[tuple[str, int, bytes], _Signed] = {}
     findings: list[AnchorFinding] = []
@@ -599,7 +599,7 @@ async def check_rows(
     evidence: StoreEvidence | None = None,
 ) -> AnchorReport:
     """Verify the chain of ``rows`` (ordered by log, seq) and check it against ``notes``;
-    ``evidence``: what the store knows of itself (``auditmw._verify.StoreEvidence``)."""
+    ``evidence``: what the store knows of itself (``auditmw._stores.verify.StoreEvidence``)."""
     signed, findings, count = _open_all(notes, keys, origin_prefix) if keys else ([], [], 0)
     checker = AnchorChecker(signed)
     # Without a key there is nothing to compare roots with: the chain alone, at its speed.

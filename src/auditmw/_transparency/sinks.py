@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TypeAlias
 from urllib.parse import quote
 
-from ._errors import AuditError
+from auditmw._errors import AuditError
 
 # sink(log, size, note): called once per committed checkpoint; may return an awaitable.
 Sink: TypeAlias = Callable[[str, int, bytes], Awaitable[None] | None]

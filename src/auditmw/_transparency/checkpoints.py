@@ -37,15 +37,15 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
-from ._errors import StoreError
-from ._event import Event, NewEvent
-from ._merkle import Frontier
-from ._query import EventFilter
-from ._sink import Sink
+from auditmw._errors import StoreError
+from auditmw._event import Event, NewEvent
+from auditmw._stores.query import EventFilter
+from auditmw._transparency.merkle import Frontier
+from auditmw._transparency.sinks import Sink
 
 if TYPE_CHECKING:
-    from ._checkpoint import SigningKey, VerifierKey
-    from ._store import AuditStore, CheckpointRow, StoredCheckpoint
+    from auditmw._stores.store import AuditStore, CheckpointRow, StoredCheckpoint
+    from auditmw._transparency.notes import SigningKey, VerifierKey
 
 logger = logging.getLogger("auditmw")
 
@@ -119,7 +119,7 @@ def signing_key_from_env(var: str = DEFAULT_KEY_ENV) -> SigningKey:
     """The signing key in the environment variable ``var``: either the key itself
     (``PRIVATE+KEY+...``, as ``auditmw keygen`` writes it) or the path of a file holding it.
     Raises ``ValueError`` when the variable is unset or empty."""
-    from ._checkpoint import SigningKey, load_signing_key
+    from auditmw._transparency.notes import SigningKey, load_signing_key
 
     value = os.environ.get(var, "").strip()
     if not value:
@@ -317,8 +317,8 @@ class Checkpointer:
     async def _issue(self, log: str) -> StoredCheckpoint | None:
         """Sign and store the checkpoint of ``log`` as it is now; None when its newest
         checkpoint (by this key) already covers it, or another issuer stored the same."""
-        from ._checkpoint import Checkpoint, log_origin, sign_checkpoint
-        from ._store import CheckpointRow, StoredCheckpoint
+        from auditmw._stores.store import CheckpointRow, StoredCheckpoint
+        from auditmw._transparency.notes import Checkpoint, log_origin, sign_checkpoint
 
         store = self._store
         head = await store.last_seq(log)
@@ -379,7 +379,7 @@ class Checkpointer:
     def _signed_by_us(self, log: str, row: CheckpointRow) -> bool:
         """Whether the row's note is this key's valid checkpoint of ``log`` and says what
         the row's size and root columns say."""
-        from ._checkpoint import CheckpointError, log_origin, open_checkpoint
+        from auditmw._transparency.notes import CheckpointError, log_origin, open_checkpoint
 
         try:
             opened = open_checkpoint(

@@ -1,0 +1,1 @@
+"""The admin app: HTTP API, exports and the dashboard."""

@@ -1,0 +1,1 @@
+"""The audit store: one front (AuditStore) over a backend per database."""

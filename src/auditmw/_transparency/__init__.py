@@ -1,0 +1,1 @@
+"""Signed checkpoints: Merkle trees, signed notes and keys, issuing, sinks, proofs."""
