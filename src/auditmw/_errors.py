@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from auditmw._event import Event
+from typing import Any
 
 
 class AuditError(Exception):
@@ -38,11 +35,12 @@ class EventRefusedError(StoreError):
     event again fails the same way.
     """
 
-    def __init__(self, message: str, *, committed: Sequence[Event] = ()) -> None:
+    def __init__(self, message: str, *, committed: Sequence[Any] = ()) -> None:
         super().__init__(message)
-        # For the writer: the events at the start of a refused batch that were committed
-        # before the refusal (a SQLite trigger's RAISE(FAIL) keeps them). Always empty
-        # for an append's caller.
+        # For the writer: the events (``Event``) at the start of a refused batch that were
+        # committed before the refusal (a SQLite trigger's RAISE(FAIL) keeps them). Always
+        # empty for an append's caller. Typed loosely: naming Event here would make the
+        # errors, the lowest layer, import the event model that raises them.
         self.committed = list(committed)
 
 
