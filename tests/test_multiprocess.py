@@ -259,21 +259,39 @@ def test_processes_append_concurrently_into_one_gapless_chain(
     assert all(block[0] <= 3 * per_process // 2 for block in blocks)
 
 
+def wait_until_appended_together(children: list[Appender], count: int) -> None:
+    """Until ``children`` have together printed ``count`` returned appends, whichever of
+    them did (a child that stops early fails the test)."""
+    deadline = time.monotonic() + HANG_GUARD
+    while sum(child.appended() for child in children) < count:
+        for child in children:
+            if child.process.poll() is not None:
+                pytest.fail(f"{child.tag} exited ({child.process.returncode}): {child.err()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {count} appends")
+        time.sleep(0.005)
+
+
 @pytest.mark.slow
 def test_processes_appending_flat_out_share_the_sqlite_write_lock_fairly(
     tmp_path: Path, appenders: list[Appender]
 ) -> None:
-    """Three processes with 32 coroutines each, never idle, for two seconds: none may be
-    shut out of the log for long. (Behind SQLite's own busy handler, whose sleeps grow to
-    100 ms, one process could go on committing while the others waited for up to a
-    second; see SQLiteStore._write_transaction.)"""
+    """Three processes with 32 coroutines each, never idle, until the log holds 1,500 of
+    their entries: none may be shut out of it for long. (Behind SQLite's own busy handler,
+    whose sleeps grow to 100 ms, one process could go on committing while the others
+    waited for up to a second; see SQLiteStore._write_transaction.) The run is measured
+    in entries, not seconds, so a slow machine runs it longer instead of testing less."""
     path = str(tmp_path / "audit.db")
     asyncio.run(check_store(path, []))  # created before the race: this is about appends
     children = [
         Appender(path, tmp_path, f"p{n}", "--coroutines", "32", "--wait-go") for n in range(3)
     ]
     start_all(appenders, children)
-    time.sleep(2)
+    wait_until_appended_together(children, 5000)
+    # All stopped at once: killing one at a time would leave the end of the log to the
+    # ones still running, a stretch the first one had no part in.
+    for child in children:
+        child.process.send_signal(signal.SIGKILL)
     for child in children:
         child.kill()
 
@@ -281,7 +299,7 @@ def test_processes_appending_flat_out_share_the_sqlite_write_lock_fairly(
     blocks = [sorted(event.seq for event in child.returned()) for child in children]
     assert all(blocks), [len(block) for block in blocks]
     total = max(block[-1] for block in blocks)
-    assert total > 300
+    assert total >= 1500
     for block in blocks:
         # The longest stretch of the chain this process had no part in (its first and
         # last entries included: shut out at the start or the end counts too).
