@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from ._paths import DOCS, ROOT
+
 NODE_PROJECT = ROOT / "tests" / "node"
-VERIFY_MJS = ROOT / "docs" / "verify_jsonl.mjs"
+VERIFY_MJS = DOCS / "verify_jsonl.mjs"
 MIN_NODE_MAJOR = 18
 
 

@@ -34,7 +34,8 @@ import httpx
 import pytest
 import uvicorn
 
-ROOT = Path(__file__).resolve().parent.parent
+from ._paths import ROOT
+
 _RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 

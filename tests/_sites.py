@@ -15,10 +15,10 @@ import httpx
 
 from auditmw import Event, EventFilter, open_store
 
+from ._paths import DOCS
 from ._postgres import fresh_schema, store_url
-from ._servers import ROOT, UvicornProcess
+from ._servers import UvicornProcess
 
-DOCS = ROOT / "docs"
 _NAMED_BLOCK = re.compile(r"^```python (\S+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 

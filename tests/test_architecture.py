@@ -45,9 +45,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from ._paths import DOCS, README, ROOT
+
 PACKAGE = ROOT / "src" / "auditmw"
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [README, *sorted(DOCS.glob("*.md"))]
 MAX_LINES = 600
 
 # Names that start with an underscore and are public all the same (documented as such).

@@ -32,7 +32,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ._servers import ROOT, ServerProcess, free_port, running, running_example_app, server_env
+from ._paths import ROOT
+from ._servers import ServerProcess, free_port, running, running_example_app, server_env
 
 ADMIN = ("admin@example.com", "admin")
 SPOOFED = "6.6.6.6"

@@ -4,6 +4,7 @@ leaves in the audit store, with their IP address, user agent, user and request i
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from starlette.applications import Starlette
 
 from auditmw import AuditStore, Event, EventFilter, SQLiteStore
 
+from ._asgi import client_for as asgi_client
 from ._servers import running_example_app
 
 CLIENT_IP = "203.0.113.7"
@@ -40,14 +42,10 @@ def store_of(app: Starlette) -> AuditStore:
     return store
 
 
-def client_for(app: Starlette, auth: tuple[str, str] | None = None) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app, client=(CLIENT_IP, 50123))
-    return httpx.AsyncClient(
-        transport=transport,
-        base_url="http://example.test",
-        auth=auth,
-        headers={"user-agent": USER_AGENT},
-    )
+# The example's visitor: an address and a user agent the tests find in its events.
+client_for = functools.partial(
+    asgi_client, peer=CLIENT_IP, base_url="http://example.test", headers={"user-agent": USER_AGENT}
+)
 
 
 async def events(app: Starlette, **filters: Any) -> list[Event]:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import httpx
 import pytest
 from example_app.litestar_app import create_app
 from example_app.settings import Settings
 from litestar import Litestar
 
 from auditmw import AuditStore, Event, EventFilter
+
+from ._asgi import client_for as asgi_client
 
 CLIENT_IP = "198.51.100.9"
 USER_AGENT = "example-tests-litestar/1.0"
@@ -42,15 +44,10 @@ def store_of(app: Litestar) -> AuditStore:
     return store
 
 
-def client_for(app: Litestar, auth: tuple[str, str] | None = None) -> httpx.AsyncClient:
-    # Litestar types its ASGI callable with its own TypedDicts; the protocol is the same.
-    transport = httpx.ASGITransport(cast(Any, app), client=(CLIENT_IP, 50123))
-    return httpx.AsyncClient(
-        transport=transport,
-        base_url="http://example.test",
-        auth=auth,
-        headers={"user-agent": USER_AGENT},
-    )
+# The example's visitor: an address and a user agent the tests find in its events.
+client_for = functools.partial(
+    asgi_client, peer=CLIENT_IP, base_url="http://example.test", headers={"user-agent": USER_AGENT}
+)
 
 
 async def events(app: Litestar, **filters: Any) -> list[Event]:

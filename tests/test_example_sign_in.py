@@ -6,12 +6,12 @@ Both frameworks (Starlette and Litestar share ``auth.py`` and ``pages.py``), ove
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 from example_app import app as starlette_app
 from example_app import litestar_app
@@ -19,6 +19,8 @@ from example_app.auth import return_path
 from example_app.settings import Settings
 
 from auditmw import AuditStore, EventFilter
+
+from ._asgi import client_for as asgi_client
 
 BROWSER = {"accept": "text/html", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}
 ADMIN = {"email": "admin@example.com", "password": "admin"}
@@ -57,9 +59,7 @@ async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
         yield application
 
 
-def client_for(app: Any) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(cast(Any, app))
-    return httpx.AsyncClient(transport=transport, base_url="http://example.test")
+client_for = functools.partial(asgi_client, base_url="http://example.test")
 
 
 def hidden_next(page: str) -> str | None:

@@ -32,7 +32,8 @@ from auditmw import AdminApp, AdminUser, EventFilter, NewEvent, open_store
 from auditmw._cli.main import main
 
 from ._node import require_node
-from ._servers import ROOT, serving_in_loop
+from ._paths import ROOT
+from ._servers import serving_in_loop
 
 VERIFY_PY = ROOT / "docs" / "verify_jsonl.py"
 

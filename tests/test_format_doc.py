@@ -24,8 +24,8 @@ from auditmw._canonical import canonical_json, check_json
 from auditmw._event import EVENT_FIELDS, ROW_FIELDS, TEXT_COLUMNS, prepare
 
 from ._node import VERIFY_MJS, require_node
+from ._paths import DOCS
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
 FORMAT_MD = DOCS / "format.md"
 VERIFY_SCRIPT = DOCS / "verify_jsonl.py"
 

@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+from ._paths import README
+
 SAMPLES = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 TRY = re.compile(r"^# try: (\w+) (\S+)(?: (.*))?$", re.M)
 
