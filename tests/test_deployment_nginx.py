@@ -32,10 +32,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ._example import ADMIN
 from ._paths import ROOT
 from ._servers import ServerProcess, free_port, running, running_example_app, server_env
 
-ADMIN = ("admin@example.com", "admin")
 SPOOFED = "6.6.6.6"
 DIRECT_CLIENT = "127.0.0.2"  # connects to the app itself
 PROXIED_CLIENT = "127.0.0.3"  # connects to nginx

@@ -19,12 +19,11 @@ from starlette.applications import Starlette
 from auditmw import AuditStore, Event, EventFilter, SQLiteStore
 
 from ._asgi import client_for as asgi_client
+from ._example import ADMIN, MEMBER
 from ._servers import running_example_app
 
 CLIENT_IP = "203.0.113.7"
 USER_AGENT = "example-tests/1.0"
-ADMIN = ("admin@example.com", "admin")
-MEMBER = ("member@example.com", "member")
 
 
 @pytest.fixture

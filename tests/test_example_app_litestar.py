@@ -15,11 +15,10 @@ from litestar import Litestar
 from auditmw import AuditStore, Event, EventFilter
 
 from ._asgi import client_for as asgi_client
+from ._example import ADMIN, MEMBER
 
 CLIENT_IP = "198.51.100.9"
 USER_AGENT = "example-tests-litestar/1.0"
-ADMIN = ("admin@example.com", "admin")
-MEMBER = ("member@example.com", "member")
 
 
 @pytest.fixture

@@ -33,14 +33,12 @@ from example_app.settings import Settings
 
 from auditmw import Event, EventFilter, open_store
 
+from ._example import ADMIN, FRAMEWORKS, MEMBER, sign_in_form
 from ._postgres import POSTGRES_DSN
 from ._servers import ServerProcess, running_example_app, serving_in_loop
 from ._sites import empty_store, new_request_id, write_lock
 
-ADMIN = ("admin@example.com", "admin")
-MEMBER = ("member@example.com", "member")
-MEMBER_SIGN_IN = {"email": "member@example.com", "password": "member"}
-FRAMEWORKS = ["starlette", "litestar"]
+MEMBER_SIGN_IN = sign_in_form(MEMBER)
 
 # The audit store refuses every append, as a database does that has gone read-only: a
 # trigger raises on each insert into the events table (the store answers StoreError).

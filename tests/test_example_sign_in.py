@@ -21,10 +21,13 @@ from example_app.settings import Settings
 from auditmw import AuditStore, EventFilter
 
 from ._asgi import client_for as asgi_client
+from ._example import ADMIN as ADMIN_ACCOUNT
+from ._example import MEMBER as MEMBER_ACCOUNT
+from ._example import sign_in_form
 
 BROWSER = {"accept": "text/html", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}
-ADMIN = {"email": "admin@example.com", "password": "admin"}
-MEMBER = {"email": "member@example.com", "password": "member"}
+ADMIN = sign_in_form(ADMIN_ACCOUNT)
+MEMBER = sign_in_form(MEMBER_ACCOUNT)
 HOSTILE = [
     "//evil.example/",
     "//evil.example",
