@@ -72,6 +72,11 @@ def new_request_id() -> str:
     return f"test-{uuid.uuid4()}"
 
 
+def with_id(request_id: str) -> dict[str, str]:
+    """The headers that give a request the id ``request_id`` (the events it records carry it)."""
+    return {"x-request-id": request_id}
+
+
 @contextmanager
 def write_lock(path: Path) -> Iterator[None]:
     """Hold SQLite's write lock on ``path`` as another process's long transaction would."""

@@ -36,7 +36,7 @@ from auditmw import Event, EventFilter, open_store
 from ._example import ADMIN, FRAMEWORKS, MEMBER, sign_in_form
 from ._postgres import POSTGRES_DSN
 from ._servers import ServerProcess, running_example_app, serving_in_loop
-from ._sites import empty_store, new_request_id, write_lock
+from ._sites import empty_store, new_request_id, with_id, write_lock
 
 MEMBER_SIGN_IN = sign_in_form(MEMBER)
 
@@ -140,10 +140,6 @@ async def events_of(store: str, request_id: str) -> list[Event]:
 def client(server: ServerProcess, auth: tuple[str, str] | None = None) -> httpx.AsyncClient:
     # Generous: a refused append may wait for the store (busy_timeout 5 s on SQLite).
     return httpx.AsyncClient(base_url=server.url, auth=auth, timeout=30)
-
-
-def with_id(request_id: str) -> dict[str, str]:
-    return {"x-request-id": request_id}
 
 
 def example_app(tmp_path: Path, framework: str, store: str) -> Any:
