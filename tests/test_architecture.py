@@ -21,7 +21,8 @@ Each failure names every offender, with its file and line.
   * reaching one on another object, ``obj._x``, unless ``obj`` is ``self``, ``cls`` or
     ``super()`` (the object's own state, whichever class in its MRO defines it), or
     ``_x`` is defined in the same module — a class may read its own private state on
-    another instance of itself (``other._key`` in ``__eq__``);
+    another instance of itself (``other._key`` in ``__eq__``; the check goes by name, so
+    it cannot tell that instance from another class's with a same-named attribute);
   * the same through ``getattr``/``setattr``/``hasattr``/``delattr`` with a literal name.
   Documented names that merely start with an underscore are allowed: namedtuple's
   ``_replace``/``_asdict``/``_fields``/``_make``, ``os._exit`` and ``sys._getframe``.
