@@ -26,7 +26,7 @@ def uuid7_str() -> str:
 def _uuid7_int() -> int:
     global _last_ms, _counter
     # Ids must be unique, not secret: Python's generator (seeded from the OS, reseeded in
-    # a forked child) is enough, and a syscall per event was a visible cost.
+    # a forked child) is enough, and spares the append path a syscall per event.
     rand = random.getrandbits(80)  # counter seed + rand_b
     with _lock:
         ms = time.time_ns() // 1_000_000
