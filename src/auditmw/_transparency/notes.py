@@ -32,6 +32,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import ClassVar
 from urllib.parse import quote
 
@@ -92,6 +93,23 @@ class WrongOriginError(CheckpointError):
     kind: ClassVar[str] = "WRONG_ORIGIN"
 
 
+class MissingExtraError(AuditError, ImportError):
+    """Signing or checking signatures needs ``cryptography``, the optional ``checkpoints``
+    extra, and it is not installed."""
+
+
+def require_cryptography(purpose: str) -> ModuleType:
+    """The Ed25519 module of ``cryptography``; ``MissingExtraError`` naming ``purpose``
+    and the extra to install when it cannot be imported."""
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{purpose} needs the cryptography package: pip install 'auditmw[checkpoints]'"
+        ) from exc
+    return ed25519
+
+
 # --- keys --------------------------------------------------------------------------------
 
 
@@ -141,11 +159,11 @@ class VerifierKey:
     def verify(self, message: bytes, signature: bytes) -> bool:
         if len(signature) != SIGNATURE_SIZE:
             return False
+        ed25519 = require_cryptography("checking a signature")
         from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
         try:
-            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
+            ed25519.Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
         except (InvalidSignature, ValueError):  # ValueError: not a point on the curve
             return False
         return True
@@ -173,9 +191,8 @@ class SigningKey:
 
     @property
     def verifier(self) -> VerifierKey:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        public = Ed25519PrivateKey.from_private_bytes(self.seed).public_key()
+        ed25519 = require_cryptography("deriving a verifier key")
+        public = ed25519.Ed25519PrivateKey.from_private_bytes(self.seed).public_key()
         return VerifierKey(self.name, public.public_bytes_raw())
 
     @property
@@ -183,9 +200,9 @@ class SigningKey:
         return self.verifier.key_id
 
     def sign(self, message: bytes) -> bytes:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        return Ed25519PrivateKey.from_private_bytes(self.seed).sign(message)
+        ed25519 = require_cryptography("signing")
+        signature: bytes = ed25519.Ed25519PrivateKey.from_private_bytes(self.seed).sign(message)
+        return signature
 
     def encode(self) -> str:
         encoded = _b64(bytes([ALG_ED25519]) + self.seed)
