@@ -47,7 +47,15 @@ async def _export(store_path: str, filter: EventFilter, format: Format, output: 
     async with open_store(store_path, create=False) as store:
         total = await store.count() if not filter.to_params() else None
         progress = Progress("exporting", total)
-        await _write(export_chunks(store.iter_events(filter), format, progress), output)
+        events = store.iter_events(filter)
+        chunks = export_chunks(events, format, progress)
+        try:
+            await _write(chunks, output)
+        finally:
+            # Stopped early (e.g. a broken pipe): the readers end while the store is open,
+            # not later, when asyncio finalizes them after it closed.
+            await _close(chunks)
+            await _close(events)
         progress.done()
     return ExitCode.OK
 
@@ -56,6 +64,12 @@ async def _write(chunks: AsyncIterator[bytes], output: BinaryIO) -> None:
     async for chunk in chunks:
         output.write(chunk)
     output.flush()
+
+
+async def _close(iterator: AsyncIterator[object]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 COMMAND = Command(
