@@ -62,7 +62,7 @@ class CheckedCheckpoint:
 
 @dataclass(slots=True)
 class LogCheckpoints:
-    """One log: its size and root as stored now, and how much of it checkpoints anchor."""
+    """One log: its size and root as stored now, and how much of it is anchored."""
 
     entries: int
     root: str

@@ -164,7 +164,7 @@ class Frontier:
         return f"Frontier(size={self._size}, root={self.root().hex()})"
 
 
-# --- tree heads over leaves in memory or in a store --------------------------------------
+# --- roots over leaves in memory or in a store --------------------------------------
 
 
 def root(leaves: Iterable[bytes]) -> bytes:

@@ -1,6 +1,6 @@
 """Signed checkpoints: C2SP ``tlog-checkpoint`` bodies in C2SP ``signed-note``s, Ed25519.
 
-A checkpoint commits to a log's Merkle tree head (``auditmw._transparency.merkle``)::
+A checkpoint commits to a log's Merkle tree, its size and root (``auditmw._transparency.merkle``)::
 
     <origin>\\n<tree size, decimal>\\n<base64 root hash>\\n[<extension line>\\n ...]
 
@@ -364,7 +364,7 @@ def open_note(message: bytes | str, keys: Iterable[VerifierKey]) -> VerifiedNote
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A tree head: ``origin`` names the log, ``size`` leaves, ``root`` their MTH."""
+    """A checkpoint's body: ``origin`` names the log, ``size`` leaves, ``root`` their MTH."""
 
     origin: str
     size: int
