@@ -455,11 +455,12 @@ def _sane(row: ChainRow) -> ChainRow:
         and isinstance(row.entry, bytes)
     ):
         return row
-    return row._replace(
-        log=_as_text(row.log),
-        seq=row.seq if type(row.seq) is int else 0,
-        hash=_as_text(row.hash),
-        entry=row.entry if isinstance(row.entry, bytes) else b"",
+    return ChainRow(
+        _as_text(row.log),
+        row.seq if type(row.seq) is int else 0,
+        _as_text(row.hash),
+        row.entry if isinstance(row.entry, bytes) else b"",
+        row.columns,
     )
 
 
