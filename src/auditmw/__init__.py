@@ -34,7 +34,6 @@ from auditmw._stores.store import AuditStore, StoredCheckpoint
 from auditmw._stores.verify import Finding, LogSummary, VerifyReport
 from auditmw._transparency.checkpoint_report import CheckpointReport
 from auditmw._transparency.checkpoints import (
-    KEY_ROTATED_ACTION,
     Checkpointing,
     CheckpointingError,
     CheckpointStats,
@@ -42,6 +41,7 @@ from auditmw._transparency.checkpoints import (
 )
 from auditmw._transparency.external import check_checkpoints
 from auditmw._transparency.inputs import CheckpointInput
+from auditmw._transparency.key_record import KEY_ROTATED_ACTION
 from auditmw._transparency.notes import SigningKey, VerifierKey, load_signing_key
 from auditmw._transparency.sinks import DirectorySink, Sink, SinkConflictError, read_sink
 

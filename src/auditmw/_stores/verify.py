@@ -48,7 +48,7 @@ from auditmw._errors import StorageDamagedError
 from auditmw._event import ENTRY_FIELDS, GENESIS_HASH, ROW_FIELDS, TEXT_COLUMNS, entry_hash
 from auditmw._stores.report import Report, finding_lines, printable
 from auditmw._text import column_text
-from auditmw._transparency.checkpoints import KEY_RESOURCE, KEY_ROTATED_ACTION
+from auditmw._transparency.key_record import KEY_RESOURCE, KEY_ROTATED_ACTION
 
 # Columns kept beside the entry for indexing; each must equal the entry's own field (a
 # text column: its column form, or the exact text as stores written before that rule hold).

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 from auditmw._errors import StoreError
 from auditmw._event import Event, NewEvent
 from auditmw._stores.query import EventFilter
+from auditmw._transparency.key_record import KEY_RESOURCE, KEY_ROTATED_ACTION
 from auditmw._transparency.merkle import Frontier
 from auditmw._transparency.sinks import Sink
 
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("auditmw")
 
-# The event that records which key signs the checkpoints (also the first one: old_key null).
-KEY_ROTATED_ACTION = "checkpoint.key_rotated"
-KEY_RESOURCE = "checkpoint_key"
 DEFAULT_KEY_ENV = "AUDITMW_SIGNING_KEY"
 # How many of a log's newest checkpoints are tried as the base to extend: others' (a
 # rotated key's) are skipped; past these the tree is computed from all the leaves.
