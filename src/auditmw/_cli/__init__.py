@@ -40,7 +40,12 @@ class UsageParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = UsageParser(prog="auditmw", description="Tamper-evident audit logs for ASGI apps.")
+    codes = ", ".join(f"{code.value} {code.name.lower()}" for code in ExitCode)
+    parser = UsageParser(
+        prog="auditmw",
+        description="Tamper-evident audit logs for ASGI apps.",
+        epilog=f"Exit codes: {codes} (docs/cli.md).",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     for command in COMMANDS:
         sub = commands.add_parser(
