@@ -4,7 +4,7 @@ The hash chain (``auditmw._stores.verify``) proves that each entry links to the 
 cannot see a rewrite of the whole chain, nor its newest entries cut off. A signed
 checkpoint, "log L had n entries and their Merkle root was R" (docs/checkpoints.md), kept
 outside the database can. For every checkpoint given (the store's own table, an auditor's
-files, the external sink):
+files, a sink):
 
 1. the signed note is opened with the verifier keys (``MALFORMED``, ``UNKNOWN_KEY``,
    ``BAD_SIGNATURE``) and mapped to its log by its origin, ``<prefix>/<percent-encoded
