@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import auditmw
-from auditmw import Checkpointing, NewEvent, SigningKey, SQLiteStore
+from auditmw import Checkpointing, DirectorySink, NewEvent, SigningKey, SQLiteStore
 from auditmw._cli import COMMANDS, ExitCode, main
 from auditmw._stores.jsonl import JsonlReport
 from auditmw._stores.report import Report
@@ -275,6 +275,81 @@ def test_an_option_of_the_other_mode_is_a_usage_error(
     assert main(argv) == ExitCode.USAGE
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.fixture
+def everything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """A store that issued checkpoints to a sink, its verifier key, one checkpoint file
+    and a JSON Lines export of the whole log."""
+    key = SigningKey.generate("audit.example.com")
+    save_verifier_key(key.verifier, tmp_path / "audit.pub")
+    sink = tmp_path / "sink"
+
+    async def write() -> None:
+        checkpointing = Checkpointing(key, sink=DirectorySink(sink))
+        async with SQLiteStore(tmp_path / "audit.db", checkpointing=checkpointing) as store:
+            for i in range(4):
+                await store.append(NewEvent(action="doc.read", resource="doc", resource_id=str(i)))
+
+    asyncio.run(write())
+    (first,) = sorted(sink.rglob("*.checkpoint"))[:1]
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "audit.db"),
+                "--format",
+                "jsonl",
+                "-o",
+                str(tmp_path / "all.jsonl"),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    return {
+        "store": str(tmp_path / "audit.db"),
+        "key": str(tmp_path / "audit.pub"),
+        "sink": str(sink),
+        "checkpoint": str(first),
+        "export": str(tmp_path / "all.jsonl"),
+    }
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        "verify {store}",
+        "verify {store} --json",
+        "verify {store} --max-findings 5",
+        "verify {store} --public-key {key}",
+        "verify {store} --public-key {key} --public-key {key} --json",
+        "verify {store} --public-key {key} --checkpoint {checkpoint}",
+        "verify {store} --public-key {key} --sink {sink}",
+        "verify {store} --public-key {key} --origin-prefix audit.example.com",
+        "verify --jsonl {export}",
+        "verify --jsonl {export} --complete --json",
+        "verify --jsonl {export} --reserialized --max-findings 0",
+    ],
+)
+def test_every_verify_invocation_of_before_still_works(
+    everything: dict[str, str], capsys: pytest.CaptureFixture[str], args: str
+) -> None:
+    assert main(args.format(**everything).split()) == ExitCode.OK
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith("OK") or '"ok": true' in out
+
+
+def test_verify_an_export_from_standard_input(everything: dict[str, str]) -> None:
+    with open(everything["export"], "rb") as lines:
+        result = subprocess.run(
+            [sys.executable, "-m", "auditmw", "verify", "--jsonl", "-", "--complete"],
+            stdin=lines,
+            capture_output=True,
+        )
+    assert (result.returncode, result.stderr) == (ExitCode.OK, b"")
+    assert result.stdout.startswith(b"OK: 5 entries intact, the whole log from seq 1")
 
 
 # --- one report shape -------------------------------------------------------------------------
