@@ -19,7 +19,8 @@ not given are ignored; a signature by a given key that fails rejects the whole n
 (``BadSignatureError``); a note no given key signed is ``UnknownKeyError``; anything
 unparsable is ``MalformedNoteError``. Signing and checking signatures need the
 ``cryptography`` package (the ``checkpoints`` extra), imported only then: parsing works,
-and ``import auditmw`` succeeds, without it.
+and ``import auditmw`` succeeds, without it; signing or checking a signature without it
+raises ``MissingExtraError`` naming the extra (``require_cryptography``).
 """
 
 from __future__ import annotations
