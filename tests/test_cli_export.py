@@ -15,7 +15,7 @@ import pytest
 
 from auditmw import EventFilter, NewEvent, SQLiteStore
 from auditmw._admin.export import export_chunks
-from auditmw._cli.main import main
+from auditmw._cli import main
 
 from .test_query import SAMPLE, write_events
 

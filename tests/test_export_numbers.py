@@ -29,7 +29,7 @@ import rfc8785
 from starlette.requests import Request
 
 from auditmw import AdminApp, AdminUser, EventFilter, NewEvent, open_store
-from auditmw._cli.main import main
+from auditmw._cli import main
 
 from ._node import require_node
 from ._paths import ROOT

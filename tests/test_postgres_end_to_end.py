@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from auditmw import AdminApp, NewEvent, open_store
-from auditmw._cli.main import main
+from auditmw._cli import main
 from auditmw._stores.jsonl import verify_jsonl
 
 from ._postgres import store_url

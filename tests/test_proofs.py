@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from auditmw import AdminApp, NewEvent, open_store
-from auditmw._cli.main import main
+from auditmw._cli import main
 from auditmw._transparency.merkle import root
 from auditmw._transparency.notes import (
     Checkpoint,

@@ -108,7 +108,7 @@ COMMANDS = [
 @pytest.mark.parametrize("command", COMMANDS)
 def test_readme_cli_lines_parse(command: str) -> None:
     """The shell samples use only commands and flags the CLI has."""
-    from auditmw._cli.main import build_parser
+    from auditmw._cli import build_parser
 
     args = build_parser().parse_args(shlex.split(command)[1:])
     assert args.command in {"verify", "export", "prove", "keygen"}

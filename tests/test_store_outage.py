@@ -35,7 +35,7 @@ from auditmw import (
     StoreUnavailableError,
     open_store,
 )
-from auditmw._cli.main import main
+from auditmw._cli import main
 from auditmw._stores.postgres import PostgresStore
 from auditmw._transparency.proofs import prove_inclusion
 

@@ -25,7 +25,7 @@ import pytest
 import rfc8785
 
 from auditmw import GENESIS_HASH, NewEvent, SQLiteStore, VerifyReport, open_store
-from auditmw._cli.main import main
+from auditmw._cli import main
 from auditmw._stores.verify import (
     BROKEN_LINK,
     COLUMN_MISMATCH,

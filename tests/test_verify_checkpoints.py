@@ -20,8 +20,9 @@ import pytest
 import rfc8785
 
 from auditmw import Checkpointing, DirectorySink, NewEvent, VerifyReport, open_store
-from auditmw._cli.main import main
+from auditmw._cli import main
 from auditmw._stores.verify import CHECKPOINTS_REMOVED
+from auditmw._transparency.checkpoint_report import CheckpointReport
 from auditmw._transparency.external import (
     BAD_SIGNATURE,
     COLUMN_MISMATCH,
@@ -30,13 +31,12 @@ from auditmw._transparency.external import (
     TRUNCATED,
     UNKNOWN_KEY,
     WRONG_ORIGIN,
-    AnchorReport,
-    CheckpointInput,
     _LogTree,
     _Signed,
-    check_anchors,
+    check_checkpoints,
     log_of_origin,
 )
+from auditmw._transparency.inputs import CheckpointInput
 from auditmw._transparency.merkle import (
     consistency_proof,
     leaf_hash,
@@ -261,7 +261,7 @@ async def test_python_api(any_store: Any, key: SigningKey) -> None:
         CheckpointInput(signed(key, leaves, 4), "mine", prove=True),
         CheckpointInput(signed(key, leaves, 12), "from the future"),
     ]
-    report = await check_anchors(any_store, [key.verifier], notes)
+    report = await check_checkpoints(any_store, [key.verifier], notes)
     assert not report.ok and report.chain.ok
     assert [(f.kind, f.log, f.size, f.source) for f in report.findings] == [
         (TRUNCATED, "default", 12, "from the future")
@@ -272,7 +272,7 @@ async def test_python_api(any_store: Any, key: SigningKey) -> None:
     (proof,) = report.proofs
     assert proof.verified and (proof.old_size, proof.new_size) == (4, 9)
     with pytest.raises(ValueError, match="verifier key"):
-        await check_anchors(any_store, [], notes)
+        await check_checkpoints(any_store, [], notes)
 
 
 # --- what the chain cannot see --------------------------------------------------------------
@@ -545,7 +545,7 @@ def test_the_single_pass_consistency_proof_is_rfc_9162s() -> None:
             tree = _LogTree("default", [checkpoint])
             for leaf in leaves[:new]:
                 tree.append(leaf)
-            report = AnchorReport(VerifyReport())
+            report = CheckpointReport(VerifyReport())
             tree.finish(report)
             (proof,) = report.proofs
             nodes = [bytes.fromhex(node) for node in proof.proof]

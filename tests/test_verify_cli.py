@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from auditmw import NewEvent, SQLiteStore
-from auditmw._cli.main import main
+from auditmw._cli import main
 
 N = 12
 CONSOLE_SCRIPT = Path(sys.executable).with_name("auditmw")

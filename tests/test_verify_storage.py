@@ -34,7 +34,7 @@ import orjson
 import pytest
 
 from auditmw import AdminApp, NewEvent, VerifyReport, open_store
-from auditmw._cli.main import main
+from auditmw._cli import main
 from auditmw._stores.verify import STORAGE_DAMAGED
 
 from ._pg_server import ThrowawayPostgres

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+import warnings
 
 from auditmw import actions
 from auditmw._admin.access import AdminAuth
@@ -31,14 +32,16 @@ from auditmw._stores.query import EventFilter, Page, QueryError
 from auditmw._stores.sqlite import SQLiteStore
 from auditmw._stores.store import AuditStore, StoredCheckpoint
 from auditmw._stores.verify import Finding, LogSummary, VerifyReport
+from auditmw._transparency.checkpoint_report import CheckpointReport
 from auditmw._transparency.checkpoints import (
-    KEY_ROTATED_ACTION,
     Checkpointing,
     CheckpointingError,
     CheckpointStats,
     signing_key_from_env,
 )
-from auditmw._transparency.external import AnchorReport, CheckpointInput, check_anchors
+from auditmw._transparency.external import check_checkpoints
+from auditmw._transparency.inputs import CheckpointInput
+from auditmw._transparency.key_record import KEY_ROTATED_ACTION
 from auditmw._transparency.notes import SigningKey, VerifierKey, load_signing_key
 from auditmw._transparency.sinks import DirectorySink, Sink, SinkConflictError, read_sink
 
@@ -50,11 +53,11 @@ __all__ = [
     "AdminApp",
     "AdminAuth",
     "AdminUser",
-    "AnchorReport",
     "AuditError",
     "AuditMiddleware",
     "AuditStore",
     "CheckpointInput",
+    "CheckpointReport",
     "CheckpointStats",
     "Checkpointing",
     "CheckpointingError",
@@ -93,7 +96,7 @@ __all__ = [
     "actions",
     "audit",
     "audited",
-    "check_anchors",
+    "check_checkpoints",
     "diff",
     "entry_hash",
     "load_signing_key",
@@ -107,6 +110,12 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
+# Names from before the checkpoint vocabulary settled (docs/checkpoints.md): deprecated.
+_RENAMED: dict[str, typing.Any] = {
+    "AnchorReport": CheckpointReport,
+    "check_anchors": check_checkpoints,
+}
+
 
 def __getattr__(name: str) -> object:
     # AuditPlugin needs litestar, an optional extra: import it only when asked for.
@@ -115,4 +124,12 @@ def __getattr__(name: str) -> object:
         from auditmw.litestar import AuditPlugin
 
         return AuditPlugin
+    renamed = _RENAMED.get(name)
+    if renamed is not None:
+        warnings.warn(
+            f"auditmw.{name} is deprecated; use auditmw.{renamed.__name__}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return renamed
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

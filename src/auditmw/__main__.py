@@ -1,3 +1,3 @@
-from auditmw._cli.main import main
+from auditmw._cli import main
 
 raise SystemExit(main())

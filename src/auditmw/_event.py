@@ -156,7 +156,7 @@ class Event:
     def from_entry(cls, entry: bytes, hash: str) -> Event:
         """Parse stored canonical entry bytes (trusted: written by this library)."""
         data = orjson.loads(entry)
-        data["details"] = _as_doubles(data["details"])
+        data["details"] = as_doubles(data["details"])
         return cls(**{name: data[name] for name in ENTRY_FIELDS}, hash=hash)
 
 
@@ -347,7 +347,7 @@ def prepare(event: NewEvent, limits: Limits) -> PreparedEvent:
     else:
         details = orjson.loads(details_json)
         # Integers beyond 2**53 can only come back from floats, which take the slow path.
-        values["details"] = details if fast else _as_doubles(details)
+        values["details"] = details if fast else as_doubles(details)
     column_forms = {  # the columns of the rare text holding U+0000 (a cheap test when none)
         name: column_text(value)
         for name in TEXT_COLUMNS
@@ -414,7 +414,7 @@ def _ip_address(value: object) -> str | None:
     return value  # as given: validated, never rewritten
 
 
-def _as_doubles(value: Any) -> Any:
+def as_doubles(value: Any) -> Any:
     """``value`` with integers beyond ±(2**53-1) as floats, in place.
 
     Such integers only come from floats (JCS writes ``1e20`` as ``100000000000000000000``);
@@ -424,11 +424,11 @@ def _as_doubles(value: Any) -> Any:
     if isinstance(value, dict):
         for key, item in value.items():
             if isinstance(item, dict | list | int) and not isinstance(item, bool):
-                value[key] = _as_doubles(item)
+                value[key] = as_doubles(item)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             if isinstance(item, dict | list | int) and not isinstance(item, bool):
-                value[index] = _as_doubles(item)
+                value[index] = as_doubles(item)
     elif isinstance(value, int) and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
         return float(value)
     return value

@@ -34,7 +34,8 @@ import orjson
 
 from auditmw._canonical import MAX_SAFE_INTEGER, canonical_json, check_json
 from auditmw._errors import ValidationError
-from auditmw._event import ENTRY_FIELDS, MAX_DETAILS_DEPTH, _as_doubles
+from auditmw._event import ENTRY_FIELDS, MAX_DETAILS_DEPTH, as_doubles
+from auditmw._stores.report import Report, finding_lines
 from auditmw._stores.verify import GAP, INDEX_COLUMNS, ChainRow, ChainVerifier, Finding, LogSummary
 
 _ENTRY_FIELDS = frozenset(ENTRY_FIELDS)
@@ -42,9 +43,10 @@ MAX_PROBLEMS = 100
 
 
 @dataclass(slots=True)
-class JsonlReport:
+class JsonlReport(Report):
     """What ``verify_jsonl`` found. ``findings`` and ``problems`` are damage (the first
-    ones; ``total_*`` counts all); gaps are not damage."""
+    ones; ``total_*`` counts all); gaps are not damage, unless ``complete_required``
+    (``--complete``): then a subset is not ``ok``."""
 
     logs: dict[str, LogSummary] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
@@ -54,6 +56,8 @@ class JsonlReport:
     gaps: int = 0  # places where entries of a log are missing
     missing_ranges: list[str] = field(default_factory=list)  # the first gaps, "line N: ..."
     lines: int = 0
+    complete_required: bool = False
+    warnings: list[str] = field(default_factory=list)  # none so far: the shared shape
 
     @property
     def entries(self) -> int:
@@ -75,9 +79,15 @@ class JsonlReport:
         return not self.damaged and self.gaps > 0
 
     @property
+    def incomplete(self) -> bool:
+        """The whole log was required, and entries of it are missing."""
+        return self.complete_required and self.subset
+
+    @property
     def ok(self) -> bool:
-        """No damage found: the file is the whole log, or an intact subset of it."""
-        return not self.damaged
+        """No damage found: the file is the whole log, or an intact subset of it (unless
+        the whole log was required)."""
+        return not self.damaged and not self.incomplete
 
     def summary(self) -> str:
         """One line for people."""
@@ -100,6 +110,25 @@ class JsonlReport:
                 "store for that."
             )
         return f"OK: {self.entries} entries intact, the whole log from seq 1 ({heads})"
+
+    def details(self) -> list[str]:
+        """The unreadable lines, then the damage; with ``complete_required``, the gaps."""
+        lines = [f"  {problem}" for problem in self.problems]
+        if self.total_problems > len(self.problems):
+            lines.append(
+                f"  ... and {self.total_problems - len(self.problems)} more unreadable lines"
+            )
+        if self.damaged:  # gaps are expected in a subset: list only the damage
+            damage = [finding for finding in self.findings if finding.kind != GAP]
+            lines.extend(finding_lines(damage, len(damage), ""))
+        elif self.incomplete:  # the gaps are what is wrong
+            lines.extend(f"  {missing}" for missing in self.missing_ranges)
+            if self.gaps > len(self.missing_ranges):
+                lines.append(f"  ... and {self.gaps - len(self.missing_ranges)} more gaps")
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,14 +160,16 @@ def verify_jsonl(
     lines: Iterable[bytes],
     *,
     reserialized: bool = False,
+    complete: bool = False,
     max_findings: int = 1000,
     progress: Callable[[int], None] | None = None,
 ) -> JsonlReport:
     """Verify the lines of a JSONL export (bytes, with or without line ends).
 
     ``reserialized``: accept lines that another tool rewrote (see the module's docstring).
+    ``complete``: require the whole log (a subset is then not ``ok``).
     """
-    report = JsonlReport()
+    report = JsonlReport(complete_required=complete)
     runs: dict[str, _Run] = {}
 
     def problem(number: int, text: str) -> None:
@@ -233,11 +264,11 @@ def _canonical(entry: bytes, data: dict[str, Any]) -> bool:
     """Whether ``entry`` is the RFC 8785 form of ``data``, its own parse.
 
     Exact with numbers read as doubles (orjson reads big integers exactly or as doubles;
-    ``_as_doubles`` makes those beyond 2**53 doubles): a canonical number is the shortest
+    ``as_doubles`` makes those beyond 2**53 doubles): a canonical number is the shortest
     spelling of its double, so it parses back to that double and is written the same.
     A member given twice is parsed once and written once: not the same bytes.
     """
-    data["details"] = _as_doubles(data["details"])
+    data["details"] = as_doubles(data["details"])
     try:
         return canonical_json(data, fast=check_json(data, "entry", _DEPTH)) == entry
     except ValidationError:  # e.g. a lone surrogate, or nested too deep

@@ -46,8 +46,9 @@ import orjson
 
 from auditmw._errors import StorageDamagedError
 from auditmw._event import ENTRY_FIELDS, GENESIS_HASH, ROW_FIELDS, TEXT_COLUMNS, entry_hash
+from auditmw._stores.report import Report, finding_lines, printable
 from auditmw._text import column_text
-from auditmw._transparency.checkpoints import KEY_RESOURCE, KEY_ROTATED_ACTION
+from auditmw._transparency.key_record import KEY_RESOURCE, KEY_ROTATED_ACTION
 
 # Columns kept beside the entry for indexing; each must equal the entry's own field (a
 # text column: its column form, or the exact text as stores written before that rule hold).
@@ -98,10 +99,10 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "log": None if self.log is None else _printable(self.log),
+            "log": None if self.log is None else printable(self.log),
             "seq": self.seq,
             "kind": self.kind,
-            "message": _printable(self.message),
+            "message": printable(self.message),
         }
 
     def line(self) -> str:
@@ -138,13 +139,13 @@ class LogSummary:
         return {
             "entries": self.entries,
             "last_seq": self.last_seq,
-            "head_hash": _printable(self.head_hash),
+            "head_hash": printable(self.head_hash),
         }
 
 
 @dataclass(slots=True)
-class VerifyReport:
-    """The outcome of a verification. ``ok`` is True when no finding was made."""
+class VerifyReport(Report):
+    """The outcome of verifying a store's chain. ``ok`` is True when no finding was made."""
 
     logs: dict[str, LogSummary] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
@@ -167,7 +168,7 @@ class VerifyReport:
         return {
             "ok": self.ok,
             "entries": self.entries,
-            "logs": {_printable(name): summary.to_dict() for name, summary in self.logs.items()},
+            "logs": {printable(name): summary.to_dict() for name, summary in self.logs.items()},
             "findings": [finding.to_dict() for finding in self.findings],
             "total_findings": self.total_findings,
             "warnings": self.warnings,
@@ -185,6 +186,12 @@ class VerifyReport:
             return f"DAMAGED: {self.total_findings} finding(s)"
         first = self.findings[0]
         return f"DAMAGED: {self.total_findings} finding(s); first: {first.line()}"
+
+    def details(self) -> list[str]:
+        return finding_lines(self.findings, self.total_findings, "")
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_dict()
 
 
 class _Waiter(NamedTuple):
@@ -448,11 +455,12 @@ def _sane(row: ChainRow) -> ChainRow:
         and isinstance(row.entry, bytes)
     ):
         return row
-    return row._replace(
-        log=_as_text(row.log),
-        seq=row.seq if type(row.seq) is int else 0,
-        hash=_as_text(row.hash),
-        entry=row.entry if isinstance(row.entry, bytes) else b"",
+    return ChainRow(
+        _as_text(row.log),
+        row.seq if type(row.seq) is int else 0,
+        _as_text(row.hash),
+        row.entry if isinstance(row.entry, bytes) else b"",
+        row.columns,
     )
 
 
@@ -462,14 +470,6 @@ def _as_text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "surrogateescape")
     return "" if value is None else str(value)
-
-
-def _printable(text: str) -> str:
-    """Text that encodes as UTF-8: undecodable bytes (kept as surrogates) become \\xNN."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a lone surrogate that does not stand for a byte
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _prev_hash(row: ChainRow) -> str | None:

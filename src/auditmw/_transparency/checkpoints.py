@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 from auditmw._errors import StoreError
 from auditmw._event import Event, NewEvent
 from auditmw._stores.query import EventFilter
+from auditmw._transparency.key_record import KEY_RESOURCE, KEY_ROTATED_ACTION
 from auditmw._transparency.merkle import Frontier
 from auditmw._transparency.sinks import Sink
 
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("auditmw")
 
-# The event that records which key signs the checkpoints (also the first one: old_key null).
-KEY_ROTATED_ACTION = "checkpoint.key_rotated"
-KEY_RESOURCE = "checkpoint_key"
 DEFAULT_KEY_ENV = "AUDITMW_SIGNING_KEY"
 # How many of a log's newest checkpoints are tried as the base to extend: others' (a
 # rotated key's) are skipped; past these the tree is computed from all the leaves.
@@ -146,7 +144,7 @@ class Checkpointer:
         self._since: dict[str, float] = {}
         self._retry_at: dict[str, float] = {}  # after a failure: not before then
         # Logs holding a key record no checkpoint covers yet: due now, whatever the count.
-        self._anchor: set[str] = set()
+        self._key_records_due: set[str] = set()
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -252,9 +250,9 @@ class Checkpointer:
 
     def _due(self, now: float) -> list[str]:
         every, interval = self._config.every, self._config.interval
-        due = [log for log in sorted(self._anchor) if now >= self._retry_at.get(log, 0.0)]
+        due = [log for log in sorted(self._key_records_due) if now >= self._retry_at.get(log, 0.0)]
         for log, count in self._pending.items():
-            if count <= 0 or now < self._retry_at.get(log, 0.0) or log in self._anchor:
+            if count <= 0 or now < self._retry_at.get(log, 0.0) or log in self._key_records_due:
                 continue
             if (every is not None and count >= every) or (
                 interval is not None and now >= self._since[log] + interval
@@ -265,7 +263,7 @@ class Checkpointer:
     def _next_deadline(self) -> float | None:
         """When the next log falls due (loop time), or None: wait for a commit."""
         every, interval = self._config.every, self._config.interval
-        deadlines = [self._retry_at.get(log, 0.0) for log in self._anchor]
+        deadlines = [self._retry_at.get(log, 0.0) for log in self._key_records_due]
         for log, count in self._pending.items():
             if count <= 0:
                 continue
@@ -292,7 +290,7 @@ class Checkpointer:
                 if strict:
                     raise
                 return issued
-            logs = [*logs, *sorted(self._anchor.difference(logs))]  # a record just made
+            logs = [*logs, *sorted(self._key_records_due.difference(logs))]  # a record just made
             for log in logs:
                 # Taken before reading the log: entries committed meanwhile count again
                 # (at worst one more round that finds nothing new).
@@ -307,7 +305,7 @@ class Checkpointer:
                         raise
                     continue
                 self._retry_at.pop(log, None)
-                self._anchor.discard(log)
+                self._key_records_due.discard(log)
                 if stored is not None:
                     self.stats.issued += 1
                     issued.append(stored)
@@ -437,7 +435,7 @@ class Checkpointer:
             logger.info("checkpoint signing key recorded: %s (was %s)", current, recorded)
             # The record is anchored at once by the key it names: a record that no stored
             # checkpoint by that key covers is then evidence that checkpoints were removed.
-            self._anchor.add(record.log)
+            self._key_records_due.add(record.log)
             if self._wake is not None:
                 self._wake.set()
         self._key_recorded = True

@@ -4,7 +4,7 @@ The hash chain (``auditmw._stores.verify``) proves that each entry links to the 
 cannot see a rewrite of the whole chain, nor its newest entries cut off. A signed
 checkpoint, "log L had n entries and their Merkle root was R" (docs/checkpoints.md), kept
 outside the database can. For every checkpoint given (the store's own table, an auditor's
-files, the external sink):
+files, a sink):
 
 1. the signed note is opened with the verifier keys (``MALFORMED``, ``UNKNOWN_KEY``,
    ``BAD_SIGNATURE``) and mapped to its log by its origin, ``<prefix>/<percent-encoded
@@ -27,21 +27,26 @@ vouches for them. That is information, not damage.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
-from auditmw._stores.verify import ChainRow, StoreEvidence, VerifyReport, _printable, verify_rows
+from auditmw._stores.verify import ChainRow, StoreEvidence, verify_rows
+from auditmw._transparency.checkpoint_report import (
+    CheckedCheckpoint,
+    CheckpointFinding,
+    CheckpointReport,
+    ConsistencyProof,
+    LogCheckpoints,
+)
+from auditmw._transparency.inputs import CheckpointInput, stored_checkpoints
 from auditmw._transparency.merkle import Frontier, consistency_ranges, node_hash, verify_consistency
-from auditmw._transparency.sinks import SUFFIX as SINK_SUFFIX
+from auditmw._transparency.notes import CheckpointError, VerifierKey, open_checkpoint
 
-# auditmw._transparency.notes needs cryptography (the "checkpoints" extra): it is imported where a
-# note or key is opened, so that the rest (the reports, the pass) never needs it.
 if TYPE_CHECKING:
     from auditmw._stores.store import AuditStore
-    from auditmw._transparency.notes import VerifierKey
 
 # Finding kinds (the first four are also the ``kind`` of auditmw._transparency.notes's errors).
 MALFORMED = "MALFORMED"
@@ -55,238 +60,6 @@ TRUNCATED = "TRUNCATED"
 COLUMN_MISMATCH = "COLUMN_MISMATCH"
 
 ANCHORS = "anchors"  # the status of a checkpoint whose root the log reproduces
-
-# A signed note is at most 1 MiB (auditmw._transparency.notes.MAX_NOTE_BYTES): reading one byte
-# more is enough to reject a huge file without reading it all.
-_MAX_READ = (1 << 20) + 1
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointInput:
-    """A signed checkpoint note to check the log against, and where it came from.
-
-    ``prove``: also make and verify a consistency proof from it to the log's current size
-    (for an auditor's own, older checkpoint). ``claimed``: the (log, size, root) a store
-    keeps unsigned beside the note, checked against it.
-    """
-
-    note: bytes
-    source: str
-    prove: bool = False
-    claimed: tuple[str, int, bytes] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AnchorFinding:
-    """A checkpoint that could not be trusted, or that the log does not match."""
-
-    kind: str
-    source: str
-    message: str
-    log: str | None = None
-    size: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "source": _printable(self.source),
-            "log": None if self.log is None else _printable(self.log),
-            "size": self.size,
-            "message": _printable(self.message),
-        }
-
-    def line(self) -> str:
-        where = "" if self.log is None else f"log {_printable(self.log)!r} "
-        where += "" if self.size is None else f"size {self.size} "
-        return f"{self.kind}: {where}({_printable(self.source)}): {_printable(self.message)}"
-
-
-@dataclass(frozen=True, slots=True)
-class CheckedCheckpoint:
-    """A validly signed checkpoint of a log, and what the log said to it.
-
-    ``status`` is ``anchors`` (the log reproduces its root), ``FORK`` or ``TRUNCATED``.
-    """
-
-    size: int
-    root: str
-    sources: tuple[str, ...]
-    status: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "size": self.size,
-            "root": self.root,
-            "sources": [_printable(source) for source in self.sources],
-            "status": self.status,
-        }
-
-
-@dataclass(slots=True)
-class LogAnchors:
-    """One log: its size and root as stored now, and how much of it checkpoints anchor."""
-
-    entries: int
-    root: str
-    anchored: int = 0  # size of the newest checkpoint whose root the log reproduces
-    anchored_by: tuple[str, ...] = ()
-    checkpoints: list[CheckedCheckpoint] = field(default_factory=list)
-
-    @property
-    def not_yet_anchored(self) -> int:
-        """Entries after the newest matching checkpoint: only the chain vouches for them."""
-        return max(self.entries - self.anchored, 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "entries": self.entries,
-            "root": self.root,
-            "anchored": self.anchored,
-            "anchored_by": [_printable(source) for source in self.anchored_by],
-            "not_yet_anchored": self.not_yet_anchored,
-            "checkpoints": [checkpoint.to_dict() for checkpoint in self.checkpoints],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ConsistencyProof:
-    """RFC 9162 consistency proof from an auditor's checkpoint to the log as it is now;
-    ``verified`` when it recomputes both the checkpoint's (signed) root and the log's."""
-
-    log: str
-    source: str
-    old_size: int
-    new_size: int
-    old_root: str
-    new_root: str
-    proof: tuple[str, ...]
-    verified: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "log": _printable(self.log),
-            "source": _printable(self.source),
-            "old_size": self.old_size,
-            "new_size": self.new_size,
-            "old_root": self.old_root,
-            "new_root": self.new_root,
-            "proof": list(self.proof),
-            "verified": self.verified,
-        }
-
-
-@dataclass(slots=True)
-class AnchorReport:
-    """The chain report plus what the checkpoints say. ``ok`` when neither found damage."""
-
-    chain: VerifyReport
-    findings: list[AnchorFinding] = field(default_factory=list)
-    logs: dict[str, LogAnchors] = field(default_factory=dict)
-    proofs: list[ConsistencyProof] = field(default_factory=list)
-    checked: int = 0  # checkpoint notes checked with the keys
-    unchecked: int = 0  # stored checkpoints not checked: no verifier key was given
-    keys: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.chain.ok and not self.findings
-
-    def summary(self) -> str:
-        """One line: chain damage first, then checkpoint findings, else the chain's OK."""
-        if not self.chain.ok or not self.findings:
-            return self.chain.summary()
-        first = self.findings[0]
-        where = "" if first.log is None else f" log {_printable(first.log)!r}"
-        where += "" if first.size is None else f" size {first.size}"
-        return (
-            f"DAMAGED: the chain is intact ({self.chain.entries} entries) but "
-            f"{len(self.findings)} checkpoint finding(s); first: {first.kind}{where} "
-            f"({_printable(first.source)})"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "checked": self.checked,
-            "unchecked": self.unchecked,
-            "keys": self.keys,
-            "findings": [finding.to_dict() for finding in self.findings],
-            "logs": {_printable(name): log.to_dict() for name, log in self.logs.items()},
-            "consistency_proofs": [proof.to_dict() for proof in self.proofs],
-        }
-
-
-# --- reading notes -------------------------------------------------------------------------
-
-
-def read_note_file(path: str | Path, source: str, *, prove: bool = False) -> CheckpointInput:
-    """A checkpoint file, read up to just past the largest valid note (a huge or endless
-    file is then rejected as MALFORMED without being read). ``OSError`` if unreadable."""
-    with open(path, "rb") as file:
-        return CheckpointInput(file.read(_MAX_READ), source, prove=prove)
-
-
-def checkpoint_files(paths: Iterable[str | Path]) -> list[CheckpointInput]:
-    """An auditor's checkpoint files: each is proven consistent with the log as it is now."""
-    return [read_note_file(path, f"file {path}", prove=True) for path in paths]
-
-
-def sink_checkpoints(directory: str | Path) -> list[CheckpointInput]:
-    """Every ``*.checkpoint`` file under a directory sink (``<dir>/<log>/<size>.checkpoint``).
-
-    Only the signed notes count: the file names are unsigned and are not trusted.
-    """
-    root = Path(directory)
-    if not root.is_dir():
-        raise NotADirectoryError(f"checkpoint sink {directory} is not a directory")
-    # Like auditmw._transparency.sinks.read_sink, but each file read only up to the note size limit.
-    return [
-        read_note_file(path, f"sink {path.relative_to(root)}")
-        for path in sorted(root.rglob(f"*{SINK_SUFFIX}"))
-        if path.is_file()
-    ]
-
-
-async def stored_checkpoints(store: AuditStore) -> list[CheckpointInput]:
-    """The checkpoints the store keeps in its own table, with their unsigned columns."""
-    return [
-        CheckpointInput(
-            bytes(stored.note),
-            f"store, issued {stored.created_at}",
-            claimed=(stored.log, stored.size, bytes(stored.root)),
-        )
-        for stored in await store.checkpoints()
-    ]
-
-
-def load_keys(paths: Iterable[str | Path]) -> list[VerifierKey]:
-    """The verifier keys in the given files (one per line; ``#`` comments), each file
-    non-empty. Raises ``ValueError`` naming the file for anything else."""
-    from auditmw._transparency.notes import VerifierKey
-
-    keys: list[VerifierKey] = []
-    for path in paths:
-        with open(path, "rb") as file:
-            data = file.read(_MAX_READ)
-        if len(data) == _MAX_READ:
-            raise ValueError(f"{path}: too large for a verifier key file")
-        try:
-            lines = data.decode("utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise ValueError(f"{path}: not a verifier key file (not UTF-8 text)") from None
-        found = 0
-        for line in (line.strip() for line in lines):
-            if not line or line.startswith("#"):
-                continue
-            if line.startswith("PRIVATE+KEY+"):  # never echo a secret back
-                raise ValueError(f"{path}: this is a signing key; give its verifier (.pub) key")
-            try:
-                keys.append(VerifierKey.parse(line))
-            except ValueError as exc:
-                raise ValueError(f"{path}: not a verifier key: {exc}") from None
-            found += 1
-        if not found:
-            raise ValueError(f"{path}: no verifier key in the file")
-    return keys
 
 
 # --- opening notes ---------------------------------------------------------------------------
@@ -321,25 +94,23 @@ def log_of_origin(origin: str, prefix: str | None = None) -> str | None:
 
 def _open_all(
     inputs: Iterable[CheckpointInput], keys: Sequence[VerifierKey], prefix: str | None
-) -> tuple[list[_Signed], list[AnchorFinding], int]:
+) -> tuple[list[_Signed], list[CheckpointFinding], int]:
     """Open every note: the valid ones grouped by (log, size, root), and the findings."""
-    from auditmw._transparency.notes import CheckpointError, open_checkpoint
-
     signed: dict[tuple[str, int, bytes], _Signed] = {}
-    findings: list[AnchorFinding] = []
+    findings: list[CheckpointFinding] = []
     count = 0
     for item in inputs:
         count += 1
         try:
             checkpoint = open_checkpoint(item.note, keys).checkpoint
         except CheckpointError as exc:
-            findings.append(AnchorFinding(exc.kind, item.source, str(exc)))
+            findings.append(CheckpointFinding(exc.kind, item.source, str(exc)))
             continue
         log = log_of_origin(checkpoint.origin, prefix)
         if log is None:
             expected = f"{prefix}/<log>" if prefix is not None else "<prefix>/<log>"
             findings.append(
-                AnchorFinding(
+                CheckpointFinding(
                     WRONG_ORIGIN,
                     item.source,
                     f"validly signed, but its origin {checkpoint.origin!r} is not "
@@ -350,7 +121,7 @@ def _open_all(
             continue
         if item.claimed is not None and item.claimed != (log, checkpoint.size, checkpoint.root):
             findings.append(
-                AnchorFinding(
+                CheckpointFinding(
                     COLUMN_MISMATCH,
                     item.source,
                     f"the stored log/size/root columns ({item.claimed[0]!r}, "
@@ -465,16 +236,16 @@ class _LogTree:
         if self.provers:
             self._due = min(prover.due for _, prover in self.provers)
 
-    def finish(self, report: AnchorReport) -> None:
+    def finish(self, report: CheckpointReport) -> None:
         """Judge every checkpoint of this log; called once the pass is over."""
         entries, root = self.frontier.size, self.frontier.root()
-        summary = report.logs.setdefault(self.log, LogAnchors(entries, root.hex()))
+        summary = report.logs.setdefault(self.log, LogCheckpoints(entries, root.hex()))
         for size in sorted(self.by_size):
             groups = self.by_size[size]
             if len(groups) > 1:
                 roots = "; ".join(f"{g.root.hex()} ({', '.join(g.sources)})" for g in groups)
                 report.findings.append(
-                    AnchorFinding(
+                    CheckpointFinding(
                         FORK,
                         ", ".join(s for g in groups for s in g.sources),
                         f"validly signed checkpoints disagree on the root at size {size}: "
@@ -498,12 +269,12 @@ class _LogTree:
             if checkpoint.prove:
                 self._prove(checkpoint, 0, [], report)
 
-    def _judge(self, checkpoint: _Signed, report: AnchorReport) -> str:
+    def _judge(self, checkpoint: _Signed, report: CheckpointReport) -> str:
         size, entries = checkpoint.size, self.frontier.size
         sources = ", ".join(checkpoint.sources)
         if size > entries:
             report.findings.append(
-                AnchorFinding(
+                CheckpointFinding(
                     TRUNCATED,
                     sources,
                     f"the checkpoint vouches for {size} entries, the log has {entries}: "
@@ -516,7 +287,7 @@ class _LogTree:
         computed = self.results[size]
         if computed != checkpoint.root:
             report.findings.append(
-                AnchorFinding(
+                CheckpointFinding(
                     FORK,
                     sources,
                     f"the log's first {size} entries have Merkle root {computed.hex()}, the "
@@ -530,7 +301,7 @@ class _LogTree:
         return ANCHORS
 
     def _prove(
-        self, checkpoint: _Signed, size: int, proof: list[bytes], report: AnchorReport
+        self, checkpoint: _Signed, size: int, proof: list[bytes], report: CheckpointReport
     ) -> None:
         entries, new_root = self.frontier.size, self.frontier.root()
         # Recomputes both roots from the proof: the signed old root, the log's new root.
@@ -550,7 +321,7 @@ class _LogTree:
             )
 
 
-class AnchorChecker:
+class CheckpointChecker:
     """Feed it ``(log, recomputed hash)`` for every row in (log, seq) order (the chain
     verifier's ``on_leaf``), then call ``finish``."""
 
@@ -576,7 +347,7 @@ class AnchorChecker:
         self._log, self._tree = log, tree
         return tree
 
-    def finish(self, report: AnchorReport) -> AnchorReport:
+    def finish(self, report: CheckpointReport) -> CheckpointReport:
         for log in self._by_log:  # logs with checkpoints but no entry left at all
             if log not in self._trees:
                 self._switch(log)
@@ -597,19 +368,19 @@ async def check_rows(
     progress: Callable[[int], None] | None = None,
     max_findings: int = 1000,
     evidence: StoreEvidence | None = None,
-) -> AnchorReport:
+) -> CheckpointReport:
     """Verify the chain of ``rows`` (ordered by log, seq) and check it against ``notes``;
     ``evidence``: what the store knows of itself (``auditmw._stores.verify.StoreEvidence``)."""
     signed, findings, count = _open_all(notes, keys, origin_prefix) if keys else ([], [], 0)
-    checker = AnchorChecker(signed)
+    checker = CheckpointChecker(signed)
     # Without a key there is nothing to compare roots with: the chain alone, at its speed.
     on_leaf = checker.leaf if keys else None
     chain = await verify_rows(rows, progress, max_findings, on_leaf, evidence)
-    report = AnchorReport(chain, findings, checked=count, keys=len(keys))
+    report = CheckpointReport(chain, findings, checked=count, keys=len(keys))
     return checker.finish(report) if keys else report
 
 
-async def check_anchors(
+async def check_checkpoints(
     store: AuditStore,
     keys: Sequence[VerifierKey],
     notes: Iterable[CheckpointInput] = (),
@@ -618,7 +389,7 @@ async def check_anchors(
     origin_prefix: str | None = None,
     progress: Callable[[int], None] | None = None,
     max_findings: int = 1000,
-) -> AnchorReport:
+) -> CheckpointReport:
     """Verify the store's chain and check it against signed checkpoints, in one pass.
 
     The checkpoints are ``notes`` and, with ``stored``, those in the store's own table.
@@ -627,7 +398,7 @@ async def check_anchors(
         keys = [VerifierKey.parse(Path("audit.pub").read_text().strip())]
         notes = [CheckpointInput(note, f"sink {path}") for path, note in read_sink(dir)]
         notes.append(CheckpointInput(Path("q1.checkpoint").read_bytes(), "q1", prove=True))
-        report = await check_anchors(store, keys, notes)
+        report = await check_checkpoints(store, keys, notes)
 
     ``prove``: also make and verify the consistency proof from that checkpoint to the log's
     current size (``report.proofs``). Without ``keys``, stored checkpoints are only
@@ -652,3 +423,21 @@ async def check_anchors(
     if not keys:
         report.unchecked = len(own)
     return report
+
+
+# Names from before the vocabulary settled on "checkpoint" (docs/checkpoints.md).
+_DEPRECATED: dict[str, Any] = {
+    "AnchorReport": CheckpointReport,
+    "AnchorFinding": CheckpointFinding,
+    "AnchorChecker": CheckpointChecker,
+    "LogAnchors": LogCheckpoints,
+    "check_anchors": check_checkpoints,
+}
+
+
+def __getattr__(name: str) -> object:
+    new = _DEPRECATED.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(f"{name} is deprecated; use {new.__name__}", DeprecationWarning, stacklevel=2)
+    return new

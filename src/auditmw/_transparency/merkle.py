@@ -64,9 +64,14 @@ class Frontier:
 
     __slots__ = ("_nodes", "_size")
 
-    def __init__(self) -> None:
-        self._size = 0
-        self._nodes: list[bytes] = []
+    def __init__(self, size: int = 0, nodes: Iterable[bytes] = ()) -> None:
+        """The empty tree, or the frontier of ``size`` leaves given by its ``nodes``."""
+        self._size = size
+        self._nodes = list(nodes)
+        if size < 0 or size >= 1 << 64 or len(self._nodes) != size.bit_count():
+            raise ValueError(f"a frontier of size {size} has {max(size, 0).bit_count()} nodes")
+        for node in self._nodes:
+            _check_hash(node, "frontier node")
 
     @property
     def size(self) -> int:
@@ -108,10 +113,7 @@ class Frontier:
         return root
 
     def copy(self) -> Frontier:
-        clone = Frontier()
-        clone._size = self._size
-        clone._nodes = list(self._nodes)
-        return clone
+        return Frontier(self._size, self._nodes)
 
     def to_bytes(self) -> bytes:
         """Version byte 1, the size as 8 bytes big-endian, then the nodes (32 bytes each)."""
@@ -125,7 +127,7 @@ class Frontier:
         body = data[9:]
         if len(body) != HASH_SIZE * size.bit_count():
             raise ValueError(f"a frontier of size {size} has {size.bit_count()} nodes")
-        return cls._restore(size, [body[i : i + HASH_SIZE] for i in range(0, len(body), HASH_SIZE)])
+        return cls(size, [body[i : i + HASH_SIZE] for i in range(0, len(body), HASH_SIZE)])
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form: ``{"size": n, "nodes": [lowercase hex, ...]}``."""
@@ -140,23 +142,12 @@ class Frontier:
             decoded = [bytes.fromhex(node) for node in nodes]
         except (KeyError, TypeError, ValueError):
             raise ValueError("not a frontier: expected {'size': int, 'nodes': [hex]}") from None
-        if size < 0 or size >= 1 << 64 or len(decoded) != size.bit_count():
-            raise ValueError(f"a frontier of size {size} has {max(size, 0).bit_count()} nodes")
-        for node in decoded:
-            _check_hash(node, "frontier node")
-        return cls._restore(size, decoded)
-
-    @classmethod
-    def _restore(cls, size: int, nodes: list[bytes]) -> Frontier:
-        frontier = cls()
-        frontier._size = size
-        frontier._nodes = nodes
-        return frontier
+        return cls(size, decoded)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Frontier):
             return NotImplemented
-        return self._size == other._size and self._nodes == other._nodes
+        return self.size == other.size and self.nodes == other.nodes
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
@@ -164,7 +155,7 @@ class Frontier:
         return f"Frontier(size={self._size}, root={self.root().hex()})"
 
 
-# --- tree heads over leaves in memory or in a store --------------------------------------
+# --- roots over leaves in memory or in a store --------------------------------------
 
 
 def root(leaves: Iterable[bytes]) -> bytes:

@@ -1,6 +1,6 @@
 """Signed checkpoints: C2SP ``tlog-checkpoint`` bodies in C2SP ``signed-note``s, Ed25519.
 
-A checkpoint commits to a log's Merkle tree head (``auditmw._transparency.merkle``)::
+A checkpoint commits to a log's Merkle tree, its size and root (``auditmw._transparency.merkle``)::
 
     <origin>\\n<tree size, decimal>\\n<base64 root hash>\\n[<extension line>\\n ...]
 
@@ -19,7 +19,8 @@ not given are ignored; a signature by a given key that fails rejects the whole n
 (``BadSignatureError``); a note no given key signed is ``UnknownKeyError``; anything
 unparsable is ``MalformedNoteError``. Signing and checking signatures need the
 ``cryptography`` package (the ``checkpoints`` extra), imported only then: parsing works,
-and ``import auditmw`` succeeds, without it.
+and ``import auditmw`` succeeds, without it; signing or checking a signature without it
+raises ``MissingExtraError`` naming the extra (``require_cryptography``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import ClassVar
 from urllib.parse import quote
 
@@ -92,6 +94,23 @@ class WrongOriginError(CheckpointError):
     kind: ClassVar[str] = "WRONG_ORIGIN"
 
 
+class MissingExtraError(AuditError, ImportError):
+    """Signing or checking signatures needs ``cryptography``, the optional ``checkpoints``
+    extra, and it is not installed."""
+
+
+def require_cryptography(purpose: str) -> ModuleType:
+    """The Ed25519 module of ``cryptography``; ``MissingExtraError`` naming ``purpose``
+    and the extra to install when it cannot be imported."""
+    try:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"{purpose} needs the cryptography package: pip install 'auditmw[checkpoints]'"
+        ) from exc
+    return ed25519
+
+
 # --- keys --------------------------------------------------------------------------------
 
 
@@ -141,11 +160,11 @@ class VerifierKey:
     def verify(self, message: bytes, signature: bytes) -> bool:
         if len(signature) != SIGNATURE_SIZE:
             return False
+        ed25519 = require_cryptography("checking a signature")
         from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
         try:
-            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
+            ed25519.Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
         except (InvalidSignature, ValueError):  # ValueError: not a point on the curve
             return False
         return True
@@ -173,9 +192,8 @@ class SigningKey:
 
     @property
     def verifier(self) -> VerifierKey:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        public = Ed25519PrivateKey.from_private_bytes(self.seed).public_key()
+        ed25519 = require_cryptography("deriving a verifier key")
+        public = ed25519.Ed25519PrivateKey.from_private_bytes(self.seed).public_key()
         return VerifierKey(self.name, public.public_bytes_raw())
 
     @property
@@ -183,9 +201,9 @@ class SigningKey:
         return self.verifier.key_id
 
     def sign(self, message: bytes) -> bytes:
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-        return Ed25519PrivateKey.from_private_bytes(self.seed).sign(message)
+        ed25519 = require_cryptography("signing")
+        signature: bytes = ed25519.Ed25519PrivateKey.from_private_bytes(self.seed).sign(message)
+        return signature
 
     def encode(self) -> str:
         encoded = _b64(bytes([ALG_ED25519]) + self.seed)
@@ -347,7 +365,7 @@ def open_note(message: bytes | str, keys: Iterable[VerifierKey]) -> VerifiedNote
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A tree head: ``origin`` names the log, ``size`` leaves, ``root`` their MTH."""
+    """A checkpoint's body: ``origin`` names the log, ``size`` leaves, ``root`` their MTH."""
 
     origin: str
     size: int

@@ -23,13 +23,14 @@ from auditmw._transparency.merkle import (
     arange_root,
     verify_inclusion,
 )
+from auditmw._transparency.notes import Checkpoint, CheckpointError, parse_note
 
 if TYPE_CHECKING:
     from auditmw._stores.store import AuditStore, StoredCheckpoint
 
 logger = logging.getLogger("auditmw")
-# The newest checkpoints of a log considered as the anchor of a proof.
-ANCHOR_CANDIDATES = 8
+# How many of a log's newest checkpoints are tried for a proof to be anchored in.
+CANDIDATE_CHECKPOINTS = 8
 
 
 def leaf_of(stored_hash: object) -> bytes:
@@ -105,7 +106,7 @@ async def prove_inclusion(store: AuditStore, log: str, seq: int) -> InclusionPro
     leaf = b""
     async for value in store.leaf_hashes(log, seq - 1, seq):
         leaf = value
-    for checkpoint in await store._recent_checkpoints(log, ANCHOR_CANDIDATES):
+    for checkpoint in await store._recent_checkpoints(log, CANDIDATE_CHECKPOINTS):
         size, signed_root = checkpoint.checkpoint.size, _signed_root(checkpoint.checkpoint)
         if signed_root is None or not seq <= size <= tree_size:
             continue  # it does not cover the entry, or the log is shorter (truncated)
@@ -137,10 +138,6 @@ async def prove_inclusion(store: AuditStore, log: str, seq: int) -> InclusionPro
 def _signed_root(stored: StoredCheckpoint) -> bytes | None:
     """The root the note states (not the column beside it), if the note parses and
     states the stored size; its signature is for the reader of the proof to check."""
-    try:
-        from auditmw._transparency.notes import Checkpoint, CheckpointError, parse_note
-    except ImportError:  # no cryptography: take the column, the reader checks the note
-        return stored.root if len(stored.root) == 32 else None
     try:
         checkpoint = Checkpoint.parse(parse_note(stored.note).text)
     except CheckpointError:
