@@ -23,8 +23,8 @@ from starlette.requests import Request
 
 from auditmw import (
     GENESIS_HASH,
+    Actor,
     AdminApp,
-    AdminUser,
     AuditStore,
     EventFilter,
     Limits,
@@ -335,8 +335,8 @@ def test_filters_refuse_control_characters_and_lone_surrogates(param: str, value
 
 
 def admin_app(store: AuditStore) -> AdminApp:
-    def authorize(request: Request) -> AdminUser:
-        return AdminUser(user_id="auditor")
+    def authorize(request: Request) -> Actor:
+        return Actor(user_id="auditor")
 
     return AdminApp(store, authorize=authorize)
 

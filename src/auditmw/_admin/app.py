@@ -7,7 +7,7 @@ Access is denied unless ``authorize(request)`` grants it. It runs first for ever
 request — the dashboard, its static files, the API, the exports, even unknown paths —
 and answers (sync or async):
 
-- an ``AdminUser``: allowed; it is recorded as the actor of each export;
+- an ``Actor`` (with a user id or email): allowed; it is the actor of each export;
 - ``None``: nobody is signed in → 401;
 - ``False``: signed in, but not allowed → 403;
 - or raises Starlette's ``HTTPException``: that status and detail.
@@ -21,8 +21,9 @@ accident. ``request.scope.get("user")`` holds what the host's authentication mid
 found (``request.user`` raises when there is none).
 
 Every export records an ``export.requested`` event (format and filters, actor = the
-admin), committed before the first byte of the export is sent; if it cannot be
-recorded, nothing is exported. Errors are JSON: ``{"error": {"code", "message"}}``
+admin, the request as ``AuditMiddleware`` captured it, else as the admin app's own
+``RequestCapture`` does), committed before the first byte of the export is sent; if it
+cannot be recorded, nothing is exported. Errors are JSON: ``{"error": {"code", "message"}}``
 (plus ``param`` for a bad parameter) — only a browser's page load without access gets
 HTML. A store that is closed or unavailable (``StoreUnavailableError``: its database is
 down, frozen or locked past the store's time limits) gets ``503 store_unavailable`` with
@@ -34,11 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ipaddress
 import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 from urllib.parse import quote
@@ -62,10 +61,14 @@ from auditmw._admin.access import (
 )
 from auditmw._admin.export import MEDIA_TYPES, Format, export_chunks, export_filename
 from auditmw._admin.mount import route_path
-from auditmw._context import audit_context
+from auditmw._capture import DEFAULT_REQUEST_ID_HEADER, RequestCapture
+from auditmw._client_ip import X_FORWARDED_FOR
+from auditmw._context import Actor
 from auditmw._errors import StoreClosedError, StoreError, StoreUnavailableError, ValidationError
 from auditmw._event import OUTCOMES, NewEvent, utc_timestamp
+from auditmw._mask import Masker
 from auditmw._middleware import RETRY_AFTER_SECONDS
+from auditmw._record import AuditContext, Recorder, audit_context
 from auditmw._stores.query import (
     DEFAULT_BUCKETS,
     DEFAULT_LIMIT,
@@ -77,6 +80,7 @@ from auditmw._stores.query import (
     MAX_PARAM_CHARS,
     MAX_VERIFY_AGE,
     PAGE_PARAMS,
+    EventFilter,
     QueryError,
     check_params,
     parse_buckets,
@@ -86,12 +90,13 @@ from auditmw._stores.query import (
     parse_page,
 )
 from auditmw._stores.store import AuditStore
-from auditmw._text import header_text
 from auditmw._transparency.proofs import prove_inclusion
 
 DASHBOARD_DIR = Path(__file__).with_name("dashboard")
-ADMIN_KEY = "auditmw.admin"  # the scope key holding the AdminUser of a granted request
+ADMIN_KEY = "auditmw.admin"  # the scope key holding the Actor of a granted request
+REQUEST_KEY = "auditmw.request"  # the scope key holding the request as captured
 EXPORT_ACTION = "export.requested"
+EXPORT_RESOURCE = "audit_log"
 OPENAPI_PATH = "/openapi.json"
 MAX_EVENT_ID_CHARS = 256
 # Sent with every response: audit data must not be cached, sniffed or framed.
@@ -108,23 +113,26 @@ DASHBOARD_CSP = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class AdminUser:
-    """The person using the admin app, as ``authorize`` identified them."""
-
-    user_id: str | None = None
-    user_email: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("user_id", "user_email"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"AdminUser.{name} must be a string or None")
-        if not (self.user_id or self.user_email):
-            raise ValueError("AdminUser needs a user_id or a user_email")
+def checked_admin(actor: Actor) -> Actor:
+    """The actor ``authorize`` granted access to; an error for one that names nobody."""
+    for name in ("user_id", "user_email"):
+        value = getattr(actor, name)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"authorize() returned an Actor whose {name} is not a string")
+    if not (actor.user_id or actor.user_email):
+        raise ValueError("authorize() returned an Actor without a user_id or a user_email")
+    return actor
 
 
-AuthorizeResult: TypeAlias = AdminUser | Literal[False] | None
+def export_event(recorder: Recorder, scope: Scope, format: Format, filter: EventFilter) -> NewEvent:
+    """The ``export.requested`` event of an export: the granted admin as its actor, and
+    the request as captured (client IP, user agent, request id) like every event."""
+    context = AuditContext(recorder, scope[REQUEST_KEY], actor=scope[ADMIN_KEY])
+    details = {"format": format, "filters": filter.to_params()}
+    return recorder.event(context, EXPORT_ACTION, EXPORT_RESOURCE, details=details)
+
+
+AuthorizeResult: TypeAlias = Actor | Literal[False] | None
 Authorize: TypeAlias = Callable[[Request], AuthorizeResult | Awaitable[AuthorizeResult]]
 
 
@@ -132,14 +140,29 @@ class AdminApp:
     """The admin app for ``store``, granting access through ``authorize`` (see module)."""
 
     def __init__(
-        self, store: AuditStore, *, authorize: Authorize, auth: AdminAuth | None = None
+        self,
+        store: AuditStore,
+        *,
+        authorize: Authorize,
+        auth: AdminAuth | None = None,
+        trusted_proxies: Iterable[str] = (),
+        forwarded_header: str = X_FORWARDED_FOR,
+        request_id_header: str = DEFAULT_REQUEST_ID_HEADER,
     ) -> None:
         if not callable(authorize):
-            raise TypeError("authorize must be a callable: (request) -> AdminUser | None | False")
+            raise TypeError("authorize must be a callable: (request) -> Actor | None | False")
         if auth is not None and not isinstance(auth, AdminAuth):
             raise TypeError("auth must be an AdminAuth")
         self.store = store
         self.auth = auth or AdminAuth()
+        # Reads requests that no AuditMiddleware captured before (see _request_info).
+        self.capture = RequestCapture(
+            trusted_proxies=trusted_proxies,
+            forwarded_header=forwarded_header,
+            request_id_header=request_id_header,
+        )
+        # The admin app's own events: its store, no masking (the details are filters).
+        self.recorder = Recorder(store, masker=Masker(()))
         self._authorize = authorize
         self._openapi_document = openapi_document(self.auth)
         self._verifying: asyncio.Future[dict[str, Any]] | None = None
@@ -175,10 +198,12 @@ class AdminApp:
             await self._app(scope, receive, send)  # lifespan: nothing to do
             return
 
+        echo = self._request_info(scope)
+
         async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS:
+                for name, value in (*SECURITY_HEADERS, *echo):
                     headers.setdefault(name, value)
             await send(message)
 
@@ -192,23 +217,39 @@ class AdminApp:
             return
         await self._app(_without_trailing_slash(scope), receive, send_secured)
 
+    def _request_info(self, scope: Scope) -> tuple[tuple[str, str], ...]:
+        """Put the request as captured in ``scope[REQUEST_KEY]``; the response header that
+        echoes its request id when the admin app captured it itself.
+
+        Under ``AuditMiddleware`` the request was captured (and its id is echoed) there,
+        with the host's trusted proxies and request-id header: the admin app's events use
+        that capture, as every other event of the request does."""
+        context = audit_context.get()
+        if context is not None and context.request is not None:
+            scope[REQUEST_KEY] = context.request
+            return ()
+        request = self.capture.read(scope)
+        scope[REQUEST_KEY] = request
+        name, value = self.capture.request_id_echo(request)
+        return ((name.decode("latin-1"), value.decode("ascii")),)
+
     async def _check_access(self, scope: Scope, receive: Receive) -> Response | None:
-        """None when ``authorize`` grants access (and the AdminUser is in the scope)."""
+        """None when ``authorize`` grants access (and its Actor is in the scope)."""
         try:
             result = self._authorize(Request(scope, receive))
             if inspect.isawaitable(result):
                 result = await result
         except HTTPException as exc:
             return _http_error_response(exc)
-        if isinstance(result, AdminUser):
-            scope[ADMIN_KEY] = result
+        if isinstance(result, Actor):
+            scope[ADMIN_KEY] = checked_admin(result)
             return None
         if result is None:
             return self._denied(scope, 401, "unauthenticated", "sign in to use the audit log")
         if result is False:
             return self._denied(scope, 403, "forbidden", "you may not use the audit log")
         raise TypeError(
-            f"authorize() returned {result!r}: return an AdminUser to allow, None when "
+            f"authorize() returned {result!r}: return an Actor to allow, None when "
             "nobody is signed in (401), False for someone not allowed (403)"
         )
 
@@ -336,18 +377,7 @@ class AdminApp:
         headers = {"content-disposition": f'attachment; filename="{export_filename(format)}"'}
         if request.method == "HEAD":  # no export happens: nothing to record
             return Response(media_type=MEDIA_TYPES[format], headers=headers)
-        admin: AdminUser = request.scope[ADMIN_KEY]
-        limits = self.store.limits
-        record = NewEvent(
-            action=EXPORT_ACTION,
-            resource="audit_log",
-            details={"format": format, "filters": filter.to_params()},
-            user_id=admin.user_id,
-            user_email=admin.user_email,
-            ip_address=_client_ip(request),
-            user_agent=_header(request, "user-agent", limits.max_user_agent_chars),
-            request_id=_header(request, "x-request-id", limits.max_chars),
-        )
+        record = export_event(self.recorder, request.scope, format, filter)
         try:
             await self.store.append(record)  # returns once the event is committed
         except StoreUnavailableError as exc:
@@ -463,25 +493,6 @@ def _without_trailing_slash(scope: Scope) -> Scope:
     if len(route) > 1 and route.endswith("/"):
         return {**scope, "path": scope["path"].rstrip("/") or "/"}
     return scope
-
-
-def _client_ip(request: Request) -> str | None:
-    """The client's address: as ``AuditMiddleware`` resolved it (its trusted proxies
-    applied) when the admin app runs under it, as every other event has it; else the
-    peer's address as the server reports it."""
-    context = audit_context.get()
-    if context is not None and context.request is not None:
-        return context.request.client_ip
-    host = request.client.host if request.client else None
-    try:
-        return str(ipaddress.ip_address(host)) if host else None
-    except ValueError:
-        return None
-
-
-def _header(request: Request, name: str, max_chars: int) -> str | None:
-    value = request.headers.get(name)  # Starlette reads header bytes as Latin-1
-    return header_text(value.encode("latin-1"))[:max_chars] if value else None
 
 
 # --- OpenAPI ---------------------------------------------------------------------------------
