@@ -111,7 +111,7 @@ async def test_events_page_shape(
 async def test_cursor_pages_over_http(
     client: httpx.AsyncClient, seeded: tuple[SQLiteStore, list[Any]], params: dict[str, str]
 ) -> None:
-    from auditmw._stores.query import parse_filter
+    from auditmw._admin.parameters import parse_filter
 
     _, written = seeded
     ids = await fetch_all_ids(client, params, page_size=2)

@@ -34,8 +34,8 @@ from auditmw import (
     ValidationError,
     open_store,
 )
+from auditmw._admin.parameters import parse_filter
 from auditmw._event import prepare
-from auditmw._stores.query import parse_filter
 from auditmw._stores.verify import COLUMN_MISMATCH, INDEX_COLUMNS
 
 from ._servers import serving_in_loop

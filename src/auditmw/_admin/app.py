@@ -61,27 +61,13 @@ from auditmw._admin.access import (
 )
 from auditmw._admin.export import MEDIA_TYPES, Format, export_chunks, export_filename
 from auditmw._admin.mount import route_path
-from auditmw._capture import DEFAULT_REQUEST_ID_HEADER, RequestCapture
-from auditmw._client_ip import X_FORWARDED_FOR
-from auditmw._context import Actor
-from auditmw._errors import StoreClosedError, StoreError, StoreUnavailableError, ValidationError
-from auditmw._event import OUTCOMES, NewEvent, utc_timestamp
-from auditmw._mask import Masker
-from auditmw._middleware import RETRY_AFTER_SECONDS
-from auditmw._record import AuditContext, Recorder, audit_context
-from auditmw._stores.query import (
-    DEFAULT_BUCKETS,
-    DEFAULT_LIMIT,
-    FILTER_PARAMS,
-    MAX_BUCKETS,
-    MAX_CURSOR_CHARS,
-    MAX_LIMIT,
-    MAX_PAGE,
-    MAX_PARAM_CHARS,
-    MAX_VERIFY_AGE,
+from auditmw._admin.parameters import (
+    BUCKETS,
+    FILTER_NAMES,
+    FILTERS,
+    MAX_AGE,
     PAGE_PARAMS,
-    EventFilter,
-    QueryError,
+    PAGING,
     check_params,
     parse_buckets,
     parse_filter,
@@ -89,6 +75,15 @@ from auditmw._stores.query import (
     parse_max_age,
     parse_page,
 )
+from auditmw._capture import DEFAULT_REQUEST_ID_HEADER, RequestCapture
+from auditmw._client_ip import X_FORWARDED_FOR
+from auditmw._context import Actor
+from auditmw._errors import StoreClosedError, StoreError, StoreUnavailableError, ValidationError
+from auditmw._event import NewEvent, utc_timestamp
+from auditmw._mask import Masker
+from auditmw._middleware import RETRY_AFTER_SECONDS
+from auditmw._record import AuditContext, Recorder, audit_context
+from auditmw._stores.query import EventFilter, QueryError
 from auditmw._stores.store import AuditStore
 from auditmw._transparency.proofs import prove_inclusion
 
@@ -281,7 +276,7 @@ class AdminApp:
         return FileResponse(index, headers={"content-security-policy": DASHBOARD_CSP})
 
     async def _events(self, request: Request) -> Response:
-        params = check_params(request.query_params.multi_items(), [*FILTER_PARAMS, *PAGE_PARAMS])
+        params = check_params(request.query_params.multi_items(), [*FILTER_NAMES, *PAGE_PARAMS])
         filter = parse_filter(params)
         limit = parse_limit(params.get("limit"))
         page = parse_page(params.get("page"))
@@ -333,14 +328,14 @@ class AdminApp:
         )
 
     async def _histogram(self, request: Request) -> Response:
-        params = check_params(request.query_params.multi_items(), [*FILTER_PARAMS, "buckets"])
+        params = check_params(request.query_params.multi_items(), [*FILTER_NAMES, BUCKETS.name])
         filter = parse_filter(params)
         buckets = parse_buckets(params.get("buckets"))
         histogram = await self.store.histogram(filter, buckets=buckets)
         return json_response(histogram.to_dict())
 
     async def _verify(self, request: Request) -> Response:
-        params = check_params(request.query_params.multi_items(), ("max_age",))
+        params = check_params(request.query_params.multi_items(), (MAX_AGE.name,))
         max_age = parse_max_age(params.get("max_age"))
         last = self._last_verified
         if max_age is not None and last is not None and time.monotonic() - last[0] <= max_age:
@@ -372,7 +367,7 @@ class AdminApp:
         return await self._export(request, "jsonl")
 
     async def _export(self, request: Request, format: Format) -> Response:
-        params = check_params(request.query_params.multi_items(), FILTER_PARAMS)
+        params = check_params(request.query_params.multi_items(), FILTER_NAMES)
         filter = parse_filter(params)
         headers = {"content-disposition": f'attachment; filename="{export_filename(format)}"'}
         if request.method == "HEAD":  # no export happens: nothing to record
@@ -502,70 +497,9 @@ def openapi_document(auth: AdminAuth | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 description of the admin app, with the security schemes of ``auth``
     (paths relative to its mount point; the app adds ``servers`` to each copy it serves)."""
     auth = auth or AdminAuth()
-    # Every text filter refuses control characters (EventFilter): say so, so that
-    # generated "valid" values are valid.
-    text = {"type": "string", "maxLength": MAX_PARAM_CHARS, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
     nullable_text = {"type": ["string", "null"]}
-
-    def query(
-        name: str, schema: dict[str, Any], description: str, example: str | None = None
-    ) -> dict[str, Any]:
-        # An empty value means "not set" (as an HTML form sends unfilled fields).
-        parameter = {
-            "name": name,
-            "in": "query",
-            "schema": schema,
-            "allowEmptyValue": True,
-            "description": description,
-        }
-        return parameter if example is None else {**parameter, "example": example}
-
-    filters = [
-        query("user_id", text, "Exact user id."),
-        query("user_email", text, "Exact user email.", "ann@example.com"),
-        query(
-            "action", text, "Exact action, or a prefix ending in `*` (`project.*`).", "project.*"
-        ),
-        query("resource", text, "Exact resource type.", "project"),
-        query("resource_id", text, "Exact resource id."),
-        query("outcome", {"type": "string", "enum": list(OUTCOMES)}, "Exact outcome."),
-        query(
-            "from",
-            {"anyOf": [{"type": "string", "format": "date"}, _date_time()]},
-            "Events at or after this ISO 8601 date (UTC day) or date-time (UTC if no zone).",
-            "2024-05-01",
-        ),
-        query(
-            "to",
-            {"anyOf": [{"type": "string", "format": "date"}, _date_time()]},
-            "Events before this date-time; a date includes that whole (UTC) day. "
-            "Must be later than `from`.",
-            "2024-05-31T12:00:00Z",
-        ),
-        query(
-            "search",
-            text,
-            "Case-insensitive (ASCII) substring of action, resource, resource_id, "
-            "user_email or user_id; every character is literal.",
-        ),
-    ]
-    paging = [
-        query(
-            "limit",
-            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-            "Events per page.",
-        ),
-        query(
-            "cursor",
-            {"type": "string", "maxLength": MAX_CURSOR_CHARS},
-            "`next_cursor` of the previous page (same filters); not with `page`.",
-        ),
-        query(
-            "page",
-            {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
-            "Page number, for simple clients (slower deep down than `cursor`); not with `cursor`.",
-        ),
-    ]
+    filters = [parameter.openapi() for parameter in FILTERS]
+    paging = [parameter.openapi() for parameter in PAGING]
     event = {
         "type": "object",
         "required": [*_EVENT_TYPES],
@@ -677,19 +611,7 @@ def openapi_document(auth: AdminAuth | None = None) -> dict[str, Any]:
             {"200": ok(refs["Histogram"])},
             [
                 *filters,
-                query(
-                    "buckets",
-                    {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": MAX_BUCKETS,
-                        "default": DEFAULT_BUCKETS,
-                    },
-                    "The most intervals wanted. Their width is the narrowest of 1, 2, 5, "
-                    "10, 20, 50, 100, 200, 500 ms, 1, 2, 5, 10, 15, 30 s or min, 1, 2, 3, "
-                    "6, 12 h, 1, 2, 5, 10, 20, 50... days that covers the range in as "
-                    "many; intervals start at whole multiples of it (UTC).",
-                ),
+                BUCKETS.openapi(),
             ],
         ),
         "/export.csv": export(
@@ -702,15 +624,7 @@ def openapi_document(auth: AdminAuth | None = None) -> dict[str, Any]:
         "/verify": get(
             "Verify the whole chain",
             {"200": ok(refs["VerifyReport"])},
-            [
-                query(
-                    "max_age",
-                    {"type": "integer", "minimum": 0, "maximum": MAX_VERIFY_AGE},
-                    "Return the last result instead of verifying again if it finished at "
-                    "most this many seconds ago (the dashboard's page load uses 300). "
-                    "Without it, the chain is verified now.",
-                )
-            ],
+            [MAX_AGE.openapi()],
         ),
         OPENAPI_PATH: get("This document", {"200": ok({"type": "object"})}, []),
     }

@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, BinaryIO
 import orjson
 
 from auditmw._admin.export import FORMATS, Format, export_chunks
+from auditmw._admin.parameters import parse_filter
 from auditmw._cli.progress import Progress
 from auditmw._errors import StorageDamagedError, StoreError, StoreUnavailableError
 from auditmw._event import DEFAULT_LOG
 from auditmw._stores.jsonl import JsonlReport, verify_jsonl
 from auditmw._stores.open import open_store
-from auditmw._stores.query import FILTER_PARAMS, EventFilter, QueryError, parse_filter
+from auditmw._stores.query import FILTER_PARAMS, EventFilter, QueryError
 from auditmw._stores.verify import GAP, VerifyReport
 from auditmw._transparency.proofs import prove_inclusion
 
