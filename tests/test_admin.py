@@ -17,7 +17,8 @@ import pytest
 from starlette.requests import Request
 
 from auditmw import Actor, AdminApp, EventFilter, NewEvent, SQLiteStore
-from auditmw._admin.app import DASHBOARD_DIR, openapi_document
+from auditmw._admin.openapi import openapi_document
+from auditmw._admin.pages import DASHBOARD_DIR
 from auditmw._stores.jsonl import verify_jsonl
 from auditmw._stores.query import MAX_PARAM_CHARS
 

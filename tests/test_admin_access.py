@@ -17,7 +17,8 @@ from starlette.requests import Request
 
 import auditmw
 from auditmw import Actor, AdminApp, EventFilter, SQLiteStore
-from auditmw._admin.app import DASHBOARD_DIR, openapi_document
+from auditmw._admin.openapi import openapi_document
+from auditmw._admin.pages import DASHBOARD_DIR
 
 from .test_admin import ADMIN, VIEWER, authorize, client_for
 from .test_query import SAMPLE, write_events

@@ -8,7 +8,7 @@ import argparse
 import pytest
 
 from auditmw import EventFilter, QueryError
-from auditmw._admin.app import openapi_document
+from auditmw._admin.openapi import openapi_document
 from auditmw._admin.parameters import (
     BUCKETS,
     FILTERS,
