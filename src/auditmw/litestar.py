@@ -16,7 +16,9 @@ Requests that match no route (404, 405) never reach route middleware in Litestar
 when valid, else a new one) and records their ``http.request`` event when their method
 is in ``record_requests`` (without ``duration_ms``: nothing saw the request begin).
 
-This module imports litestar (an optional extra); ``import auditmw`` does not.
+This module imports litestar (an optional extra); ``import auditmw`` does not:
+``from auditmw.litestar import AuditPlugin`` (``auditmw.AuditPlugin`` imports it when
+first named).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from auditmw._middleware import (
 )
 from auditmw._record import AuditContext, FailurePolicy
 from auditmw._stores.store import AuditStore
+
+__all__ = ["AuditPlugin", "audit_unavailable"]
 
 
 class AuditPlugin(InitPlugin):
