@@ -3,11 +3,11 @@
 ``RequestCapture`` turns an ASGI scope into the ``RequestInfo`` every event of the request
 is made from: the client IP (the trusted-proxy rule of ``ClientIPResolver``), the peer
 IP, the user agent, the request id (the client's when valid, else a new one), the method
-and the path. ``AuditMiddleware``, the Litestar plugin (for requests that match no
-route) and the admin app (for its own ``export.requested`` events, when no middleware
-captured the request before it) all read requests through it; the user is resolved
-later, when an event is recorded (``Recorder.resolve_user``), because authentication
-middleware may run after the capture.
+and the path, and how to find its user. ``AuditMiddleware``, the Litestar plugin (for
+requests that match no route) and the admin app (for its own ``export.requested``
+events, when no middleware captured the request before it) all read requests through
+it. The user is resolved late, each time an event is recorded (``RequestInfo.user``),
+because authentication middleware may run after the capture.
 
 ``error_outcome`` is the one rule from an HTTP status to an event's outcome.
 """
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from starlette.types import Scope
 
 from auditmw._client_ip import X_FORWARDED_FOR, ClientIPResolver
-from auditmw._context import RequestInfo
+from auditmw._context import RequestInfo, UserResolver, user_from_scope
 from auditmw._event import Outcome
 from auditmw._text import header_text
 
@@ -37,6 +37,8 @@ class RequestCapture:
       client IP is the connecting peer and forwarding headers are ignored.
     - ``forwarded_header``: ``"x-forwarded-for"`` or ``"forwarded"`` (RFC 7239).
     - ``request_id_header``: read from the request when valid, else a new id is made.
+    - ``resolve_user``: ``scope -> Actor | None``, called when an event is recorded;
+      default: the authenticated ``scope["user"]``.
     """
 
     def __init__(
@@ -45,9 +47,11 @@ class RequestCapture:
         trusted_proxies: Iterable[str] = (),
         forwarded_header: str = X_FORWARDED_FOR,
         request_id_header: str = DEFAULT_REQUEST_ID_HEADER,
+        resolve_user: UserResolver = user_from_scope,
     ) -> None:
         self.client_ip = ClientIPResolver(trusted_proxies, forwarded_header)
         self.request_id_header = request_id_header.lower().encode("latin-1")
+        self.resolve_user = resolve_user
 
     def read(self, scope: Scope) -> RequestInfo:
         """Everything the request says about itself, in one pass over its headers."""
@@ -76,6 +80,7 @@ class RequestCapture:
             request_id=request_id or new_request_id(),
             method=method if isinstance(method, str) else None,
             path=path if isinstance(path, str) else "",
+            resolve_user=self.resolve_user,
         )
 
     def request_id_echo(self, request: RequestInfo) -> tuple[bytes, bytes]:

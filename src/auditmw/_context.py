@@ -113,3 +113,9 @@ class RequestInfo:
     # Set when an event of this request could not be committed under the fail-closed
     # policy: the middleware then refuses to send a success response.
     store_error: StoreError | None = None
+    resolve_user: UserResolver = user_from_scope
+
+    def user(self) -> Actor | None:
+        """The request's user as the resolver finds it now (``scope["user"]`` is set by
+        authentication middleware that may run after the request was captured)."""
+        return self.resolve_user(self.scope)

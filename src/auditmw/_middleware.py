@@ -85,11 +85,12 @@ class AuditMiddleware:
     ) -> None:
         self.app = app
         self.failure_policy = failure_policy if failure_policy is not None else FailurePolicy()
-        self.recorder = Recorder(store, self.failure_policy, Masker(sensitive_keys), resolve_user)
+        self.recorder = Recorder(store, self.failure_policy, Masker(sensitive_keys))
         self.capture = RequestCapture(
             trusted_proxies=trusted_proxies,
             forwarded_header=forwarded_header,
             request_id_header=request_id_header,
+            resolve_user=resolve_user,
         )
         self.record_requests = frozenset(method.upper() for method in record_requests)
 

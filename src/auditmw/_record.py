@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from auditmw._context import Actor, RequestInfo, UserResolver, checked_actor, user_from_scope
+from auditmw._context import Actor, RequestInfo, checked_actor
 from auditmw._errors import StoreError
 from auditmw._event import Event, Limits, NewEvent, Outcome
 from auditmw._mask import Masker
@@ -66,12 +66,11 @@ class FailurePolicy:
 
 @dataclass(frozen=True, slots=True)
 class Recorder:
-    """Turns audit calls into committed events: one store, masking, policy and resolver."""
+    """Turns audit calls into committed events: one store, masking and policy."""
 
     store: AuditStore
     policy: FailurePolicy = field(default_factory=FailurePolicy)
     masker: Masker = field(default_factory=Masker)
-    resolve_user: UserResolver = user_from_scope
 
     def event(
         self,
@@ -110,7 +109,7 @@ class Recorder:
         if context.actor is not None:
             return context.actor
         if context.request is not None:
-            return self.resolve_user(context.request.scope)
+            return context.request.user()
         return None
 
     async def commit(self, event: NewEvent, request: RequestInfo | None) -> Event | None:
