@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from starlette.authentication import BaseUser
 from starlette.requests import Request
 
-from auditmw import AdminAuth, AdminUser, audit
+from auditmw import Actor, AdminAuth, audit
 
 from . import payloads
 from .db import API_KEY_PREFIX, Database, User
@@ -135,14 +135,14 @@ async def _sign_in_failed(email: str) -> None:
     await audit("user.sign_in_failed", "session", details={"email": email}, outcome="failure")
 
 
-def authorize_admin(request: Request) -> AdminUser | Literal[False] | None:
+def authorize_admin(request: Request) -> Actor | Literal[False] | None:
     """``AdminApp``'s gate: admins get in, other users 403, anonymous callers 401."""
     user = request.scope.get("user")  # never request.user: it asserts without auth middleware
     if not isinstance(user, AppUser):
         return None
     if not user.is_admin:
         return False
-    return AdminUser(user_id=user.id, user_email=user.email)
+    return Actor(user_id=user.id, user_email=user.email)
 
 
 def return_path(value: object) -> str | None:

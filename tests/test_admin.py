@@ -16,8 +16,9 @@ import orjson
 import pytest
 from starlette.requests import Request
 
-from auditmw import AdminApp, AdminUser, EventFilter, NewEvent, SQLiteStore
-from auditmw._admin.app import DASHBOARD_DIR, openapi_document
+from auditmw import Actor, AdminApp, EventFilter, NewEvent, SQLiteStore
+from auditmw._admin.openapi import openapi_document
+from auditmw._admin.pages import DASHBOARD_DIR
 from auditmw._stores.jsonl import verify_jsonl
 from auditmw._stores.query import MAX_PARAM_CHARS
 
@@ -25,10 +26,10 @@ from .test_query import SAMPLE, model_newest_first, write_events
 
 ADMIN = {"x-test-user": "admin"}
 VIEWER = {"x-test-user": "viewer"}
-ADMIN_USER = AdminUser(user_id="admin-1", user_email="admin@example.com")
+ADMIN_USER = Actor(user_id="admin-1", user_email="admin@example.com")
 
 
-def authorize(request: Request) -> AdminUser | bool | None:
+def authorize(request: Request) -> Actor | bool | None:
     """The test's access rule: a header names the user (a real app reads its session)."""
     who = request.headers.get("x-test-user")
     if who is None:
@@ -111,7 +112,7 @@ async def test_events_page_shape(
 async def test_cursor_pages_over_http(
     client: httpx.AsyncClient, seeded: tuple[SQLiteStore, list[Any]], params: dict[str, str]
 ) -> None:
-    from auditmw._stores.query import parse_filter
+    from auditmw._admin.parameters import parse_filter
 
     _, written = seeded
     ids = await fetch_all_ids(client, params, page_size=2)
@@ -391,7 +392,7 @@ async def test_an_admin_identity_too_long_to_record_gets_no_export(
     seeded: tuple[SQLiteStore, list[Any]],
 ) -> None:
     store, _ = seeded
-    app = AdminApp(store, authorize=lambda request: AdminUser(user_id="u" * 10_000))
+    app = AdminApp(store, authorize=lambda request: Actor(user_id="u" * 10_000))
     async with client_for(app) as client:
         response = await client.get("/export.csv")
     assert response.status_code == 500 and response.json()["error"]["code"] == "export_not_recorded"

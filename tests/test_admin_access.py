@@ -15,8 +15,10 @@ import pytest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from auditmw import AdminApp, AdminUser, EventFilter, SQLiteStore
-from auditmw._admin.app import DASHBOARD_DIR, openapi_document
+import auditmw
+from auditmw import Actor, AdminApp, EventFilter, SQLiteStore
+from auditmw._admin.openapi import openapi_document
+from auditmw._admin.pages import DASHBOARD_DIR
 
 from .test_admin import ADMIN, VIEWER, authorize, client_for
 from .test_query import SAMPLE, write_events
@@ -104,9 +106,9 @@ async def test_authorize_may_be_async_and_sees_the_user(
     store, _ = seeded
     seen: list[Any] = []
 
-    async def check(request: Request) -> AdminUser | None:
+    async def check(request: Request) -> Actor | None:
         seen.append(request.scope.get("user"))
-        return AdminUser(user_email="a@example.com") if request.scope.get("user") else None
+        return Actor(user_email="a@example.com") if request.scope.get("user") else None
 
     app = AdminApp(store, authorize=check)
 
@@ -124,7 +126,7 @@ async def test_authorize_may_be_async_and_sees_the_user(
 async def test_authorize_may_raise_http_exception(seeded: tuple[SQLiteStore, list[Any]]) -> None:
     store, _ = seeded
 
-    def check(request: Request) -> AdminUser:
+    def check(request: Request) -> Actor:
         raise HTTPException(401, "token expired", headers={"WWW-Authenticate": "Bearer"})
 
     async with client_for(AdminApp(store, authorize=check)) as client:
@@ -140,18 +142,39 @@ async def test_anything_but_the_documented_answers_is_an_error(
 ) -> None:
     # A mistake in authorize() must never grant access: it fails loudly instead.
     async with client_for(AdminApp(seeded[0], authorize=lambda request: result)) as client:  # type: ignore[arg-type,return-value]
-        with pytest.raises(TypeError, match="AdminUser"):
+        with pytest.raises(TypeError, match="Actor"):
             await client.get("/events")
 
 
-def test_admin_user_needs_an_identity() -> None:
-    with pytest.raises(ValueError):
-        AdminUser()
-    with pytest.raises(ValueError):
-        AdminUser(user_id="", user_email="")
-    with pytest.raises(TypeError):
-        AdminUser(user_id=5)  # type: ignore[arg-type]
-    assert AdminUser(user_email="a@b").user_id is None
+@pytest.mark.parametrize(
+    ("admin", "error"),
+    [
+        (Actor(), ValueError),
+        (Actor(user_id="", user_email=""), ValueError),
+        (Actor(user_id=5), TypeError),  # type: ignore[arg-type]
+    ],
+)
+async def test_the_admin_needs_an_identity(
+    seeded: tuple[SQLiteStore, list[Any]], admin: Actor, error: type[Exception]
+) -> None:
+    # An Actor that names nobody is a mistake in authorize(): it never grants access.
+    async with client_for(AdminApp(seeded[0], authorize=lambda request: admin)) as client:
+        with pytest.raises(error):
+            await client.get("/events")
+
+
+async def test_an_admin_named_by_email_alone_is_enough(
+    seeded: tuple[SQLiteStore, list[Any]],
+) -> None:
+    admin = Actor(user_email="a@b")
+    async with client_for(AdminApp(seeded[0], authorize=lambda request: admin)) as client:
+        assert (await client.get("/events")).status_code == 200
+
+
+def test_admin_user_is_a_deprecated_alias_of_actor() -> None:
+    with pytest.warns(DeprecationWarning, match="Actor"):
+        alias = auditmw.AdminUser
+    assert alias is Actor
 
 
 async def test_websockets_are_closed(seeded: tuple[SQLiteStore, list[Any]]) -> None:

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.routing import Mount
 
-from auditmw import AdminApp, AdminAuth, AdminUser, SQLiteStore
+from auditmw import Actor, AdminApp, AdminAuth, SQLiteStore
 from auditmw._admin.access import PAGE_CSP
 
 from .test_query import SAMPLE, write_events
@@ -53,11 +53,11 @@ NAVIGATION_WITHOUT_METADATA = {
 ROLE = "x-role"  # the test host's authentication: a header naming the role
 
 
-def authorize(request: Request) -> AdminUser | bool | None:
+def authorize(request: Request) -> Actor | bool | None:
     role = request.headers.get(ROLE)
     if role is None:
         return None
-    return AdminUser(user_id="u-admin") if role == "admin" else False
+    return Actor(user_id="u-admin") if role == "admin" else False
 
 
 @pytest.fixture
@@ -277,7 +277,7 @@ async def test_the_admin_is_let_in_whatever_the_headers(store: SQLiteStore) -> N
 
 
 async def test_an_http_exception_from_authorize_is_answered_as_raised(store: SQLiteStore) -> None:
-    def expired(request: Request) -> AdminUser:
+    def expired(request: Request) -> Actor:
         raise HTTPException(401, "session expired", headers={"WWW-Authenticate": "Bearer"})
 
     app = Starlette(routes=[Mount(MOUNT, app=AdminApp(store, authorize=expired, auth=SIGN_IN))])

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from auditmw import AdminApp, SQLiteStore
-from auditmw._admin.app import openapi_document
+from auditmw._admin.openapi import openapi_document
 
 from .test_admin import ADMIN, authorize, client_for
 from .test_query import SAMPLE, write_events

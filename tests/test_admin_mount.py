@@ -23,7 +23,7 @@ from starlette.authentication import (
 )
 from starlette.requests import HTTPConnection, Request
 
-from auditmw import AdminApp, AdminUser, EventFilter, SQLiteStore
+from auditmw import Actor, AdminApp, EventFilter, SQLiteStore
 
 from .test_admin import client_for
 from .test_query import SAMPLE, write_events
@@ -40,14 +40,14 @@ def user_named(header: str | None) -> str | None:
     return None
 
 
-def authorize(request: Request) -> AdminUser | bool | None:
+def authorize(request: Request) -> Actor | bool | None:
     """Read the user the host's authentication put in the scope (never request.user:
     it raises when no authentication middleware is installed)."""
     user = request.scope.get("user")
     name = getattr(user, "username", None) if getattr(user, "is_authenticated", False) else user
     if not isinstance(name, str):
         return None
-    return AdminUser(user_id=name, user_email=f"{name}@example.com") if name in ADMINS else False
+    return Actor(user_id=name, user_email=f"{name}@example.com") if name in ADMINS else False
 
 
 class HeaderAuth(AuthenticationBackend):

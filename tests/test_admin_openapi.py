@@ -28,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from auditmw import AdminApp, AdminAuth, EventFilter, SQLiteStore
-from auditmw._admin.app import openapi_document
+from auditmw._admin.openapi import openapi_document
 
 from ._servers import serving_in_thread
 from .test_admin import ADMIN, VIEWER, authorize

@@ -356,7 +356,7 @@ async def test_admin_exports_log_the_client_the_middleware_resolved(
 ) -> None:
     # The admin app records its exports itself: under AuditMiddleware they carry the
     # same client IP as every other event, not the proxy's address.
-    admin = auditmw.AdminApp(store, authorize=lambda request: auditmw.AdminUser(user_id="a1"))
+    admin = auditmw.AdminApp(store, authorize=lambda request: auditmw.Actor(user_id="a1"))
     app = Starlette(
         routes=[Mount("/admin", app=admin)],
         middleware=[Middleware(auditmw.AuditMiddleware, store=store, trusted_proxies=TRUSTED)],

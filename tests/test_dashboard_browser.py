@@ -34,7 +34,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Mount
 
-from auditmw import AdminApp, AdminUser, NewEvent, SQLiteStore
+from auditmw import Actor, AdminApp, NewEvent, SQLiteStore
 
 from . import _browser
 from ._browser import needs_chromium, watched_page
@@ -187,14 +187,14 @@ def damage(path: Path) -> None:
 # --- the server ---------------------------------------------------------------------------
 
 
-def authorize(request: Request) -> AdminUser | Literal[False] | None:
+def authorize(request: Request) -> Actor | Literal[False] | None:
     """The host app's rule for this test: a cookie names the role."""
     role = request.cookies.get(ROLE_COOKIE)
     if role is None:
         return None
     if role != "admin":
         return False
-    return AdminUser(user_id="u_admin", user_email="admin@example.com")
+    return Actor(user_id="u_admin", user_email="admin@example.com")
 
 
 def build_app(stores: dict[str, SQLiteStore]) -> Starlette:

@@ -28,7 +28,7 @@ import pytest
 import rfc8785
 from starlette.requests import Request
 
-from auditmw import AdminApp, AdminUser, EventFilter, NewEvent, open_store
+from auditmw import Actor, AdminApp, EventFilter, NewEvent, open_store
 from auditmw._cli import main
 
 from ._node import require_node
@@ -94,8 +94,8 @@ async def fill(url: str) -> None:
             )
 
 
-def authorize(request: Request) -> AdminUser:
-    return AdminUser(user_id="auditor")
+def authorize(request: Request) -> Actor:
+    return Actor(user_id="auditor")
 
 
 async def from_the_admin_app(url: str, *paths: str) -> list[bytes]:

@@ -30,6 +30,7 @@ from auditmw import (
     SQLiteStore,
     open_store,
 )
+from auditmw._admin.parameters import parse_filter
 from auditmw._stores.histogram import (
     DAY,
     HOUR,
@@ -41,7 +42,7 @@ from auditmw._stores.histogram import (
     microseconds,
     timestamp,
 )
-from auditmw._stores.query import MAX_BUCKETS, parse_filter
+from auditmw._stores.query import MAX_BUCKETS
 from auditmw._stores.sqlite import SEARCH_INDEX_MAX_MATCHES
 
 from .test_admin import ADMIN, VIEWER, authorize, client_for, fetch_all_ids

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -344,3 +346,25 @@ async def test_an_app_handler_for_store_errors_is_kept(store: SQLiteStore) -> No
     async with client_for(app) as client:
         response = await client.get("/me")
     assert (response.status_code, response.text) == (500, "audit down")
+
+
+# --- the public module ------------------------------------------------------------------------
+
+
+def test_the_plugin_is_public_in_auditmw_litestar() -> None:
+    import auditmw.litestar
+
+    assert auditmw.litestar.AuditPlugin is auditmw.AuditPlugin
+    assert auditmw.litestar.__all__ == ["AuditPlugin", "audit_unavailable"]
+    assert "AuditPlugin" not in auditmw.__all__  # `import *` must work without Litestar
+
+
+def test_import_auditmw_does_not_import_litestar() -> None:
+    # A fresh interpreter: this one imported Litestar for the tests above.
+    code = (
+        "import sys, auditmw\n"
+        "assert 'litestar' not in sys.modules and 'auditmw.litestar' not in sys.modules\n"
+        "plugin = auditmw.AuditPlugin\n"
+        "assert plugin.__module__ == 'auditmw.litestar' and 'litestar' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -23,7 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 import auditmw
 from auditmw import AuditMiddleware, Event, FailurePolicy, SQLiteStore, audit
-from auditmw._context import audit_context
+from auditmw._record import audit_context
 
 
 async def stored(store: SQLiteStore) -> list[Event]:

@@ -22,18 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditmw import Event, EventFilter, NewEvent, QueryError, SQLiteStore
-from auditmw._event import GENESIS_HASH, Limits, prepare
-from auditmw._stores.query import (
+from auditmw._admin.parameters import (
     DEFAULT_LIMIT,
-    MAX_PARAM_CHARS,
     check_params,
-    decode_cursor,
-    encode_cursor,
     parse_filter,
     parse_limit,
     parse_page,
-    parse_time,
 )
+from auditmw._event import GENESIS_HASH, Limits, prepare
+from auditmw._stores.query import MAX_PARAM_CHARS, decode_cursor, encode_cursor, parse_time
 from auditmw._stores.sqlite import INSERT, ROW_COLUMNS
 
 # --- helpers -------------------------------------------------------------------------------

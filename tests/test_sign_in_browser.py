@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from auditmw import AdminApp, AdminAuth, AdminUser, NewEvent, SQLiteStore
+from auditmw import Actor, AdminApp, AdminAuth, NewEvent, SQLiteStore
 
 from ._browser import needs_chromium, new_context, watched_page
 from ._servers import running_example_app, serving_in_thread
@@ -141,9 +141,9 @@ def host_without_sign_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         "Bearer good-token",
     }
 
-    def authorize(request: Request) -> AdminUser | None:
+    def authorize(request: Request) -> Actor | None:
         granted = request.headers.get("authorization") in credentials
-        return AdminUser(user_id="auditor") if granted else None
+        return Actor(user_id="auditor") if granted else None
 
     async def home(request: Request) -> PlainTextResponse:
         return PlainTextResponse("host home")

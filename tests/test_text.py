@@ -23,8 +23,8 @@ from starlette.requests import Request
 
 from auditmw import (
     GENESIS_HASH,
+    Actor,
     AdminApp,
-    AdminUser,
     AuditStore,
     EventFilter,
     Limits,
@@ -34,8 +34,8 @@ from auditmw import (
     ValidationError,
     open_store,
 )
+from auditmw._admin.parameters import parse_filter
 from auditmw._event import prepare
-from auditmw._stores.query import parse_filter
 from auditmw._stores.verify import COLUMN_MISMATCH, INDEX_COLUMNS
 
 from ._servers import serving_in_loop
@@ -335,8 +335,8 @@ def test_filters_refuse_control_characters_and_lone_surrogates(param: str, value
 
 
 def admin_app(store: AuditStore) -> AdminApp:
-    def authorize(request: Request) -> AdminUser:
-        return AdminUser(user_id="auditor")
+    def authorize(request: Request) -> Actor:
+        return Actor(user_id="auditor")
 
     return AdminApp(store, authorize=authorize)
 

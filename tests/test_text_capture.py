@@ -20,8 +20,8 @@ from starlette.routing import Mount, Route
 
 import auditmw
 from auditmw import (
+    Actor,
     AdminApp,
-    AdminUser,
     AuditMiddleware,
     EventFilter,
     SQLiteStore,
@@ -46,8 +46,8 @@ async def probe(request: Request) -> Response:
 
 
 def capture_app(store: SQLiteStore) -> AuditMiddleware:
-    def authorize(request: Request) -> AdminUser:
-        return AdminUser(user_id="auditor")
+    def authorize(request: Request) -> Actor:
+        return Actor(user_id="auditor")
 
     routes = [Route("/", probe), Mount("/admin", AdminApp(store, authorize=authorize))]
     return AuditMiddleware(Starlette(routes=routes), store=store)

@@ -7,11 +7,11 @@ import warnings
 
 from auditmw import actions
 from auditmw._admin.access import AdminAuth
-from auditmw._admin.app import AdminApp, AdminUser
+from auditmw._admin.app import AdminApp
 from auditmw._admin.mount import mount
 from auditmw._audited import PendingEvent, audited, pending_event
 from auditmw._client_ip import trusted_proxies_from_env
-from auditmw._context import Actor, set_actor
+from auditmw._context import Actor
 from auditmw._diff import diff
 from auditmw._errors import (
     AuditError,
@@ -25,7 +25,7 @@ from auditmw._errors import (
 from auditmw._event import GENESIS_HASH, OUTCOMES, Event, Limits, NewEvent, Outcome, entry_hash
 from auditmw._mask import DEFAULT_SENSITIVE_KEYS
 from auditmw._middleware import AuditMiddleware
-from auditmw._record import FailurePolicy, acting_as, audit
+from auditmw._record import FailurePolicy, acting_as, audit, set_actor
 from auditmw._stores.histogram import Histogram, HistogramBucket
 from auditmw._stores.open import open_store
 from auditmw._stores.query import EventFilter, Page, QueryError
@@ -52,7 +52,6 @@ __all__ = [
     "Actor",
     "AdminApp",
     "AdminAuth",
-    "AdminUser",
     "AuditError",
     "AuditMiddleware",
     "AuditStore",
@@ -112,6 +111,7 @@ __version__ = "0.1.0"
 
 # Names from before the checkpoint vocabulary settled (docs/checkpoints.md): deprecated.
 _RENAMED: dict[str, typing.Any] = {
+    "AdminUser": Actor,
     "AnchorReport": CheckpointReport,
     "check_anchors": check_checkpoints,
 }

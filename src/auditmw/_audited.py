@@ -44,10 +44,18 @@ from typing import Any, TypeGuard, TypeVar, cast
 from uuid import UUID
 
 from auditmw._canonical import check_text
-from auditmw._context import Actor, AuditContext, audit_context, current_limits
+from auditmw._capture import error_outcome
+from auditmw._context import Actor
 from auditmw._errors import StoreError, ValidationError
 from auditmw._event import MAX_DETAILS_DEPTH, OUTCOMES, NewEvent, Outcome, prepare, text_field
-from auditmw._record import Recorder, ResourceId, recorder_for
+from auditmw._record import (
+    AuditContext,
+    Recorder,
+    ResourceId,
+    audit_context,
+    current_limits,
+    recorder_for,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 ResourceIdSpec = str | Callable[[Mapping[str, Any]], object] | None
@@ -437,9 +445,7 @@ class _EventParts:
 
 
 def _status_outcome(status: object) -> Outcome | None:
-    if not _is_status(status) or status < 400:
-        return None
-    return "denied" if status in (401, 403) else "failure"
+    return error_outcome(status) if _is_status(status) else None
 
 
 def _note_exception(pending: PendingEvent, exc: Exception) -> None:

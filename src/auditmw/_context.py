@@ -1,30 +1,22 @@
-"""The audit context: who is acting, on which request, recording where.
+"""The request context: who is acting, and what the request said about itself.
 
-One ``AuditContext`` is current at a time, in a contextvar. ``AuditMiddleware`` makes
-one per request (and resets it when the request ends, so nothing leaks into the next
-request on a keep-alive connection); ``acting_as()`` makes one for code outside
-requests, or for a stretch of code inside one.
-
-The context is mutable on purpose: FastAPI runs sync dependencies in a copy of the
-context, where ``ContextVar.set`` would be lost, but a change to the object the
-contextvar holds is seen by everyone (``set_actor`` relies on it).
+``Actor`` is who performed an action (an admin of the admin app too); ``user_from_scope``
+finds it in ``scope["user"]``. ``RequestInfo`` is what ``RequestCapture`` (``_capture``)
+read from a request, plus the request's audit state. The current ``AuditContext`` that
+holds them is in ``_record``, beside the recorder it names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from starlette.types import Scope
 
 from auditmw._errors import StoreError
 from auditmw._event import Limits, NewEvent, text_field
-
-if TYPE_CHECKING:
-    from auditmw._record import Recorder
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,37 +113,9 @@ class RequestInfo:
     # Set when an event of this request could not be committed under the fail-closed
     # policy: the middleware then refuses to send a success response.
     store_error: StoreError | None = None
+    resolve_user: UserResolver = user_from_scope
 
-
-@dataclass(slots=True, eq=False)
-class AuditContext:
-    recorder: Recorder | None
-    request: RequestInfo | None
-    actor: Actor | None = None  # set by set_actor() or acting_as(); wins over the resolver
-
-
-audit_context: ContextVar[AuditContext | None] = ContextVar("auditmw_context", default=None)
-
-
-def current_limits() -> Limits | None:
-    """The limits of the store the current context records to; None when there is none."""
-    context = audit_context.get()
-    recorder = context.recorder if context is not None else None
-    return recorder.store.limits if recorder is not None else None
-
-
-def set_actor(user_id: str | None = None, user_email: str | None = None) -> None:
-    """Name the user of the current request (or ``acting_as`` block) explicitly.
-
-    It replaces what the user resolver would find in ``scope["user"]`` for every event
-    recorded afterwards in this request. Works from FastAPI dependencies, sync ones
-    (run in a worker thread) included. Raises RuntimeError outside a request handled
-    by ``AuditMiddleware`` and outside ``acting_as``, and ``ValidationError`` for a
-    value no event could hold (not a string, not valid Unicode, over the store's limits).
-    """
-    context = audit_context.get()
-    if context is None:
-        raise RuntimeError(
-            "set_actor() needs a current request (AuditMiddleware) or an acting_as() block"
-        )
-    context.actor = checked_actor(user_id, user_email, current_limits())
+    def user(self) -> Actor | None:
+        """The request's user as the resolver finds it now (``scope["user"]`` is set by
+        authentication middleware that may run after the request was captured)."""
+        return self.resolve_user(self.scope)

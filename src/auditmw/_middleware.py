@@ -23,22 +23,19 @@ On the way out it
 
 from __future__ import annotations
 
-import random
-import re
 import time
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from auditmw._client_ip import X_FORWARDED_FOR, ClientIPResolver
-from auditmw._context import Actor, AuditContext, RequestInfo, audit_context, user_from_scope
+from auditmw._capture import DEFAULT_REQUEST_ID_HEADER, RequestCapture, error_outcome
+from auditmw._client_ip import X_FORWARDED_FOR
+from auditmw._context import Actor, RequestInfo, user_from_scope
 from auditmw._errors import StoreError
-from auditmw._event import Outcome
 from auditmw._mask import DEFAULT_SENSITIVE_KEYS, Masker
-from auditmw._record import FailurePolicy, Recorder
+from auditmw._record import AuditContext, FailurePolicy, Recorder, audit_context
 from auditmw._stores.store import AuditStore
-from auditmw._text import header_text
 
 REQUEST_ACTION = "http.request"
 REQUEST_RESOURCE = "http"
@@ -50,8 +47,6 @@ AUDIT_UNAVAILABLE_BODY = (
 # Seconds a client is told to wait (Retry-After) when the store is unavailable: every 503
 # of the middleware, the Litestar plugin and the admin app.
 RETRY_AFTER_SECONDS = 5
-# A request id we accept from the client: 1-128 RFC 9110 token characters (UUIDs too).
-_VALID_REQUEST_ID = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
 _BODY_MESSAGES = frozenset(
     {"http.response.body", "http.response.pathsend", "http.response.zerocopysend"}
 )
@@ -83,16 +78,20 @@ class AuditMiddleware:
         failure_policy: FailurePolicy | None = None,
         trusted_proxies: Iterable[str] = (),
         forwarded_header: str = X_FORWARDED_FOR,
-        request_id_header: str = "x-request-id",
+        request_id_header: str = DEFAULT_REQUEST_ID_HEADER,
         resolve_user: Callable[[Scope], Actor | None] = user_from_scope,
         sensitive_keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS,
         record_requests: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.failure_policy = failure_policy if failure_policy is not None else FailurePolicy()
-        self.recorder = Recorder(store, self.failure_policy, Masker(sensitive_keys), resolve_user)
-        self.client_ip = ClientIPResolver(trusted_proxies, forwarded_header)
-        self.request_id_header = request_id_header.lower().encode("latin-1")
+        self.recorder = Recorder(store, self.failure_policy, Masker(sensitive_keys))
+        self.capture = RequestCapture(
+            trusted_proxies=trusted_proxies,
+            forwarded_header=forwarded_header,
+            request_id_header=request_id_header,
+            resolve_user=resolve_user,
+        )
         self.record_requests = frozenset(method.upper() for method in record_requests)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -100,7 +99,7 @@ class AuditMiddleware:
         if scope_type != "http" and scope_type != "websocket":
             await self.app(scope, receive, send)
             return
-        request = self._request_info(scope)
+        request = self.capture.read(scope)
         context = AuditContext(self.recorder, request)
         token = audit_context.set(context)
         try:
@@ -110,39 +109,6 @@ class AuditMiddleware:
                 await _WebSocketSession(self, request, send).run(scope, receive)
         finally:
             audit_context.reset(token)
-
-    def _request_info(self, scope: Scope) -> RequestInfo:
-        """Everything the request says about itself, in one pass over its headers."""
-        user_agent: str | None = None
-        request_id: str | None = None
-        seen_request_id = False
-        forwarded: list[bytes] = []
-        for name, value in scope.get("headers") or ():
-            if name == b"user-agent":
-                if user_agent is None:
-                    user_agent = header_text(value)
-            elif name == self.request_id_header:
-                if not seen_request_id:
-                    request_id = accepted_request_id(value)
-                seen_request_id = True
-            elif name == self.client_ip.header_name:
-                forwarded.append(value)
-        client_ip, peer_ip = self.client_ip.resolve(scope.get("client"), forwarded)
-        method = scope.get("method")
-        path = scope.get("path")
-        return RequestInfo(
-            scope=scope,
-            client_ip=client_ip,
-            peer_ip=peer_ip,
-            user_agent=user_agent,
-            request_id=request_id or new_request_id(),
-            method=method if isinstance(method, str) else None,
-            path=path if isinstance(path, str) else "",
-        )
-
-    def _request_id_of(self, request: RequestInfo) -> tuple[bytes, bytes]:
-        """The response header that echoes the request id."""
-        return (self.request_id_header, request.request_id.encode("ascii"))
 
 
 class _Exchange:
@@ -160,7 +126,7 @@ class _Exchange:
         self.context = context
         self.request = request
         self.downstream = send
-        self.request_id = middleware._request_id_of(request)
+        self.request_id = middleware.capture.request_id_echo(request)
         self.record = request.method in middleware.record_requests
         self.began = time.perf_counter()
         self.start: Message | None = None  # the app's response start, until forwarded
@@ -175,7 +141,7 @@ class _Exchange:
         except Exception as exc:
             if self.request.deferred:  # a failed sync @audited call: commit it before the 500
                 await self.recorder.flush(self.request)
-            if not self.recorder.policy.fail_open and _has_store_error(exc):
+            if not self.recorder.policy.fail_open and has_store_error(exc):
                 if self.replaced:
                     return
                 if not self.started:
@@ -257,7 +223,7 @@ class _WebSocketSession:
         self.app = middleware.app
         self.recorder = middleware.recorder
         self.request = request
-        self.request_id = middleware._request_id_of(request)
+        self.request_id = middleware.capture.request_id_echo(request)
         self.downstream = send
         extensions = request.scope.get("extensions") or {}
         self.can_send_response = "websocket.http.response" in extensions
@@ -270,7 +236,7 @@ class _WebSocketSession:
         try:
             await self.app(scope, receive, self.send)
         except Exception as exc:
-            if self.recorder.policy.fail_open or not _has_store_error(exc):
+            if self.recorder.policy.fail_open or not has_store_error(exc):
                 raise
             failed = True
         finally:
@@ -340,9 +306,7 @@ async def record_request(
     }
     if duration_ms is not None:
         details["duration_ms"] = duration_ms
-    outcome: Outcome = "success"
-    if status >= 400:
-        outcome = "denied" if status in (401, 403) else "failure"
+    outcome = error_outcome(status) or "success"
     event = recorder.event(
         context, REQUEST_ACTION, REQUEST_RESOURCE, details=details, outcome=outcome
     )
@@ -368,20 +332,7 @@ def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
     return {**message, "headers": headers}
 
 
-def accepted_request_id(value: bytes) -> str | None:
-    """A client's request id header value, if we take it (else one is generated)."""
-    return value.decode("ascii") if _VALID_REQUEST_ID.fullmatch(value) else None
-
-
-def new_request_id() -> str:
-    """A random (version 4) UUID. Request ids correlate, they protect nothing (a client
-    may send its own), so the fast non-cryptographic generator is enough."""
-    bits = random.getrandbits(128) & ~(0xF000 << 64) & ~(0xC << 60) | (0x4000 << 64) | (0x8 << 60)
-    text = f"{bits:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
-def _has_store_error(exc: BaseException) -> bool:
+def has_store_error(exc: BaseException) -> bool:
     """Whether a StoreError is this exception, its cause or context, or in its group:
     frameworks wrap what a handler raised (Litestar: ``LitestarException from``)."""
     pending: list[BaseException] = [exc]

@@ -1,4 +1,12 @@
-"""Recording events: ``audit()``, ``acting_as()`` and the failure policy.
+"""Recording events: the current context, ``audit()``, ``acting_as()`` and the failure policy.
+
+One ``AuditContext`` is current at a time, in a contextvar. ``AuditMiddleware`` makes
+one per request (and resets it when the request ends, so nothing leaks into the next
+request on a keep-alive connection); ``acting_as()`` makes one for code outside
+requests, or for a stretch of code inside one. The context is mutable on purpose:
+FastAPI runs sync dependencies in a copy of the context, where ``ContextVar.set`` would
+be lost, but a change to the object the contextvar holds is seen by everyone
+(``set_actor`` relies on it).
 
 Where an event goes: ``audit(store=...)`` if given, else the store of the current
 context, which is the request's ``AuditMiddleware`` or the nearest enclosing
@@ -17,21 +25,14 @@ import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from auditmw._context import (
-    Actor,
-    AuditContext,
-    RequestInfo,
-    UserResolver,
-    audit_context,
-    checked_actor,
-    user_from_scope,
-)
+from auditmw._context import Actor, RequestInfo, checked_actor
 from auditmw._errors import StoreError
-from auditmw._event import Event, NewEvent, Outcome
+from auditmw._event import Event, Limits, NewEvent, Outcome
 from auditmw._mask import Masker
 from auditmw._stores.store import AuditStore
 
@@ -65,12 +66,11 @@ class FailurePolicy:
 
 @dataclass(frozen=True, slots=True)
 class Recorder:
-    """Turns audit calls into committed events: one store, masking, policy and resolver."""
+    """Turns audit calls into committed events: one store, masking and policy."""
 
     store: AuditStore
     policy: FailurePolicy = field(default_factory=FailurePolicy)
     masker: Masker = field(default_factory=Masker)
-    resolve_user: UserResolver = user_from_scope
 
     def event(
         self,
@@ -109,7 +109,7 @@ class Recorder:
         if context.actor is not None:
             return context.actor
         if context.request is not None:
-            return self.resolve_user(context.request.scope)
+            return context.request.user()
         return None
 
     async def commit(self, event: NewEvent, request: RequestInfo | None) -> Event | None:
@@ -155,6 +155,42 @@ class Recorder:
                 logger.error("audit event not recorded: %r", result)
                 if request.store_error is None and not self.policy.fail_open:
                     request.store_error = StoreError(f"audit event not recorded: {result!r}")
+
+
+@dataclass(slots=True, eq=False)
+class AuditContext:
+    """What events recorded now are made with: where they go, the request, the actor."""
+
+    recorder: Recorder | None
+    request: RequestInfo | None
+    actor: Actor | None = None  # set by set_actor() or acting_as(); wins over the resolver
+
+
+audit_context: ContextVar[AuditContext | None] = ContextVar("auditmw_context", default=None)
+
+
+def current_limits() -> Limits | None:
+    """The limits of the store the current context records to; None when there is none."""
+    context = audit_context.get()
+    recorder = context.recorder if context is not None else None
+    return recorder.store.limits if recorder is not None else None
+
+
+def set_actor(user_id: str | None = None, user_email: str | None = None) -> None:
+    """Name the user of the current request (or ``acting_as`` block) explicitly.
+
+    It replaces what the user resolver would find in ``scope["user"]`` for every event
+    recorded afterwards in this request. Works from FastAPI dependencies, sync ones
+    (run in a worker thread) included. Raises RuntimeError outside a request handled
+    by ``AuditMiddleware`` and outside ``acting_as``, and ``ValidationError`` for a
+    value no event could hold (not a string, not valid Unicode, over the store's limits).
+    """
+    context = audit_context.get()
+    if context is None:
+        raise RuntimeError(
+            "set_actor() needs a current request (AuditMiddleware) or an acting_as() block"
+        )
+    context.actor = checked_actor(user_id, user_email, current_limits())
 
 
 def recorder_for(context: AuditContext | None, store: AuditStore | None) -> Recorder:

@@ -29,8 +29,9 @@ from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from starlette.requests import Request
 
-from auditmw._context import Actor, AuditContext, audit_context
-from auditmw._middleware import AUDIT_UNAVAILABLE_BODY, RETRY_AFTER_SECONDS, _has_store_error
+from auditmw._context import Actor
+from auditmw._middleware import AUDIT_UNAVAILABLE_BODY, RETRY_AFTER_SECONDS, has_store_error
+from auditmw._record import AuditContext, audit_context
 
 __all__ = ["AuditUserMiddleware", "session_user"]
 
@@ -79,7 +80,7 @@ class AuditUserMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         """Called by Django (in its sync mode) for an exception a view raised."""
-        if not _has_store_error(exception):
+        if not has_store_error(exception):
             return None
         context = audit_context.get()
         recorder = context.recorder if context is not None else None

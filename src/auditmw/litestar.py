@@ -16,7 +16,9 @@ Requests that match no route (404, 405) never reach route middleware in Litestar
 when valid, else a new one) and records their ``http.request`` event when their method
 is in ``record_requests`` (without ``duration_ms``: nothing saw the request begin).
 
-This module imports litestar (an optional extra); ``import auditmw`` does not.
+This module imports litestar (an optional extra); ``import auditmw`` does not:
+``from auditmw.litestar import AuditPlugin`` (``auditmw.AuditPlugin`` imports it when
+first named).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from litestar.middleware import DefineMiddleware
 from litestar.plugins import InitPlugin
 from starlette.types import ASGIApp, Message, Scope
 
+from auditmw._capture import DEFAULT_REQUEST_ID_HEADER
 from auditmw._client_ip import X_FORWARDED_FOR
-from auditmw._context import Actor, AuditContext, user_from_scope
+from auditmw._context import Actor, user_from_scope
 from auditmw._errors import StoreError
 from auditmw._mask import DEFAULT_SENSITIVE_KEYS
 from auditmw._middleware import (
@@ -42,8 +45,10 @@ from auditmw._middleware import (
     AuditMiddleware,
     record_request,
 )
-from auditmw._record import FailurePolicy
+from auditmw._record import AuditContext, FailurePolicy
 from auditmw._stores.store import AuditStore
+
+__all__ = ["AuditPlugin", "audit_unavailable"]
 
 
 class AuditPlugin(InitPlugin):
@@ -60,7 +65,7 @@ class AuditPlugin(InitPlugin):
         failure_policy: FailurePolicy | None = None,
         trusted_proxies: Iterable[str] = (),
         forwarded_header: str = X_FORWARDED_FOR,
-        request_id_header: str = "x-request-id",
+        request_id_header: str = DEFAULT_REQUEST_ID_HEADER,
         resolve_user: Callable[[Scope], Actor | None] = user_from_scope,
         sensitive_keys: Iterable[str] = DEFAULT_SENSITIVE_KEYS,
         record_requests: Iterable[str] = (),
@@ -85,9 +90,9 @@ class AuditPlugin(InitPlugin):
     def _route_middleware(self, app: ASGIApp) -> AuditMiddleware:
         """The middleware of one route (Litestar builds one per route)."""
         middleware = AuditMiddleware(app, **self._options)
-        # One resolver for the whole app: a server that rewrites the client is reported
+        # One capture for the whole app: a server that rewrites the client is reported
         # once, not once per route.
-        middleware.client_ip = self._unrouted.client_ip
+        middleware.capture = self._unrouted.capture
         return middleware
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
@@ -104,10 +109,10 @@ class AuditPlugin(InitPlugin):
             return
         headers = MutableScopeHeaders.from_message(cast(Any, message))
         middleware = self._unrouted
-        name = middleware.request_id_header.decode("latin-1")
+        name = middleware.capture.request_id_header.decode("latin-1")
         if name in headers:
             return  # the middleware (or the app) set it
-        request = middleware._request_info(scope)
+        request = middleware.capture.read(scope)
         headers[name] = request.request_id
         if request.method in middleware.record_requests:
             # Committed before the response starts. A 404 or 405 claims nothing, so a

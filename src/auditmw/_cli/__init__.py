@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from auditmw._admin.parameters import flag
 from auditmw._cli import export, keygen, prove, verify
 from auditmw._cli.command import Command
 from auditmw._cli.exit_codes import ExitCode
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except QueryError as exc:
-        print(f"{name}: {export.flag(exc.param)}: {exc.message}", file=sys.stderr)
+        print(f"{name}: {flag(exc.param)}: {exc.message}", file=sys.stderr)
         return ExitCode.USAGE
     except BrokenPipeError:  # e.g. `auditmw export ... | head`: stop quietly
         # Python flushes stdout again at exit: let that go nowhere instead of failing.

@@ -10,29 +10,23 @@ from collections.abc import AsyncIterator
 from typing import BinaryIO
 
 from auditmw._admin.export import FORMATS, Format, export_chunks
+from auditmw._admin.parameters import add_filter_arguments, filter_from_arguments
 from auditmw._cli.command import STORE_HELP, Command
 from auditmw._cli.exit_codes import ExitCode
 from auditmw._cli.progress import Progress
 from auditmw._stores.open import open_store
-from auditmw._stores.query import FILTER_PARAMS, EventFilter, parse_filter
-
-
-def flag(param: str) -> str:
-    """The command-line flag of a filter parameter: ``user_id`` is ``--user-id``."""
-    return "--" + param.replace("_", "-")
+from auditmw._stores.query import EventFilter
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", help=STORE_HELP)
     parser.add_argument("--format", required=True, choices=FORMATS, help="csv or jsonl")
     parser.add_argument("-o", "--output", metavar="FILE", help="write here, not to stdout")
-    for param in FILTER_PARAMS:
-        parser.add_argument(flag(param), dest=f"filter_{param}", metavar="VALUE")
+    add_filter_arguments(parser)  # the admin API's filters, from its parameter table
 
 
 def run(args: argparse.Namespace) -> int:
-    params = {param: getattr(args, f"filter_{param}") for param in FILTER_PARAMS}
-    filter = parse_filter(params)  # bad input fails before any file is created
+    filter = filter_from_arguments(args)  # bad input fails before any file is created
     if args.output is None:
         return asyncio.run(_export(args.store, filter, args.format, sys.stdout.buffer))
     try:
@@ -80,8 +74,4 @@ COMMAND = Command(
     "spreadsheet would run as a formula get a leading '.",
     configure=configure,
     run=run,
-    epilog="Filters (all must match): --action is exact, or a prefix ending in *; --from "
-    "and --to take an ISO 8601 date or date-time (UTC unless a zone is given; a --to date "
-    "includes that day); --search is a case-insensitive substring of action, resource, "
-    "resource id, user email or user id.",
 )

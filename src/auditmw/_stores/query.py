@@ -1,4 +1,4 @@
-"""What to read from a log: filters, pages, cursors, and parsing them from HTTP or the CLI.
+"""What to read from a log: filters, pages, cursors, and timestamps parsed from ISO 8601.
 
 ``EventFilter`` says which events; ``AuditStore.query`` returns one ``Page`` of them,
 newest first, and ``AuditStore.iter_events`` streams all of them for an export.
@@ -10,8 +10,9 @@ bound to their filter: a cursor made for one filter is rejected for another. The
 signed: a client who edits one only moves its own position within results it may read.
 
 Every function here raises ``QueryError`` for bad input, naming the HTTP parameter
-(``from``, ``limit``, ``cursor``...); the admin app answers it with a 400, the CLI with a
-one-line message.
+(``from``, ``cursor``...); the admin app answers it with a 400, the CLI with a one-line
+message. The HTTP parameters themselves are described and parsed in
+``auditmw._admin.parameters``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -30,11 +31,6 @@ from auditmw._errors import AuditError
 from auditmw._event import OUTCOMES, Event
 from auditmw._text import is_unicode
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 100
-MAX_PAGE = 100_000
-# The oldest verification result /verify?max_age= may return instead of a new one (a day).
-MAX_VERIFY_AGE = 86_400
 MAX_PARAM_CHARS = 1024  # any single parameter value; event fields are at most 1024 chars
 MAX_CURSOR_CHARS = 512
 MIN_SEARCH_INDEX_CHARS = 3  # a trigram index cannot look up shorter terms
@@ -53,12 +49,10 @@ FILTER_PARAMS = {
     "to": "until",
     "search": "search",
 }
-PAGE_PARAMS = ("limit", "cursor", "page")
 
 # The one timestamp format of the log (see auditmw._event.utc_timestamp); it sorts as text.
 TIMESTAMP = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
 _MAX_TIMESTAMP = "9999-12-31T23:59:59.999999Z"
-_DIGITS = re.compile(r"\A[0-9]{1,9}\Z")
 _CURSOR_CHARS = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CURSOR_VERSION = 1
@@ -196,49 +190,6 @@ def decode_cursor(filter: EventFilter, cursor: str) -> Position:
 # --- parsing -------------------------------------------------------------------------------
 
 
-def check_params(items: Iterable[tuple[str, str]], allowed: Iterable[str]) -> dict[str, str]:
-    """Query parameters as a dict: ``QueryError`` for an unknown or repeated one.
-
-    Empty values count as absent (an HTML form sends every field).
-    """
-    known = set(allowed)
-    params: dict[str, str] = {}
-    seen: set[str] = set()
-    for name, value in items:
-        if name not in known:
-            raise QueryError(
-                name[:64],
-                f"unknown parameter; expected one of {', '.join(sorted(known))}",
-                "unknown_parameter",
-            )
-        if name in seen:
-            raise QueryError(name, "is given more than once")
-        seen.add(name)
-        if len(value) > MAX_PARAM_CHARS:
-            raise QueryError(name, f"is longer than {MAX_PARAM_CHARS} characters")
-        if value:
-            params[name] = value
-    return params
-
-
-def parse_filter(params: Mapping[str, str | None]) -> EventFilter:
-    """An ``EventFilter`` from HTTP-named parameters; None or "" means not set.
-
-    ``from``/``to`` accept an ISO 8601 date or date-time (see ``parse_time``).
-    """
-    values: dict[str, str] = {}
-    for param, name in FILTER_PARAMS.items():
-        value = params.get(param)
-        if value is None or value == "":
-            continue
-        if len(value) > MAX_PARAM_CHARS:
-            raise QueryError(param, f"is longer than {MAX_PARAM_CHARS} characters")
-        if param in ("from", "to"):
-            value = parse_time(param, value, end=param == "to")
-        values[name] = value
-    return EventFilter(**values)
-
-
 def parse_time(param: str, text: str, *, end: bool = False) -> str:
     """An ISO 8601 date or date-time as a log timestamp (UTC, microseconds, ``Z``).
 
@@ -270,47 +221,6 @@ def parse_time(param: str, text: str, *, end: bool = False) -> str:
         return _format(moment.astimezone(UTC))
     except (ValueError, OverflowError):
         raise invalid from None
-
-
-def parse_limit(text: str | None) -> int:
-    """``limit``: an integer from 1 to ``MAX_LIMIT``; ``DEFAULT_LIMIT`` when absent."""
-    if text is None or text == "":
-        return DEFAULT_LIMIT
-    if not _DIGITS.match(text) or not 1 <= int(text) <= MAX_LIMIT:
-        raise QueryError("limit", f"must be an integer from 1 to {MAX_LIMIT}, not {_shown(text)}")
-    return int(text)
-
-
-def parse_page(text: str | None) -> int | None:
-    """``page``: a page number from 1 to ``MAX_PAGE``, or None when absent."""
-    if text is None or text == "":
-        return None
-    if not _DIGITS.match(text) or not 1 <= int(text) <= MAX_PAGE:
-        raise QueryError("page", f"must be an integer from 1 to {MAX_PAGE}, not {_shown(text)}")
-    return int(text)
-
-
-def parse_buckets(text: str | None) -> int:
-    """``buckets``: the most histogram intervals wanted, an integer from 1 to
-    ``MAX_BUCKETS``; ``DEFAULT_BUCKETS`` when absent."""
-    if text is None or text == "":
-        return DEFAULT_BUCKETS
-    if not _DIGITS.match(text) or not 1 <= int(text) <= MAX_BUCKETS:
-        raise QueryError(
-            "buckets", f"must be an integer from 1 to {MAX_BUCKETS}, not {_shown(text)}"
-        )
-    return int(text)
-
-
-def parse_max_age(text: str | None) -> int | None:
-    """``max_age``: seconds from 0 to ``MAX_VERIFY_AGE``, or None when absent."""
-    if text is None or text == "":
-        return None
-    if not _DIGITS.match(text) or not 0 <= int(text) <= MAX_VERIFY_AGE:
-        raise QueryError(
-            "max_age", f"must be a number of seconds from 0 to {MAX_VERIFY_AGE}, not {_shown(text)}"
-        )
-    return int(text)
 
 
 def _format(moment: datetime) -> str:
