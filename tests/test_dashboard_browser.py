@@ -506,9 +506,12 @@ def test_search(page: Page, live_server: LiveServer) -> None:
     assert row_count(page) == expected_count(user_email="bob@example.org")
 
     # Under 3 characters the store cannot use its search index: only Enter runs it.
-    before = loads(page)
+    before, query = loads(page), url_query(page)
+    page.clock.install()  # the page's timers now run when the test says so
     page.fill("#f-search", "bo")
-    page.wait_for_timeout(1000)
+    page.clock.run_for(60_000)  # far past the typing pause: a debounced search would run
+    assert url_query(page) == query
+    assert page.get_attribute("#events", "data-state") != "loading"
     assert loads(page) == before
     assert page.is_visible("#f-search-hint")
     act(page, lambda: page.press("#f-search", "Enter"))
@@ -621,7 +624,8 @@ def test_log_content_is_rendered_as_text_never_run(page: Page, live_server: Live
     assert json.loads(detail.locator("pre.json").inner_text()) == XSS_DETAILS
     assert XSS_USER_AGENT in detail.inner_text()
 
-    page.wait_for_timeout(300)  # an injected onerror would have fired by now
+    # An injected <img onerror> fires when its load fails: wait until no request is left.
+    page.wait_for_load_state("networkidle")
     assert page.evaluate("typeof window.__xss") == "undefined"
     assert page.locator("#events img, #events script, #events b").count() == 0
     assert page.locator("script").count() == 1  # the dashboard's own
