@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from hypothesis import given
 from hypothesis import strategies as st
 
+from auditmw._transparency.inputs import load_keys
 from auditmw._transparency.merkle import (
     EMPTY_ROOT,
     consistency_proof,
@@ -40,7 +41,6 @@ from auditmw._transparency.notes import (
     generate_key,
     key_id,
     load_signing_key,
-    load_verifier_keys,
     log_origin,
     open_checkpoint,
     open_note,
@@ -453,7 +453,7 @@ def test_key_files(tmp_path: Path) -> None:
     if os.name == "posix":
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert load_signing_key(secret) == signer
-    assert load_verifier_keys(public) == [verifier]
+    assert load_keys([public]) == [verifier]
     with pytest.raises(FileExistsError):  # a key is never overwritten
         save_signing_key(generate_key("other")[0], secret)
     with pytest.raises(FileExistsError):
@@ -463,10 +463,10 @@ def test_key_files(tmp_path: Path) -> None:
 def test_verifier_key_file_with_several_keys(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     path.write_text(f"# current key\n{PETER_VKEY}\n\n  {ENOCH_VKEY}  \n", encoding="utf-8")
-    assert load_verifier_keys(path) == [PETER, ENOCH]
+    assert load_keys([path]) == [PETER, ENOCH]
     path.write_text("not a key\n", encoding="utf-8")
-    with pytest.raises(MalformedNoteError):
-        load_verifier_keys(path)
+    with pytest.raises(ValueError, match="not a verifier key"):
+        load_keys([path])
 
 
 # --- the worked example of docs/checkpoints.md -------------------------------------------------

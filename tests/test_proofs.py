@@ -15,11 +15,11 @@ import pytest
 
 from auditmw import AdminApp, NewEvent, open_store
 from auditmw._cli import main
+from auditmw._transparency.inputs import load_keys
 from auditmw._transparency.merkle import root
 from auditmw._transparency.notes import (
     Checkpoint,
     load_signing_key,
-    load_verifier_keys,
     open_checkpoint,
     sign_checkpoint,
 )
@@ -100,7 +100,7 @@ def test_cli_keygen_writes_a_usable_key_pair(
     key_file = Path(f"{prefix}.key")
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
     signing = load_signing_key(key_file)
-    verifiers = load_verifier_keys(f"{prefix}.pub")
+    verifiers = load_keys([f"{prefix}.pub"])
     assert [v.encode() for v in verifiers] == [printed]
     note = sign_checkpoint(Checkpoint("audit.example.com/default", 3, b"\x01" * 32), signing)
     assert open_checkpoint(note, verifiers).checkpoint.size == 3

@@ -263,24 +263,9 @@ def consistency_proof(
     return [range_root(_slicer(leaves), a, b) for a, b in consistency_ranges(old_size, size)]
 
 
-def inclusion_proof_from(read: LeafReader, index: int, tree_size: int) -> list[bytes]:
-    """``inclusion_proof`` over a stored log: reads each leaf of the tree at most once."""
-    return [range_root(read, a, b) for a, b in inclusion_ranges(index, tree_size)]
-
-
-def consistency_proof_from(read: LeafReader, old_size: int, new_size: int) -> list[bytes]:
-    """``consistency_proof`` over a stored log: reads each leaf at most once."""
-    return [range_root(read, a, b) for a, b in consistency_ranges(old_size, new_size)]
-
-
 async def ainclusion_proof_from(read: AsyncLeafReader, index: int, tree_size: int) -> list[bytes]:
+    """``inclusion_proof`` over a stored log: reads each leaf of the tree at most once."""
     return [await arange_root(read, a, b) for a, b in inclusion_ranges(index, tree_size)]
-
-
-async def aconsistency_proof_from(
-    read: AsyncLeafReader, old_size: int, new_size: int
-) -> list[bytes]:
-    return [await arange_root(read, a, b) for a, b in consistency_ranges(old_size, new_size)]
 
 
 # --- verification (RFC 9162 §2.1.3.2 and §2.1.4.2) ----------------------------------------

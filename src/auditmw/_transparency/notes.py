@@ -249,16 +249,6 @@ def save_verifier_key(key: VerifierKey, path: str | os.PathLike[str]) -> None:
         file.write(key.encode() + "\n")
 
 
-def load_verifier_keys(path: str | os.PathLike[str]) -> list[VerifierKey]:
-    """Every verifier key in a file, one per line; blank lines and ``#`` lines are skipped."""
-    keys = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keys.append(VerifierKey.parse(line))
-    return keys
-
-
 # --- signed notes ------------------------------------------------------------------------
 
 
