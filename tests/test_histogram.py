@@ -327,11 +327,11 @@ async def test_sqlite_search_paths_agree(store_path: Path) -> None:
         for term in ("user-3", "SESSION", "ser-"):
             f = EventFilter(search=term, since=ts(1, 30))
             indexed = await store.histogram(f, buckets=7)
-            store._search_index_max_matches = 0  # every search now tests each event
+            store.backend._search_index_max_matches = 0  # every search now tests each event
             scanned = await store.histogram(f, buckets=7)
-            store._search_index_max_matches = 10**9  # and now always uses the index
+            store.backend._search_index_max_matches = 10**9  # and now always uses the index
             everything = await store.histogram(f, buckets=7)
-            store._search_index_max_matches = SEARCH_INDEX_MAX_MATCHES
+            store.backend._search_index_max_matches = SEARCH_INDEX_MAX_MATCHES
             assert indexed == scanned == everything
             check_against_model(indexed, written, f)
 

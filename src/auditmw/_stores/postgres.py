@@ -35,6 +35,7 @@ from auditmw._errors import (
     EventRefusedError,
     NotAStoreError,
     StorageDamagedError,
+    StoreClosedError,
     StoreError,
     StoreUnavailableError,
 )
@@ -48,16 +49,11 @@ from auditmw._event import (
     entry_hash,
     stored_event,
 )
+from auditmw._stores.backend import StoreBackend
 from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
-from auditmw._stores.query import (
-    EventFilter,
-    Page,
-    encode_cursor,
-    escape_like,
-    keyset_position,
-    where_clause,
-)
-from auditmw._stores.store import AuditStore, CheckpointRow, StoredCheckpoint
+from auditmw._stores.query import EventFilter, Keyset, escape_like, where_clause
+from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
+from auditmw._stores.store import AuditStore
 from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
 from auditmw._text import is_column_text
 from auditmw._transparency.proofs import leaf_of
@@ -197,7 +193,6 @@ SEARCH_TEXT = (
     + ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
 )
 EXACT_COLUMNS = ("user_id", "user_email", "resource", "resource_id", "outcome")
-FACET_COLUMNS = ("action", "resource", "outcome")
 EVENT_SELECT = "SELECT log, seq, timestamp, id, entry, hash FROM auditmw_events"
 ROW_COLUMNS = ROW_FIELDS  # the events table's columns, in insert order
 # Statements are built from the constant column names above, never from input.
@@ -213,21 +208,11 @@ CHAIN_QUERY = (
 )
 
 
-class PostgresStore(AuditStore):
-    """An audit log in PostgreSQL (``pip install auditmw[postgres]``).
+class PostgresBackend(StoreBackend):
+    """The rows of an audit log in a PostgreSQL schema (``PostgresStore``'s backend);
+    the time limits are ``PostgresStore``'s."""
 
-    ``dsn`` is a ``postgresql://`` URL. Tables live in ``schema`` (created if missing).
-    Time limits, in seconds (docs/failures.md):
-
-    - ``retry_for``: how long an append may take from its call, reconnecting meanwhile
-      when the connection is lost, before it fails with ``StoreUnavailableError``;
-    - ``connect_timeout``: each attempt to open a connection;
-    - ``command_timeout``: each statement (a read, one chunk of a streamed read, one step
-      of an append), and waiting for a pooled connection; a read fails with
-      ``StoreUnavailableError`` after it, an append tries again on a new connection.
-
-    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md).
-    """
+    tiebreak = str  # the event id: time-ordered
 
     def __init__(
         self,
@@ -239,18 +224,7 @@ class PostgresStore(AuditStore):
         retry_for: float = 10.0,
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
-        limits: Limits | None = None,
-        max_batch: int = 1024,
-        max_pending: int = 10_000,
-        checkpointing: Checkpointing | None = None,
     ) -> None:
-        super().__init__(
-            limits=limits,
-            max_batch=max_batch,
-            max_pending=max_pending,
-            checkpointing=checkpointing,
-            append_timeout=retry_for,
-        )
         if not _SCHEMA_NAME.match(schema):
             raise ValueError("schema must be a lowercase SQL identifier")
         timeouts = {
@@ -271,15 +245,12 @@ class PostgresStore(AuditStore):
         self._pool: asyncpg.Pool | None = None
         self._checkpoint_table = False  # known to exist (see _has_checkpoint_table)
 
-    def __repr__(self) -> str:
-        return f"PostgresStore(schema={self.schema!r})"
-
     @property
     def _settings(self) -> dict[str, str]:
         # The schema goes in as a connection setting, so SQL text never includes it.
         return {"search_path": self.schema, "application_name": "auditmw"}
 
-    async def _connect(self) -> None:
+    async def connect(self) -> None:
         try:
             conn = await self._new_connection()
             try:
@@ -298,7 +269,7 @@ class PostgresStore(AuditStore):
                 command_timeout=self._command_timeout,
             )
         except BaseException as exc:
-            await self._disconnect()
+            await self.disconnect()
             if isinstance(exc, DRIVER_ERRORS):
                 raise _store_error("cannot open the PostgreSQL audit store", exc) from exc
             raise
@@ -319,7 +290,7 @@ class PostgresStore(AuditStore):
         if not await _store_exists(conn, self.schema):
             raise NotAStoreError(f"schema {self.schema!r} holds no auditmw store")
 
-    async def _disconnect(self) -> None:
+    async def disconnect(self) -> None:
         pool, conn = self._pool, self._write_conn
         self._pool = self._write_conn = None
         try:
@@ -336,8 +307,7 @@ class PostgresStore(AuditStore):
             if conn is not None:
                 conn.terminate()
 
-    async def _commit_batch(self, batch: list[PreparedEvent]) -> list[Event]:
-        deadline = self._commit_deadline()
+    async def append_batch(self, batch: list[PreparedEvent], deadline: float) -> list[Event]:
         while True:
             try:
                 async with asyncio.timeout(deadline - time.monotonic()):
@@ -412,8 +382,8 @@ class PostgresStore(AuditStore):
         ``StoreUnavailableError`` when the server is unreachable, too slow or says "not
         now". A connection left in an unknown state (a statement timed out, was
         cancelled) is dropped, not reused."""
-        self._require_open()
-        assert self._pool is not None
+        if self._pool is None:
+            raise StoreClosedError("the audit store is not open")
         try:
             async with self._pool.acquire(timeout=self._command_timeout) as conn:
                 try:
@@ -489,7 +459,7 @@ class PostgresStore(AuditStore):
                 )
         return warnings
 
-    async def _storage_damage(self) -> list[str]:
+    async def storage_damage(self) -> list[str]:
         """amcheck's ``bt_index_check`` of every B-tree index of the store's tables, when
         the extension is installed and this role may run it (it may not by default):
         PostgreSQL has no cheap check of a whole table; a heap page it finds corrupted
@@ -520,14 +490,14 @@ class PostgresStore(AuditStore):
                     damage.append(f"index {index['relname']} is damaged (amcheck): {exc}")
             return damage
 
-    async def _removed_checkpoints(self) -> list[str]:
+    async def removed_checkpoints(self) -> list[str]:
         # Nothing here proves a removal: the identity sequence behind auditmw_checkpoints.id
         # is not transactional (an insert rolled back, or values cached when the server
         # crashed, leave gaps), unlike SQLite's AUTOINCREMENT counter. Removals show through
         # the key records (StoreEvidence.checkpoint_sizes) and a sink kept elsewhere.
         return []
 
-    async def _checkpoint_sizes(self) -> dict[tuple[str, str], int]:
+    async def checkpoint_sizes(self) -> dict[tuple[str, str], int]:
         if not await self._has_checkpoint_table():
             return {}  # never created, or dropped: it holds no checkpoint
         records = await self._fetch(
@@ -555,20 +525,12 @@ class PostgresStore(AuditStore):
     # The same results as the SQLite store: newest first by timestamp, ties broken by the
     # time-ordered id; every text column uses the "C" collation (byte order, like SQLite).
 
-    async def query(
-        self,
-        filter: EventFilter,
-        *,
-        limit: int = 50,
-        cursor: str | None = None,
-        offset: int = 0,
-    ) -> Page:
-        if limit < 1 or offset < 0:
-            raise ValueError("limit must be at least 1 and offset at least 0")
+    async def page(
+        self, filter: EventFilter, limit: int, position: Keyset | None, offset: int
+    ) -> tuple[list[Event], Keyset | None]:
         conditions, params = _conditions(filter)
-        if cursor is not None:
-            timestamp, event_id = keyset_position(filter, cursor, str)
-            params += [timestamp, event_id]
+        if position is not None:
+            params += list(position)
             conditions.append(f"(timestamp, id) < (${len(params) - 1}, ${len(params)})")
         params += [limit + 1, offset]
         records = await self._fetch(
@@ -580,13 +542,12 @@ class PostgresStore(AuditStore):
             stored_event(bytes(record["entry"]), record["hash"], record["log"], record["seq"])
             for record in records[:limit]
         ]
-        next_cursor = None
         if len(records) > limit:
             last = records[limit - 1]
-            next_cursor = encode_cursor(filter, (last["timestamp"], last["id"]))
-        return Page(events, next_cursor)
+            return events, (last["timestamp"], last["id"])
+        return events, None
 
-    async def iter_events(self, filter: EventFilter) -> AsyncIterator[Event]:
+    async def stream(self, filter: EventFilter) -> AsyncIterator[Event]:
         """Every matching event in chain order (log, seq ascending), through a
         server-side cursor: memory stays flat however many match."""
         conditions, params = _conditions(filter)
@@ -597,7 +558,7 @@ class PostgresStore(AuditStore):
                     bytes(record["entry"]), record["hash"], record["log"], record["seq"]
                 )
 
-    async def _time_span(self, filter: EventFilter) -> tuple[str, str] | None:
+    async def time_span(self, filter: EventFilter) -> tuple[str, str] | None:
         # Each end is the first row of an index range read in order (as a page is).
         conditions, params = _conditions(filter)
         where = where_clause(conditions)
@@ -609,7 +570,7 @@ class PostgresStore(AuditStore):
         first, last = records[0]
         return None if first is None else (first, last)
 
-    async def _interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
+    async def interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
         """Per interval, a count of its range of the (filter column, timestamp, id) index
         (index-only: 90 ms for a million events, where one pass grouping every row by
         ``width_bucket`` took 0.7 s). A search has no such index: its matches, found
@@ -651,9 +612,7 @@ class PostgresStore(AuditStore):
             await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             return list(await conn.fetch(sql, *params))
 
-    async def distinct_values(self, column: str, *, limit: int = 1000) -> list[str]:
-        if column not in FACET_COLUMNS:
-            raise ValueError(f"column must be one of {', '.join(FACET_COLUMNS)}")
+    async def distinct_values(self, column: str, limit: int) -> list[str]:
         # A loose index scan: each step seeks the next greater value in the index.
         records = await self._fetch(
             f"WITH RECURSIVE v(value) AS ("  # noqa: S608 (column is one of FACET_COLUMNS)
@@ -667,7 +626,7 @@ class PostgresStore(AuditStore):
 
     # --- signed checkpoints (auditmw._transparency.checkpoints, table auditmw_checkpoints) --
 
-    async def checkpoints(self, log: str | None = None) -> list[StoredCheckpoint]:
+    async def checkpoints(self, log: str | None) -> list[StoredCheckpoint]:
         if not await self._has_checkpoint_table():
             return []
         where, params = ("", []) if log is None else (" WHERE log = $1", [log])
@@ -687,7 +646,7 @@ class PostgresStore(AuditStore):
         )
         return [record["log"] for record in records]
 
-    async def _recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
+    async def recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
         if not await self._has_checkpoint_table():
             return []
         records = await self._fetch(
@@ -698,7 +657,7 @@ class PostgresStore(AuditStore):
         )
         return [_checkpoint_row(record) for record in records]
 
-    async def _insert_checkpoint(self, row: CheckpointRow) -> bool:
+    async def insert_checkpoint(self, row: CheckpointRow) -> bool:
         c = row.checkpoint
         # A pooled connection, not the writer's: its own short transaction. Issuers of one
         # log take turns on an advisory lock, so two that raced store one copy.
@@ -928,3 +887,60 @@ def _is_server_refusal(exc: Exception) -> bool:
     return isinstance(exc, asyncpg.PostgresError) and not isinstance(
         exc, asyncpg.PostgresConnectionError | asyncpg.exceptions.OperatorInterventionError
     )
+
+
+class PostgresStore(AuditStore):
+    """An audit log in PostgreSQL (``pip install auditmw[postgres]``).
+
+    ``dsn`` is a ``postgresql://`` URL. Tables live in ``schema`` (created if missing).
+    Time limits, in seconds (docs/failures.md):
+
+    - ``retry_for``: how long an append may take from its call, reconnecting meanwhile
+      when the connection is lost, before it fails with ``StoreUnavailableError``;
+    - ``connect_timeout``: each attempt to open a connection;
+    - ``command_timeout``: each statement (a read, one chunk of a streamed read, one step
+      of an append), and waiting for a pooled connection; a read fails with
+      ``StoreUnavailableError`` after it, an append tries again on a new connection.
+
+    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md).
+    """
+
+    backend: PostgresBackend
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        create: bool = True,
+        pool_size: int = 4,
+        retry_for: float = 10.0,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 10.0,
+        limits: Limits | None = None,
+        max_batch: int = 1024,
+        max_pending: int = 10_000,
+        checkpointing: Checkpointing | None = None,
+    ) -> None:
+        backend = PostgresBackend(
+            dsn,
+            schema=schema,
+            create=create,
+            pool_size=pool_size,
+            retry_for=retry_for,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+        )
+        super().__init__(
+            backend,
+            limits=limits,
+            max_batch=max_batch,
+            max_pending=max_pending,
+            checkpointing=checkpointing,
+            append_timeout=retry_for,
+        )
+        self.dsn = dsn
+        self.schema = schema
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(schema={self.schema!r})"

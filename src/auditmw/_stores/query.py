@@ -158,6 +158,8 @@ class Page:
 # --- cursors -------------------------------------------------------------------------------
 
 Position = tuple[str | int, ...]
+# Where a page ends: (timestamp, tie-breaker), the tie-breaker the store's (its tiebreak).
+Keyset = tuple[str, int | str]
 
 
 def encode_cursor(filter: EventFilter, position: Position) -> str:
@@ -338,9 +340,7 @@ def where_clause(conditions: Iterable[str]) -> str:
     return f" WHERE {joined}" if joined else ""
 
 
-def keyset_position(
-    filter: EventFilter, cursor: str, tiebreak: type[int] | type[str]
-) -> tuple[str, int | str]:
+def keyset_position(filter: EventFilter, cursor: str, tiebreak: type[int] | type[str]) -> Keyset:
     """The (timestamp, tie-breaker) position of a cursor ``query`` made for ``filter``.
 
     Each store breaks timestamp ties its own way (SQLite: a rowid, an ``int`` below 2**63;

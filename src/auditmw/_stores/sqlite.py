@@ -34,6 +34,7 @@ from auditmw._errors import (
     EventRefusedError,
     NotAStoreError,
     StorageDamagedError,
+    StoreClosedError,
     StoreError,
     StoreUnavailableError,
 )
@@ -47,17 +48,17 @@ from auditmw._event import (
     entry_hash,
     stored_event,
 )
+from auditmw._stores.backend import StoreBackend
 from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
 from auditmw._stores.query import (
     MIN_SEARCH_INDEX_CHARS,
     EventFilter,
-    Page,
-    encode_cursor,
+    Keyset,
     escape_like,
-    keyset_position,
     where_clause,
 )
-from auditmw._stores.store import AuditStore, CheckpointRow, StoredCheckpoint
+from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
+from auditmw._stores.store import AuditStore
 from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
 from auditmw._text import is_column_text
 from auditmw._transparency.proofs import leaf_of
@@ -83,7 +84,6 @@ STATISTICS_MIN_EVENTS = 1000
 # An action prefix is expanded to the actions that have it, up to this many.
 MAX_PREFIX_ACTIONS = 1000
 EXACT_COLUMNS = ("user_id", "user_email", "resource", "resource_id", "outcome")
-FACET_COLUMNS = ("action", "resource", "outcome")
 EVENTS = "auditmw_events AS e"  # what queries read, unless a search starts from its index
 # A timestamp as whole microseconds since 1970 (exact integers; strftime is in every SQLite).
 TIMESTAMP_MICROS = (
@@ -228,17 +228,13 @@ def _when_not_busy(statement: Callable[[], object], deadline: float) -> None:
         time.sleep(random.uniform(0.0001, 0.0008))  # jitter: waiters do not collide
 
 
-class SQLiteStore(AuditStore):
-    """An audit log in one SQLite file.
+class SQLiteBackend(StoreBackend):
+    """The rows of an audit log in one SQLite file (``SQLiteStore``'s backend).
 
-    ``create=False`` opens only an existing store (as ``auditmw verify`` does).
-    ``synchronous`` is SQLite's durability setting: FULL (default) survives power
-    loss; NORMAL may lose the newest commits on power loss (not on a process crash).
-    ``busy_timeout`` is how long a call may wait for another process's lock: an append
-    fails with ``StoreUnavailableError`` that long after its call, a read once it waited
-    that long.
-    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md).
+    ``busy_timeout`` is how long a call may wait for another process's lock.
     """
+
+    tiebreak = int  # the rowid: insertion order
 
     def __init__(
         self,
@@ -247,18 +243,7 @@ class SQLiteStore(AuditStore):
         create: bool = True,
         synchronous: str = "FULL",
         busy_timeout: float = 5.0,
-        limits: Limits | None = None,
-        max_batch: int = 1024,
-        max_pending: int = 10_000,
-        checkpointing: Checkpointing | None = None,
     ) -> None:
-        super().__init__(
-            limits=limits,
-            max_batch=max_batch,
-            max_pending=max_pending,
-            checkpointing=checkpointing,
-            append_timeout=busy_timeout,
-        )
         if not busy_timeout > 0:
             raise ValueError("busy_timeout must be a positive number of seconds")
         if synchronous.upper() not in SYNCHRONOUS_MODES:
@@ -281,10 +266,7 @@ class SQLiteStore(AuditStore):
         self._heads: dict[str, tuple[int, str]] = {}
         self._locked_batches = 0  # left to append the locked way (see _write_batch)
 
-    def __repr__(self) -> str:
-        return f"SQLiteStore({str(self.path)!r})"
-
-    async def _connect(self) -> None:
+    async def connect(self) -> None:
         self._heads.clear()  # the file may have changed while the store was closed
         if not self._create and not self.path.is_file():
             raise NotAStoreError(f"{self.path}: no such file")
@@ -294,12 +276,12 @@ class SQLiteStore(AuditStore):
             self._read_conn = await self._open_connection()
             await self._check_is_store(self._read_conn)
         except sqlite3.Error as exc:
-            await self._disconnect()
+            await self.disconnect()
             if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
                 raise NotAStoreError(f"{self.path}: not an SQLite database") from exc
             raise _store_error(f"{self.path}: cannot open the audit store", exc) from exc
         except BaseException:
-            await self._disconnect()
+            await self.disconnect()
             raise
 
     def _uri(self) -> str:
@@ -360,7 +342,7 @@ class SQLiteStore(AuditStore):
         if tables != {"auditmw_meta", "auditmw_events"}:
             raise NotAStoreError(f"{self.path}: not an auditmw store (no auditmw tables)")
 
-    async def _disconnect(self) -> None:
+    async def disconnect(self) -> None:
         read_conn, write_conn, write_thread = self._read_conn, self._write_conn, self._write_thread
         self._read_conn = self._write_conn = self._write_thread = None
         try:
@@ -372,11 +354,10 @@ class SQLiteStore(AuditStore):
                     await asyncio.get_running_loop().run_in_executor(write_thread, write_conn.close)
                 write_thread.shutdown(wait=False)  # idle: the writer has stopped
 
-    async def _commit_batch(self, batch: list[PreparedEvent]) -> list[Event]:
+    async def append_batch(self, batch: list[PreparedEvent], deadline: float) -> list[Event]:
         # The whole transaction is one job for the write thread: one thread hop per
         # batch instead of one per statement (aiosqlite), and the event loop stays free
         # while SQLite inserts and fsyncs.
-        deadline = self._commit_deadline()
         return await self._in_write_thread(partial(self._write_batch, batch, deadline))
 
     def _write_batch(self, batch: list[PreparedEvent], deadline: float) -> list[Event]:
@@ -481,8 +462,8 @@ class SQLiteStore(AuditStore):
         return int(row[0]), entry_hash(bytes(row[1]))
 
     def _reader(self) -> aiosqlite.Connection:
-        self._require_open()
-        assert self._read_conn is not None
+        if self._read_conn is None:
+            raise StoreClosedError("the audit store is not open")
         return self._read_conn
 
     async def get(self, event_id: str) -> Event | None:
@@ -517,7 +498,7 @@ class SQLiteStore(AuditStore):
             if name not in present
         ] + await self._checkpoint_schema_warnings()
 
-    async def _storage_damage(self) -> list[str]:
+    async def storage_damage(self) -> list[str]:
         # On a connection of its own, in a thread: the check reads every page of the file
         # in one statement, which would hold the read connection (and every query of the
         # admin app waiting for it) that long.
@@ -562,7 +543,7 @@ class SQLiteStore(AuditStore):
         finally:
             conn.close()
 
-    async def _removed_checkpoints(self) -> list[str]:
+    async def removed_checkpoints(self) -> list[str]:
         """Checkpoint ids the table gave out and no longer holds. Its AUTOINCREMENT counter
         (``sqlite_sequence``) is updated in the transaction of each insert, so it counts
         exactly the checkpoints ever committed: ids 1 to it, each one still there unless
@@ -589,7 +570,7 @@ class SQLiteStore(AuditStore):
             "were deleted"
         ]
 
-    async def _checkpoint_sizes(self) -> dict[tuple[str, str], int]:
+    async def checkpoint_sizes(self) -> dict[tuple[str, str], int]:
         if not await self._has_checkpoint_table():
             return {}  # never created, or dropped: it holds no checkpoint
         rows = await self._fetchall(
@@ -616,26 +597,20 @@ class SQLiteStore(AuditStore):
     # --- reading: queries, exports and facets (see auditmw._stores.query) ------------------------
     # Every statement is built from constant fragments; values are always parameters.
 
-    async def query(
-        self,
-        filter: EventFilter,
-        *,
-        limit: int = 50,
-        cursor: str | None = None,
-        offset: int = 0,
-    ) -> Page:
-        sql, params = await self._query_statement(filter, limit, cursor, offset)
+    async def page(
+        self, filter: EventFilter, limit: int, position: Keyset | None, offset: int
+    ) -> tuple[list[Event], Keyset | None]:
+        sql, params = await self._query_statement(filter, limit, position, offset)
         await self._refresh_statistics()
         rows = await self._fetchall(sql, params)
         events = [stored_event(bytes(row[4]), row[5], row[0], row[1]) for row in rows[:limit]]
-        next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            next_cursor = encode_cursor(filter, (last[3], last[2]))  # (timestamp, rowid)
-        return Page(events, next_cursor)
+            return events, (last[3], last[2])  # (timestamp, rowid)
+        return events, None
 
     async def _query_statement(
-        self, filter: EventFilter, limit: int, cursor: str | None, offset: int
+        self, filter: EventFilter, limit: int, position: Keyset | None, offset: int
     ) -> tuple[str, list[Any]]:
         """The SELECT behind ``query`` (one more row than ``limit``: is there a next page?).
 
@@ -643,9 +618,6 @@ class SQLiteStore(AuditStore):
         index on ``(column, timestamp)``, and SQLite appends the rowid to each index, so
         filter, order and keyset are one index range scan, without sorting.
         """
-        if limit < 1 or offset < 0:
-            raise ValueError("limit must be at least 1 and offset at least 0")
-        position = keyset_position(filter, cursor, int) if cursor is not None else None
         if position is not None and filter.until is not None and position[0] < filter.until:
             # The cursor's bound implies ``until``; keeping both upper bounds makes SQLite
             # start its index scan at ``until`` and step over every earlier page.
@@ -662,7 +634,7 @@ class SQLiteStore(AuditStore):
         )
         return sql, [*params, limit + 1, offset]
 
-    async def iter_events(self, filter: EventFilter) -> AsyncIterator[Event]:
+    async def stream(self, filter: EventFilter) -> AsyncIterator[Event]:
         """Every matching event in chain order: by log, then seq ascending (oldest first).
 
         Streamed from one statement in chunks, so memory stays flat however many match;
@@ -680,9 +652,7 @@ class SQLiteStore(AuditStore):
         except sqlite3.Error as exc:
             raise self._read_error(exc) from exc
 
-    async def distinct_values(self, column: str, *, limit: int = 1000) -> list[str]:
-        if column not in FACET_COLUMNS:
-            raise ValueError(f"column must be one of {', '.join(FACET_COLUMNS)}")
+    async def distinct_values(self, column: str, limit: int) -> list[str]:
         return await self._distinct(column, "", limit)
 
     async def _distinct(self, column: str, prefix: str, limit: int) -> list[str]:
@@ -756,7 +726,7 @@ class SQLiteStore(AuditStore):
                 params += ["%" + escape_like(filter.search) + "%"] * len(SEARCH_COLUMNS)
         return source, conditions, params
 
-    async def _time_span(self, filter: EventFilter) -> tuple[str, str] | None:
+    async def time_span(self, filter: EventFilter) -> tuple[str, str] | None:
         # Each end is the first row of an index range read in order (as a page is).
         source, conditions, params = await self._selection(
             filter,
@@ -772,7 +742,7 @@ class SQLiteStore(AuditStore):
         first, last = rows[0]
         return None if first is None else (str(first), str(last))
 
-    async def _interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
+    async def interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
         """Per interval, a count of its range of the index the filters choose.
 
         GROUP BY a bucket number computed from every row's timestamp costs a date function
@@ -898,7 +868,7 @@ class SQLiteStore(AuditStore):
 
     # --- signed checkpoints (auditmw._transparency.checkpoints, table auditmw_checkpoints) --
 
-    async def checkpoints(self, log: str | None = None) -> list[StoredCheckpoint]:
+    async def checkpoints(self, log: str | None) -> list[StoredCheckpoint]:
         if not await self._has_checkpoint_table():
             return []
         where, params = ("", []) if log is None else (" WHERE log = ?", [log])
@@ -919,7 +889,7 @@ class SQLiteStore(AuditStore):
         )
         return [row[0] for row in rows]
 
-    async def _recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
+    async def recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
         if not await self._has_checkpoint_table():
             return []
         rows = await self._fetchall(
@@ -929,8 +899,9 @@ class SQLiteStore(AuditStore):
         )
         return [_checkpoint_row(row) for row in rows]
 
-    async def _insert_checkpoint(self, row: CheckpointRow) -> bool:
-        self._require_open()
+    async def insert_checkpoint(self, row: CheckpointRow) -> bool:
+        if self._write_thread is None:
+            raise StoreClosedError("the audit store is not open")
         # On the write thread, between two batches: never inside a batch's transaction,
         # never on the connection at the same time as one.
         return await self._in_write_thread(partial(self._write_checkpoint, row))
@@ -1107,3 +1078,46 @@ def _is_text(value: object) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+class SQLiteStore(AuditStore):
+    """An audit log in one SQLite file.
+
+    ``create=False`` opens only an existing store (as ``auditmw verify`` does).
+    ``synchronous`` is SQLite's durability setting: FULL (default) survives power
+    loss; NORMAL may lose the newest commits on power loss (not on a process crash).
+    ``busy_timeout`` is how long a call may wait for another process's lock: an append
+    fails with ``StoreUnavailableError`` that long after its call, a read once it waited
+    that long.
+    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md).
+    """
+
+    backend: SQLiteBackend
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        limits: Limits | None = None,
+        max_batch: int = 1024,
+        max_pending: int = 10_000,
+        checkpointing: Checkpointing | None = None,
+    ) -> None:
+        backend = SQLiteBackend(
+            path, create=create, synchronous=synchronous, busy_timeout=busy_timeout
+        )
+        super().__init__(
+            backend,
+            limits=limits,
+            max_batch=max_batch,
+            max_pending=max_pending,
+            checkpointing=checkpointing,
+            append_timeout=busy_timeout,
+        )
+        self.path = backend.path
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
