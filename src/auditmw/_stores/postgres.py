@@ -51,7 +51,7 @@ from auditmw._event import (
 )
 from auditmw._stores.backend import StoreBackend
 from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
-from auditmw._stores.query import EventFilter, Keyset, escape_like, where_clause
+from auditmw._stores.query import EventFilter, Keyset, ascii_lower, escape_like, where_clause
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
 from auditmw._stores.store import AuditStore
 from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
@@ -729,12 +729,9 @@ def _conditions(filter: EventFilter) -> tuple[list[str], list[Any]]:
     if filter.until is not None:
         add("timestamp < ?", filter.until)
     if filter.search:
-        term = filter.search.translate(_ASCII_LOWER)
+        term = ascii_lower(filter.search)
         add(f"{SEARCH_TEXT} LIKE ? ESCAPE '\\'", "%" + escape_like(term) + "%")
     return conditions, params
-
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _event_of(record: asyncpg.Record) -> Event:

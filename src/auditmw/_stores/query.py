@@ -328,6 +328,14 @@ def _shown(value: str, limit: int = 40) -> str:
 _OUTCOME_LIST = ", ".join(OUTCOMES)
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """``text`` with only ``A``-``Z`` lowercased: how search folds case (as SQL's LIKE)."""
+    return text.translate(_ASCII_LOWER)
+
+
 def escape_like(text: str) -> str:
     """``text`` as a LIKE pattern matching itself, for ``LIKE ... ESCAPE '\\'``: search
     terms are literal, ``%`` and ``_`` included."""
