@@ -570,7 +570,7 @@ INDEXED = {
 
 async def plan(store: SQLiteStore, f: EventFilter, *, deep: bool = True) -> list[str]:
     position = (ts(3), 10**6) if deep else None
-    sql, params = await store.backend._query_statement(f, 50, position, 0)
+    sql, params = await store.backend._page_statement(f, 50, position, 0)
     conn = sqlite3.connect(store.path)
     try:
         return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]

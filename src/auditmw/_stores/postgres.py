@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -47,16 +47,21 @@ from auditmw._event import (
     PreparedEvent,
     chain,
     entry_hash,
-    stored_event,
 )
-from auditmw._stores.backend import StoreBackend
 from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
-from auditmw._stores.query import EventFilter, Keyset, ascii_lower, escape_like, where_clause
-from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
+from auditmw._stores.query import EventFilter, ascii_lower, escape_like
+from auditmw._stores.rows import CheckpointRow
+from auditmw._stores.sql import (
+    INSERT_CHECKPOINT,
+    SEARCH_COLUMNS,
+    NumberedDialect,
+    Row,
+    insert_checkpoint_values,
+    select,
+)
+from auditmw._stores.sql_backend import SQLBackend
 from auditmw._stores.store import AuditStore
-from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
-from auditmw._text import is_column_text
-from auditmw._transparency.proofs import leaf_of
+from auditmw._stores.verify import INDEX_COLUMNS
 
 if TYPE_CHECKING:
     from auditmw._transparency.checkpoints import Checkpointing
@@ -178,13 +183,6 @@ ALWAYS_TRIGGERS = (  # built from the constant trigger names above, no input
 )
 # What brings a store of version N - 1 to version N (run in order, under the schema lock).
 MIGRATIONS = {2: CHECKPOINT_SCHEMA, 3: ALWAYS_TRIGGERS}
-CHECKPOINT_COLUMNS = "log, size, root, note, created_at, frontier, key"
-INSERT_CHECKPOINT = (
-    f"INSERT INTO auditmw_checkpoints ({CHECKPOINT_COLUMNS}) "  # noqa: S608
-    "SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS "
-    "(SELECT 1 FROM auditmw_checkpoints WHERE log = $1 AND size = $2 AND root = $3)"
-)
-SEARCH_COLUMNS = ("action", "resource", "resource_id", "user_email", "user_id")
 # The searched text: the five fields, ASCII-lowercased (as the SQLite store matches), joined
 # by a control character no search term may contain. Immutable, so a trigram index can hold it.
 SEARCH_TEXT = (
@@ -192,8 +190,6 @@ SEARCH_TEXT = (
     + " || chr(31) || ".join(f"coalesce({name}, '')" for name in SEARCH_COLUMNS)
     + ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
 )
-EXACT_COLUMNS = ("user_id", "user_email", "resource", "resource_id", "outcome")
-EVENT_SELECT = "SELECT log, seq, timestamp, id, entry, hash FROM auditmw_events"
 ROW_COLUMNS = ROW_FIELDS  # the events table's columns, in insert order
 # Statements are built from the constant column names above, never from input.
 INSERT = (
@@ -208,11 +204,26 @@ CHAIN_QUERY = (
 )
 
 
-class PostgresBackend(StoreBackend):
+class PostgresDialect(NumberedDialect):
+    """PostgreSQL's SQL for the shared statements (``auditmw._stores.sql``): newest first
+    by timestamp, ties broken by the time-ordered id; every text column uses the "C"
+    collation (byte order, like SQLite)."""
+
+    def action_prefix(self, prefix: str) -> tuple[str, list[Any]]:
+        return "e.action LIKE ? ESCAPE '\\'", [escape_like(prefix) + "%"]
+
+    def search(self, term: str) -> tuple[str, list[Any]]:
+        # The expression of the trigram index (SEARCH_TEXT), so the index answers it.
+        return f"{SEARCH_TEXT} LIKE ? ESCAPE '\\'", ["%" + escape_like(ascii_lower(term)) + "%"]
+
+
+class PostgresBackend(SQLBackend):
     """The rows of an audit log in a PostgreSQL schema (``PostgresStore``'s backend);
     the time limits are ``PostgresStore``'s."""
 
     tiebreak = str  # the event id: time-ordered
+    dialect = PostgresDialect()
+    chain_query = CHAIN_QUERY
 
     def __init__(
         self,
@@ -401,26 +412,28 @@ class PostgresBackend(StoreBackend):
         async with self._connection() as conn:
             return list(await conn.fetch(sql, *args))
 
+    async def _fetch_rows(
+        self, sql: str, params: Sequence[Any], *, custom_plan: bool = False
+    ) -> list[Row]:
+        if not custom_plan:
+            return await self._fetch(sql, *params)
+        # After five runs of a prepared statement PostgreSQL may keep a generic plan, made
+        # without the values: for a search, a scan of every row (230 ms at a million)
+        # instead of the trigram index (40 ms), as it cannot tell a rare term from a
+        # common one.
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            return list(await conn.fetch(sql, *params))
+
+    async def _stream_rows(self, sql: str, params: Sequence[Any]) -> AsyncIterator[Row]:
+        async with self._connection() as conn, conn.transaction():
+            # A server-side cursor: rows stream in chunks, memory stays flat.
+            async for record in conn.cursor(sql, *params, prefetch=1000):
+                yield record
+
     async def _fetchval(self, sql: str, *args: Any) -> Any:
         async with self._connection() as conn:
             return await conn.fetchval(sql, *args)
-
-    async def get(self, event_id: str) -> Event | None:
-        if not is_column_text(event_id):  # no event has it; the driver would raise
-            return None
-        records = await self._fetch(
-            "SELECT entry, hash FROM auditmw_events WHERE id = $1", event_id
-        )
-        return Event.from_entry(records[0]["entry"], records[0]["hash"]) if records else None
-
-    async def count(self) -> int:
-        return int(await self._fetchval("SELECT count(*) FROM auditmw_events"))
-
-    async def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
-        async with self._connection() as conn, conn.transaction():
-            # A server-side cursor: rows stream in chunks, memory stays flat.
-            async for record in conn.cursor(CHAIN_QUERY, prefetch=1000):
-                yield ChainRow(record[0], record[1], record[2], bytes(record[3]), tuple(record[4:]))
 
     async def schema_warnings(self) -> list[str]:
         warnings = await self._trigger_warnings("auditmw_events", TRIGGERS)
@@ -497,78 +510,9 @@ class PostgresBackend(StoreBackend):
         # the key records (StoreEvidence.checkpoint_sizes) and a sink kept elsewhere.
         return []
 
-    async def checkpoint_sizes(self) -> dict[tuple[str, str], int]:
-        if not await self._has_checkpoint_table():
-            return {}  # never created, or dropped: it holds no checkpoint
-        records = await self._fetch(
-            "SELECT log, key, max(size) AS size FROM auditmw_checkpoints GROUP BY log, key"
-        )
-        return {(record["log"], record["key"]): int(record["size"]) for record in records}
-
-    async def last_seq(self, log: str) -> int:
-        value = await self._fetchval("SELECT max(seq) FROM auditmw_events WHERE log = $1", log)
-        return int(value or 0)
-
-    async def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
-        async with self._connection() as conn, conn.transaction():
-            async for record in conn.cursor(
-                "SELECT hash FROM auditmw_events WHERE log = $1 AND seq > $2 AND seq <= $3 "
-                "ORDER BY seq",
-                log,
-                start,
-                end,
-                prefetch=1000,
-            ):
-                yield leaf_of(record["hash"])
-
     # --- reading: queries, exports and facets (see auditmw._stores.query) ------------------------
     # The same results as the SQLite store: newest first by timestamp, ties broken by the
     # time-ordered id; every text column uses the "C" collation (byte order, like SQLite).
-
-    async def page(
-        self, filter: EventFilter, limit: int, position: Keyset | None, offset: int
-    ) -> tuple[list[Event], Keyset | None]:
-        conditions, params = _conditions(filter)
-        if position is not None:
-            params += list(position)
-            conditions.append(f"(timestamp, id) < (${len(params) - 1}, ${len(params)})")
-        params += [limit + 1, offset]
-        records = await self._fetch(
-            f"{EVENT_SELECT}{where_clause(conditions)} "
-            f"ORDER BY timestamp DESC, id DESC LIMIT ${len(params) - 1} OFFSET ${len(params)}",
-            *params,
-        )
-        events = [
-            stored_event(bytes(record["entry"]), record["hash"], record["log"], record["seq"])
-            for record in records[:limit]
-        ]
-        if len(records) > limit:
-            last = records[limit - 1]
-            return events, (last["timestamp"], last["id"])
-        return events, None
-
-    async def stream(self, filter: EventFilter) -> AsyncIterator[Event]:
-        """Every matching event in chain order (log, seq ascending), through a
-        server-side cursor: memory stays flat however many match."""
-        conditions, params = _conditions(filter)
-        sql = f"{EVENT_SELECT}{where_clause(conditions)} ORDER BY log, seq"
-        async with self._connection() as conn, conn.transaction():
-            async for record in conn.cursor(sql, *params, prefetch=1000):
-                yield stored_event(
-                    bytes(record["entry"]), record["hash"], record["log"], record["seq"]
-                )
-
-    async def time_span(self, filter: EventFilter) -> tuple[str, str] | None:
-        # Each end is the first row of an index range read in order (as a page is).
-        conditions, params = _conditions(filter)
-        where = where_clause(conditions)
-        records = await self._fetch_planned_for_values(
-            f"SELECT (SELECT timestamp FROM auditmw_events{where} ORDER BY timestamp LIMIT 1), "  # noqa: S608
-            f"(SELECT timestamp FROM auditmw_events{where} ORDER BY timestamp DESC LIMIT 1)",
-            params,
-        )
-        first, last = records[0]
-        return None if first is None else (first, last)
 
     async def interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
         """Per interval, a count of its range of the (filter column, timestamp, id) index
@@ -577,40 +521,32 @@ class PostgresBackend(StoreBackend):
         through the trigram index, are read once and grouped by ``width_bucket``, the
         number of edges at or before each timestamp in byte order (the "C" collation)."""
         if filter.search:
-            conditions, params = _conditions(filter)
-            params.append(layout.edges)
-            records = await self._fetch_planned_for_values(
-                f'SELECT width_bucket(timestamp, ${len(params)}::text[] COLLATE "C") AS bucket, '  # noqa: S608
-                f"count(*) FROM auditmw_events{where_clause(conditions)} GROUP BY bucket",
-                params,
+            selection = select(filter, self.dialect)
+            bucket = 'width_bucket(e.timestamp, ?::text[] COLLATE "C") AS bucket, count(*)'
+            sql, params = selection.read(bucket, " GROUP BY bucket")
+            rows = await self._fetch_rows(
+                self.dialect.sql(sql), [layout.edges, *params], custom_plan=True
             )
             counts = [0] * layout.count
-            for record in records:
-                counts[record["bucket"]] = int(record["count"])
+            for bucket_number, count in rows:
+                counts[bucket_number] = int(count)
             return counts
         # The intervals' bounds stand in for the filter's own (as in the SQLite store).
-        conditions, params = _conditions(dataclasses.replace(filter, since=None, until=None))
-        params += [
-            [filter.since or BEFORE_ANY, *layout.edges],
-            [*layout.edges, filter.until or AFTER_ANY],
-        ]
-        in_interval = where_clause([*conditions, "timestamp >= b.lo", "timestamp < b.hi"])
-        records = await self._fetch(
-            f"SELECT (SELECT count(*) FROM auditmw_events{in_interval}) FROM "  # noqa: S608
-            f"unnest(${len(params) - 1}::text[], ${len(params)}::text[]) WITH ORDINALITY "
-            "AS b(lo, hi, n) ORDER BY b.n",
-            *params,
+        selection = select(dataclasses.replace(filter, since=None, until=None), self.dialect)
+        selection.add("e.timestamp >= b.lo AND e.timestamp < b.hi", [])
+        count, params = selection.read("count(*)")
+        rows = await self._fetch_rows(
+            self.dialect.sql(
+                f"SELECT ({count}) FROM unnest(?::text[], ?::text[]) "  # noqa: S608
+                "WITH ORDINALITY AS b(lo, hi, n) ORDER BY b.n"
+            ),
+            [
+                *params,
+                [filter.since or BEFORE_ANY, *layout.edges],
+                [*layout.edges, filter.until or AFTER_ANY],
+            ],
         )
-        return [int(record[0]) for record in records]
-
-    async def _fetch_planned_for_values(self, sql: str, params: list[Any]) -> list[Any]:
-        """``fetch``, planned for these parameter values. After five runs of a prepared
-        statement PostgreSQL may keep a generic plan, made without the values: for a
-        search, a scan of every row (230 ms at a million) instead of the trigram index
-        (40 ms), as it cannot tell a rare term from a common one."""
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-            return list(await conn.fetch(sql, *params))
+        return [int(row[0]) for row in rows]
 
     async def distinct_values(self, column: str, limit: int) -> list[str]:
         # A loose index scan: each step seeks the next greater value in the index.
@@ -626,37 +562,6 @@ class PostgresBackend(StoreBackend):
 
     # --- signed checkpoints (auditmw._transparency.checkpoints, table auditmw_checkpoints) --
 
-    async def checkpoints(self, log: str | None) -> list[StoredCheckpoint]:
-        if not await self._has_checkpoint_table():
-            return []
-        where, params = ("", []) if log is None else (" WHERE log = $1", [log])
-        records = await self._fetch(
-            f"SELECT {CHECKPOINT_COLUMNS} FROM auditmw_checkpoints{where} "  # noqa: S608
-            "ORDER BY log, size, id",
-            *params,
-        )
-        return [_checkpoint_row(record).checkpoint for record in records]
-
-    async def logs(self) -> list[str]:
-        # A loose index scan of the primary key (log, seq): one seek per log.
-        records = await self._fetch(
-            "WITH RECURSIVE l(log) AS (SELECT min(log) FROM auditmw_events "
-            "UNION ALL SELECT (SELECT min(log) FROM auditmw_events WHERE log > l.log) "
-            "FROM l WHERE l.log IS NOT NULL) SELECT log FROM l WHERE log IS NOT NULL"
-        )
-        return [record["log"] for record in records]
-
-    async def recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
-        if not await self._has_checkpoint_table():
-            return []
-        records = await self._fetch(
-            f"SELECT {CHECKPOINT_COLUMNS} FROM auditmw_checkpoints "  # noqa: S608
-            "WHERE log = $1 ORDER BY size DESC, id DESC LIMIT $2",
-            log,
-            limit,
-        )
-        return [_checkpoint_row(record) for record in records]
-
     async def insert_checkpoint(self, row: CheckpointRow) -> bool:
         c = row.checkpoint
         # A pooled connection, not the writer's: its own short transaction. Issuers of one
@@ -668,8 +573,9 @@ class PostgresBackend(StoreBackend):
                 "hashtext('auditmw checkpoint ' || $1))",
                 c.log,
             )
-            values = (c.log, c.size, c.root, c.note, c.created_at, row.frontier, row.key)
-            status = await conn.execute(INSERT_CHECKPOINT, *values)
+            status = await conn.execute(
+                self.dialect.sql(INSERT_CHECKPOINT), *insert_checkpoint_values(row)
+            )
         return bool(status == "INSERT 0 1")
 
     async def _has_checkpoint_table(self) -> bool:
@@ -693,49 +599,6 @@ class PostgresBackend(StoreBackend):
                 "trigger function auditmw_reject_checkpoint_change is missing or altered"
             )
         return warnings
-
-
-def _checkpoint_row(record: asyncpg.Record) -> CheckpointRow:
-    checkpoint = StoredCheckpoint(
-        record["log"],
-        int(record["size"]),
-        bytes(record["root"]),
-        bytes(record["note"]),
-        record["created_at"],
-    )
-    return CheckpointRow(checkpoint, bytes(record["frontier"]), record["key"])
-
-
-def _conditions(filter: EventFilter) -> tuple[list[str], list[Any]]:
-    """WHERE conditions (numbered parameters) and their values for ``filter``."""
-    conditions: list[str] = []
-    params: list[Any] = []
-
-    def add(condition: str, value: Any) -> None:
-        params.append(value)
-        conditions.append(condition.replace("?", f"${len(params)}"))
-
-    for name in EXACT_COLUMNS:
-        if getattr(filter, name) is not None:
-            add(f"{name} = ?", getattr(filter, name))
-    prefix = filter.action_prefix
-    if prefix is not None:
-        if prefix:
-            add("action LIKE ? ESCAPE '\\'", escape_like(prefix) + "%")
-    elif filter.action is not None:
-        add("action = ?", filter.action)
-    if filter.since is not None:
-        add("timestamp >= ?", filter.since)
-    if filter.until is not None:
-        add("timestamp < ?", filter.until)
-    if filter.search:
-        term = ascii_lower(filter.search)
-        add(f"{SEARCH_TEXT} LIKE ? ESCAPE '\\'", "%" + escape_like(term) + "%")
-    return conditions, params
-
-
-def _event_of(record: asyncpg.Record) -> Event:
-    return stored_event(bytes(record["entry"]), record["hash"], record["log"], record["seq"])
 
 
 async def _create_schema(conn: asyncpg.Connection, schema: str) -> None:

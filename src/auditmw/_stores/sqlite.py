@@ -20,7 +20,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -46,22 +46,23 @@ from auditmw._event import (
     PreparedEvent,
     chain,
     entry_hash,
-    stored_event,
 )
-from auditmw._stores.backend import StoreBackend
 from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
-from auditmw._stores.query import (
-    MIN_SEARCH_INDEX_CHARS,
-    EventFilter,
-    Keyset,
-    escape_like,
-    where_clause,
+from auditmw._stores.query import MIN_SEARCH_INDEX_CHARS, EventFilter, Keyset, escape_like
+from auditmw._stores.rows import CheckpointRow
+from auditmw._stores.sql import (
+    EVENTS,
+    INSERT_CHECKPOINT,
+    SEARCH_COLUMNS,
+    Dialect,
+    Row,
+    Selection,
+    insert_checkpoint_values,
+    select,
 )
-from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
+from auditmw._stores.sql_backend import SQLBackend
 from auditmw._stores.store import AuditStore
-from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
-from auditmw._text import is_column_text
-from auditmw._transparency.proofs import leaf_of
+from auditmw._stores.verify import INDEX_COLUMNS
 
 if TYPE_CHECKING:
     from auditmw._transparency.checkpoints import Checkpointing
@@ -70,7 +71,6 @@ SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 # Search (EventFilter.search) looks in these columns, through the search index defined in
 # SCHEMA, or by LIKE (ASCII case-insensitive, as the index, which holds lowercased text).
-SEARCH_COLUMNS = ("action", "resource", "resource_id", "user_email", "user_id")
 SEARCH_LIKE = "(" + " OR ".join(f"e.{name} LIKE ? ESCAPE '\\'" for name in SEARCH_COLUMNS) + ")"
 # The FTS5 query for a search term: one phrase, so every character is literal.
 FTS_PHRASE = """'"' || replace(lower(?), '"', '""') || '"'"""
@@ -83,8 +83,6 @@ HISTOGRAM_SEARCH_INDEX_FACTOR = 10
 STATISTICS_MIN_EVENTS = 1000
 # An action prefix is expanded to the actions that have it, up to this many.
 MAX_PREFIX_ACTIONS = 1000
-EXACT_COLUMNS = ("user_id", "user_email", "resource", "resource_id", "outcome")
-EVENTS = "auditmw_events AS e"  # what queries read, unless a search starts from its index
 # A timestamp as whole microseconds since 1970 (exact integers; strftime is in every SQLite).
 TIMESTAMP_MICROS = (
     "(CAST(strftime('%s', substr(e.timestamp, 1, 19)) AS INTEGER) * 1000000 "
@@ -164,12 +162,6 @@ CREATE TRIGGER IF NOT EXISTS auditmw_checkpoints_no_delete BEFORE DELETE ON audi
 BEGIN SELECT RAISE(ABORT, 'auditmw_checkpoints is append-only: DELETE is not allowed'); END;
 """
 CHECKPOINT_TRIGGERS = ("auditmw_checkpoints_no_update", "auditmw_checkpoints_no_delete")
-CHECKPOINT_COLUMNS = "log, size, root, note, created_at, frontier, key"
-# Two issuers that raced store one copy of the same checkpoint (see _write_checkpoint).
-INSERT_CHECKPOINT = (
-    f"INSERT INTO auditmw_checkpoints ({CHECKPOINT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? "  # noqa: S608
-    "WHERE NOT EXISTS (SELECT 1 FROM auditmw_checkpoints WHERE log = ? AND size = ? AND root = ?)"
-)
 ROW_COLUMNS = ROW_FIELDS  # the events table's columns, in insert order
 # Statements below are built from the constant column names above, never from input.
 INSERT = (
@@ -215,6 +207,27 @@ T = TypeVar("T")
 logger = logging.getLogger("auditmw")
 
 
+class SQLiteDialect(Dialect):
+    """SQLite's SQL for the shared statements (``auditmw._stores.sql``)."""
+
+    entry = "CAST(e.entry AS BLOB)"  # an entry edited into text reads as its bytes
+    tiebreak = "e.rowid"  # the end of every index: filter, order and keyset in one range
+
+    def keyset(self, position: Keyset) -> tuple[str, list[Any]]:
+        timestamp, rowid = position
+        return "e.timestamp <= ? AND (e.timestamp < ? OR e.rowid < ?)", [
+            timestamp,
+            timestamp,
+            rowid,
+        ]
+
+    def action_in(self, actions: Sequence[str]) -> tuple[str, list[Any]]:
+        return "e.action IN (SELECT value FROM json_each(?))", [orjson.dumps(actions).decode()]
+
+    def search(self, term: str) -> tuple[str, list[Any]]:
+        return SEARCH_LIKE, ["%" + escape_like(term) + "%"] * len(SEARCH_COLUMNS)
+
+
 def _when_not_busy(statement: Callable[[], object], deadline: float) -> None:
     """Run ``statement`` again while SQLite answers SQLITE_BUSY, until ``deadline``
     (``time.monotonic()``), polling about every half millisecond."""
@@ -228,13 +241,15 @@ def _when_not_busy(statement: Callable[[], object], deadline: float) -> None:
         time.sleep(random.uniform(0.0001, 0.0008))  # jitter: waiters do not collide
 
 
-class SQLiteBackend(StoreBackend):
+class SQLiteBackend(SQLBackend):
     """The rows of an audit log in one SQLite file (``SQLiteStore``'s backend).
 
     ``busy_timeout`` is how long a call may wait for another process's lock.
     """
 
     tiebreak = int  # the rowid: insertion order
+    dialect = SQLiteDialect()
+    chain_query = CHAIN_QUERY
 
     def __init__(
         self,
@@ -466,28 +481,8 @@ class SQLiteBackend(StoreBackend):
             raise StoreClosedError("the audit store is not open")
         return self._read_conn
 
-    async def get(self, event_id: str) -> Event | None:
-        if not is_column_text(event_id):  # no event has it; the driver would raise
-            return None
-        rows = await self._fetchall(
-            "SELECT CAST(entry AS BLOB), hash FROM auditmw_events WHERE id = ?", [event_id]
-        )
-        return Event.from_entry(bytes(rows[0][0]), rows[0][1]) if rows else None
-
-    async def count(self) -> int:
-        rows = await self._fetchall("SELECT count(*) FROM auditmw_events", [])
-        return int(rows[0][0])
-
-    async def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
-        try:
-            async with self._reader().execute(CHAIN_QUERY) as cursor:
-                async for row in cursor:
-                    yield ChainRow(row[0], row[1], row[2], bytes(row[3]), tuple(row[4:]))
-        except sqlite3.Error as exc:
-            raise self._read_error(exc) from exc
-
     async def schema_warnings(self) -> list[str]:
-        rows = await self._fetchall(
+        rows = await self._fetch_rows(
             "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'auditmw_events'",
             [],
         )
@@ -550,7 +545,7 @@ class SQLiteBackend(StoreBackend):
         someone deleted it (the append-only triggers stop that, unless dropped first)."""
         if not await self._has_checkpoint_table():
             return []
-        rows = await self._fetchall(
+        rows = await self._fetch_rows(
             "SELECT seq FROM sqlite_sequence WHERE name = 'auditmw_checkpoints'", []
         )
         issued = rows[0][0] if rows else 0
@@ -558,7 +553,7 @@ class SQLiteBackend(StoreBackend):
             return [
                 f"the id counter of auditmw_checkpoints in sqlite_sequence was edited: {issued!r}"
             ]
-        kept = await self._fetchall(
+        kept = await self._fetch_rows(
             "SELECT id FROM auditmw_checkpoints WHERE id BETWEEN 1 AND ? ORDER BY id", [issued]
         )
         missing = _missing_ranges([row[0] for row in kept], issued)
@@ -570,87 +565,14 @@ class SQLiteBackend(StoreBackend):
             "were deleted"
         ]
 
-    async def checkpoint_sizes(self) -> dict[tuple[str, str], int]:
-        if not await self._has_checkpoint_table():
-            return {}  # never created, or dropped: it holds no checkpoint
-        rows = await self._fetchall(
-            "SELECT log, key, max(size) FROM auditmw_checkpoints GROUP BY log, key", []
-        )
-        return {(str(log), str(key)): size for log, key, size in rows if type(size) is int}
-
-    async def last_seq(self, log: str) -> int:
-        rows = await self._fetchall("SELECT max(seq) FROM auditmw_events WHERE log = ?", [log])
-        return int(rows[0][0] or 0)
-
-    async def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
-        try:
-            async with self._reader().execute(
-                "SELECT hash FROM auditmw_events WHERE log = ? AND seq > ? AND seq <= ? "
-                "ORDER BY seq",
-                (log, start, end),
-            ) as rows:
-                async for row in rows:
-                    yield leaf_of(row[0])
-        except sqlite3.Error as exc:
-            raise self._read_error(exc) from exc
-
     # --- reading: queries, exports and facets (see auditmw._stores.query) ------------------------
     # Every statement is built from constant fragments; values are always parameters.
 
     async def page(
         self, filter: EventFilter, limit: int, position: Keyset | None, offset: int
     ) -> tuple[list[Event], Keyset | None]:
-        sql, params = await self._query_statement(filter, limit, position, offset)
         await self._refresh_statistics()
-        rows = await self._fetchall(sql, params)
-        events = [stored_event(bytes(row[4]), row[5], row[0], row[1]) for row in rows[:limit]]
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            return events, (last[3], last[2])  # (timestamp, rowid)
-        return events, None
-
-    async def _query_statement(
-        self, filter: EventFilter, limit: int, position: Keyset | None, offset: int
-    ) -> tuple[str, list[Any]]:
-        """The SELECT behind ``query`` (one more row than ``limit``: is there a next page?).
-
-        Newest first is ``ORDER BY timestamp DESC, rowid DESC``: every filter column has an
-        index on ``(column, timestamp)``, and SQLite appends the rowid to each index, so
-        filter, order and keyset are one index range scan, without sorting.
-        """
-        if position is not None and filter.until is not None and position[0] < filter.until:
-            # The cursor's bound implies ``until``; keeping both upper bounds makes SQLite
-            # start its index scan at ``until`` and step over every earlier page.
-            filter = dataclasses.replace(filter, until=None)
-        source, conditions, params = await self._selection(filter, newest_first=True)
-        if position is not None:
-            timestamp, rowid = position
-            conditions.append("e.timestamp <= ? AND (e.timestamp < ? OR e.rowid < ?)")
-            params += [timestamp, timestamp, rowid]
-        sql = (
-            f"SELECT e.log, e.seq, e.rowid, e.timestamp, CAST(e.entry AS BLOB), e.hash "  # noqa: S608
-            f"FROM {source}{where_clause(conditions)} "
-            "ORDER BY e.timestamp DESC, e.rowid DESC LIMIT ? OFFSET ?"
-        )
-        return sql, [*params, limit + 1, offset]
-
-    async def stream(self, filter: EventFilter) -> AsyncIterator[Event]:
-        """Every matching event in chain order: by log, then seq ascending (oldest first).
-
-        Streamed from one statement in chunks, so memory stays flat however many match;
-        an export of the whole log in this order verifies offline (``_jsonl``).
-        """
-        source, conditions, params = await self._selection(filter, newest_first=False)
-        sql = (
-            "SELECT e.log, e.seq, e.rowid, e.timestamp, CAST(e.entry AS BLOB), e.hash "  # noqa: S608
-            f"FROM {source}{where_clause(conditions)} ORDER BY e.log, e.seq"
-        )
-        try:
-            async with self._reader().execute(sql, params) as rows:
-                async for row in rows:
-                    yield stored_event(bytes(row[4]), row[5], row[0], row[1])
-        except sqlite3.Error as exc:
-            raise self._read_error(exc) from exc
+        return await super().page(filter, limit, position, offset)
 
     async def distinct_values(self, column: str, limit: int) -> list[str]:
         return await self._distinct(column, "", limit)
@@ -670,7 +592,7 @@ class SQLiteBackend(StoreBackend):
             "SELECT value FROM v WHERE value IS NOT NULL AND substr(value, 1, length(?1)) = ?1 "
             "LIMIT ?2"
         )
-        rows = await self._fetchall(sql, [prefix, limit])
+        rows = await self._fetch_rows(sql, [prefix, limit])
         # A value that is not valid UTF-8 (written behind the library's back) is skipped.
         return [row[0] for row in rows if _is_text(row[0])]
 
@@ -679,68 +601,35 @@ class SQLiteBackend(StoreBackend):
         filter: EventFilter,
         *,
         newest_first: bool,
-        search_index_max_matches: int | None = None,
-    ) -> tuple[str, list[str], list[Any]]:
-        """FROM clause, WHERE conditions and their parameters for ``filter``.
+        counting: bool = False,
+    ) -> Selection:
+        """The events matching ``filter`` (``auditmw._stores.sql.select``), planned for SQLite.
 
-        The events table is always ``e``. A search for a rare term starts from the search
-        index instead: ``CROSS JOIN`` makes SQLite look up those few events by rowid.
+        An action prefix, newest first, reads as ``action IN`` the distinct actions with
+        that prefix: for each, SQLite reads its (action, timestamp) index newest first and
+        stops once a page is full (exports read in chain order anyway). A search for a
+        rare term starts from the search index: ``CROSS JOIN`` makes SQLite look up those
+        few events by rowid.
         """
-        source, conditions, params = EVENTS, [], []
-        for name in EXACT_COLUMNS:
-            value = getattr(filter, name)
-            if value is not None:
-                conditions.append(f"e.{name} = ?")
-                params.append(value)
-        prefix = filter.action_prefix
         actions = None
+        prefix = filter.action_prefix
         if prefix and newest_first:
-            # action IN (the distinct actions with that prefix): for each, SQLite reads
-            # its (action, timestamp) index newest first and stops once a page is full.
             actions = await self._distinct("action", prefix, MAX_PREFIX_ACTIONS + 1)
-        if actions is not None and len(actions) <= MAX_PREFIX_ACTIONS:
-            conditions.append("e.action IN (SELECT value FROM json_each(?))")
-            params.append(orjson.dumps(actions).decode())
-        elif prefix:  # (exports read in chain order anyway)
-            conditions.append("e.action >= ? AND substr(e.action, 1, ?) = ?")
-            params += [prefix, len(prefix), prefix]
-        elif prefix is None and filter.action is not None:
-            conditions.append("e.action = ?")
-            params.append(filter.action)
-        if filter.since is not None:
-            conditions.append("e.timestamp >= ?")
-            params.append(filter.since)
-        if filter.until is not None:
-            conditions.append("e.timestamp < ?")
-            params.append(filter.until)
+            if len(actions) > MAX_PREFIX_ACTIONS:
+                actions = None
+        matches = None
         if filter.search:
-            matches = await self._search_index_matches(filter.search, search_index_max_matches)
-            if matches is not None:
-                source = (
-                    "(SELECT value AS r FROM json_each(?)) AS m "
-                    "CROSS JOIN auditmw_events AS e ON e.rowid = m.r"
-                )
-                params.insert(0, orjson.dumps(matches).decode())
-            else:
-                conditions.append(SEARCH_LIKE)
-                params += ["%" + escape_like(filter.search) + "%"] * len(SEARCH_COLUMNS)
-        return source, conditions, params
-
-    async def time_span(self, filter: EventFilter) -> tuple[str, str] | None:
-        # Each end is the first row of an index range read in order (as a page is).
-        source, conditions, params = await self._selection(
-            filter,
-            newest_first=True,
-            search_index_max_matches=self._histogram_search_index_max_matches,
+            max_matches = self._histogram_search_index_max_matches if counting else None
+            matches = await self._search_index_matches(filter.search, max_matches)
+        if matches is None:
+            return select(filter, self.dialect, actions=actions)
+        selection = select(dataclasses.replace(filter, search=None), self.dialect, actions=actions)
+        selection.source = (
+            "(SELECT value AS r FROM json_each(?)) AS m "
+            "CROSS JOIN auditmw_events AS e ON e.rowid = m.r"
         )
-        where = where_clause(conditions)
-        rows = await self._fetchall(
-            f"SELECT (SELECT e.timestamp FROM {source}{where} ORDER BY e.timestamp LIMIT 1), "  # noqa: S608
-            f"(SELECT e.timestamp FROM {source}{where} ORDER BY e.timestamp DESC LIMIT 1)",
-            [*params, *params],
-        )
-        first, last = rows[0]
-        return None if first is None else (str(first), str(last))
+        selection.source_params = [orjson.dumps(matches).decode()]
+        return selection
 
     async def interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
         """Per interval, a count of its range of the index the filters choose.
@@ -754,32 +643,30 @@ class SQLiteBackend(StoreBackend):
         # The intervals' bounds stand in for the filter's own: with both, SQLite would
         # read every interval's index range from ``since`` on.
         lower, upper = filter.since or BEFORE_ANY, filter.until or AFTER_ANY
-        source, conditions, params = await self._selection(
-            dataclasses.replace(filter, since=None, until=None),
-            newest_first=True,
-            search_index_max_matches=self._histogram_search_index_max_matches,
+        selection = await self._selection(
+            dataclasses.replace(filter, since=None, until=None), newest_first=True, counting=True
         )
         await self._refresh_statistics()
-        if source != EVENTS:
+        if selection.source != EVENTS:
             bucket = f"ifnull(min(max(({TIMESTAMP_MICROS} - ?) / ?, 0), ?), 0)"
-            conditions += ["e.timestamp >= ?", "e.timestamp < ?"]
-            rows = await self._fetchall(
-                f"SELECT {bucket} AS bucket, count(*) FROM {source}"  # noqa: S608
-                f"{where_clause(conditions)} GROUP BY bucket",
-                [layout.origin, layout.step, layout.count - 1, *params, lower, upper],
+            selection.add("e.timestamp >= ? AND e.timestamp < ?", [lower, upper])
+            sql, params = selection.read(f"{bucket} AS bucket, count(*)", " GROUP BY bucket")
+            rows = await self._fetch_rows(
+                sql, [layout.origin, layout.step, layout.count - 1, *params]
             )
             counts = [0] * layout.count
             for bucket_number, count in rows:
                 counts[bucket_number] = count
             return counts
-        in_interval = [
-            "e.timestamp >= json_extract(b.value, '$[0]')",
-            "e.timestamp < json_extract(b.value, '$[1]')",
-        ]
+        selection.add(
+            "e.timestamp >= json_extract(b.value, '$[0]') "
+            "AND e.timestamp < json_extract(b.value, '$[1]')",
+            [],
+        )
+        count, params = selection.read("count(*)")
         intervals = itertools.pairwise([lower, *layout.edges, upper])
-        rows = await self._fetchall(
-            f"SELECT (SELECT count(*) FROM {source}"  # noqa: S608
-            f"{where_clause([*conditions, *in_interval])}) FROM json_each(?) AS b ORDER BY b.key",
+        rows = await self._fetch_rows(
+            f"SELECT ({count}) FROM json_each(?) AS b ORDER BY b.key",  # noqa: S608
             [*params, orjson.dumps(list(intervals)).decode()],
         )
         return [int(row[0]) for row in rows]
@@ -805,7 +692,7 @@ class SQLiteBackend(StoreBackend):
             max_matches = self._search_index_max_matches
         if len(term) < MIN_SEARCH_INDEX_CHARS or not await self._has_search_index():
             return None
-        rows = await self._fetchall(
+        rows = await self._fetch_rows(
             "SELECT rowid FROM auditmw_search "  # noqa: S608
             f"WHERE auditmw_search MATCH {FTS_PHRASE} LIMIT ?",
             [term, max_matches + 1],
@@ -828,12 +715,14 @@ class SQLiteBackend(StoreBackend):
         self._statistics_checked = True
         try:
             analyzed = 0  # events when the statistics were taken (the first number of stat)
-            if await self._fetchall("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'", []):
-                rows = await self._fetchall(
+            if await self._fetch_rows(
+                "SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'", []
+            ):
+                rows = await self._fetch_rows(
                     "SELECT stat FROM sqlite_stat1 WHERE idx = 'auditmw_events_time'", []
                 )
                 analyzed = int(str(rows[0][0]).split()[0]) if rows else 0
-            rows = await self._fetchall("SELECT max(rowid) FROM auditmw_events", [])
+            rows = await self._fetch_rows("SELECT max(rowid) FROM auditmw_events", [])
             events = int(rows[0][0] or 0)  # the table is append-only: rowids count events
             if events >= STATISTICS_MIN_EVENTS and analyzed * 10 < events:
                 await self._in_write_thread(self._analyze)  # between two group commits
@@ -849,17 +738,28 @@ class SQLiteBackend(StoreBackend):
     async def _has_search_index(self) -> bool:
         # A store opened with create=False may predate the index: then search scans.
         if self._search_index is None:
-            rows = await self._fetchall(
+            rows = await self._fetch_rows(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'auditmw_search'",
                 [],
             )
             self._search_index = bool(rows)
         return self._search_index
 
-    async def _fetchall(self, sql: str, params: list[Any]) -> list[sqlite3.Row]:
+    async def _fetch_rows(
+        self, sql: str, params: Sequence[Any], *, custom_plan: bool = False
+    ) -> list[Row]:
+        # (SQLite plans every statement for its values.)
         try:
             async with self._reader().execute(sql, params) as cursor:
                 return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise self._read_error(exc) from exc
+
+    async def _stream_rows(self, sql: str, params: Sequence[Any]) -> AsyncIterator[Row]:
+        try:
+            async with self._reader().execute(sql, params) as rows:
+                async for row in rows:
+                    yield row
         except sqlite3.Error as exc:
             raise self._read_error(exc) from exc
 
@@ -867,37 +767,6 @@ class SQLiteBackend(StoreBackend):
         return _store_error(f"audit store {self.path}: read failed", exc)
 
     # --- signed checkpoints (auditmw._transparency.checkpoints, table auditmw_checkpoints) --
-
-    async def checkpoints(self, log: str | None) -> list[StoredCheckpoint]:
-        if not await self._has_checkpoint_table():
-            return []
-        where, params = ("", []) if log is None else (" WHERE log = ?", [log])
-        rows = await self._fetchall(
-            f"SELECT {CHECKPOINT_COLUMNS} FROM auditmw_checkpoints{where} "  # noqa: S608
-            "ORDER BY log, size, id",
-            params,
-        )
-        return [_checkpoint_row(row).checkpoint for row in rows]
-
-    async def logs(self) -> list[str]:
-        # A loose index scan of the primary key (log, seq): one seek per log.
-        rows = await self._fetchall(
-            "WITH RECURSIVE l(log) AS (SELECT min(log) FROM auditmw_events "
-            "UNION ALL SELECT (SELECT min(log) FROM auditmw_events WHERE log > l.log) "
-            "FROM l WHERE l.log IS NOT NULL) SELECT log FROM l WHERE log IS NOT NULL",
-            [],
-        )
-        return [row[0] for row in rows]
-
-    async def recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
-        if not await self._has_checkpoint_table():
-            return []
-        rows = await self._fetchall(
-            f"SELECT {CHECKPOINT_COLUMNS} FROM auditmw_checkpoints "  # noqa: S608
-            "WHERE log = ? ORDER BY size DESC, id DESC LIMIT ?",
-            [log, limit],
-        )
-        return [_checkpoint_row(row) for row in rows]
 
     async def insert_checkpoint(self, row: CheckpointRow) -> bool:
         if self._write_thread is None:
@@ -907,11 +776,9 @@ class SQLiteBackend(StoreBackend):
         return await self._in_write_thread(partial(self._write_checkpoint, row))
 
     def _write_checkpoint(self, row: CheckpointRow) -> bool:
-        c = row.checkpoint
         try:
             with self._write_transaction() as conn:
-                values = (c.log, c.size, c.root, c.note, c.created_at, row.frontier, row.key)
-                cursor = conn.execute(INSERT_CHECKPOINT, (*values, c.log, c.size, c.root))
+                cursor = conn.execute(INSERT_CHECKPOINT, insert_checkpoint_values(row))
         except sqlite3.Error as exc:
             message = f"audit store {self.path}: cannot store a checkpoint"
             raise _store_error(message, exc) from exc
@@ -920,7 +787,7 @@ class SQLiteBackend(StoreBackend):
     async def _has_checkpoint_table(self) -> bool:
         # A store opened with create=False may predate the table: it has no checkpoints.
         if not self._checkpoint_table:
-            rows = await self._fetchall(
+            rows = await self._fetch_rows(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'auditmw_checkpoints'",
                 [],
             )
@@ -930,7 +797,7 @@ class SQLiteBackend(StoreBackend):
     async def _checkpoint_schema_warnings(self) -> list[str]:
         if not await self._has_checkpoint_table():
             return []
-        rows = await self._fetchall(
+        rows = await self._fetch_rows(
             "SELECT name FROM sqlite_master WHERE type = 'trigger' "
             "AND tbl_name = 'auditmw_checkpoints'",
             [],
@@ -952,19 +819,6 @@ def _store_error(message: str, exc: sqlite3.Error) -> StoreError:
         return StorageDamagedError(f"{message}: {exc}")
     unavailable = code is not None and code & 0xFF in UNAVAILABLE_CODES
     return (StoreUnavailableError if unavailable else StoreError)(f"{message}: {exc}")
-
-
-def _checkpoint_row(row: Any) -> CheckpointRow:
-    """A row of CHECKPOINT_COLUMNS; text where bytes belong (an edit) reads as its bytes."""
-    log, size, root, note, created_at, frontier, key = row
-    checkpoint = StoredCheckpoint(str(log), int(size), _blob(root), _blob(note), str(created_at))
-    return CheckpointRow(checkpoint, _blob(frontier), str(key))
-
-
-def _blob(value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    return str(value).encode("utf-8", "surrogateescape")
 
 
 @functools.cache
