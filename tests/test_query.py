@@ -1,4 +1,5 @@
-"""Filters, cursors and parsing (auditmw._stores.query), and the SQLite store's queries.
+"""Filters, cursors and parsing (auditmw._stores.filters, .cursor, .query), and the SQLite
+store's queries.
 
 Stores are real SQLite files. Where a test needs exact timestamps (ties, day bounds) it
 writes real sealed entries with chosen timestamps (``write_events``); the stores verify.
@@ -23,12 +24,11 @@ from hypothesis import strategies as st
 
 from auditmw import Event, EventFilter, NewEvent, QueryError, SQLiteStore
 from auditmw._event import GENESIS_HASH, Limits, prepare
+from auditmw._stores.cursor import decode_cursor, encode_cursor
+from auditmw._stores.filters import MAX_PARAM_CHARS
 from auditmw._stores.query import (
     DEFAULT_LIMIT,
-    MAX_PARAM_CHARS,
     check_params,
-    decode_cursor,
-    encode_cursor,
     parse_filter,
     parse_limit,
     parse_page,

@@ -25,8 +25,8 @@ recorded::
 from __future__ import annotations
 
 from auditmw._event import Event, Limits
+from auditmw._stores.filters import EventFilter
 from auditmw._stores.memory import MemoryBackend, MemoryTables
-from auditmw._stores.query import EventFilter
 from auditmw._stores.store import AuditStore
 from auditmw._transparency.checkpoints import Checkpointing
 

@@ -21,8 +21,9 @@ from collections.abc import AsyncIterator
 from typing import ClassVar
 
 from auditmw._event import Event, PreparedEvent
+from auditmw._stores.cursor import Keyset
+from auditmw._stores.filters import EventFilter
 from auditmw._stores.histogram import BucketLayout
-from auditmw._stores.query import EventFilter, Keyset
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
 from auditmw._stores.verify import ChainRow
 

@@ -17,8 +17,9 @@ from typing import Any
 from auditmw._errors import EventRefusedError, StoreClosedError
 from auditmw._event import GENESIS_HASH, ROW_FIELDS, Event, PreparedEvent, chain, stored_event
 from auditmw._stores.backend import StoreBackend
+from auditmw._stores.cursor import Keyset
+from auditmw._stores.filters import EventFilter, ascii_lower
 from auditmw._stores.histogram import BucketLayout
-from auditmw._stores.query import EventFilter, Keyset, ascii_lower
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
 from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
 from auditmw._transparency.proofs import leaf_of

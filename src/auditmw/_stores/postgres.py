@@ -48,14 +48,15 @@ from auditmw._event import (
     chain,
     entry_hash,
 )
+from auditmw._stores.filters import EventFilter, ascii_lower
 from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
-from auditmw._stores.query import EventFilter, ascii_lower, escape_like
 from auditmw._stores.rows import CheckpointRow
 from auditmw._stores.sql import (
     INSERT_CHECKPOINT,
     SEARCH_COLUMNS,
     NumberedDialect,
     Row,
+    escape_like,
     insert_checkpoint_values,
     select,
 )

@@ -1,14 +1,7 @@
-"""What to read from a log: filters, pages, cursors, and parsing them from HTTP or the CLI.
+"""Reading a log from HTTP or the CLI: parsing query parameters into a filter and a page.
 
-``EventFilter`` says which events; ``AuditStore.query`` returns one ``Page`` of them,
-newest first, and ``AuditStore.iter_events`` streams all of them for an export.
-
-Pages are addressed by keyset, never by offset: a cursor holds the position of the last
-event of a page (its timestamp and a store-specific tie-breaker), so the next page starts
-with an index seek wherever it is. Cursors are opaque (base64url JSON), versioned and
-bound to their filter: a cursor made for one filter is rejected for another. They are not
-signed: a client who edits one only moves its own position within results it may read.
-
+The filter model is ``auditmw._stores.filters`` (``EventFilter``, ``Page``,
+``QueryError``), the cursor codec ``auditmw._stores.cursor``; both are re-exported here.
 Every function here raises ``QueryError`` for bad input, naming the HTTP parameter
 (``from``, ``limit``, ``cursor``...); the admin app answers it with a 400, the CLI with a
 one-line message.
@@ -16,183 +9,73 @@ one-line message.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import astuple, dataclass
 from datetime import UTC, date, datetime, timedelta
 
-import orjson
+from auditmw._stores.cursor import (
+    MAX_CURSOR_CHARS,
+    Keyset,
+    Position,
+    decode_cursor,
+    encode_cursor,
+    keyset_position,
+)
+from auditmw._stores.filters import (
+    FILTER_PARAMS,
+    MAX_PARAM_CHARS,
+    MIN_SEARCH_INDEX_CHARS,
+    TIMESTAMP,
+    EventFilter,
+    Page,
+    QueryError,
+    format_timestamp,
+    shown,
+)
+from auditmw._stores.histogram import DEFAULT_BUCKETS, MAX_BUCKETS
 
-from auditmw._errors import AuditError
-from auditmw._event import OUTCOMES, Event
-from auditmw._text import is_unicode
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "DEFAULT_LIMIT",
+    "FILTER_PARAMS",
+    "MAX_BUCKETS",
+    "MAX_CURSOR_CHARS",
+    "MAX_LIMIT",
+    "MAX_PAGE",
+    "MAX_PARAM_CHARS",
+    "MAX_VERIFY_AGE",
+    "MIN_SEARCH_INDEX_CHARS",
+    "PAGE_PARAMS",
+    "TIMESTAMP",
+    "EventFilter",
+    "Keyset",
+    "Page",
+    "Position",
+    "QueryError",
+    "check_params",
+    "decode_cursor",
+    "encode_cursor",
+    "keyset_position",
+    "parse_buckets",
+    "parse_filter",
+    "parse_limit",
+    "parse_max_age",
+    "parse_page",
+    "parse_time",
+]
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 MAX_PAGE = 100_000
 # The oldest verification result /verify?max_age= may return instead of a new one (a day).
 MAX_VERIFY_AGE = 86_400
-MAX_PARAM_CHARS = 1024  # any single parameter value; event fields are at most 1024 chars
-MAX_CURSOR_CHARS = 512
-MIN_SEARCH_INDEX_CHARS = 3  # a trigram index cannot look up shorter terms
-DEFAULT_BUCKETS = 60  # histogram intervals wanted (auditmw._stores.histogram), when not given
-MAX_BUCKETS = 500
-
-# HTTP name of each filter parameter -> EventFilter field (the CLI spells them --user-id...).
-FILTER_PARAMS = {
-    "user_id": "user_id",
-    "user_email": "user_email",
-    "action": "action",
-    "resource": "resource",
-    "resource_id": "resource_id",
-    "outcome": "outcome",
-    "from": "since",
-    "to": "until",
-    "search": "search",
-}
 PAGE_PARAMS = ("limit", "cursor", "page")
 
-# The one timestamp format of the log (see auditmw._event.utc_timestamp); it sorts as text.
-TIMESTAMP = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
 _MAX_TIMESTAMP = "9999-12-31T23:59:59.999999Z"
 _DIGITS = re.compile(r"\A[0-9]{1,9}\Z")
-_CURSOR_CHARS = re.compile(r"\A[A-Za-z0-9_-]+\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CURSOR_VERSION = 1
-
-
-class QueryError(AuditError, ValueError):
-    """A query parameter is invalid; ``param`` is its HTTP name, ``code`` a stable slug."""
-
-    def __init__(self, param: str, message: str, code: str = "invalid_parameter") -> None:
-        super().__init__(f"{param}: {message}")
-        self.param = param
-        self.message = message
-        self.code = code
-
-
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    """Which events to read; every field that is set must match (None: any).
-
-    - ``user_id``, ``user_email``, ``resource``, ``resource_id``, ``outcome``: exact.
-    - ``action``: exact, or a prefix when it ends with ``*`` (``project.*``); only a
-      trailing ``*`` is special.
-    - ``since`` (inclusive) and ``until`` (exclusive): timestamps in the log's own format,
-      RFC 3339 UTC with microseconds and ``Z`` (``parse_time`` makes them from ISO 8601).
-    - ``search``: case-insensitive substring of action, resource, resource_id, user_email
-      or user_id. Every character is literal (``%``, ``_``, ``*``, quotes). Case folding
-      is ASCII-only (``A``-``Z``), as in SQL's LIKE.
-
-    No value may hold a control character (U+0000-U+001F, U+007F) or a lone surrogate: a
-    pasted newline would silently match nothing, and U+0000 cannot be sent to PostgreSQL.
-    (The stored columns hold U+FFFD for an event's U+0000, docs/format.md "Stored
-    columns": filter by U+FFFD to find such events.)
-    """
-
-    user_id: str | None = None
-    user_email: str | None = None
-    action: str | None = None
-    resource: str | None = None
-    resource_id: str | None = None
-    outcome: str | None = None
-    since: str | None = None
-    until: str | None = None
-    search: str | None = None
-
-    def __post_init__(self) -> None:
-        for param, name in FILTER_PARAMS.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                raise QueryError(param, f"must be a string, not {type(value).__name__}")
-            if len(value) > MAX_PARAM_CHARS:
-                raise QueryError(param, f"is longer than {MAX_PARAM_CHARS} characters")
-            if _CONTROL.search(value):
-                raise QueryError(param, "must not contain control characters")
-            if not is_unicode(value):
-                raise QueryError(param, "is not valid Unicode (it holds a lone surrogate)")
-        if self.outcome is not None and self.outcome not in OUTCOMES:
-            raise QueryError("outcome", f"{_shown(self.outcome)} is not one of {_OUTCOME_LIST}")
-        for param, value in (("from", self.since), ("to", self.until)):
-            if value is not None and not TIMESTAMP.match(value):
-                raise QueryError(
-                    param, f"{_shown(value)} is not a normalized timestamp; use parse_time()"
-                )
-        if self.since is not None and self.until is not None and self.since >= self.until:
-            raise QueryError("to", "must be later than from")
-
-    @property
-    def action_prefix(self) -> str | None:
-        """The prefix when ``action`` ends with ``*``, else None."""
-        if self.action is not None and self.action.endswith("*"):
-            return self.action[:-1]
-        return None
-
-    def to_params(self) -> dict[str, str]:
-        """The filter as HTTP parameters (only those set), e.g. for a link or a record."""
-        return {
-            param: value
-            for param, name in FILTER_PARAMS.items()
-            if (value := getattr(self, name)) is not None
-        }
-
-    def fingerprint(self) -> str:
-        """A short digest of the filter, which binds cursors to it."""
-        digest = hashlib.sha256(orjson.dumps([_CURSOR_VERSION, *astuple(self)])).digest()
-        return base64.urlsafe_b64encode(digest[:9]).decode()
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a query: ``events`` newest first; ``next_cursor`` None on the last page."""
-
-    events: list[Event]
-    next_cursor: str | None
-
-
-# --- cursors -------------------------------------------------------------------------------
-
-Position = tuple[str | int, ...]
-# Where a page ends: (timestamp, tie-breaker), the tie-breaker the store's (its tiebreak).
-Keyset = tuple[str, int | str]
-
-
-def encode_cursor(filter: EventFilter, position: Position) -> str:
-    """An opaque cursor for ``position`` (chosen by the store) within ``filter``'s results."""
-    payload = orjson.dumps([_CURSOR_VERSION, filter.fingerprint(), *position])
-    return base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
-
-
-def decode_cursor(filter: EventFilter, cursor: str) -> Position:
-    """The position held by ``cursor``; ``QueryError`` unless it was made for ``filter``."""
-    if len(cursor) > MAX_CURSOR_CHARS or not _CURSOR_CHARS.match(cursor):
-        raise QueryError("cursor", "is not a cursor returned by this API", "invalid_cursor")
-    try:
-        payload = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        raise QueryError(
-            "cursor", "is not a cursor returned by this API", "invalid_cursor"
-        ) from None
-    if (
-        not isinstance(payload, list)
-        or len(payload) < 2
-        or payload[0] != _CURSOR_VERSION
-        or not isinstance(payload[1], str)
-        or not all(type(item) in (str, int) for item in payload[2:])
-    ):
-        raise QueryError("cursor", "is not a cursor returned by this API", "invalid_cursor")
-    if payload[1] != filter.fingerprint():
-        raise QueryError(
-            "cursor",
-            "was made for different filters; start again from the first page",
-            "foreign_cursor",
-        )
-    return tuple(payload[2:])
+# The parsing functions' spelling of the filter model's helpers.
+_format = format_timestamp
+_shown = shown
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -313,53 +196,3 @@ def parse_max_age(text: str | None) -> int | None:
             "max_age", f"must be a number of seconds from 0 to {MAX_VERIFY_AGE}, not {_shown(text)}"
         )
     return int(text)
-
-
-def _format(moment: datetime) -> str:
-    # isoformat() always writes a four-digit year (strftime's %Y does not, below 1000).
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def _shown(value: str, limit: int = 40) -> str:
-    """A value quoted for an error message, cut short."""
-    return repr(value if len(value) <= limit else value[:limit] + "…")
-
-
-_OUTCOME_LIST = ", ".join(OUTCOMES)
-
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def ascii_lower(text: str) -> str:
-    """``text`` with only ``A``-``Z`` lowercased: how search folds case (as SQL's LIKE)."""
-    return text.translate(_ASCII_LOWER)
-
-
-def escape_like(text: str) -> str:
-    """``text`` as a LIKE pattern matching itself, for ``LIKE ... ESCAPE '\\'``: search
-    terms are literal, ``%`` and ``_`` included."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def where_clause(conditions: Iterable[str]) -> str:
-    """`` WHERE a AND b`` for SQL conditions built from constant fragments; "" for none."""
-    joined = " AND ".join(conditions)
-    return f" WHERE {joined}" if joined else ""
-
-
-def keyset_position(filter: EventFilter, cursor: str, tiebreak: type[int] | type[str]) -> Keyset:
-    """The (timestamp, tie-breaker) position of a cursor ``query`` made for ``filter``.
-
-    Each store breaks timestamp ties its own way (SQLite: a rowid, an ``int`` below 2**63;
-    PostgreSQL: the event id, a ``str`` of at most 64 characters); anything else in the
-    cursor is refused as a cursor this API did not return.
-    """
-    position = decode_cursor(filter, cursor)
-    if len(position) == 2 and isinstance(position[0], str) and TIMESTAMP.match(position[0]):
-        value = position[1]
-        if tiebreak is int and type(value) is int and 0 <= value < 2**63:
-            return position[0], value
-        if tiebreak is str and isinstance(value, str) and len(value) <= 64:
-            return position[0], value
-    raise QueryError("cursor", "is not a cursor returned by this API", "invalid_cursor")

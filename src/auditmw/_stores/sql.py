@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from auditmw._event import Event, stored_event
-from auditmw._stores.query import EventFilter, Keyset, where_clause
+from auditmw._stores.cursor import Keyset
+from auditmw._stores.filters import EventFilter
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
 
 EVENTS = "auditmw_events AS e"  # what queries read, unless a backend starts elsewhere
@@ -49,6 +50,18 @@ LEAF_HASHES = "SELECT hash FROM auditmw_events WHERE log = ? AND seq > ? AND seq
 _PLACEHOLDER = re.compile(r"\?")
 # A row as a driver returns it (sqlite3.Row, asyncpg.Record): indexed by column position.
 Row = Any
+
+
+def escape_like(text: str) -> str:
+    """``text`` as a LIKE pattern matching itself, for ``LIKE ... ESCAPE '\\'``: search
+    terms are literal, ``%`` and ``_`` included."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def where_clause(conditions: Iterable[str]) -> str:
+    """`` WHERE a AND b`` for SQL conditions built from constant fragments; "" for none."""
+    joined = " AND ".join(conditions)
+    return f" WHERE {joined}" if joined else ""
 
 
 class Dialect:

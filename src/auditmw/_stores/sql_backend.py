@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 from auditmw._event import Event
 from auditmw._stores.backend import StoreBackend
-from auditmw._stores.query import EventFilter, Keyset
+from auditmw._stores.cursor import Keyset
+from auditmw._stores.filters import EventFilter
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
 from auditmw._stores.sql import (
     CHECKPOINT_SIZES,

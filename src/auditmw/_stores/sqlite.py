@@ -47,8 +47,9 @@ from auditmw._event import (
     chain,
     entry_hash,
 )
+from auditmw._stores.cursor import Keyset
+from auditmw._stores.filters import MIN_SEARCH_INDEX_CHARS, EventFilter
 from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
-from auditmw._stores.query import MIN_SEARCH_INDEX_CHARS, EventFilter, Keyset, escape_like
 from auditmw._stores.rows import CheckpointRow
 from auditmw._stores.sql import (
     EVENTS,
@@ -57,6 +58,7 @@ from auditmw._stores.sql import (
     Dialect,
     Row,
     Selection,
+    escape_like,
     insert_checkpoint_values,
     select,
 )

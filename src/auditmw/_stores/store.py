@@ -16,15 +16,9 @@ from typing import Self
 from auditmw._errors import StorageDamagedError, StoreClosedError
 from auditmw._event import Event, Limits, NewEvent, PreparedEvent, prepare
 from auditmw._stores.backend import FACET_COLUMNS, StoreBackend
-from auditmw._stores.histogram import BucketLayout, Histogram
-from auditmw._stores.query import (
-    DEFAULT_BUCKETS,
-    MAX_BUCKETS,
-    EventFilter,
-    Page,
-    encode_cursor,
-    keyset_position,
-)
+from auditmw._stores.cursor import encode_cursor, keyset_position
+from auditmw._stores.filters import EventFilter, Page
+from auditmw._stores.histogram import DEFAULT_BUCKETS, MAX_BUCKETS, BucketLayout, Histogram
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
 from auditmw._stores.verify import ChainRow, StoreEvidence, VerifyReport, verify_rows
 from auditmw._stores.writer import GroupCommitWriter, OnCommit
@@ -206,7 +200,7 @@ class AuditStore:
         """Protections found missing (e.g. append-only triggers dropped)."""
         return await self.backend.schema_warnings()
 
-    # Reading, for the admin app and exports (filters and cursors: auditmw._stores.query).
+    # Reading, for the admin app and exports (auditmw._stores.filters, auditmw._stores.cursor).
 
     async def query(
         self,

@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from auditmw._errors import StoreError
 from auditmw._event import Event, NewEvent
-from auditmw._stores.query import EventFilter, Keyset
+from auditmw._stores.cursor import Keyset
+from auditmw._stores.filters import EventFilter
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
 from auditmw._transparency.merkle import Frontier
 from auditmw._transparency.sinks import Sink
