@@ -32,9 +32,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from auditmw._errors import (
-    EventRefusedError,
     NotAStoreError,
-    StorageDamagedError,
     StoreClosedError,
     StoreError,
     StoreUnavailableError,
@@ -50,10 +48,28 @@ from auditmw._event import (
 )
 from auditmw._stores.filters import EventFilter, ascii_lower
 from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
+from auditmw._stores.postgres_errors import (
+    DRIVER_ERRORS,
+    error_text,
+    is_data_refusal,
+    is_server_refusal,
+    is_unavailable,
+    refused,
+    store_error,
+)
+from auditmw._stores.postgres_schema import (
+    CHECKPOINT_TRIGGERS,
+    REJECT_CHANGE_BODY,
+    REJECT_CHECKPOINT_CHANGE_BODY,
+    SCHEMA_VERSION,
+    SEARCH_TEXT,
+    TRIGGERS,
+    create_schema,
+    store_exists,
+)
 from auditmw._stores.rows import CheckpointRow
 from auditmw._stores.sql import (
     INSERT_CHECKPOINT,
-    SEARCH_COLUMNS,
     NumberedDialect,
     Row,
     escape_like,
@@ -67,130 +83,11 @@ from auditmw._stores.verify import INDEX_COLUMNS
 if TYPE_CHECKING:
     from auditmw._transparency.checkpoints import Checkpointing
 
-# 1: events and meta; 2: auditmw_checkpoints; 3: triggers fire ALWAYS (see _create_schema,
-# the migrations).
-SCHEMA_VERSION = "3"
+__all__ = ["SCHEMA_VERSION", "PostgresBackend", "PostgresStore"]
+
 logger = logging.getLogger("auditmw")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-REJECT_CHANGE_BODY = """
-BEGIN
-    RAISE EXCEPTION 'auditmw_events is append-only: % is not allowed', TG_OP;
-END """
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS auditmw_meta (key text PRIMARY KEY, value text NOT NULL);
-CREATE TABLE IF NOT EXISTS auditmw_events (
-    log text COLLATE "C" NOT NULL,
-    seq bigint NOT NULL,
-    id text COLLATE "C" NOT NULL,
-    timestamp text COLLATE "C" NOT NULL,
-    user_id text COLLATE "C",
-    user_email text COLLATE "C",
-    action text COLLATE "C" NOT NULL,
-    resource text COLLATE "C" NOT NULL,
-    resource_id text COLLATE "C",
-    outcome text COLLATE "C" NOT NULL,
-    ip_address text,
-    user_agent text,
-    request_id text,
-    prev_hash text NOT NULL,
-    hash text NOT NULL,
-    entry bytea NOT NULL,
-    PRIMARY KEY (log, seq)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS auditmw_events_id ON auditmw_events (id);
-CREATE INDEX IF NOT EXISTS auditmw_events_time ON auditmw_events (timestamp, id);
-CREATE INDEX IF NOT EXISTS auditmw_events_user_id ON auditmw_events (user_id, timestamp, id);
-CREATE INDEX IF NOT EXISTS auditmw_events_user_email
-    ON auditmw_events (user_email, timestamp, id);
-CREATE INDEX IF NOT EXISTS auditmw_events_action ON auditmw_events (action, timestamp, id);
-CREATE INDEX IF NOT EXISTS auditmw_events_resource ON auditmw_events (resource, timestamp, id);
-CREATE INDEX IF NOT EXISTS auditmw_events_resource_id
-    ON auditmw_events (resource_id, timestamp, id);
-CREATE INDEX IF NOT EXISTS auditmw_events_outcome ON auditmw_events (outcome, timestamp, id);
-CREATE OR REPLACE FUNCTION auditmw_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
-{REJECT_CHANGE_BODY}$$;
-DO $$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_events_no_change'
-                   AND tgrelid = 'auditmw_events'::regclass) THEN
-        CREATE TRIGGER auditmw_events_no_change BEFORE UPDATE OR DELETE ON auditmw_events
-            FOR EACH ROW EXECUTE FUNCTION auditmw_reject_change();
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_events_no_truncate'
-                   AND tgrelid = 'auditmw_events'::regclass) THEN
-        CREATE TRIGGER auditmw_events_no_truncate BEFORE TRUNCATE ON auditmw_events
-            FOR EACH STATEMENT EXECUTE FUNCTION auditmw_reject_change();
-    END IF;
-END $$;
-INSERT INTO auditmw_meta (key, value) VALUES ('schema_version', '1')
-    ON CONFLICT (key) DO NOTHING;
-"""
-SCHEMA = SCHEMA.replace("{REJECT_CHANGE_BODY}", REJECT_CHANGE_BODY)
-TRIGGERS = ("auditmw_events_no_change", "auditmw_events_no_truncate")
-# Version 2: signed checkpoints (auditmw._transparency.checkpoints), append-only like the events.
-REJECT_CHECKPOINT_CHANGE_BODY = """
-BEGIN
-    RAISE EXCEPTION 'auditmw_checkpoints is append-only: % is not allowed', TG_OP;
-END """
-CHECKPOINT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS auditmw_checkpoints (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    log text COLLATE "C" NOT NULL,
-    size bigint NOT NULL,
-    root bytea NOT NULL,
-    frontier bytea NOT NULL,
-    note bytea NOT NULL,
-    key text NOT NULL,
-    created_at text NOT NULL
-);
-CREATE INDEX IF NOT EXISTS auditmw_checkpoints_log ON auditmw_checkpoints (log, size);
-CREATE OR REPLACE FUNCTION auditmw_reject_checkpoint_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
-{REJECT_CHECKPOINT_CHANGE_BODY}$$;
-DO $$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_checkpoints_no_change'
-                   AND tgrelid = 'auditmw_checkpoints'::regclass) THEN
-        CREATE TRIGGER auditmw_checkpoints_no_change BEFORE UPDATE OR DELETE
-            ON auditmw_checkpoints
-            FOR EACH ROW EXECUTE FUNCTION auditmw_reject_checkpoint_change();
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_checkpoints_no_truncate'
-                   AND tgrelid = 'auditmw_checkpoints'::regclass) THEN
-        CREATE TRIGGER auditmw_checkpoints_no_truncate BEFORE TRUNCATE ON auditmw_checkpoints
-            FOR EACH STATEMENT EXECUTE FUNCTION auditmw_reject_checkpoint_change();
-    END IF;
-END $$;
-""".replace("{REJECT_CHECKPOINT_CHANGE_BODY}", REJECT_CHECKPOINT_CHANGE_BODY)
-CHECKPOINT_TRIGGERS = ("auditmw_checkpoints_no_change", "auditmw_checkpoints_no_truncate")
-# Version 3: the append-only triggers fire ALWAYS. A trigger created plainly ('O', origin)
-# does not fire in a session with session_replication_role = replica, which any superuser
-# may SET without touching the schema: no warning could tell. Only triggers in that
-# default state are changed; a disabled one stays disabled, the evidence that it was.
-ALWAYS_TRIGGERS = (  # built from the constant trigger names above, no input
-    "DO $$ BEGIN\n"  # noqa: S608
-    + "".join(
-        f"""    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '{trigger}'
-               AND tgrelid = '{table}'::regclass AND tgenabled = 'O') THEN
-        ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger};
-    END IF;
-"""  # noqa: S608
-        for table, triggers in (
-            ("auditmw_events", TRIGGERS),
-            ("auditmw_checkpoints", CHECKPOINT_TRIGGERS),
-        )
-        for trigger in triggers
-    )
-    + "END $$;\n"
-)
-# What brings a store of version N - 1 to version N (run in order, under the schema lock).
-MIGRATIONS = {2: CHECKPOINT_SCHEMA, 3: ALWAYS_TRIGGERS}
-# The searched text: the five fields, ASCII-lowercased (as the SQLite store matches), joined
-# by a control character no search term may contain. Immutable, so a trigram index can hold it.
-SEARCH_TEXT = (
-    "translate("
-    + " || chr(31) || ".join(f"coalesce({name}, '')" for name in SEARCH_COLUMNS)
-    + ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
-)
 ROW_COLUMNS = ROW_FIELDS  # the events table's columns, in insert order
 # Statements are built from the constant column names above, never from input.
 INSERT = (
@@ -267,7 +164,7 @@ class PostgresBackend(SQLBackend):
             conn = await self._new_connection()
             try:
                 if self._create:
-                    await _create_schema(conn, self.schema)
+                    await create_schema(conn, self.schema)
             finally:
                 await conn.close()
             self._write_conn = await self._connect_writer()
@@ -283,7 +180,7 @@ class PostgresBackend(SQLBackend):
         except BaseException as exc:
             await self.disconnect()
             if isinstance(exc, DRIVER_ERRORS):
-                raise _store_error("cannot open the PostgreSQL audit store", exc) from exc
+                raise store_error("cannot open the PostgreSQL audit store", exc) from exc
             raise
 
     async def _new_connection(self, **options: Any) -> asyncpg.Connection:
@@ -299,7 +196,7 @@ class PostgresBackend(SQLBackend):
         return await self._new_connection(server_settings=self._settings)
 
     async def _check_is_store(self, conn: asyncpg.Connection) -> None:
-        if not await _store_exists(conn, self.schema):
+        if not await store_exists(conn, self.schema):
             raise NotAStoreError(f"schema {self.schema!r} holds no auditmw store")
 
     async def disconnect(self) -> None:
@@ -313,7 +210,9 @@ class PostgresBackend(SQLBackend):
                 if conn is not None and not conn.is_closed():
                     await conn.close()
         except DRIVER_ERRORS as exc:
-            logger.warning("PostgreSQL audit store: connections closed abruptly: %s", _text(exc))
+            logger.warning(
+                "PostgreSQL audit store: connections closed abruptly: %s", error_text(exc)
+            )
             if pool is not None:
                 pool.terminate()
             if conn is not None:
@@ -327,9 +226,9 @@ class PostgresBackend(SQLBackend):
             except StoreError:
                 raise
             except Exception as exc:
-                if _is_data_refusal(exc):
-                    raise _refused(exc) from exc
-                if _is_server_refusal(exc) and not _is_unavailable(exc):
+                if is_data_refusal(exc):
+                    raise refused(exc) from exc
+                if is_server_refusal(exc) and not is_unavailable(exc):
                     raise StoreError(f"PostgreSQL audit store: append failed: {exc}") from exc
                 # The connection is lost or in an unknown state (a statement timed out), or
                 # the server said "not now": drop it; the next try reconnects and first
@@ -339,7 +238,7 @@ class PostgresBackend(SQLBackend):
                     conn.terminate()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    message = f"PostgreSQL audit store unreachable: {_text(exc)}"
+                    message = f"PostgreSQL audit store unreachable: {error_text(exc)}"
                     raise StoreUnavailableError(message) from exc
                 await asyncio.sleep(min(0.1, remaining))
 
@@ -359,7 +258,7 @@ class PostgresBackend(SQLBackend):
             # our connection): the ids are there, report them.
             committed = await self._committed(conn, batch)
             if committed is None:  # e.g. a unique index an operator added
-                raise _refused(exc) from exc
+                raise refused(exc) from exc
             return committed
 
     async def _insert(self, conn: asyncpg.Connection, batch: list[PreparedEvent]) -> list[Event]:
@@ -401,13 +300,13 @@ class PostgresBackend(SQLBackend):
                 try:
                     yield conn
                 except BaseException as exc:
-                    if _is_unavailable(exc) or isinstance(exc, asyncio.CancelledError):
+                    if is_unavailable(exc) or isinstance(exc, asyncio.CancelledError):
                         # (A connection the server closed went back to the pool already.)
                         with contextlib.suppress(asyncpg.InterfaceError):
                             conn.terminate()
                     raise
         except DRIVER_ERRORS as exc:
-            raise _store_error(f"PostgreSQL audit store: {failed}", exc) from exc
+            raise store_error(f"PostgreSQL audit store: {failed}", exc) from exc
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self._connection() as conn:
@@ -602,78 +501,6 @@ class PostgresBackend(SQLBackend):
         return warnings
 
 
-async def _create_schema(conn: asyncpg.Connection, schema: str) -> None:
-    """Create the schema, or bring an older one up to ``SCHEMA_VERSION``, idempotently;
-    concurrent first starts serialize on a lock.
-
-    When the store is up to date nothing is run but one SELECT, so an application role
-    that may only INSERT and SELECT (see docs/postgres.md) can open a store its owner
-    created (after an upgrade, the owner opens it once first, to migrate it).
-    """
-    version = await _schema_version(conn, schema)
-    if version is not None and version >= int(SCHEMA_VERSION):
-        return
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('auditmw schema'))")
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')  # validated name
-        version = await _schema_version(conn, schema)  # again, now that we hold the lock
-        if version is not None and version >= int(SCHEMA_VERSION):
-            return
-        trigram_ops = await _trigram_operator_class(conn)
-        await conn.execute(f'SET LOCAL search_path TO "{schema}"')
-        if version is None:
-            await conn.execute(SCHEMA)
-            if trigram_ops is not None:
-                await conn.execute(
-                    "CREATE INDEX IF NOT EXISTS auditmw_events_search ON auditmw_events "
-                    f"USING gin (({SEARCH_TEXT}) {trigram_ops})"
-                )
-            version = 1
-        for target in range(version + 1, int(SCHEMA_VERSION) + 1):
-            await conn.execute(MIGRATIONS[target])
-        await conn.execute(
-            "UPDATE auditmw_meta SET value = $1 WHERE key = 'schema_version'", SCHEMA_VERSION
-        )
-
-
-async def _schema_version(conn: asyncpg.Connection, schema: str) -> int | None:
-    """The store's schema version; None when ``schema`` holds no store. A store without
-    a readable version is taken as version 1 (the migrations are idempotent)."""
-    if not await _store_exists(conn, schema):
-        return None
-    value = await conn.fetchval(
-        f"SELECT value FROM \"{schema}\".auditmw_meta WHERE key = 'schema_version'"  # noqa: S608
-    )
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 1
-
-
-async def _trigram_operator_class(conn: asyncpg.Connection) -> str | None:
-    """pg_trgm's GIN operator class, installing the extension if allowed; None without it
-    (search then reads the table instead of the index)."""
-    try:
-        async with conn.transaction():  # a savepoint: a refusal must not abort the rest
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-    except asyncpg.PostgresError as exc:
-        logger.warning("pg_trgm unavailable (%s): search will not be indexed", exc)
-    schema = await conn.fetchval(
-        "SELECT quote_ident(n.nspname) FROM pg_extension e "
-        "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
-    )
-    return None if schema is None else f"{schema}.gin_trgm_ops"
-
-
-async def _store_exists(conn: asyncpg.Connection, schema: str) -> bool:
-    found = await conn.fetchval(
-        "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1 "
-        "AND tablename IN ('auditmw_meta', 'auditmw_events')",
-        schema,
-    )
-    return bool(found == 2)
-
-
 async def _lock_head(conn: asyncpg.Connection, log: str) -> tuple[int, str]:
     """Lock the log until commit, then read its head from the stored bytes."""
     # Keyed by schema and log: stores in other schemas of the database never wait on it.
@@ -686,68 +513,6 @@ async def _lock_head(conn: asyncpg.Connection, log: str) -> tuple[int, str]:
     if record is None:
         return 0, GENESIS_HASH
     return int(record["seq"]), entry_hash(bytes(record["entry"]))
-
-
-# Errors that refuse the rows themselves, not the connection or the statement: another
-# batch without the offending row commits. (The driver raises DataError too, for a value
-# it cannot encode, before sending anything.)
-_DATA_REFUSALS = (
-    asyncpg.exceptions.DataError,  # 22: a value its type or the encoding does not take
-    asyncpg.exceptions.IntegrityConstraintViolationError,  # 23: CHECK, NOT NULL, UNIQUE...
-    asyncpg.exceptions.PLPGSQLError,  # P0: RAISE EXCEPTION in a PL/pgSQL trigger
-    asyncpg.exceptions.TriggeredActionError,  # 09: a trigger's action failed
-    asyncpg.exceptions.ProgramLimitExceededError,  # 54: e.g. an index row too large
-)
-
-
-def _refused(exc: Exception) -> EventRefusedError:
-    return EventRefusedError(f"PostgreSQL audit store: append refused: {exc}")
-
-
-def _is_data_refusal(exc: Exception) -> bool:
-    """True when the server refused the batch because of a value in it (see
-    _DATA_REFUSALS): the batch did not commit, and smaller batches may."""
-    return isinstance(exc, _DATA_REFUSALS)
-
-
-# What asyncpg raises: the server's errors, the client's (a closed connection...) and the
-# network's (TimeoutError is an OSError).
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
-
-
-def _is_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says "not now": the server could not be reached or did not answer
-    in time, or it is shutting down, starting up, out of connections, memory or disk, or
-    cancelled a statement or gave up on a lock. The same call may succeed later."""
-    return isinstance(
-        exc,
-        OSError
-        | asyncpg.PostgresConnectionError  # class 08, and a connection closed mid-statement
-        | asyncpg.exceptions.OperatorInterventionError  # class 57
-        | asyncpg.exceptions.InsufficientResourcesError  # class 53
-        | asyncpg.exceptions.LockNotAvailableError,
-    )
-
-
-def _store_error(message: str, exc: BaseException) -> StoreError:
-    """``message: exc`` as ``StorageDamagedError`` for damaged storage,
-    ``StoreUnavailableError`` when ``exc`` says "not now", else as ``StoreError``."""
-    kind = StoreUnavailableError if _is_unavailable(exc) else StoreError
-    if isinstance(exc, asyncpg.DataCorruptedError | asyncpg.IndexCorruptedError):
-        kind = StorageDamagedError  # pages or indexes PostgreSQL finds corrupted
-    return kind(f"{message}: {_text(exc)}")
-
-
-def _text(exc: BaseException) -> str:
-    return str(exc) or f"no answer in time ({type(exc).__name__})"
-
-
-def _is_server_refusal(exc: Exception) -> bool:
-    """True when the server answered with an error (the batch did not commit); False
-    when the connection broke or the client lost track, so the outcome is unknown."""
-    return isinstance(exc, asyncpg.PostgresError) and not isinstance(
-        exc, asyncpg.PostgresConnectionError | asyncpg.exceptions.OperatorInterventionError
-    )
 
 
 class PostgresStore(AuditStore):
