@@ -24,11 +24,12 @@ recorded::
 
 from __future__ import annotations
 
-from auditmw._event import Event, Limits
+from typing import Unpack
+
+from auditmw._event import Event
 from auditmw._stores.filters import EventFilter
 from auditmw._stores.memory import MemoryBackend, MemoryTables
-from auditmw._stores.store import AuditStore
-from auditmw._transparency.checkpoints import Checkpointing
+from auditmw._stores.store import AuditStore, StoreOptions
 
 __all__ = ["MemoryStore", "recorded"]
 
@@ -48,21 +49,11 @@ class MemoryStore(AuditStore):
         self,
         *,
         shared_with: MemoryStore | None = None,
-        limits: Limits | None = None,
-        max_batch: int = 1024,
-        max_pending: int = 10_000,
-        checkpointing: Checkpointing | None = None,
         append_timeout: float = 10.0,
+        **options: Unpack[StoreOptions],
     ) -> None:
         tables = MemoryTables() if shared_with is None else shared_with.backend.tables
-        super().__init__(
-            MemoryBackend(tables),
-            limits=limits,
-            max_batch=max_batch,
-            max_pending=max_pending,
-            checkpointing=checkpointing,
-            append_timeout=append_timeout,
-        )
+        super().__init__(MemoryBackend(tables), append_timeout=append_timeout, **options)
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self.backend.tables.events)} events)"

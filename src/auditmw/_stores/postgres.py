@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -41,7 +41,6 @@ from auditmw._event import (
     GENESIS_HASH,
     ROW_FIELDS,
     Event,
-    Limits,
     PreparedEvent,
     chain,
     entry_hash,
@@ -77,11 +76,11 @@ from auditmw._stores.sql import (
     select,
 )
 from auditmw._stores.sql_backend import SQLBackend
-from auditmw._stores.store import AuditStore
+from auditmw._stores.store import AuditStore, StoreOptions
 from auditmw._stores.verify import INDEX_COLUMNS
 
 if TYPE_CHECKING:
-    from auditmw._transparency.checkpoints import Checkpointing
+    pass
 
 __all__ = ["SCHEMA_VERSION", "PostgresBackend", "PostgresStore"]
 
@@ -528,7 +527,8 @@ class PostgresStore(AuditStore):
       of an append), and waiting for a pooled connection; a read fails with
       ``StoreUnavailableError`` after it, an append tries again on a new connection.
 
-    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md).
+    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md);
+    ``limits``, ``max_batch`` and ``max_pending`` are every store's (``AuditStore``).
     """
 
     backend: PostgresBackend
@@ -543,10 +543,7 @@ class PostgresStore(AuditStore):
         retry_for: float = 10.0,
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
-        limits: Limits | None = None,
-        max_batch: int = 1024,
-        max_pending: int = 10_000,
-        checkpointing: Checkpointing | None = None,
+        **options: Unpack[StoreOptions],
     ) -> None:
         backend = PostgresBackend(
             dsn,
@@ -557,14 +554,7 @@ class PostgresStore(AuditStore):
             connect_timeout=connect_timeout,
             command_timeout=command_timeout,
         )
-        super().__init__(
-            backend,
-            limits=limits,
-            max_batch=max_batch,
-            max_pending=max_pending,
-            checkpointing=checkpointing,
-            append_timeout=retry_for,
-        )
+        super().__init__(backend, append_timeout=retry_for, **options)
         self.dsn = dsn
         self.schema = schema
 

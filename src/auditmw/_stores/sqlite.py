@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, Unpack
 from urllib.parse import quote
 
 import aiosqlite
@@ -34,7 +34,6 @@ from auditmw._errors import (
 from auditmw._event import (
     GENESIS_HASH,
     Event,
-    Limits,
     PreparedEvent,
     chain,
     entry_hash,
@@ -66,10 +65,10 @@ from auditmw._stores.sqlite_sql import (
     insert_sql,
     rows_per_insert,
 )
-from auditmw._stores.store import AuditStore
+from auditmw._stores.store import AuditStore, StoreOptions
 
 if TYPE_CHECKING:
-    from auditmw._transparency.checkpoints import Checkpointing
+    pass
 
 __all__ = [
     "INSERT",
@@ -330,16 +329,23 @@ class SQLiteBackend(SQLiteReads):
         return int(row[0]), entry_hash(bytes(row[1]))
 
     async def schema_warnings(self) -> list[str]:
+        warnings = await self._missing_triggers("auditmw_events", TRIGGERS, "the table")
+        if await self._has_checkpoint_table():
+            warnings += await self._missing_triggers(
+                "auditmw_checkpoints", CHECKPOINT_TRIGGERS, "auditmw_checkpoints"
+            )
+        return warnings
+
+    async def _missing_triggers(self, table: str, names: tuple[str, ...], what: str) -> list[str]:
         rows = await self._fetch_rows(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'auditmw_events'",
-            [],
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", [table]
         )
         present = {row[0] for row in rows}
         return [
-            f"append-only trigger {name} is missing: the table accepts UPDATE/DELETE"
-            for name in TRIGGERS
+            f"append-only trigger {name} is missing: {what} accepts UPDATE/DELETE"
+            for name in names
             if name not in present
-        ] + await self._checkpoint_schema_warnings()
+        ]
 
     async def storage_damage(self) -> list[str]:
         # On a connection of its own, in a thread: the check reads every page of the file
@@ -426,21 +432,6 @@ class SQLiteBackend(SQLiteReads):
             self._checkpoint_table = bool(rows)
         return self._checkpoint_table
 
-    async def _checkpoint_schema_warnings(self) -> list[str]:
-        if not await self._has_checkpoint_table():
-            return []
-        rows = await self._fetch_rows(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' "
-            "AND tbl_name = 'auditmw_checkpoints'",
-            [],
-        )
-        present = {row[0] for row in rows}
-        return [
-            f"append-only trigger {name} is missing: auditmw_checkpoints accepts UPDATE/DELETE"
-            for name in CHECKPOINT_TRIGGERS
-            if name not in present
-        ]
-
 
 class SQLiteStore(AuditStore):
     """An audit log in one SQLite file.
@@ -451,7 +442,8 @@ class SQLiteStore(AuditStore):
     ``busy_timeout`` is how long a call may wait for another process's lock: an append
     fails with ``StoreUnavailableError`` that long after its call, a read once it waited
     that long.
-    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md).
+    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md);
+    ``limits``, ``max_batch`` and ``max_pending`` are every store's (``AuditStore``).
     """
 
     backend: SQLiteBackend
@@ -463,22 +455,12 @@ class SQLiteStore(AuditStore):
         create: bool = True,
         synchronous: str = "FULL",
         busy_timeout: float = 5.0,
-        limits: Limits | None = None,
-        max_batch: int = 1024,
-        max_pending: int = 10_000,
-        checkpointing: Checkpointing | None = None,
+        **options: Unpack[StoreOptions],
     ) -> None:
         backend = SQLiteBackend(
             path, create=create, synchronous=synchronous, busy_timeout=busy_timeout
         )
-        super().__init__(
-            backend,
-            limits=limits,
-            max_batch=max_batch,
-            max_pending=max_pending,
-            checkpointing=checkpointing,
-            append_timeout=busy_timeout,
-        )
+        super().__init__(backend, append_timeout=busy_timeout, **options)
         self.path = backend.path
 
     def __repr__(self) -> str:

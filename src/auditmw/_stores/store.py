@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Self
+from typing import Self, TypedDict
 
 from auditmw._errors import StorageDamagedError, StoreClosedError
 from auditmw._event import Event, Limits, NewEvent, PreparedEvent, prepare
@@ -24,7 +24,16 @@ from auditmw._stores.verify import ChainRow, StoreEvidence, VerifyReport, verify
 from auditmw._stores.writer import GroupCommitWriter, OnCommit
 from auditmw._transparency.checkpoints import Checkpointer, Checkpointing, CheckpointStats
 
-__all__ = ["AuditStore", "CheckpointRow", "StoredCheckpoint"]
+__all__ = ["AuditStore", "CheckpointRow", "StoreOptions", "StoredCheckpoint"]
+
+
+class StoreOptions(TypedDict, total=False):
+    """The options every store takes beside its backend's settings (``AuditStore``)."""
+
+    limits: Limits | None
+    max_batch: int
+    max_pending: int
+    checkpointing: Checkpointing | None
 
 
 class AuditStore:
