@@ -45,7 +45,7 @@ class MemoryTables:
     def __init__(self) -> None:
         self.events: list[tuple[Any, ...]] = []
         self.by_log: dict[str, list[int]] = {}  # positions in ``events``, in seq order
-        self.ids: set[str] = set()
+        self.ids: dict[str, int] = {}  # event id -> position in ``events``
         self.checkpoints: list[CheckpointRow] = []  # in insertion order (their id)
 
 
@@ -85,12 +85,12 @@ class MemoryBackend(StoreBackend):
         rows, events = chain(batch, heads)
         ids = [row[_ID] for row in rows]
         # The databases' unique index on id: the whole batch is refused, nothing stored.
-        if len(set(ids)) != len(ids) or not tables.ids.isdisjoint(ids):
+        if len(set(ids)) != len(ids) or not tables.ids.keys().isdisjoint(ids):
             raise EventRefusedError("in-memory audit store: append refused: duplicate event id")
         for row in rows:
             tables.by_log.setdefault(row[_LOG], []).append(len(tables.events))
+            tables.ids[row[_ID]] = len(tables.events)
             tables.events.append(row)
-        tables.ids.update(ids)
         return events
 
     # --- ranges --------------------------------------------------------------------------
@@ -109,10 +109,9 @@ class MemoryBackend(StoreBackend):
             yield leaf_of(tables.events[position][_HASH])
 
     async def get(self, event_id: str) -> Event | None:
-        for row in self._rows().events:
-            if row[_ID] == event_id:
-                return _event(row)
-        return None
+        tables = self._rows()
+        position = tables.ids.get(event_id)
+        return None if position is None else _event(tables.events[position])
 
     # --- queries of a filter -------------------------------------------------------------
 

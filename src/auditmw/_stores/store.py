@@ -41,6 +41,11 @@ class AuditStore:
 
     Use it as an async context manager (or call ``open()``/``close()``); ``close()``
     commits every append already made before it returns.
+
+    ``limits`` bounds each event's fields (``Limits``). Appends are committed in groups
+    of up to ``max_batch``; up to ``max_pending`` wait for the writer, further callers
+    wait for room. ``append_timeout`` is how long an append may take from its call.
+    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md).
     """
 
     def __init__(
