@@ -1,14 +1,16 @@
 """Faults injected on every backend surface as the same documented ``StoreError``s.
 
-(Unavailable servers and locked files: tests/test_store_outage.py; damaged pages:
-tests/test_verify_storage.py.)
+(Unavailable servers and locked files: tests/test_store_outage.py; what verify reports of
+damaged pages: tests/test_verify_storage.py.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,9 +26,11 @@ from auditmw import (
     StoreUnavailableError,
     open_store,
 )
+from auditmw._errors import StorageDamagedError
 
 from ._postgres import POSTGRES_DSN
 from .conftest import StoreFactory
+from .test_verify_storage import BLOCK, fill, overwrite_block, overwrite_page, relation_file
 
 
 async def _collect(iterator: AsyncIterator[Any]) -> list[Any]:
@@ -110,3 +114,36 @@ async def test_a_damaged_entry_reads_as_the_same_error_on_every_path(
             assert "log 'default' seq 1" in message and "auditmw verify" in message, name
         report = await store.verify()
         assert not report.ok
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_damaged_table_page_reads_as_storage_damaged_on_every_backend(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A page of the events table overwritten (a failing disk, a stray write): the reads
+    that go through it raise ``StorageDamagedError`` on both backends, not a driver's
+    exception."""
+    if backend == "sqlite":
+        url = str(tmp_path / "audit.db")
+        fill(url)
+        overwrite_page(Path(url), "auditmw_events")
+    else:
+        server = request.getfixturevalue("pg_server")
+        url = f"{server.dsn}?schema=damaged"
+        fill(url)
+        table = relation_file(server, "damaged.auditmw_events")
+        server.stop("fast")  # every page written out to its file
+        overwrite_block(table, table.stat().st_size // BLOCK // 2)
+        server.start()
+
+    async def read_all() -> None:
+        async with open_store(url, create=False) as store:
+            reads = {
+                "iter_events": _collect(store.iter_events(EventFilter())),
+                "iter_chain_rows": _collect(store.iter_chain_rows()),
+            }
+            for read in reads.values():
+                with pytest.raises(StorageDamagedError):
+                    await read
+
+    asyncio.run(read_all())
