@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,6 @@ import asyncpg
 import pytest
 
 from auditmw import (
-    AuditStore,
-    Event,
     EventFilter,
     NewEvent,
     StoreClosedError,
@@ -30,28 +28,12 @@ from auditmw._errors import StorageDamagedError
 
 from ._postgres import POSTGRES_DSN
 from .conftest import StoreFactory
+from .test_store_outage import READS
 from .test_verify_storage import BLOCK, fill, overwrite_block, overwrite_page, relation_file
 
 
 async def _collect(iterator: AsyncIterator[Any]) -> list[Any]:
     return [item async for item in iterator]
-
-
-READS: dict[str, Callable[[AuditStore, Event], Awaitable[Any]]] = {
-    "query": lambda store, event: store.query(EventFilter()),
-    "get": lambda store, event: store.get(event.id),
-    "count": lambda store, event: store.count(),
-    "iter_events": lambda store, event: _collect(store.iter_events(EventFilter())),
-    "iter_chain_rows": lambda store, event: _collect(store.iter_chain_rows()),
-    "distinct_values": lambda store, event: store.distinct_values("action"),
-    "histogram": lambda store, event: store.histogram(EventFilter()),
-    "verify": lambda store, event: store.verify(),
-    "schema_warnings": lambda store, event: store.schema_warnings(),
-    "checkpoints": lambda store, event: store.checkpoints(),
-    "logs": lambda store, event: store.logs(),
-    "last_seq": lambda store, event: store.last_seq(event.log),
-    "leaf_hashes": lambda store, event: _collect(store.leaf_hashes(event.log, 0, 1)),
-}
 
 
 async def test_every_read_of_a_closed_store_raises_store_closed(
