@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +65,7 @@ def where_clause(conditions: Iterable[str]) -> str:
     return f" WHERE {joined}" if joined else ""
 
 
-class Dialect:
+class Dialect(ABC):
     """What differs between SQL databases, for the statements here. The defaults are
     standard SQL; each backend subclasses what its database does otherwise."""
 
@@ -88,13 +89,13 @@ class Dialect:
         """The condition that ``e.action`` is one of ``actions``."""
         return f"e.action IN ({', '.join('?' * len(actions)) or 'NULL'})", [*actions]
 
+    @abstractmethod
     def search(self, term: str) -> tuple[str, list[Any]]:
         """The condition that one of ``SEARCH_COLUMNS`` holds ``term``, ASCII
         case-insensitively; every character of it literal."""
-        raise NotImplementedError
 
 
-class NumberedDialect(Dialect):
+class NumberedDialect(Dialect, ABC):
     """A database whose placeholders are numbered: ``$1``, ``$2`` ... (PostgreSQL)."""
 
     def sql(self, statement: str) -> str:
