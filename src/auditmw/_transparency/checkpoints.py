@@ -61,7 +61,7 @@ RECENT_CHECKPOINTS = 8
 _LOG_LOG = attrgetter("log")
 
 
-class CheckpointLog(Protocol):
+class CheckpointStorage(Protocol):
     """What the checkpointer reads and writes: a store's backend
     (``auditmw._stores.backend.StoreBackend``) has all of it."""
 
@@ -161,8 +161,10 @@ def _now() -> str:
 class Checkpointer:
     """Issues the checkpoints of one open store (see the module docstring)."""
 
-    def __init__(self, log: CheckpointLog, append: AppendEvent, config: Checkpointing) -> None:
-        self._log = log
+    def __init__(
+        self, storage: CheckpointStorage, append: AppendEvent, config: Checkpointing
+    ) -> None:
+        self._storage = storage
         self._append = append
         self._config = config
         self.stats = CheckpointStats()
@@ -253,7 +255,7 @@ class Checkpointer:
 
     async def issue_all(self) -> list[StoredCheckpoint]:
         """Issue for every log of the store now; failures raise."""
-        return await self._issue_logs(await self._log.logs(), strict=True)
+        return await self._issue_logs(await self._storage.logs(), strict=True)
 
     # --- when to issue ---------------------------------------------------------------------
 
@@ -345,11 +347,11 @@ class Checkpointer:
         checkpoint (by this key) already covers it, or another issuer stored the same."""
         from auditmw._transparency.notes import Checkpoint, log_origin, sign_checkpoint
 
-        head = await self._log.last_seq(log)
+        head = await self._storage.last_seq(log)
         frontier = await self._base(log, head)
         if frontier.size == head:
             return None
-        async for leaf in self._log.leaf_hashes(log, frontier.size, head):
+        async for leaf in self._storage.leaf_hashes(log, frontier.size, head):
             frontier.append(leaf)
         if frontier.size != head:  # the store returned a gap: never sign a guess
             raise StoreError(f"log {log!r}: read {frontier.size} leaves of {head}")
@@ -358,12 +360,12 @@ class Checkpointer:
         note = sign_checkpoint(checkpoint, self._config.key)
         stored = StoredCheckpoint(log, head, root, note, _now())
         row = CheckpointRow(stored, frontier.to_bytes(), self.verifier.encode())
-        return stored if await self._log.insert_checkpoint(row) else None
+        return stored if await self._storage.insert_checkpoint(row) else None
 
     async def _base(self, log: str, head: int) -> Frontier:
         """The frontier to extend: that of the newest checkpoint of ``log`` this key
         signed, checked against its signed root; the empty tree when there is none."""
-        rows = await self._log.recent_checkpoints(log, RECENT_CHECKPOINTS)
+        rows = await self._storage.recent_checkpoints(log, RECENT_CHECKPOINTS)
         for row in rows:
             if not self._signed_by_us(log, row):
                 continue  # another key's (rotated), or a forgery: not a base
@@ -383,7 +385,7 @@ class Checkpointer:
                 size,
             )
             frontier = Frontier()
-            async for leaf in self._log.leaf_hashes(log, 0, size):
+            async for leaf in self._storage.leaf_hashes(log, 0, size):
                 frontier.append(leaf)
             if frontier.size != size or frontier.root() != root:
                 raise CheckpointingError(
@@ -444,7 +446,7 @@ class Checkpointer:
         if self._key_recorded:
             return
         current = self.verifier.encode()
-        newest, _ = await self._log.page(EventFilter(action=KEY_ROTATED_ACTION), 1, None, 0)
+        newest, _ = await self._storage.page(EventFilter(action=KEY_ROTATED_ACTION), 1, None, 0)
         recorded = None
         if newest and isinstance(newest[0].details, dict):
             value = newest[0].details.get("new_key")
@@ -470,9 +472,9 @@ class Checkpointer:
         """Logs whose entries outrun their newest checkpoint (an earlier run stopped
         without closing the store) are due like fresh entries: by count, time or close."""
         now = asyncio.get_running_loop().time()
-        for log in await self._log.logs():
-            head = await self._log.last_seq(log)
-            rows = await self._log.recent_checkpoints(log, 1)
+        for log in await self._storage.logs():
+            head = await self._storage.last_seq(log)
+            rows = await self._storage.recent_checkpoints(log, 1)
             behind = head - (rows[0].checkpoint.size if rows else 0)
             if behind > 0 and log not in self._pending:
                 self._pending[log] = behind
