@@ -70,7 +70,8 @@ from _common import (
 from auditmw import NewEvent, SQLiteStore, open_store
 from auditmw._stores.postgres import INSERT as PG_INSERT
 from auditmw._stores.postgres import ROW_COLUMNS as PG_ROW_COLUMNS
-from auditmw._stores.sqlite import INSERT, ROW_COLUMNS, SAFETY_PRAGMAS, SCHEMA, WRITE_PRAGMAS
+from auditmw._stores.sqlite import SAFETY_PRAGMAS, WRITE_PRAGMAS
+from auditmw._stores.sqlite_sql import INSERT, ROW_COLUMNS, SCHEMA
 
 ACTIONS = (
     ("auth.login", "session"),

@@ -49,7 +49,7 @@ from _common import (
 )
 from auditmw import SQLiteStore
 from auditmw._admin.export import CSV_COLUMNS, export_chunks
-from auditmw._stores.query import EventFilter
+from auditmw._stores.filters import EventFilter
 from query import ensure_dataset
 
 ONE_WEEK = {"since": "2025-03-03T00:00:00.000000Z", "until": "2025-03-10T00:00:00.000000Z"}

@@ -49,15 +49,11 @@ from _common import (
 )
 from auditmw import Event, NewEvent, SQLiteStore
 from auditmw._event import GENESIS_HASH, Limits, PreparedEvent, prepare
-from auditmw._stores.query import MAX_BUCKETS, EventFilter, Page
-from auditmw._stores.sqlite import (
-    HISTOGRAM_SEARCH_INDEX_FACTOR,
-    INSERT,
-    ROW_COLUMNS,
-    SCHEMA,
-    SEARCH_COLUMNS,
-    SEARCH_INDEX_MAX_MATCHES,
-)
+from auditmw._stores.filters import EventFilter, Page
+from auditmw._stores.histogram import MAX_BUCKETS
+from auditmw._stores.sql import SEARCH_COLUMNS
+from auditmw._stores.sqlite_reads import HISTOGRAM_SEARCH_INDEX_FACTOR, SEARCH_INDEX_MAX_MATCHES
+from auditmw._stores.sqlite_sql import INSERT, ROW_COLUMNS, SCHEMA
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 DATA_VERSION = "3"  # bump when the generated data or the way it is built changes

@@ -150,7 +150,7 @@ def storage_check(entries: int) -> Variant:
 
     async def run(path: Path) -> int:
         async with SQLiteStore(path, create=False) as store:
-            damage = await store._storage_damage()
+            damage = await store.backend.storage_damage()
         if damage:
             raise RuntimeError(f"the store's file is damaged: {damage}")
         return entries  # it reads pages, not entries: nothing to count

@@ -54,8 +54,8 @@ async def run(args: argparse.Namespace) -> int:
         options["busy_timeout"] = args.busy_timeout  # SQLite's wait for the write lock
     async with open_store(args.store, **options) as store:
         if isinstance(store, PostgresStore):
-            assert store._write_conn is not None
-            sys.stdout.write(f"backend {store._write_conn.get_server_pid()}\n")
+            assert store.backend._write_conn is not None
+            sys.stdout.write(f"backend {store.backend._write_conn.get_server_pid()}\n")
         sys.stdout.write("ready\n")
         sys.stdout.flush()
         if args.wait_go:

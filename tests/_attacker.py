@@ -31,7 +31,7 @@ from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 
-from auditmw._stores.postgres import _create_schema
+from auditmw._stores.postgres_schema import create_schema
 
 from ._postgres import POSTGRES_DSN, store_url
 
@@ -295,7 +295,7 @@ class PostgresTarget(Target):
         async def copy() -> None:
             conn = await asyncpg.connect(POSTGRES_DSN)
             try:
-                await _create_schema(conn, self.schema)
+                await create_schema(conn, self.schema)
                 await conn.execute(
                     f'INSERT INTO "{self.schema}".auditmw_events '
                     f'SELECT * FROM "{template.schema}".auditmw_events ORDER BY log, seq'

@@ -20,7 +20,7 @@ from typing import Any
 
 import schemathesis
 
-from auditmw._stores.query import FILTER_PARAMS, QueryError, parse_time
+from auditmw._stores.filters import FILTER_PARAMS, QueryError, parse_time
 
 # next_cursor -> the filters of the /events request that issued it
 ISSUED: dict[str, dict[str, Any]] = {}

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from auditmw import AuditStore, SQLiteStore, open_store
+from auditmw.testing import MemoryStore
 
 from ._node import install_verify_mjs
 from ._pg_server import ThrowawayPostgres, throwaway_postgres
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 BACKENDS = ["sqlite", "postgres"]
+# The contract suites (tests/test_store_contract.py, tests/test_query_contract.py) also run
+# the in-memory reference backend.
+CONTRACT_BACKENDS = [*BACKENDS, "memory"]
+StoreFactory = Callable[..., AuditStore]
 
 
 @pytest.fixture
@@ -66,6 +71,27 @@ def store_url_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callabl
 async def any_store(store_url_factory: Callable[[], str]) -> AsyncIterator[AuditStore]:
     """An open store of each backend: the shared store test suite uses this."""
     async with open_store(store_url_factory()) as opened:
+        yield opened
+
+
+@pytest.fixture(params=CONTRACT_BACKENDS)
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """``make(**options)`` gives an unopened store of the parametrized backend; all the
+    stores it makes hold one log (one file, one schema, one set of in-memory tables)."""
+    if request.param == "memory":
+        first = MemoryStore()
+        return lambda **options: MemoryStore(shared_with=first, **options)
+    if request.param == "sqlite":
+        url = str(tmp_path / "audit.db")
+    else:
+        url = store_url(request.getfixturevalue("pg_schema"))
+    return lambda **options: open_store(url, **options)
+
+
+@pytest.fixture
+async def contract_store(store_factory: StoreFactory) -> AsyncIterator[AuditStore]:
+    """An open store of each backend, the in-memory one included (the contract suites)."""
+    async with store_factory() as opened:
         yield opened
 
 

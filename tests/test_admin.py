@@ -19,8 +19,8 @@ from starlette.requests import Request
 from auditmw import Actor, AdminApp, EventFilter, NewEvent, SQLiteStore
 from auditmw._admin.openapi import openapi_document
 from auditmw._admin.pages import DASHBOARD_DIR
+from auditmw._stores.filters import MAX_PARAM_CHARS
 from auditmw._stores.jsonl import verify_jsonl
-from auditmw._stores.query import MAX_PARAM_CHARS
 
 from .test_query import SAMPLE, model_newest_first, write_events
 

@@ -20,7 +20,7 @@ from auditmw._admin.parameters import (
     parse_filter,
     parse_max_age,
 )
-from auditmw._stores.query import FILTER_PARAMS
+from auditmw._stores.filters import FILTER_PARAMS
 
 
 def export_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ Each failure names every offender, with its file and line.
 - **No private name reached from another module.** A name is private when it starts with
   one underscore or two without ending in two (``_x``, ``__x``; dunders such as
   ``__name__`` and ``__wrapped__`` are protocol, not private). Private *modules* are how
-  the package is laid out, so ``from auditmw._stores.query import EventFilter`` and
+  the package is laid out, so ``from auditmw._stores.filters import EventFilter`` and
   ``import auditmw._event`` are fine; what is refused is
   * importing a private name: ``from auditmw._stores.store import _helper``;
   * reaching one on another module: ``module._helper`` where ``module`` was bound by an

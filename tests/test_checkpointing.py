@@ -120,13 +120,13 @@ async def issuing(url: str, config: Checkpointing | None = None) -> AsyncIterato
 def count_leaf_reads(store: AuditStore) -> list[tuple[int, int]]:
     """Record the ranges the store is asked to read from now on."""
     ranges: list[tuple[int, int]] = []
-    original = store.leaf_hashes
+    original = store.backend.leaf_hashes
 
     def recording(log: str, start: int, end: int) -> AsyncIterator[bytes]:
         ranges.append((start, end))
         return original(log, start, end)
 
-    store.leaf_hashes = recording  # type: ignore[method-assign]
+    store.backend.leaf_hashes = recording  # type: ignore[method-assign]
     return ranges
 
 
@@ -332,12 +332,12 @@ async def test_sink_sees_only_committed_checkpoints(
     url = store_url_factory()
     async with issuing(url, checkpointing(sink=sink)) as store:
         assert seen == [1]  # the key record's
-        original = store._insert_checkpoint
+        original = store.backend.insert_checkpoint
 
         async def refuse(row: Any) -> bool:
             raise OSError("disk full")
 
-        store._insert_checkpoint = refuse  # type: ignore[method-assign]
+        store.backend.insert_checkpoint = refuse  # type: ignore[method-assign]
         with caplog.at_level(logging.ERROR, logger="auditmw"):
             await append(store, 5)  # appends are unaffected
             with pytest.raises(OSError):
@@ -345,7 +345,7 @@ async def test_sink_sees_only_committed_checkpoints(
         stats = store.checkpoint_stats
         assert stats is not None and stats.failures == 1 and "disk full" in str(stats.last_error)
         assert seen == [1] and [c.size for c in await store.checkpoints()] == [1]
-        store._insert_checkpoint = original  # type: ignore[method-assign]
+        store.backend.insert_checkpoint = original  # type: ignore[method-assign]
     assert seen == [1, 6]  # closing retried it
     async with open_store(url) as store:
         assert [c.size for c in await assert_valid(store)] == [1, 6]

@@ -34,6 +34,7 @@ from auditmw._admin.parameters import parse_filter
 from auditmw._stores.histogram import (
     DAY,
     HOUR,
+    MAX_BUCKETS,
     MILLISECOND,
     MINUTE,
     SECOND,
@@ -42,7 +43,6 @@ from auditmw._stores.histogram import (
     microseconds,
     timestamp,
 )
-from auditmw._stores.query import MAX_BUCKETS
 from auditmw._stores.sqlite import SEARCH_INDEX_MAX_MATCHES
 
 from .test_admin import ADMIN, VIEWER, authorize, client_for, fetch_all_ids
@@ -328,11 +328,11 @@ async def test_sqlite_search_paths_agree(store_path: Path) -> None:
         for term in ("user-3", "SESSION", "ser-"):
             f = EventFilter(search=term, since=ts(1, 30))
             indexed = await store.histogram(f, buckets=7)
-            store._search_index_max_matches = 0  # every search now tests each event
+            store.backend._search_index_max_matches = 0  # every search now tests each event
             scanned = await store.histogram(f, buckets=7)
-            store._search_index_max_matches = 10**9  # and now always uses the index
+            store.backend._search_index_max_matches = 10**9  # and now always uses the index
             everything = await store.histogram(f, buckets=7)
-            store._search_index_max_matches = SEARCH_INDEX_MAX_MATCHES
+            store.backend._search_index_max_matches = SEARCH_INDEX_MAX_MATCHES
             assert indexed == scanned == everything
             check_against_model(indexed, written, f)
 

@@ -167,7 +167,7 @@ async def test_a_killed_connection_loses_and_duplicates_nothing(pg_schema: str) 
             kills = 0
             for _ in range(6):
                 await asyncio.sleep(0.15)
-                conn = store._write_conn  # the writer connection the test kills
+                conn = store.backend._write_conn  # the writer connection the test kills
                 if conn is not None and not conn.is_closed():
                     pid = conn.get_server_pid()
                     kills += bool(await killer.fetchval("SELECT pg_terminate_backend($1)", pid))

@@ -1,4 +1,5 @@
-"""Filters, cursors and parsing (auditmw._stores.query), and the SQLite store's queries.
+"""Filters, cursors and parsing (auditmw._stores.filters, .cursor, .query), and the SQLite
+store's queries.
 
 Stores are real SQLite files. Where a test needs exact timestamps (ties, day bounds) it
 writes real sealed entries with chosen timestamps (``write_events``); the stores verify.
@@ -30,7 +31,8 @@ from auditmw._admin.parameters import (
     parse_page,
 )
 from auditmw._event import GENESIS_HASH, Limits, prepare
-from auditmw._stores.query import MAX_PARAM_CHARS, decode_cursor, encode_cursor, parse_time
+from auditmw._stores.cursor import decode_cursor, encode_cursor
+from auditmw._stores.filters import MAX_PARAM_CHARS, parse_time
 from auditmw._stores.sqlite import INSERT, ROW_COLUMNS
 
 # --- helpers -------------------------------------------------------------------------------
@@ -406,7 +408,7 @@ async def test_query_matches_the_model(
         expected = model_newest_first(written, f)
         for limit in (1, 2, 100):
             assert await all_pages(store, f, limit) == expected
-        store._search_index_max_matches = 0  # a search now scans instead of using the index
+        store.backend._search_index_max_matches = 0  # a search now scans instead of using the index
         assert await all_pages(store, f, 3) == expected
         chain_order = [
             e.id for e in sorted(written, key=lambda e: (e.log, e.seq)) if model_matches(e, f)
@@ -475,7 +477,7 @@ async def test_store_without_search_index_is_indexed_when_reopened(store_path: P
     async with SQLiteStore(store_path, create=False) as old:  # opened as is: search scans
         assert [e.id for e in (await old.query(f)).events] == model_newest_first(written, f)
     async with SQLiteStore(store_path) as store:  # set up again: the index is filled
-        assert await store._search_index_matches("project") is not None
+        assert await store.backend._search_index_matches("project") is not None
         assert [e.id for e in (await store.query(f)).events] == model_newest_first(written, f)
 
 
@@ -545,7 +547,7 @@ async def test_random_filters_match_the_model(
 ) -> None:
     store, written = random_store
     async with store:
-        store._search_index_max_matches = 0 if scan else 10**9
+        store.backend._search_index_max_matches = 0 if scan else 10**9
         assert await all_pages(store, f, limit) == model_newest_first(written, f)
         chain_order = [
             e.id for e in sorted(written, key=lambda e: (e.log, e.seq)) if model_matches(e, f)
@@ -566,8 +568,8 @@ INDEXED = {
 
 
 async def plan(store: SQLiteStore, f: EventFilter, *, deep: bool = True) -> list[str]:
-    cursor = encode_cursor(f, (ts(3), 10**6)) if deep else None
-    sql, params = await store._query_statement(f, 50, cursor, 0)
+    position = (ts(3), 10**6) if deep else None
+    sql, params = await store.backend._page_statement(f, 50, position, 0)
     conn = sqlite3.connect(store.path)
     try:
         return [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]

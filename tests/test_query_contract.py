@@ -7,13 +7,14 @@ the plain-Python model in ``test_query``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 
-from auditmw import AuditStore, Event, EventFilter, Limits, NewEvent, QueryError, open_store
+from auditmw import AuditStore, Event, EventFilter, Limits, NewEvent, QueryError
 from auditmw._event import prepare
 
+from .conftest import StoreFactory
 from .test_query import SAMPLE, model_matches, model_newest_first, random_events, ts
 
 
@@ -57,9 +58,9 @@ FILTERS = [
 
 
 async def test_queries_match_the_model_on_every_store(
-    store_url_factory: Callable[[], str],
+    store_factory: StoreFactory,
 ) -> None:
-    async with open_store(store_url_factory()) as store:
+    async with store_factory() as store:
         written = await write(store, SAMPLE)
         for f in FILTERS:
             expected = model_newest_first(written, f)
@@ -79,9 +80,9 @@ async def test_queries_match_the_model_on_every_store(
 
 
 async def test_keyset_pages_survive_ties_on_every_store(
-    store_url_factory: Callable[[], str],
+    store_factory: StoreFactory,
 ) -> None:
-    async with open_store(store_url_factory()) as store:
+    async with store_factory() as store:
         written = await write(store, random_events(3, 120))
         expected = model_newest_first(written, EventFilter())
         first = await store.query(EventFilter(), limit=7)
@@ -96,9 +97,9 @@ async def test_keyset_pages_survive_ties_on_every_store(
 
 
 async def test_foreign_and_forged_cursors_are_refused_on_every_store(
-    store_url_factory: Callable[[], str],
+    store_factory: StoreFactory,
 ) -> None:
-    async with open_store(store_url_factory()) as store:
+    async with store_factory() as store:
         await write(store, SAMPLE)
         cursor = (await store.query(EventFilter(), limit=2)).next_cursor
         assert cursor is not None

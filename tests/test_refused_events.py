@@ -151,8 +151,9 @@ async def test_a_value_over_sqlites_length_limit_fails_only_its_caller(store_pat
     """ "string or blob too big" (a DataError) is a refusal too. The limit is lowered on
     the store's connection as a SQLite built with a smaller SQLITE_MAX_LENGTH has it."""
     async with SQLiteStore(store_path) as store:
-        lower_the_limit = partial(store._write_conn.setlimit, sqlite3.SQLITE_LIMIT_LENGTH, 20_000)
-        await store._in_write_thread(lower_the_limit)
+        connection = store.backend._write_conn
+        lower_the_limit = partial(connection.setlimit, sqlite3.SQLITE_LIMIT_LENGTH, 20_000)
+        await store.backend._in_write_thread(lower_the_limit)
         refused = {3, 50, 99}
         big = {"blob": "x" * 30_000}  # within the event limits (64 KiB), not SQLite's
         results = await asyncio.gather(

@@ -1,10 +1,10 @@
-"""The behaviour every store shares, run against SQLite and PostgreSQL alike."""
+"""The behaviour every store shares, run against SQLite, PostgreSQL and the in-memory
+reference backend alike."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
 
 import pytest
 
@@ -14,15 +14,18 @@ from auditmw import (
     NewEvent,
     StoreClosedError,
     ValidationError,
-    open_store,
 )
 from auditmw._stores.verify import YIELD_EVERY, verify_rows
 
+from .conftest import StoreFactory
 
-async def test_concurrent_appends_form_one_gapless_chain(any_store: AuditStore) -> None:
+
+async def test_concurrent_appends_form_one_gapless_chain(contract_store: AuditStore) -> None:
     events = await asyncio.gather(
         *(
-            any_store.append(NewEvent(action="item.created", resource="item", resource_id=str(i)))
+            contract_store.append(
+                NewEvent(action="item.created", resource="item", resource_id=str(i))
+            )
             for i in range(300)
         )
     )
@@ -31,17 +34,19 @@ async def test_concurrent_appends_form_one_gapless_chain(any_store: AuditStore) 
     assert by_seq[1].prev_hash == GENESIS_HASH
     for seq in range(2, 301):
         assert by_seq[seq].prev_hash == by_seq[seq - 1].hash
-    report = await any_store.verify()
+    report = await contract_store.verify()
     assert report.ok, report.findings
     assert report.entries == 300
     assert report.warnings == []
 
 
-async def test_verify_lets_other_tasks_run_every_few_hundred_rows(any_store: AuditStore) -> None:
+async def test_verify_lets_other_tasks_run_every_few_hundred_rows(
+    contract_store: AuditStore,
+) -> None:
     """The admin app verifies on the app's own event loop: requests must still be served
     while it reads a long log (the stores hand rows over a thousand at a time)."""
     await asyncio.gather(
-        *(any_store.append(NewEvent(action="a", resource="r")) for _ in range(3000))
+        *(contract_store.append(NewEvent(action="a", resource="r")) for _ in range(3000))
     )
     checked = 0
 
@@ -60,16 +65,16 @@ async def test_verify_lets_other_tasks_run_every_few_hundred_rows(any_store: Aud
             await asyncio.sleep(0)
 
     other = asyncio.ensure_future(another_request())
-    report = await verify_rows(any_store.iter_chain_rows(), on_leaf=leaf)
+    report = await verify_rows(contract_store.iter_chain_rows(), on_leaf=leaf)
     finished = True
     await other
     assert report.ok and checked == 3000
     assert 0 < max(gaps) <= YIELD_EVERY
 
 
-async def test_appended_event_reads_back_identically(any_store: AuditStore) -> None:
+async def test_appended_event_reads_back_identically(contract_store: AuditStore) -> None:
     details = {"changes": {"name": {"from": "a", "to": "ü\U0001f600"}}, "n": 1.5, "z": None}
-    event = await any_store.append(
+    event = await contract_store.append(
         NewEvent(
             action="project.updated",
             resource="project",
@@ -83,35 +88,34 @@ async def test_appended_event_reads_back_identically(any_store: AuditStore) -> N
             outcome="failure",
         )
     )
-    assert await any_store.get(event.id) == event
+    assert await contract_store.get(event.id) == event
     assert event.details == details
-    assert await any_store.get("no-such-id") is None
-    assert await any_store.count() == 1
+    assert await contract_store.get("no-such-id") is None
+    assert await contract_store.count() == 1
 
 
-async def test_each_log_is_its_own_chain(any_store: AuditStore) -> None:
-    first = await any_store.append(NewEvent(action="a", resource="r", log="tenant-a"))
-    second = await any_store.append(NewEvent(action="a", resource="r", log="tenant-b"))
-    third = await any_store.append(NewEvent(action="a", resource="r", log="tenant-a"))
+async def test_each_log_is_its_own_chain(contract_store: AuditStore) -> None:
+    first = await contract_store.append(NewEvent(action="a", resource="r", log="tenant-a"))
+    second = await contract_store.append(NewEvent(action="a", resource="r", log="tenant-b"))
+    third = await contract_store.append(NewEvent(action="a", resource="r", log="tenant-a"))
     assert (first.seq, second.seq, third.seq) == (1, 1, 2)
     assert second.prev_hash == GENESIS_HASH and third.prev_hash == first.hash
-    report = await any_store.verify()
+    report = await contract_store.verify()
     assert report.ok and set(report.logs) == {"tenant-a", "tenant-b"}
 
 
-async def test_a_bad_event_is_rejected_before_it_is_queued(any_store: AuditStore) -> None:
-    good = [any_store.append(NewEvent(action="ok", resource="r")) for _ in range(20)]
-    bad = any_store.append(NewEvent(action="", resource="r"))
+async def test_a_bad_event_is_rejected_before_it_is_queued(contract_store: AuditStore) -> None:
+    good = [contract_store.append(NewEvent(action="ok", resource="r")) for _ in range(20)]
+    bad = contract_store.append(NewEvent(action="", resource="r"))
     results = await asyncio.gather(*good, bad, return_exceptions=True)
     assert isinstance(results[-1], ValidationError) and results[-1].field == "action"
     assert sorted(event.seq for event in results[:-1]) == list(range(1, 21))  # type: ignore[union-attr]
 
 
-async def test_reopening_continues_the_chain(store_url_factory: Callable[[], str]) -> None:
-    url = store_url_factory()
-    async with open_store(url) as store:
+async def test_reopening_continues_the_chain(store_factory: StoreFactory) -> None:
+    async with store_factory() as store:
         last = await store.append(NewEvent(action="a", resource="r"))
-    async with open_store(url) as store:
+    async with store_factory() as store:
         following = await store.append(NewEvent(action="b", resource="r"))
         assert following.seq == last.seq + 1 and following.prev_hash == last.hash
         assert (await store.verify()).ok
@@ -120,12 +124,11 @@ async def test_reopening_continues_the_chain(store_url_factory: Callable[[], str
 
 
 async def test_two_open_stores_taking_turns_keep_one_chain(
-    store_url_factory: Callable[[], str],
+    store_factory: StoreFactory,
 ) -> None:
     """Each store chains after what the other appended in between, not after the last
     head it knew: two app instances (or workers) sharing one database."""
-    url = store_url_factory()
-    async with open_store(url) as first, open_store(url) as second:
+    async with store_factory() as first, store_factory() as second:
         appended = []
         for turn in range(6):
             store = (first, second)[turn % 2]
@@ -142,11 +145,11 @@ async def test_two_open_stores_taking_turns_keep_one_chain(
 
 
 async def test_a_batch_larger_than_one_insert_statement_keeps_one_chain(
-    store_url_factory: Callable[[], str],
+    store_factory: StoreFactory,
 ) -> None:
     """SQLite writes more than ROWS_PER_INSERT rows in several statements of one
     transaction; PostgreSQL has no such limit. Either way: one gapless chain."""
-    async with open_store(store_url_factory(), max_batch=3000) as store:
+    async with store_factory(max_batch=3000) as store:
         events = await asyncio.gather(
             *(store.append(NewEvent(action="bulk", resource="r")) for _ in range(2500))
         )
@@ -155,25 +158,24 @@ async def test_a_batch_larger_than_one_insert_statement_keeps_one_chain(
         assert report.ok and report.entries == 2500
 
 
-async def test_close_commits_every_pending_append(store_url_factory: Callable[[], str]) -> None:
-    url = store_url_factory()
-    store = await open_store(url).open()
+async def test_close_commits_every_pending_append(store_factory: StoreFactory) -> None:
+    store = await store_factory().open()
     pending = [
         asyncio.ensure_future(store.append(NewEvent(action="a", resource="r"))) for _ in range(500)
     ]
     await asyncio.sleep(0)  # every append is queued
     await store.close()
     assert all(task.done() and not task.cancelled() for task in pending)
-    async with open_store(url) as reopened:
+    async with store_factory() as reopened:
         assert await reopened.count() == 500
 
 
 async def test_a_cancelled_append_is_still_committed_and_the_others_answered(
-    any_store: AuditStore,
+    contract_store: AuditStore,
 ) -> None:
     appends = [
         asyncio.create_task(
-            any_store.append(NewEvent(action="a", resource="r", resource_id=str(i)))
+            contract_store.append(NewEvent(action="a", resource="r", resource_id=str(i)))
         )
         for i in range(50)
     ]
@@ -182,5 +184,5 @@ async def test_a_cancelled_append_is_still_committed_and_the_others_answered(
     results = await asyncio.gather(*appends, return_exceptions=True)
     assert isinstance(results[7], asyncio.CancelledError)
     assert sum(1 for result in results if not isinstance(result, BaseException)) == 49
-    assert await any_store.count() == 50  # queued before the cancel: committed anyway
-    assert (await any_store.verify()).ok
+    assert await contract_store.count() == 50  # queued before the cancel: committed anyway
+    assert (await contract_store.verify()).ok

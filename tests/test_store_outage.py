@@ -424,7 +424,7 @@ def test_the_time_limits_can_be_set_in_the_url(capsys: pytest.CaptureFixture[str
     assert isinstance(store, PostgresStore)
     assert store.schema == "audit"
     assert store._append_timeout == 3.0
-    assert (store._connect_timeout, store._command_timeout) == (0.5, 30.0)
+    assert (store.backend._connect_timeout, store.backend._command_timeout) == (0.5, 30.0)
     assert store.dsn == "postgresql://audit@db.internal/app?sslmode=disable"
     for bad in ("retry_for=soon", "retry_for=0", "command_timeout=-1", "connect_timeout=inf"):
         with pytest.raises(ValueError, match="positive number of seconds"):

@@ -249,7 +249,7 @@ async def test_the_stores_own_connections_refuse_replace(db: SQLiteTarget) -> No
     async with SQLiteStore(db.path) as store:
         with closing(sqlite3.connect(db.path)) as reader:
             entry, hash_, _ = forge(read_entry(reader, 5), details={"n": 5, "note": "x"})
-        writer = store._write_conn
+        writer = store.backend._write_conn
         assert writer is not None
 
         def replace() -> None:  # runs in the writer's own thread
@@ -259,8 +259,8 @@ async def test_the_stores_own_connections_refuse_replace(db: SQLiteTarget) -> No
                 writer.execute("DROP TABLE IF EXISTS temp.forged")
 
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            await store._in_write_thread(replace)
-        read_conn = store._read_conn
+            await store.backend._in_write_thread(replace)
+        read_conn = store.backend._read_conn
         assert read_conn is not None
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             await read_conn.execute("DELETE FROM auditmw_events")

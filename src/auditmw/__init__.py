@@ -26,9 +26,9 @@ from auditmw._event import GENESIS_HASH, OUTCOMES, Event, Limits, NewEvent, Outc
 from auditmw._mask import DEFAULT_SENSITIVE_KEYS
 from auditmw._middleware import AuditMiddleware
 from auditmw._record import FailurePolicy, acting_as, audit, set_actor
+from auditmw._stores.filters import EventFilter, Page, QueryError
 from auditmw._stores.histogram import Histogram, HistogramBucket
 from auditmw._stores.open import open_store
-from auditmw._stores.query import EventFilter, Page, QueryError
 from auditmw._stores.sqlite import SQLiteStore
 from auditmw._stores.store import AuditStore, StoredCheckpoint
 from auditmw._stores.verify import Finding, LogSummary, VerifyReport

@@ -22,7 +22,7 @@ from auditmw._errors import StoreError, StoreUnavailableError, ValidationError
 from auditmw._event import NewEvent
 from auditmw._mask import Masker
 from auditmw._record import AuditContext, Recorder
-from auditmw._stores.query import EventFilter
+from auditmw._stores.filters import EventFilter
 from auditmw._stores.store import AuditStore
 
 EXPORT_ACTION = "export.requested"

@@ -20,16 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from auditmw._event import OUTCOMES
-from auditmw._stores.query import (
-    DEFAULT_BUCKETS,
+from auditmw._stores.cursor import MAX_CURSOR_CHARS
+from auditmw._stores.filters import (
     FILTER_PARAMS,
-    MAX_BUCKETS,
-    MAX_CURSOR_CHARS,
     MAX_PARAM_CHARS,
     EventFilter,
     QueryError,
     parse_time,
 )
+from auditmw._stores.histogram import DEFAULT_BUCKETS, MAX_BUCKETS
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100

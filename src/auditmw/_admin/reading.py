@@ -20,7 +20,7 @@ from auditmw._admin.parameters import (
 )
 from auditmw._admin.responses import error_response, json_response
 from auditmw._event import Event
-from auditmw._stores.query import QueryError
+from auditmw._stores.filters import QueryError
 from auditmw._stores.store import AuditStore
 
 MAX_EVENT_ID_CHARS = 256

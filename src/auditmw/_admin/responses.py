@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from auditmw._errors import StoreClosedError, StoreError, StoreUnavailableError
 from auditmw._middleware import RETRY_AFTER_SECONDS
-from auditmw._stores.query import QueryError
+from auditmw._stores.filters import QueryError
 
 # Sent with every response: audit data must not be cached, sniffed or framed.
 SECURITY_HEADERS = (

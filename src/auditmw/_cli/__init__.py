@@ -25,7 +25,7 @@ from auditmw._cli import export, keygen, prove, verify
 from auditmw._cli.command import Command
 from auditmw._cli.exit_codes import ExitCode
 from auditmw._errors import StoreError, StoreUnavailableError
-from auditmw._stores.query import QueryError
+from auditmw._stores.filters import QueryError
 from auditmw._transparency.notes import MissingExtraError
 
 __all__ = ["COMMANDS", "ExitCode", "build_parser", "main"]

@@ -14,8 +14,8 @@ from auditmw._admin.parameters import add_filter_arguments, filter_from_argument
 from auditmw._cli.command import STORE_HELP, Command
 from auditmw._cli.exit_codes import ExitCode
 from auditmw._cli.progress import Progress
+from auditmw._stores.filters import EventFilter
 from auditmw._stores.open import open_store
-from auditmw._stores.query import EventFilter
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

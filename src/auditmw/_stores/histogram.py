@@ -25,8 +25,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from auditmw._errors import StoreError
-from auditmw._stores.query import TIMESTAMP, _format
+from auditmw._stores.filters import TIMESTAMP, format_timestamp
 
+DEFAULT_BUCKETS = 60  # intervals wanted, when not given
+MAX_BUCKETS = 500
 MILLISECOND = 1_000  # the unit here is the microsecond, the log's resolution
 SECOND = 1_000 * MILLISECOND
 MINUTE = 60 * SECOND
@@ -60,7 +62,7 @@ def timestamp(micros: int) -> str:
     """Microseconds since 1970-01-01T00:00:00Z as a log timestamp, kept within the years
     1 to 9999 that the format can write."""
     micros = min(max(micros, _EARLIEST), _LATEST)
-    return _format(_EPOCH + timedelta(microseconds=micros))
+    return format_timestamp(_EPOCH + timedelta(microseconds=micros))
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,8 @@ def _postgres_store(url: str, options: dict[str, Any]) -> AuditStore:
             options[key] = _seconds(key, value)
         else:
             rest.append((key, value))
-    return PostgresStore(urlunsplit(parts._replace(query=urlencode(rest))), **options)
+    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    return PostgresStore(dsn, **options)
 
 
 # PostgresStore's time limits, settable in the URL (for the CLI and settings read from the

@@ -25,16 +25,15 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Unpack
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from auditmw._errors import (
-    EventRefusedError,
     NotAStoreError,
-    StorageDamagedError,
+    StoreClosedError,
     StoreError,
     StoreUnavailableError,
 )
@@ -42,163 +41,52 @@ from auditmw._event import (
     GENESIS_HASH,
     ROW_FIELDS,
     Event,
-    Limits,
     PreparedEvent,
     chain,
     entry_hash,
-    stored_event,
 )
+from auditmw._stores.filters import EventFilter, ascii_lower
 from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
-from auditmw._stores.query import (
-    EventFilter,
-    Page,
-    encode_cursor,
-    escape_like,
-    keyset_position,
-    where_clause,
+from auditmw._stores.postgres_errors import (
+    DRIVER_ERRORS,
+    error_text,
+    is_data_refusal,
+    is_server_refusal,
+    is_unavailable,
+    refused,
+    store_error,
 )
-from auditmw._stores.store import AuditStore, CheckpointRow, StoredCheckpoint
-from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
-from auditmw._text import is_column_text
-from auditmw._transparency.proofs import leaf_of
+from auditmw._stores.postgres_schema import (
+    CHECKPOINT_TRIGGERS,
+    REJECT_CHANGE_BODY,
+    REJECT_CHECKPOINT_CHANGE_BODY,
+    SCHEMA_VERSION,
+    SEARCH_TEXT,
+    TRIGGERS,
+    create_schema,
+    store_exists,
+)
+from auditmw._stores.rows import CheckpointRow
+from auditmw._stores.sql import (
+    INSERT_CHECKPOINT,
+    NumberedDialect,
+    Row,
+    escape_like,
+    insert_checkpoint_values,
+    select,
+)
+from auditmw._stores.sql_backend import SQLBackend
+from auditmw._stores.store import AuditStore, StoreOptions
+from auditmw._stores.verify import INDEX_COLUMNS
 
 if TYPE_CHECKING:
-    from auditmw._transparency.checkpoints import Checkpointing
+    pass
 
-# 1: events and meta; 2: auditmw_checkpoints; 3: triggers fire ALWAYS (see _create_schema,
-# the migrations).
-SCHEMA_VERSION = "3"
+__all__ = ["SCHEMA_VERSION", "PostgresBackend", "PostgresStore"]
+
 logger = logging.getLogger("auditmw")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-REJECT_CHANGE_BODY = """
-BEGIN
-    RAISE EXCEPTION 'auditmw_events is append-only: % is not allowed', TG_OP;
-END """
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS auditmw_meta (key text PRIMARY KEY, value text NOT NULL);
-CREATE TABLE IF NOT EXISTS auditmw_events (
-    log text COLLATE "C" NOT NULL,
-    seq bigint NOT NULL,
-    id text COLLATE "C" NOT NULL,
-    timestamp text COLLATE "C" NOT NULL,
-    user_id text COLLATE "C",
-    user_email text COLLATE "C",
-    action text COLLATE "C" NOT NULL,
-    resource text COLLATE "C" NOT NULL,
-    resource_id text COLLATE "C",
-    outcome text COLLATE "C" NOT NULL,
-    ip_address text,
-    user_agent text,
-    request_id text,
-    prev_hash text NOT NULL,
-    hash text NOT NULL,
-    entry bytea NOT NULL,
-    PRIMARY KEY (log, seq)
-);
-CREATE UNIQUE INDEX IF NOT EXISTS auditmw_events_id ON auditmw_events (id);
-CREATE INDEX IF NOT EXISTS auditmw_events_time ON auditmw_events (timestamp, id);
-CREATE INDEX IF NOT EXISTS auditmw_events_user_id ON auditmw_events (user_id, timestamp, id);
-CREATE INDEX IF NOT EXISTS auditmw_events_user_email
-    ON auditmw_events (user_email, timestamp, id);
-CREATE INDEX IF NOT EXISTS auditmw_events_action ON auditmw_events (action, timestamp, id);
-CREATE INDEX IF NOT EXISTS auditmw_events_resource ON auditmw_events (resource, timestamp, id);
-CREATE INDEX IF NOT EXISTS auditmw_events_resource_id
-    ON auditmw_events (resource_id, timestamp, id);
-CREATE INDEX IF NOT EXISTS auditmw_events_outcome ON auditmw_events (outcome, timestamp, id);
-CREATE OR REPLACE FUNCTION auditmw_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
-{REJECT_CHANGE_BODY}$$;
-DO $$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_events_no_change'
-                   AND tgrelid = 'auditmw_events'::regclass) THEN
-        CREATE TRIGGER auditmw_events_no_change BEFORE UPDATE OR DELETE ON auditmw_events
-            FOR EACH ROW EXECUTE FUNCTION auditmw_reject_change();
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_events_no_truncate'
-                   AND tgrelid = 'auditmw_events'::regclass) THEN
-        CREATE TRIGGER auditmw_events_no_truncate BEFORE TRUNCATE ON auditmw_events
-            FOR EACH STATEMENT EXECUTE FUNCTION auditmw_reject_change();
-    END IF;
-END $$;
-INSERT INTO auditmw_meta (key, value) VALUES ('schema_version', '1')
-    ON CONFLICT (key) DO NOTHING;
-"""
-SCHEMA = SCHEMA.replace("{REJECT_CHANGE_BODY}", REJECT_CHANGE_BODY)
-TRIGGERS = ("auditmw_events_no_change", "auditmw_events_no_truncate")
-# Version 2: signed checkpoints (auditmw._transparency.checkpoints), append-only like the events.
-REJECT_CHECKPOINT_CHANGE_BODY = """
-BEGIN
-    RAISE EXCEPTION 'auditmw_checkpoints is append-only: % is not allowed', TG_OP;
-END """
-CHECKPOINT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS auditmw_checkpoints (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    log text COLLATE "C" NOT NULL,
-    size bigint NOT NULL,
-    root bytea NOT NULL,
-    frontier bytea NOT NULL,
-    note bytea NOT NULL,
-    key text NOT NULL,
-    created_at text NOT NULL
-);
-CREATE INDEX IF NOT EXISTS auditmw_checkpoints_log ON auditmw_checkpoints (log, size);
-CREATE OR REPLACE FUNCTION auditmw_reject_checkpoint_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
-{REJECT_CHECKPOINT_CHANGE_BODY}$$;
-DO $$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_checkpoints_no_change'
-                   AND tgrelid = 'auditmw_checkpoints'::regclass) THEN
-        CREATE TRIGGER auditmw_checkpoints_no_change BEFORE UPDATE OR DELETE
-            ON auditmw_checkpoints
-            FOR EACH ROW EXECUTE FUNCTION auditmw_reject_checkpoint_change();
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_checkpoints_no_truncate'
-                   AND tgrelid = 'auditmw_checkpoints'::regclass) THEN
-        CREATE TRIGGER auditmw_checkpoints_no_truncate BEFORE TRUNCATE ON auditmw_checkpoints
-            FOR EACH STATEMENT EXECUTE FUNCTION auditmw_reject_checkpoint_change();
-    END IF;
-END $$;
-""".replace("{REJECT_CHECKPOINT_CHANGE_BODY}", REJECT_CHECKPOINT_CHANGE_BODY)
-CHECKPOINT_TRIGGERS = ("auditmw_checkpoints_no_change", "auditmw_checkpoints_no_truncate")
-# Version 3: the append-only triggers fire ALWAYS. A trigger created plainly ('O', origin)
-# does not fire in a session with session_replication_role = replica, which any superuser
-# may SET without touching the schema: no warning could tell. Only triggers in that
-# default state are changed; a disabled one stays disabled, the evidence that it was.
-ALWAYS_TRIGGERS = (  # built from the constant trigger names above, no input
-    "DO $$ BEGIN\n"  # noqa: S608
-    + "".join(
-        f"""    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '{trigger}'
-               AND tgrelid = '{table}'::regclass AND tgenabled = 'O') THEN
-        ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger};
-    END IF;
-"""  # noqa: S608
-        for table, triggers in (
-            ("auditmw_events", TRIGGERS),
-            ("auditmw_checkpoints", CHECKPOINT_TRIGGERS),
-        )
-        for trigger in triggers
-    )
-    + "END $$;\n"
-)
-# What brings a store of version N - 1 to version N (run in order, under the schema lock).
-MIGRATIONS = {2: CHECKPOINT_SCHEMA, 3: ALWAYS_TRIGGERS}
-CHECKPOINT_COLUMNS = "log, size, root, note, created_at, frontier, key"
-INSERT_CHECKPOINT = (
-    f"INSERT INTO auditmw_checkpoints ({CHECKPOINT_COLUMNS}) "  # noqa: S608
-    "SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS "
-    "(SELECT 1 FROM auditmw_checkpoints WHERE log = $1 AND size = $2 AND root = $3)"
-)
-SEARCH_COLUMNS = ("action", "resource", "resource_id", "user_email", "user_id")
-# The searched text: the five fields, ASCII-lowercased (as the SQLite store matches), joined
-# by a control character no search term may contain. Immutable, so a trigram index can hold it.
-SEARCH_TEXT = (
-    "translate("
-    + " || chr(31) || ".join(f"coalesce({name}, '')" for name in SEARCH_COLUMNS)
-    + ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
-)
-EXACT_COLUMNS = ("user_id", "user_email", "resource", "resource_id", "outcome")
-FACET_COLUMNS = ("action", "resource", "outcome")
-EVENT_SELECT = "SELECT log, seq, timestamp, id, entry, hash FROM auditmw_events"
 ROW_COLUMNS = ROW_FIELDS  # the events table's columns, in insert order
 # Statements are built from the constant column names above, never from input.
 INSERT = (
@@ -213,21 +101,26 @@ CHAIN_QUERY = (
 )
 
 
-class PostgresStore(AuditStore):
-    """An audit log in PostgreSQL (``pip install auditmw[postgres]``).
+class PostgresDialect(NumberedDialect):
+    """PostgreSQL's SQL for the shared statements (``auditmw._stores.sql``): newest first
+    by timestamp, ties broken by the time-ordered id; every text column uses the "C"
+    collation (byte order, like SQLite)."""
 
-    ``dsn`` is a ``postgresql://`` URL. Tables live in ``schema`` (created if missing).
-    Time limits, in seconds (docs/failures.md):
+    def action_prefix(self, prefix: str) -> tuple[str, list[Any]]:
+        return "e.action LIKE ? ESCAPE '\\'", [escape_like(prefix) + "%"]
 
-    - ``retry_for``: how long an append may take from its call, reconnecting meanwhile
-      when the connection is lost, before it fails with ``StoreUnavailableError``;
-    - ``connect_timeout``: each attempt to open a connection;
-    - ``command_timeout``: each statement (a read, one chunk of a streamed read, one step
-      of an append), and waiting for a pooled connection; a read fails with
-      ``StoreUnavailableError`` after it, an append tries again on a new connection.
+    def search(self, term: str) -> tuple[str, list[Any]]:
+        # The expression of the trigram index (SEARCH_TEXT), so the index answers it.
+        return f"{SEARCH_TEXT} LIKE ? ESCAPE '\\'", ["%" + escape_like(ascii_lower(term)) + "%"]
 
-    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md).
-    """
+
+class PostgresBackend(SQLBackend):
+    """The rows of an audit log in a PostgreSQL schema (``PostgresStore``'s backend);
+    the time limits are ``PostgresStore``'s."""
+
+    tiebreak = str  # the event id: time-ordered
+    dialect = PostgresDialect()
+    chain_query = CHAIN_QUERY
 
     def __init__(
         self,
@@ -239,18 +132,7 @@ class PostgresStore(AuditStore):
         retry_for: float = 10.0,
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
-        limits: Limits | None = None,
-        max_batch: int = 1024,
-        max_pending: int = 10_000,
-        checkpointing: Checkpointing | None = None,
     ) -> None:
-        super().__init__(
-            limits=limits,
-            max_batch=max_batch,
-            max_pending=max_pending,
-            checkpointing=checkpointing,
-            append_timeout=retry_for,
-        )
         if not _SCHEMA_NAME.match(schema):
             raise ValueError("schema must be a lowercase SQL identifier")
         timeouts = {
@@ -271,20 +153,17 @@ class PostgresStore(AuditStore):
         self._pool: asyncpg.Pool | None = None
         self._checkpoint_table = False  # known to exist (see _has_checkpoint_table)
 
-    def __repr__(self) -> str:
-        return f"PostgresStore(schema={self.schema!r})"
-
     @property
     def _settings(self) -> dict[str, str]:
         # The schema goes in as a connection setting, so SQL text never includes it.
         return {"search_path": self.schema, "application_name": "auditmw"}
 
-    async def _connect(self) -> None:
+    async def connect(self) -> None:
         try:
             conn = await self._new_connection()
             try:
                 if self._create:
-                    await _create_schema(conn, self.schema)
+                    await create_schema(conn, self.schema)
             finally:
                 await conn.close()
             self._write_conn = await self._connect_writer()
@@ -298,9 +177,9 @@ class PostgresStore(AuditStore):
                 command_timeout=self._command_timeout,
             )
         except BaseException as exc:
-            await self._disconnect()
+            await self.disconnect()
             if isinstance(exc, DRIVER_ERRORS):
-                raise _store_error("cannot open the PostgreSQL audit store", exc) from exc
+                raise store_error("cannot open the PostgreSQL audit store", exc) from exc
             raise
 
     async def _new_connection(self, **options: Any) -> asyncpg.Connection:
@@ -316,10 +195,10 @@ class PostgresStore(AuditStore):
         return await self._new_connection(server_settings=self._settings)
 
     async def _check_is_store(self, conn: asyncpg.Connection) -> None:
-        if not await _store_exists(conn, self.schema):
+        if not await store_exists(conn, self.schema):
             raise NotAStoreError(f"schema {self.schema!r} holds no auditmw store")
 
-    async def _disconnect(self) -> None:
+    async def disconnect(self) -> None:
         pool, conn = self._pool, self._write_conn
         self._pool = self._write_conn = None
         try:
@@ -330,14 +209,15 @@ class PostgresStore(AuditStore):
                 if conn is not None and not conn.is_closed():
                     await conn.close()
         except DRIVER_ERRORS as exc:
-            logger.warning("PostgreSQL audit store: connections closed abruptly: %s", _text(exc))
+            logger.warning(
+                "PostgreSQL audit store: connections closed abruptly: %s", error_text(exc)
+            )
             if pool is not None:
                 pool.terminate()
             if conn is not None:
                 conn.terminate()
 
-    async def _commit_batch(self, batch: list[PreparedEvent]) -> list[Event]:
-        deadline = self._commit_deadline()
+    async def append_batch(self, batch: list[PreparedEvent], deadline: float) -> list[Event]:
         while True:
             try:
                 async with asyncio.timeout(deadline - time.monotonic()):
@@ -345,9 +225,9 @@ class PostgresStore(AuditStore):
             except StoreError:
                 raise
             except Exception as exc:
-                if _is_data_refusal(exc):
-                    raise _refused(exc) from exc
-                if _is_server_refusal(exc) and not _is_unavailable(exc):
+                if is_data_refusal(exc):
+                    raise refused(exc) from exc
+                if is_server_refusal(exc) and not is_unavailable(exc):
                     raise StoreError(f"PostgreSQL audit store: append failed: {exc}") from exc
                 # The connection is lost or in an unknown state (a statement timed out), or
                 # the server said "not now": drop it; the next try reconnects and first
@@ -357,7 +237,7 @@ class PostgresStore(AuditStore):
                     conn.terminate()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    message = f"PostgreSQL audit store unreachable: {_text(exc)}"
+                    message = f"PostgreSQL audit store unreachable: {error_text(exc)}"
                     raise StoreUnavailableError(message) from exc
                 await asyncio.sleep(min(0.1, remaining))
 
@@ -377,7 +257,7 @@ class PostgresStore(AuditStore):
             # our connection): the ids are there, report them.
             committed = await self._committed(conn, batch)
             if committed is None:  # e.g. a unique index an operator added
-                raise _refused(exc) from exc
+                raise refused(exc) from exc
             return committed
 
     async def _insert(self, conn: asyncpg.Connection, batch: list[PreparedEvent]) -> list[Event]:
@@ -412,45 +292,47 @@ class PostgresStore(AuditStore):
         ``StoreUnavailableError`` when the server is unreachable, too slow or says "not
         now". A connection left in an unknown state (a statement timed out, was
         cancelled) is dropped, not reused."""
-        self._require_open()
-        assert self._pool is not None
+        if self._pool is None:
+            raise StoreClosedError("the audit store is not open")
         try:
             async with self._pool.acquire(timeout=self._command_timeout) as conn:
                 try:
                     yield conn
                 except BaseException as exc:
-                    if _is_unavailable(exc) or isinstance(exc, asyncio.CancelledError):
+                    if is_unavailable(exc) or isinstance(exc, asyncio.CancelledError):
                         # (A connection the server closed went back to the pool already.)
                         with contextlib.suppress(asyncpg.InterfaceError):
                             conn.terminate()
                     raise
         except DRIVER_ERRORS as exc:
-            raise _store_error(f"PostgreSQL audit store: {failed}", exc) from exc
+            raise store_error(f"PostgreSQL audit store: {failed}", exc) from exc
 
     async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         async with self._connection() as conn:
             return list(await conn.fetch(sql, *args))
 
+    async def _fetch_rows(
+        self, sql: str, params: Sequence[Any], *, custom_plan: bool = False
+    ) -> list[Row]:
+        if not custom_plan:
+            return await self._fetch(sql, *params)
+        # After five runs of a prepared statement PostgreSQL may keep a generic plan, made
+        # without the values: for a search, a scan of every row (230 ms at a million)
+        # instead of the trigram index (40 ms), as it cannot tell a rare term from a
+        # common one.
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            return list(await conn.fetch(sql, *params))
+
+    async def _stream_rows(self, sql: str, params: Sequence[Any]) -> AsyncIterator[Row]:
+        async with self._connection() as conn, conn.transaction():
+            # A server-side cursor: rows stream in chunks, memory stays flat.
+            async for record in conn.cursor(sql, *params, prefetch=1000):
+                yield record
+
     async def _fetchval(self, sql: str, *args: Any) -> Any:
         async with self._connection() as conn:
             return await conn.fetchval(sql, *args)
-
-    async def get(self, event_id: str) -> Event | None:
-        if not is_column_text(event_id):  # no event has it; the driver would raise
-            return None
-        records = await self._fetch(
-            "SELECT entry, hash FROM auditmw_events WHERE id = $1", event_id
-        )
-        return Event.from_entry(records[0]["entry"], records[0]["hash"]) if records else None
-
-    async def count(self) -> int:
-        return int(await self._fetchval("SELECT count(*) FROM auditmw_events"))
-
-    async def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
-        async with self._connection() as conn, conn.transaction():
-            # A server-side cursor: rows stream in chunks, memory stays flat.
-            async for record in conn.cursor(CHAIN_QUERY, prefetch=1000):
-                yield ChainRow(record[0], record[1], record[2], bytes(record[3]), tuple(record[4:]))
 
     async def schema_warnings(self) -> list[str]:
         warnings = await self._trigger_warnings("auditmw_events", TRIGGERS)
@@ -489,7 +371,7 @@ class PostgresStore(AuditStore):
                 )
         return warnings
 
-    async def _storage_damage(self) -> list[str]:
+    async def storage_damage(self) -> list[str]:
         """amcheck's ``bt_index_check`` of every B-tree index of the store's tables, when
         the extension is installed and this role may run it (it may not by default):
         PostgreSQL has no cheap check of a whole table; a heap page it finds corrupted
@@ -520,140 +402,52 @@ class PostgresStore(AuditStore):
                     damage.append(f"index {index['relname']} is damaged (amcheck): {exc}")
             return damage
 
-    async def _removed_checkpoints(self) -> list[str]:
+    async def removed_checkpoints(self) -> list[str]:
         # Nothing here proves a removal: the identity sequence behind auditmw_checkpoints.id
         # is not transactional (an insert rolled back, or values cached when the server
         # crashed, leave gaps), unlike SQLite's AUTOINCREMENT counter. Removals show through
         # the key records (StoreEvidence.checkpoint_sizes) and a sink kept elsewhere.
         return []
 
-    async def _checkpoint_sizes(self) -> dict[tuple[str, str], int]:
-        if not await self._has_checkpoint_table():
-            return {}  # never created, or dropped: it holds no checkpoint
-        records = await self._fetch(
-            "SELECT log, key, max(size) AS size FROM auditmw_checkpoints GROUP BY log, key"
-        )
-        return {(record["log"], record["key"]): int(record["size"]) for record in records}
-
-    async def last_seq(self, log: str) -> int:
-        value = await self._fetchval("SELECT max(seq) FROM auditmw_events WHERE log = $1", log)
-        return int(value or 0)
-
-    async def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
-        async with self._connection() as conn, conn.transaction():
-            async for record in conn.cursor(
-                "SELECT hash FROM auditmw_events WHERE log = $1 AND seq > $2 AND seq <= $3 "
-                "ORDER BY seq",
-                log,
-                start,
-                end,
-                prefetch=1000,
-            ):
-                yield leaf_of(record["hash"])
-
-    # --- reading: queries, exports and facets (see auditmw._stores.query) ------------------------
+    # --- reading: queries, exports and facets (their SQL: auditmw._stores.sql) ---------------
     # The same results as the SQLite store: newest first by timestamp, ties broken by the
     # time-ordered id; every text column uses the "C" collation (byte order, like SQLite).
 
-    async def query(
-        self,
-        filter: EventFilter,
-        *,
-        limit: int = 50,
-        cursor: str | None = None,
-        offset: int = 0,
-    ) -> Page:
-        if limit < 1 or offset < 0:
-            raise ValueError("limit must be at least 1 and offset at least 0")
-        conditions, params = _conditions(filter)
-        if cursor is not None:
-            timestamp, event_id = keyset_position(filter, cursor, str)
-            params += [timestamp, event_id]
-            conditions.append(f"(timestamp, id) < (${len(params) - 1}, ${len(params)})")
-        params += [limit + 1, offset]
-        records = await self._fetch(
-            f"{EVENT_SELECT}{where_clause(conditions)} "
-            f"ORDER BY timestamp DESC, id DESC LIMIT ${len(params) - 1} OFFSET ${len(params)}",
-            *params,
-        )
-        events = [
-            stored_event(bytes(record["entry"]), record["hash"], record["log"], record["seq"])
-            for record in records[:limit]
-        ]
-        next_cursor = None
-        if len(records) > limit:
-            last = records[limit - 1]
-            next_cursor = encode_cursor(filter, (last["timestamp"], last["id"]))
-        return Page(events, next_cursor)
-
-    async def iter_events(self, filter: EventFilter) -> AsyncIterator[Event]:
-        """Every matching event in chain order (log, seq ascending), through a
-        server-side cursor: memory stays flat however many match."""
-        conditions, params = _conditions(filter)
-        sql = f"{EVENT_SELECT}{where_clause(conditions)} ORDER BY log, seq"
-        async with self._connection() as conn, conn.transaction():
-            async for record in conn.cursor(sql, *params, prefetch=1000):
-                yield stored_event(
-                    bytes(record["entry"]), record["hash"], record["log"], record["seq"]
-                )
-
-    async def _time_span(self, filter: EventFilter) -> tuple[str, str] | None:
-        # Each end is the first row of an index range read in order (as a page is).
-        conditions, params = _conditions(filter)
-        where = where_clause(conditions)
-        records = await self._fetch_planned_for_values(
-            f"SELECT (SELECT timestamp FROM auditmw_events{where} ORDER BY timestamp LIMIT 1), "  # noqa: S608
-            f"(SELECT timestamp FROM auditmw_events{where} ORDER BY timestamp DESC LIMIT 1)",
-            params,
-        )
-        first, last = records[0]
-        return None if first is None else (first, last)
-
-    async def _interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
+    async def interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
         """Per interval, a count of its range of the (filter column, timestamp, id) index
         (index-only: 90 ms for a million events, where one pass grouping every row by
         ``width_bucket`` took 0.7 s). A search has no such index: its matches, found
         through the trigram index, are read once and grouped by ``width_bucket``, the
         number of edges at or before each timestamp in byte order (the "C" collation)."""
         if filter.search:
-            conditions, params = _conditions(filter)
-            params.append(layout.edges)
-            records = await self._fetch_planned_for_values(
-                f'SELECT width_bucket(timestamp, ${len(params)}::text[] COLLATE "C") AS bucket, '  # noqa: S608
-                f"count(*) FROM auditmw_events{where_clause(conditions)} GROUP BY bucket",
-                params,
+            selection = select(filter, self.dialect)
+            bucket = 'width_bucket(e.timestamp, ?::text[] COLLATE "C") AS bucket, count(*)'
+            sql, params = selection.read(bucket, " GROUP BY bucket")
+            rows = await self._fetch_rows(
+                self.dialect.sql(sql), [layout.edges, *params], custom_plan=True
             )
             counts = [0] * layout.count
-            for record in records:
-                counts[record["bucket"]] = int(record["count"])
+            for bucket_number, count in rows:
+                counts[bucket_number] = int(count)
             return counts
         # The intervals' bounds stand in for the filter's own (as in the SQLite store).
-        conditions, params = _conditions(dataclasses.replace(filter, since=None, until=None))
-        params += [
-            [filter.since or BEFORE_ANY, *layout.edges],
-            [*layout.edges, filter.until or AFTER_ANY],
-        ]
-        in_interval = where_clause([*conditions, "timestamp >= b.lo", "timestamp < b.hi"])
-        records = await self._fetch(
-            f"SELECT (SELECT count(*) FROM auditmw_events{in_interval}) FROM "  # noqa: S608
-            f"unnest(${len(params) - 1}::text[], ${len(params)}::text[]) WITH ORDINALITY "
-            "AS b(lo, hi, n) ORDER BY b.n",
-            *params,
+        selection = select(dataclasses.replace(filter, since=None, until=None), self.dialect)
+        selection.add("e.timestamp >= b.lo AND e.timestamp < b.hi", [])
+        count, params = selection.read("count(*)")
+        rows = await self._fetch_rows(
+            self.dialect.sql(
+                f"SELECT ({count}) FROM unnest(?::text[], ?::text[]) "  # noqa: S608
+                "WITH ORDINALITY AS b(lo, hi, n) ORDER BY b.n"
+            ),
+            [
+                *params,
+                [filter.since or BEFORE_ANY, *layout.edges],
+                [*layout.edges, filter.until or AFTER_ANY],
+            ],
         )
-        return [int(record[0]) for record in records]
+        return [int(row[0]) for row in rows]
 
-    async def _fetch_planned_for_values(self, sql: str, params: list[Any]) -> list[Any]:
-        """``fetch``, planned for these parameter values. After five runs of a prepared
-        statement PostgreSQL may keep a generic plan, made without the values: for a
-        search, a scan of every row (230 ms at a million) instead of the trigram index
-        (40 ms), as it cannot tell a rare term from a common one."""
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-            return list(await conn.fetch(sql, *params))
-
-    async def distinct_values(self, column: str, *, limit: int = 1000) -> list[str]:
-        if column not in FACET_COLUMNS:
-            raise ValueError(f"column must be one of {', '.join(FACET_COLUMNS)}")
+    async def distinct_values(self, column: str, limit: int) -> list[str]:
         # A loose index scan: each step seeks the next greater value in the index.
         records = await self._fetch(
             f"WITH RECURSIVE v(value) AS ("  # noqa: S608 (column is one of FACET_COLUMNS)
@@ -667,38 +461,7 @@ class PostgresStore(AuditStore):
 
     # --- signed checkpoints (auditmw._transparency.checkpoints, table auditmw_checkpoints) --
 
-    async def checkpoints(self, log: str | None = None) -> list[StoredCheckpoint]:
-        if not await self._has_checkpoint_table():
-            return []
-        where, params = ("", []) if log is None else (" WHERE log = $1", [log])
-        records = await self._fetch(
-            f"SELECT {CHECKPOINT_COLUMNS} FROM auditmw_checkpoints{where} "  # noqa: S608
-            "ORDER BY log, size, id",
-            *params,
-        )
-        return [_checkpoint_row(record).checkpoint for record in records]
-
-    async def logs(self) -> list[str]:
-        # A loose index scan of the primary key (log, seq): one seek per log.
-        records = await self._fetch(
-            "WITH RECURSIVE l(log) AS (SELECT min(log) FROM auditmw_events "
-            "UNION ALL SELECT (SELECT min(log) FROM auditmw_events WHERE log > l.log) "
-            "FROM l WHERE l.log IS NOT NULL) SELECT log FROM l WHERE log IS NOT NULL"
-        )
-        return [record["log"] for record in records]
-
-    async def _recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
-        if not await self._has_checkpoint_table():
-            return []
-        records = await self._fetch(
-            f"SELECT {CHECKPOINT_COLUMNS} FROM auditmw_checkpoints "  # noqa: S608
-            "WHERE log = $1 ORDER BY size DESC, id DESC LIMIT $2",
-            log,
-            limit,
-        )
-        return [_checkpoint_row(record) for record in records]
-
-    async def _insert_checkpoint(self, row: CheckpointRow) -> bool:
+    async def insert_checkpoint(self, row: CheckpointRow) -> bool:
         c = row.checkpoint
         # A pooled connection, not the writer's: its own short transaction. Issuers of one
         # log take turns on an advisory lock, so two that raced store one copy.
@@ -709,8 +472,9 @@ class PostgresStore(AuditStore):
                 "hashtext('auditmw checkpoint ' || $1))",
                 c.log,
             )
-            values = (c.log, c.size, c.root, c.note, c.created_at, row.frontier, row.key)
-            status = await conn.execute(INSERT_CHECKPOINT, *values)
+            status = await conn.execute(
+                self.dialect.sql(INSERT_CHECKPOINT), *insert_checkpoint_values(row)
+            )
         return bool(status == "INSERT 0 1")
 
     async def _has_checkpoint_table(self) -> bool:
@@ -736,124 +500,6 @@ class PostgresStore(AuditStore):
         return warnings
 
 
-def _checkpoint_row(record: asyncpg.Record) -> CheckpointRow:
-    checkpoint = StoredCheckpoint(
-        record["log"],
-        int(record["size"]),
-        bytes(record["root"]),
-        bytes(record["note"]),
-        record["created_at"],
-    )
-    return CheckpointRow(checkpoint, bytes(record["frontier"]), record["key"])
-
-
-def _conditions(filter: EventFilter) -> tuple[list[str], list[Any]]:
-    """WHERE conditions (numbered parameters) and their values for ``filter``."""
-    conditions: list[str] = []
-    params: list[Any] = []
-
-    def add(condition: str, value: Any) -> None:
-        params.append(value)
-        conditions.append(condition.replace("?", f"${len(params)}"))
-
-    for name in EXACT_COLUMNS:
-        if getattr(filter, name) is not None:
-            add(f"{name} = ?", getattr(filter, name))
-    prefix = filter.action_prefix
-    if prefix is not None:
-        if prefix:
-            add("action LIKE ? ESCAPE '\\'", escape_like(prefix) + "%")
-    elif filter.action is not None:
-        add("action = ?", filter.action)
-    if filter.since is not None:
-        add("timestamp >= ?", filter.since)
-    if filter.until is not None:
-        add("timestamp < ?", filter.until)
-    if filter.search:
-        term = filter.search.translate(_ASCII_LOWER)
-        add(f"{SEARCH_TEXT} LIKE ? ESCAPE '\\'", "%" + escape_like(term) + "%")
-    return conditions, params
-
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def _event_of(record: asyncpg.Record) -> Event:
-    return stored_event(bytes(record["entry"]), record["hash"], record["log"], record["seq"])
-
-
-async def _create_schema(conn: asyncpg.Connection, schema: str) -> None:
-    """Create the schema, or bring an older one up to ``SCHEMA_VERSION``, idempotently;
-    concurrent first starts serialize on a lock.
-
-    When the store is up to date nothing is run but one SELECT, so an application role
-    that may only INSERT and SELECT (see docs/postgres.md) can open a store its owner
-    created (after an upgrade, the owner opens it once first, to migrate it).
-    """
-    version = await _schema_version(conn, schema)
-    if version is not None and version >= int(SCHEMA_VERSION):
-        return
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('auditmw schema'))")
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')  # validated name
-        version = await _schema_version(conn, schema)  # again, now that we hold the lock
-        if version is not None and version >= int(SCHEMA_VERSION):
-            return
-        trigram_ops = await _trigram_operator_class(conn)
-        await conn.execute(f'SET LOCAL search_path TO "{schema}"')
-        if version is None:
-            await conn.execute(SCHEMA)
-            if trigram_ops is not None:
-                await conn.execute(
-                    "CREATE INDEX IF NOT EXISTS auditmw_events_search ON auditmw_events "
-                    f"USING gin (({SEARCH_TEXT}) {trigram_ops})"
-                )
-            version = 1
-        for target in range(version + 1, int(SCHEMA_VERSION) + 1):
-            await conn.execute(MIGRATIONS[target])
-        await conn.execute(
-            "UPDATE auditmw_meta SET value = $1 WHERE key = 'schema_version'", SCHEMA_VERSION
-        )
-
-
-async def _schema_version(conn: asyncpg.Connection, schema: str) -> int | None:
-    """The store's schema version; None when ``schema`` holds no store. A store without
-    a readable version is taken as version 1 (the migrations are idempotent)."""
-    if not await _store_exists(conn, schema):
-        return None
-    value = await conn.fetchval(
-        f"SELECT value FROM \"{schema}\".auditmw_meta WHERE key = 'schema_version'"  # noqa: S608
-    )
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 1
-
-
-async def _trigram_operator_class(conn: asyncpg.Connection) -> str | None:
-    """pg_trgm's GIN operator class, installing the extension if allowed; None without it
-    (search then reads the table instead of the index)."""
-    try:
-        async with conn.transaction():  # a savepoint: a refusal must not abort the rest
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-    except asyncpg.PostgresError as exc:
-        logger.warning("pg_trgm unavailable (%s): search will not be indexed", exc)
-    schema = await conn.fetchval(
-        "SELECT quote_ident(n.nspname) FROM pg_extension e "
-        "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
-    )
-    return None if schema is None else f"{schema}.gin_trgm_ops"
-
-
-async def _store_exists(conn: asyncpg.Connection, schema: str) -> bool:
-    found = await conn.fetchval(
-        "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1 "
-        "AND tablename IN ('auditmw_meta', 'auditmw_events')",
-        schema,
-    )
-    return bool(found == 2)
-
-
 async def _lock_head(conn: asyncpg.Connection, log: str) -> tuple[int, str]:
     """Lock the log until commit, then read its head from the stored bytes."""
     # Keyed by schema and log: stores in other schemas of the database never wait on it.
@@ -868,63 +514,49 @@ async def _lock_head(conn: asyncpg.Connection, log: str) -> tuple[int, str]:
     return int(record["seq"]), entry_hash(bytes(record["entry"]))
 
 
-# Errors that refuse the rows themselves, not the connection or the statement: another
-# batch without the offending row commits. (The driver raises DataError too, for a value
-# it cannot encode, before sending anything.)
-_DATA_REFUSALS = (
-    asyncpg.exceptions.DataError,  # 22: a value its type or the encoding does not take
-    asyncpg.exceptions.IntegrityConstraintViolationError,  # 23: CHECK, NOT NULL, UNIQUE...
-    asyncpg.exceptions.PLPGSQLError,  # P0: RAISE EXCEPTION in a PL/pgSQL trigger
-    asyncpg.exceptions.TriggeredActionError,  # 09: a trigger's action failed
-    asyncpg.exceptions.ProgramLimitExceededError,  # 54: e.g. an index row too large
-)
+class PostgresStore(AuditStore):
+    """An audit log in PostgreSQL (``pip install auditmw[postgres]``).
 
+    ``dsn`` is a ``postgresql://`` URL. Tables live in ``schema`` (created if missing).
+    Time limits, in seconds (docs/failures.md):
 
-def _refused(exc: Exception) -> EventRefusedError:
-    return EventRefusedError(f"PostgreSQL audit store: append refused: {exc}")
+    - ``retry_for``: how long an append may take from its call, reconnecting meanwhile
+      when the connection is lost, before it fails with ``StoreUnavailableError``;
+    - ``connect_timeout``: each attempt to open a connection;
+    - ``command_timeout``: each statement (a read, one chunk of a streamed read, one step
+      of an append), and waiting for a pooled connection; a read fails with
+      ``StoreUnavailableError`` after it, an append tries again on a new connection.
 
+    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md);
+    ``limits``, ``max_batch`` and ``max_pending`` are every store's (``AuditStore``).
+    """
 
-def _is_data_refusal(exc: Exception) -> bool:
-    """True when the server refused the batch because of a value in it (see
-    _DATA_REFUSALS): the batch did not commit, and smaller batches may."""
-    return isinstance(exc, _DATA_REFUSALS)
+    backend: PostgresBackend
 
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        create: bool = True,
+        pool_size: int = 4,
+        retry_for: float = 10.0,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 10.0,
+        **options: Unpack[StoreOptions],
+    ) -> None:
+        backend = PostgresBackend(
+            dsn,
+            schema=schema,
+            create=create,
+            pool_size=pool_size,
+            retry_for=retry_for,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+        )
+        super().__init__(backend, append_timeout=retry_for, **options)
+        self.dsn = dsn
+        self.schema = schema
 
-# What asyncpg raises: the server's errors, the client's (a closed connection...) and the
-# network's (TimeoutError is an OSError).
-DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
-
-
-def _is_unavailable(exc: BaseException) -> bool:
-    """Whether ``exc`` says "not now": the server could not be reached or did not answer
-    in time, or it is shutting down, starting up, out of connections, memory or disk, or
-    cancelled a statement or gave up on a lock. The same call may succeed later."""
-    return isinstance(
-        exc,
-        OSError
-        | asyncpg.PostgresConnectionError  # class 08, and a connection closed mid-statement
-        | asyncpg.exceptions.OperatorInterventionError  # class 57
-        | asyncpg.exceptions.InsufficientResourcesError  # class 53
-        | asyncpg.exceptions.LockNotAvailableError,
-    )
-
-
-def _store_error(message: str, exc: BaseException) -> StoreError:
-    """``message: exc`` as ``StorageDamagedError`` for damaged storage,
-    ``StoreUnavailableError`` when ``exc`` says "not now", else as ``StoreError``."""
-    kind = StoreUnavailableError if _is_unavailable(exc) else StoreError
-    if isinstance(exc, asyncpg.DataCorruptedError | asyncpg.IndexCorruptedError):
-        kind = StorageDamagedError  # pages or indexes PostgreSQL finds corrupted
-    return kind(f"{message}: {_text(exc)}")
-
-
-def _text(exc: BaseException) -> str:
-    return str(exc) or f"no answer in time ({type(exc).__name__})"
-
-
-def _is_server_refusal(exc: Exception) -> bool:
-    """True when the server answered with an error (the batch did not commit); False
-    when the connection broke or the client lost track, so the outcome is unknown."""
-    return isinstance(exc, asyncpg.PostgresError) and not isinstance(
-        exc, asyncpg.PostgresConnectionError | asyncpg.exceptions.OperatorInterventionError
-    )
+    def __repr__(self) -> str:
+        return f"PostgresStore(schema={self.schema!r})"

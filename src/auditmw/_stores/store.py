@@ -1,59 +1,56 @@
-"""The store interface shared by every backend, and what all backends do alike."""
+"""``AuditStore``: what every store does alike, in front of a ``StoreBackend``.
+
+The front owns the group commit writer, the event limits, checkpointing, verification,
+the histogram's layout and the paging cursors; the backend (``auditmw._stores.backend``)
+only moves rows. ``SQLiteStore`` and ``PostgresStore`` are this front with their backend
+built in; ``auditmw.testing.MemoryStore`` is it over the in-memory reference backend.
+"""
 
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import Self, TypedDict
 
 from auditmw._errors import StorageDamagedError, StoreClosedError
 from auditmw._event import Event, Limits, NewEvent, PreparedEvent, prepare
-from auditmw._stores.histogram import BucketLayout, Histogram
-from auditmw._stores.query import DEFAULT_BUCKETS, MAX_BUCKETS, EventFilter, Page
+from auditmw._stores.backend import FACET_COLUMNS, StoreBackend
+from auditmw._stores.cursor import encode_cursor, keyset_position
+from auditmw._stores.filters import EventFilter, Page
+from auditmw._stores.histogram import DEFAULT_BUCKETS, MAX_BUCKETS, BucketLayout, Histogram
+from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
 from auditmw._stores.verify import ChainRow, StoreEvidence, VerifyReport, verify_rows
 from auditmw._stores.writer import GroupCommitWriter, OnCommit
+from auditmw._transparency.checkpoints import Checkpointer, Checkpointing, CheckpointStats
 
-if TYPE_CHECKING:
-    from auditmw._transparency.checkpoints import Checkpointer, Checkpointing, CheckpointStats
-
-
-@dataclass(frozen=True, slots=True)
-class StoredCheckpoint:
-    """A signed checkpoint as the store keeps it (table ``auditmw_checkpoints``).
-
-    ``root`` and ``size`` are what the issuer computed; only ``note`` is signed, so a
-    verifier trusts nothing here before it opened the note with a verifier key.
-    """
-
-    log: str
-    size: int  # tree size: how many entries of ``log`` it covers
-    root: bytes  # the 32-byte Merkle root the issuer computed
-    note: bytes  # the C2SP signed note, exactly as issued
-    created_at: str  # RFC 3339, UTC
+__all__ = ["AuditStore", "CheckpointRow", "StoreOptions", "StoredCheckpoint"]
 
 
-@dataclass(frozen=True, slots=True)
-class CheckpointRow:
-    """A row of ``auditmw_checkpoints``, with what only the issuer needs: the frontier
-    to extend the tree from (``Frontier.to_bytes()``) and the signer's verifier key."""
+class StoreOptions(TypedDict, total=False):
+    """The options every store takes beside its backend's settings (``AuditStore``)."""
 
-    checkpoint: StoredCheckpoint
-    frontier: bytes
-    key: str  # VerifierKey.encode(): public, says which key signed
+    limits: Limits | None
+    max_batch: int
+    max_pending: int
+    checkpointing: Checkpointing | None
 
 
-class AuditStore(ABC):
-    """An append-only, hash-chained audit log.
+class AuditStore:
+    """An append-only, hash-chained audit log kept by ``backend``.
 
     Use it as an async context manager (or call ``open()``/``close()``); ``close()``
     commits every append already made before it returns.
+
+    ``limits`` bounds each event's fields (``Limits``). Appends are committed in groups
+    of up to ``max_batch``; up to ``max_pending`` wait for the writer, further callers
+    wait for room. ``append_timeout`` is how long an append may take from its call.
+    ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md).
     """
 
     def __init__(
         self,
+        backend: StoreBackend,
         *,
         limits: Limits | None = None,
         max_batch: int = 1024,
@@ -61,14 +58,15 @@ class AuditStore(ABC):
         checkpointing: Checkpointing | None = None,
         append_timeout: float = 10.0,  # each backend's setting (retry_for, busy_timeout)
     ) -> None:
+        self.backend = backend
         self.limits = limits or Limits()
         self._append_timeout = append_timeout
         self._checkpointer: Checkpointer | None = None
         on_commit: OnCommit | None = None
         if checkpointing is not None:
-            from auditmw._transparency.checkpoints import Checkpointer
-
-            self._checkpointer = Checkpointer(self, checkpointing)
+            # It reads and writes checkpoint rows through the backend and appends its
+            # key records through ``_append_own``: it never sees the store itself.
+            self._checkpointer = Checkpointer(backend, self._append_own, checkpointing)
             # Told what each batch committed; it issues checkpoints in its own task,
             # never in the batch's transaction.
             on_commit = self._checkpointer.committed
@@ -84,7 +82,7 @@ class AuditStore(ABC):
 
     async def open(self) -> Self:
         if not self._opened:
-            await self._connect()
+            await self.backend.connect()
             self._connected = True
             self._writer.start()
             self._opened = True
@@ -108,7 +106,7 @@ class AuditStore(ABC):
                     await self._checkpointer.close()
             finally:
                 self._connected = False
-                await self._disconnect()
+                await self.backend.disconnect()
 
     async def __aenter__(self) -> Self:
         return await self.open()
@@ -136,7 +134,7 @@ class AuditStore(ABC):
             raise StoreClosedError("the audit store is not open")
         return await self._writer.submit(prepared)
 
-    async def _append_internal(self, event: NewEvent) -> Event:
+    async def _append_own(self, event: NewEvent) -> Event:
         """``append`` for the store's own events (the checkpoint key record), which may
         still be made while the store is closing, before its writer stopped."""
         return await self._writer.submit(prepare(event, self.limits))
@@ -149,24 +147,24 @@ class AuditStore(ABC):
         All findings are counted; the first ``max_findings`` are listed in the report.
         """
         self._require_open()
-        evidence = await self._evidence()
+        evidence = await self.evidence()
         return await verify_rows(self.iter_chain_rows(), progress, max_findings, evidence=evidence)
 
-    async def _evidence(self) -> StoreEvidence:
+    async def evidence(self) -> StoreEvidence:
         """What verification checks beside the rows (``auditmw._stores.verify.StoreEvidence``).
 
         A read that fails on damaged storage is damage to report, not an error: verify
         goes on with what it can read."""
-        damage = await self._storage_damage()
+        damage = await self.backend.storage_damage()
         removed: list[str] = []
         sizes: dict[tuple[str, str], int] | None = None
         try:
-            removed = await self._removed_checkpoints()
-            sizes = await self._checkpoint_sizes()
+            removed = await self.backend.removed_checkpoints()
+            sizes = await self.backend.checkpoint_sizes()
         except StorageDamagedError as exc:
             damage.append(f"reading the checkpoint table failed: {exc}")
         return StoreEvidence(
-            tuple(damage), tuple(removed), sizes, tuple(await self.schema_warnings())
+            tuple(damage), tuple(removed), sizes, tuple(await self.backend.schema_warnings())
         )
 
     def _require_open(self) -> None:
@@ -191,59 +189,33 @@ class AuditStore(ABC):
             raise ValueError("the store was opened without checkpointing")
         return await self._checkpointer.issue_all()
 
-    @abstractmethod
     async def checkpoints(self, log: str | None = None) -> list[StoredCheckpoint]:
         """The stored checkpoints of ``log`` (of every log when None), ordered by log,
         size, then insertion order. Empty for a store that has no checkpoint table."""
+        return await self.backend.checkpoints(log)
 
-    @abstractmethod
     async def logs(self) -> list[str]:
         """The names of the logs that have events, sorted."""
+        return await self.backend.logs()
 
-    @abstractmethod
-    async def _recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
-        """Up to ``limit`` checkpoints of ``log``, largest size first (then newest)."""
-
-    @abstractmethod
-    async def _insert_checkpoint(self, row: CheckpointRow) -> bool:
-        """Store ``row`` in its own transaction, unless a checkpoint of that log with the
-        same size and root is stored already (two issuers raced); True if inserted."""
-
-    @abstractmethod
     async def get(self, event_id: str) -> Event | None:
         """The event with this id, or None."""
+        return await self.backend.get(event_id)
 
-    @abstractmethod
     async def count(self) -> int:
         """How many events the store holds, over all logs."""
+        return await self.backend.count()
 
-    @abstractmethod
     def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
         """Every stored row, ordered by (log, seq), as the verifier reads it."""
+        return self.backend.iter_chain_rows()
 
-    @abstractmethod
     async def schema_warnings(self) -> list[str]:
         """Protections found missing (e.g. append-only triggers dropped)."""
+        return await self.backend.schema_warnings()
 
-    @abstractmethod
-    async def _storage_damage(self) -> list[str]:
-        """What the database's own check of its storage finds wrong; empty when nothing
-        (or when the backend has no such check to run)."""
+    # Reading, for the admin app and exports (auditmw._stores.filters, auditmw._stores.cursor).
 
-    @abstractmethod
-    async def _removed_checkpoints(self) -> list[str]:
-        """Checkpoint rows the store's own records prove deleted; empty when none (or
-        when the backend keeps no such record)."""
-
-    @abstractmethod
-    async def _checkpoint_sizes(self) -> dict[tuple[str, str], int]:
-        """For each (log, verifier key), the largest size of a stored checkpoint signed
-        by that key (per the table's unsigned ``key`` column: a forged row passes here,
-        and fails when the notes are checked with ``--public-key``)."""
-
-    # Reading, for the admin app and exports (filters and cursors: auditmw._stores.query).
-
-    @abstractmethod
     async def query(
         self,
         filter: EventFilter,
@@ -260,19 +232,28 @@ class AuditStore(ABC):
         raises ``QueryError`` with param ``cursor``. ``offset`` skips that many matches
         first, for page-number clients; it costs O(offset).
         """
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be at least 1 and offset at least 0")
+        position = None
+        if cursor is not None:
+            position = keyset_position(filter, cursor, self.backend.tiebreak)
+        events, last = await self.backend.page(filter, limit, position, offset)
+        return Page(events, None if last is None else encode_cursor(filter, last))
 
-    @abstractmethod
     def iter_events(self, filter: EventFilter) -> AsyncIterator[Event]:
         """Every event matching ``filter`` in chain order: by log, then seq ascending.
 
         Streamed with flat memory, for exports. Chain order is what lets an export of the
         whole log be verified offline (``auditmw verify --jsonl``).
         """
+        return self.backend.stream(filter)
 
-    @abstractmethod
     async def distinct_values(self, column: str, *, limit: int = 1000) -> list[str]:
         """The distinct values of ``action``, ``resource`` or ``outcome`` in the log,
         sorted, at most ``limit`` of them (for the dashboard's choices)."""
+        if column not in FACET_COLUMNS:
+            raise ValueError(f"column must be one of {', '.join(FACET_COLUMNS)}")
+        return await self.backend.distinct_values(column, limit)
 
     async def histogram(self, filter: EventFilter, *, buckets: int = DEFAULT_BUCKETS) -> Histogram:
         """How many events match ``filter`` per interval of time, in at most ``buckets``
@@ -287,45 +268,27 @@ class AuditStore(ABC):
             raise ValueError(f"buckets must be from 1 to {MAX_BUCKETS}")
         span = None
         if filter.since is None or filter.until is None:
-            span = await self._time_span(filter)
+            span = await self.backend.time_span(filter)
         layout = BucketLayout.over(filter.since, filter.until, span, buckets)
         if layout is None:
             return Histogram(filter.since, filter.until, None, ())
-        return layout.histogram(await self._interval_counts(filter, layout))
-
-    @abstractmethod
-    async def _time_span(self, filter: EventFilter) -> tuple[str, str] | None:
-        """The timestamps of the first and the last event matching ``filter``; None when
-        none does."""
-
-    @abstractmethod
-    async def _interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
-        """How many events matching ``filter`` fall in each of ``layout``'s intervals, in
-        order: ``layout.count`` numbers. The first interval takes every earlier event and
-        the last every later one (see ``BucketLayout.edges``), so they add up to all the
-        matches. One statement, counted in the database: no rows are read out."""
+        return layout.histogram(await self.backend.interval_counts(filter, layout))
 
     # Merkle leaves, for inclusion proofs (auditmw._transparency.proofs).
 
-    @abstractmethod
     async def last_seq(self, log: str) -> int:
         """The seq of ``log``'s newest entry (its Merkle tree size); 0 when empty."""
+        return await self.backend.last_seq(log)
 
-    @abstractmethod
     def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
         """The Merkle leaves ``[start, end)`` of ``log``: the stored hashes of its entries
         with seq ``start + 1`` to ``end``, in order, as 32-byte values."""
+        return self.backend.leaf_hashes(log, start, end)
 
-    @abstractmethod
-    async def _connect(self) -> None: ...
-
-    @abstractmethod
-    async def _disconnect(self) -> None: ...
-
-    @abstractmethod
     async def _commit_batch(self, batch: list[PreparedEvent]) -> list[Event]:
-        """Chain and insert ``batch`` in one transaction; all or nothing. Gives up (with
-        ``StoreUnavailableError``) at ``_commit_deadline()``."""
+        """Chain and insert ``batch`` in one transaction (the writer's commit); all or
+        nothing, by the deadline of its oldest append."""
+        return await self.backend.append_batch(batch, self._commit_deadline())
 
     def _commit_deadline(self) -> float:
         """When the batch being committed must have succeeded or failed (``time.monotonic()``):

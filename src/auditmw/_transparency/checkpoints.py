@@ -32,20 +32,22 @@ import inspect
 import logging
 import os
 from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from auditmw._errors import StoreError
 from auditmw._event import Event, NewEvent
-from auditmw._stores.query import EventFilter
+from auditmw._stores.cursor import Keyset
+from auditmw._stores.filters import EventFilter
+from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
 from auditmw._transparency.key_record import KEY_RESOURCE, KEY_ROTATED_ACTION
 from auditmw._transparency.merkle import Frontier
 from auditmw._transparency.sinks import Sink
 
 if TYPE_CHECKING:
-    from auditmw._stores.store import AuditStore, CheckpointRow, StoredCheckpoint
     from auditmw._transparency.notes import SigningKey, VerifierKey
 
 logger = logging.getLogger("auditmw")
@@ -55,6 +57,29 @@ DEFAULT_KEY_ENV = "AUDITMW_SIGNING_KEY"
 # rotated key's) are skipped; past these the tree is computed from all the leaves.
 RECENT_CHECKPOINTS = 8
 _LOG_LOG = attrgetter("log")
+
+
+class CheckpointStorage(Protocol):
+    """What the checkpointer reads and writes: a store's backend
+    (``auditmw._stores.backend.StoreBackend``) has all of it."""
+
+    async def logs(self) -> list[str]: ...
+
+    async def last_seq(self, log: str) -> int: ...
+
+    def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]: ...
+
+    async def page(
+        self, filter: EventFilter, limit: int, position: Keyset | None, offset: int
+    ) -> tuple[list[Event], Keyset | None]: ...
+
+    async def recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]: ...
+
+    async def insert_checkpoint(self, row: CheckpointRow) -> bool: ...
+
+
+# Appends one of the store's own events (the key record), even while the store closes.
+AppendEvent: TypeAlias = Callable[[NewEvent], Awaitable[Event]]
 
 
 class CheckpointingError(StoreError):
@@ -134,8 +159,11 @@ def _now() -> str:
 class Checkpointer:
     """Issues the checkpoints of one open store (see the module docstring)."""
 
-    def __init__(self, store: AuditStore, config: Checkpointing) -> None:
-        self._store = store
+    def __init__(
+        self, storage: CheckpointStorage, append: AppendEvent, config: Checkpointing
+    ) -> None:
+        self._storage = storage
+        self._append = append
         self._config = config
         self.stats = CheckpointStats()
         self._verifier: VerifierKey | None = None
@@ -157,7 +185,7 @@ class Checkpointer:
             self._verifier = self._config.key.verifier
         return self._verifier
 
-    # --- lifecycle (called by AuditStore) ------------------------------------------------
+    # --- lifecycle (called by the store) ------------------------------------------------
 
     async def start(self) -> None:
         """After the store opened: record the key if new, note the logs left behind by an
@@ -225,7 +253,7 @@ class Checkpointer:
 
     async def issue_all(self) -> list[StoredCheckpoint]:
         """Issue for every log of the store now; failures raise."""
-        return await self._issue_logs(await self._store.logs(), strict=True)
+        return await self._issue_logs(await self._storage.logs(), strict=True)
 
     # --- when to issue ---------------------------------------------------------------------
 
@@ -315,15 +343,13 @@ class Checkpointer:
     async def _issue(self, log: str) -> StoredCheckpoint | None:
         """Sign and store the checkpoint of ``log`` as it is now; None when its newest
         checkpoint (by this key) already covers it, or another issuer stored the same."""
-        from auditmw._stores.store import CheckpointRow, StoredCheckpoint
         from auditmw._transparency.notes import Checkpoint, log_origin, sign_checkpoint
 
-        store = self._store
-        head = await store.last_seq(log)
+        head = await self._storage.last_seq(log)
         frontier = await self._base(log, head)
         if frontier.size == head:
             return None
-        async for leaf in store.leaf_hashes(log, frontier.size, head):
+        async for leaf in self._storage.leaf_hashes(log, frontier.size, head):
             frontier.append(leaf)
         if frontier.size != head:  # the store returned a gap: never sign a guess
             raise StoreError(f"log {log!r}: read {frontier.size} leaves of {head}")
@@ -332,12 +358,12 @@ class Checkpointer:
         note = sign_checkpoint(checkpoint, self._config.key)
         stored = StoredCheckpoint(log, head, root, note, _now())
         row = CheckpointRow(stored, frontier.to_bytes(), self.verifier.encode())
-        return stored if await store._insert_checkpoint(row) else None
+        return stored if await self._storage.insert_checkpoint(row) else None
 
     async def _base(self, log: str, head: int) -> Frontier:
         """The frontier to extend: that of the newest checkpoint of ``log`` this key
         signed, checked against its signed root; the empty tree when there is none."""
-        rows = await self._store._recent_checkpoints(log, RECENT_CHECKPOINTS)
+        rows = await self._storage.recent_checkpoints(log, RECENT_CHECKPOINTS)
         for row in rows:
             if not self._signed_by_us(log, row):
                 continue  # another key's (rotated), or a forgery: not a base
@@ -357,7 +383,7 @@ class Checkpointer:
                 size,
             )
             frontier = Frontier()
-            async for leaf in self._store.leaf_hashes(log, 0, size):
+            async for leaf in self._storage.leaf_hashes(log, 0, size):
                 frontier.append(leaf)
             if frontier.size != size or frontier.root() != root:
                 raise CheckpointingError(
@@ -418,13 +444,13 @@ class Checkpointer:
         if self._key_recorded:
             return
         current = self.verifier.encode()
-        page = await self._store.query(EventFilter(action=KEY_ROTATED_ACTION), limit=1)
+        newest, _ = await self._storage.page(EventFilter(action=KEY_ROTATED_ACTION), 1, None, 0)
         recorded = None
-        if page.events and isinstance(page.events[0].details, dict):
-            value = page.events[0].details.get("new_key")
+        if newest and isinstance(newest[0].details, dict):
+            value = newest[0].details.get("new_key")
             recorded = value if isinstance(value, str) else None
         if recorded != current:
-            record = await self._store._append_internal(
+            record = await self._append(
                 NewEvent(
                     action=KEY_ROTATED_ACTION,
                     resource=KEY_RESOURCE,
@@ -444,9 +470,9 @@ class Checkpointer:
         """Logs whose entries outrun their newest checkpoint (an earlier run stopped
         without closing the store) are due like fresh entries: by count, time or close."""
         now = asyncio.get_running_loop().time()
-        for log in await self._store.logs():
-            head = await self._store.last_seq(log)
-            rows = await self._store._recent_checkpoints(log, 1)
+        for log in await self._storage.logs():
+            head = await self._storage.last_seq(log)
+            rows = await self._storage.recent_checkpoints(log, 1)
             behind = head - (rows[0].checkpoint.size if rows else 0)
             if behind > 0 and log not in self._pending:
                 self._pending[log] = behind

@@ -418,7 +418,7 @@ async def check_checkpoints(
         origin_prefix=origin_prefix,
         progress=progress,
         max_findings=max_findings,
-        evidence=await store._evidence(),
+        evidence=await store.evidence(),
     )
     if not keys:
         report.unchecked = len(own)

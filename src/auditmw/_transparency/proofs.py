@@ -106,7 +106,7 @@ async def prove_inclusion(store: AuditStore, log: str, seq: int) -> InclusionPro
     leaf = b""
     async for value in store.leaf_hashes(log, seq - 1, seq):
         leaf = value
-    for checkpoint in await store._recent_checkpoints(log, CANDIDATE_CHECKPOINTS):
+    for checkpoint in await store.backend.recent_checkpoints(log, CANDIDATE_CHECKPOINTS):
         size, signed_root = checkpoint.checkpoint.size, _signed_root(checkpoint.checkpoint)
         if signed_root is None or not seq <= size <= tree_size:
             continue  # it does not cover the entry, or the log is shorter (truncated)

@@ -1,27 +1,17 @@
-"""What to read from a log: filters, pages, cursors, and timestamps parsed from ISO 8601.
+"""Which events to read: ``EventFilter``, the ``Page`` a query returns, and ``QueryError``.
 
 ``EventFilter`` says which events; ``AuditStore.query`` returns one ``Page`` of them,
-newest first, and ``AuditStore.iter_events`` streams all of them for an export.
-
-Pages are addressed by keyset, never by offset: a cursor holds the position of the last
-event of a page (its timestamp and a store-specific tie-breaker), so the next page starts
-with an index seek wherever it is. Cursors are opaque (base64url JSON), versioned and
-bound to their filter: a cursor made for one filter is rejected for another. They are not
-signed: a client who edits one only moves its own position within results it may read.
-
-Every function here raises ``QueryError`` for bad input, naming the HTTP parameter
-(``from``, ``cursor``...); the admin app answers it with a 400, the CLI with a one-line
-message. The HTTP parameters themselves are described and parsed in
-``auditmw._admin.parameters``.
+newest first, and ``AuditStore.iter_events`` streams all of them for an export. A filter
+validates itself: a bad value raises ``QueryError`` naming its HTTP parameter (``from``,
+``to``, ``search``...), which the admin app answers with a 400 and the CLI with a
+one-line message.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -32,10 +22,9 @@ from auditmw._event import OUTCOMES, Event
 from auditmw._text import is_unicode
 
 MAX_PARAM_CHARS = 1024  # any single parameter value; event fields are at most 1024 chars
-MAX_CURSOR_CHARS = 512
 MIN_SEARCH_INDEX_CHARS = 3  # a trigram index cannot look up shorter terms
-DEFAULT_BUCKETS = 60  # histogram intervals wanted (auditmw._stores.histogram), when not given
-MAX_BUCKETS = 500
+# The version of the cursor format, which a filter's fingerprint includes.
+CURSOR_VERSION = 1
 
 # HTTP name of each filter parameter -> EventFilter field (the CLI spells them --user-id...).
 FILTER_PARAMS = {
@@ -52,10 +41,9 @@ FILTER_PARAMS = {
 
 # The one timestamp format of the log (see auditmw._event.utc_timestamp); it sorts as text.
 TIMESTAMP = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
-_MAX_TIMESTAMP = "9999-12-31T23:59:59.999999Z"
-_CURSOR_CHARS = re.compile(r"\A[A-Za-z0-9_-]+\Z")
+MAX_TIMESTAMP = "9999-12-31T23:59:59.999999Z"  # later than any event's
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CURSOR_VERSION = 1
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 class QueryError(AuditError, ValueError):
@@ -111,11 +99,11 @@ class EventFilter:
             if not is_unicode(value):
                 raise QueryError(param, "is not valid Unicode (it holds a lone surrogate)")
         if self.outcome is not None and self.outcome not in OUTCOMES:
-            raise QueryError("outcome", f"{_shown(self.outcome)} is not one of {_OUTCOME_LIST}")
+            raise QueryError("outcome", f"{shown(self.outcome)} is not one of {_OUTCOME_LIST}")
         for param, value in (("from", self.since), ("to", self.until)):
             if value is not None and not TIMESTAMP.match(value):
                 raise QueryError(
-                    param, f"{_shown(value)} is not a normalized timestamp; use parse_time()"
+                    param, f"{shown(value)} is not a normalized timestamp; use parse_time()"
                 )
         if self.since is not None and self.until is not None and self.since >= self.until:
             raise QueryError("to", "must be later than from")
@@ -137,7 +125,7 @@ class EventFilter:
 
     def fingerprint(self) -> str:
         """A short digest of the filter, which binds cursors to it."""
-        digest = hashlib.sha256(orjson.dumps([_CURSOR_VERSION, *astuple(self)])).digest()
+        digest = hashlib.sha256(orjson.dumps([CURSOR_VERSION, *astuple(self)])).digest()
         return base64.urlsafe_b64encode(digest[:9]).decode()
 
 
@@ -149,45 +137,23 @@ class Page:
     next_cursor: str | None
 
 
-# --- cursors -------------------------------------------------------------------------------
-
-Position = tuple[str | int, ...]
-
-
-def encode_cursor(filter: EventFilter, position: Position) -> str:
-    """An opaque cursor for ``position`` (chosen by the store) within ``filter``'s results."""
-    payload = orjson.dumps([_CURSOR_VERSION, filter.fingerprint(), *position])
-    return base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+def ascii_lower(text: str) -> str:
+    """``text`` with only ``A``-``Z`` lowercased: how search folds case (as SQL's LIKE)."""
+    return text.translate(_ASCII_LOWER)
 
 
-def decode_cursor(filter: EventFilter, cursor: str) -> Position:
-    """The position held by ``cursor``; ``QueryError`` unless it was made for ``filter``."""
-    if len(cursor) > MAX_CURSOR_CHARS or not _CURSOR_CHARS.match(cursor):
-        raise QueryError("cursor", "is not a cursor returned by this API", "invalid_cursor")
-    try:
-        payload = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        raise QueryError(
-            "cursor", "is not a cursor returned by this API", "invalid_cursor"
-        ) from None
-    if (
-        not isinstance(payload, list)
-        or len(payload) < 2
-        or payload[0] != _CURSOR_VERSION
-        or not isinstance(payload[1], str)
-        or not all(type(item) in (str, int) for item in payload[2:])
-    ):
-        raise QueryError("cursor", "is not a cursor returned by this API", "invalid_cursor")
-    if payload[1] != filter.fingerprint():
-        raise QueryError(
-            "cursor",
-            "was made for different filters; start again from the first page",
-            "foreign_cursor",
-        )
-    return tuple(payload[2:])
+def format_timestamp(moment: datetime) -> str:
+    """A UTC ``datetime`` as a log timestamp."""
+    # isoformat() always writes a four-digit year (strftime's %Y does not, below 1000).
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-# --- parsing -------------------------------------------------------------------------------
+def shown(value: str, limit: int = 40) -> str:
+    """A value quoted for an error message, cut short."""
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+_OUTCOME_LIST = ", ".join(OUTCOMES)
 
 
 def parse_time(param: str, text: str, *, end: bool = False) -> str:
@@ -199,7 +165,7 @@ def parse_time(param: str, text: str, *, end: bool = False) -> str:
     """
     invalid = QueryError(
         param,
-        f"{_shown(text, 40)} is not an ISO 8601 date (2024-05-01) "
+        f"{shown(text, 40)} is not an ISO 8601 date (2024-05-01) "
         "or date-time (2024-05-01T12:00:00Z)",
     )
     if len(text) > 64 or not text.isascii():
@@ -211,57 +177,13 @@ def parse_time(param: str, text: str, *, end: bool = False) -> str:
     else:
         try:
             moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return _format(moment + timedelta(days=1) if end else moment)
+            return format_timestamp(moment + timedelta(days=1) if end else moment)
         except OverflowError:
-            return _MAX_TIMESTAMP  # the day after 9999-12-31: later than any event
+            return MAX_TIMESTAMP  # the day after 9999-12-31: later than any event
     try:
         moment = datetime.fromisoformat(text)
         if moment.utcoffset() is None:
             moment = moment.replace(tzinfo=UTC)
-        return _format(moment.astimezone(UTC))
+        return format_timestamp(moment.astimezone(UTC))
     except (ValueError, OverflowError):
         raise invalid from None
-
-
-def _format(moment: datetime) -> str:
-    # isoformat() always writes a four-digit year (strftime's %Y does not, below 1000).
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def _shown(value: str, limit: int = 40) -> str:
-    """A value quoted for an error message, cut short."""
-    return repr(value if len(value) <= limit else value[:limit] + "…")
-
-
-_OUTCOME_LIST = ", ".join(OUTCOMES)
-
-
-def escape_like(text: str) -> str:
-    """``text`` as a LIKE pattern matching itself, for ``LIKE ... ESCAPE '\\'``: search
-    terms are literal, ``%`` and ``_`` included."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def where_clause(conditions: Iterable[str]) -> str:
-    """`` WHERE a AND b`` for SQL conditions built from constant fragments; "" for none."""
-    joined = " AND ".join(conditions)
-    return f" WHERE {joined}" if joined else ""
-
-
-def keyset_position(
-    filter: EventFilter, cursor: str, tiebreak: type[int] | type[str]
-) -> tuple[str, int | str]:
-    """The (timestamp, tie-breaker) position of a cursor ``query`` made for ``filter``.
-
-    Each store breaks timestamp ties its own way (SQLite: a rowid, an ``int`` below 2**63;
-    PostgreSQL: the event id, a ``str`` of at most 64 characters); anything else in the
-    cursor is refused as a cursor this API did not return.
-    """
-    position = decode_cursor(filter, cursor)
-    if len(position) == 2 and isinstance(position[0], str) and TIMESTAMP.match(position[0]):
-        value = position[1]
-        if tiebreak is int and type(value) is int and 0 <= value < 2**63:
-            return position[0], value
-        if tiebreak is str and isinstance(value, str) and len(value) <= 64:
-            return position[0], value
-    raise QueryError("cursor", "is not a cursor returned by this API", "invalid_cursor")

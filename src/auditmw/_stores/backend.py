@@ -1,0 +1,155 @@
+"""The narrow interface between ``AuditStore`` and the database that holds a log.
+
+``AuditStore`` (``auditmw._stores.store``) does what every store does alike: the group
+commit writer, limits, checkpointing, verification, histogram layout, cursors. A
+``StoreBackend`` only moves rows: it appends a prepared batch, reads ranges, runs the
+queries of a filter, and keeps checkpoint rows and what it knows about itself.
+
+A new backend subclasses ``StoreBackend``; ``auditmw._stores.memory`` is the smallest
+complete one, and the contract tests (tests/test_store_contract.py) run every backend.
+
+Every failure of the database maps to one of the documented ``StoreError`` subclasses
+(``StoreUnavailableError`` for "not now", ``StorageDamagedError`` for damaged storage,
+``EventRefusedError`` for refused data, ``NotAStoreError`` when there is no store);
+reading from a backend that is not connected raises ``StoreClosedError``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import ClassVar
+
+from auditmw._event import Event, PreparedEvent
+from auditmw._stores.cursor import Keyset
+from auditmw._stores.filters import EventFilter
+from auditmw._stores.histogram import BucketLayout
+from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
+from auditmw._stores.verify import ChainRow
+
+# The columns whose distinct values the dashboard offers as choices.
+FACET_COLUMNS = ("action", "resource", "outcome")
+
+
+class StoreBackend(ABC):
+    """Rows of one audit log in one database (see the module docstring)."""
+
+    # The type of the second half of a keyset position (timestamp, tie-breaker): what
+    # orders events of equal timestamps, in insertion order.
+    tiebreak: ClassVar[type[int] | type[str]]
+
+    # --- connection ----------------------------------------------------------------------
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open (and, when allowed, create) the store; ``NotAStoreError`` when there is none."""
+
+    @abstractmethod
+    async def disconnect(self) -> None:
+        """Close every connection; safe to call when not (or partly) connected."""
+
+    # --- appending -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def append_batch(self, batch: list[PreparedEvent], deadline: float) -> list[Event]:
+        """Chain ``batch`` after the heads of its logs and insert it in one transaction:
+        all or nothing. ``EventRefusedError`` when the database refused its data (with
+        ``committed``: a prefix it kept all the same); ``StoreUnavailableError`` once
+        ``deadline`` (``time.monotonic()``) passed without success."""
+
+    # --- ranges --------------------------------------------------------------------------
+
+    @abstractmethod
+    def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
+        """Every stored row, ordered by (log, seq), as the verifier reads it."""
+
+    @abstractmethod
+    def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """The Merkle leaves ``[start, end)`` of ``log``: the stored hashes of its entries
+        with seq ``start + 1`` to ``end``, in order, as 32-byte values."""
+
+    @abstractmethod
+    async def get(self, event_id: str) -> Event | None:
+        """The event with this id, or None."""
+
+    # --- queries of a filter -------------------------------------------------------------
+
+    @abstractmethod
+    async def page(
+        self, filter: EventFilter, limit: int, position: Keyset | None, offset: int
+    ) -> tuple[list[Event], Keyset | None]:
+        """Up to ``limit`` events matching ``filter`` newest first (by timestamp, ties by
+        insertion order), after ``position`` when given, ``offset`` of them skipped; and
+        the position of the last one when more follow (else None)."""
+
+    @abstractmethod
+    def stream(self, filter: EventFilter) -> AsyncIterator[Event]:
+        """Every event matching ``filter`` in chain order (log, then seq), flat memory."""
+
+    @abstractmethod
+    async def time_span(self, filter: EventFilter) -> tuple[str, str] | None:
+        """The timestamps of the first and the last event matching ``filter``; None when
+        none does."""
+
+    @abstractmethod
+    async def interval_counts(self, filter: EventFilter, layout: BucketLayout) -> list[int]:
+        """How many events matching ``filter`` fall in each of ``layout``'s intervals, in
+        order: ``layout.count`` numbers. The first interval takes every earlier event and
+        the last every later one (see ``BucketLayout.edges``), so they add up to all the
+        matches."""
+
+    @abstractmethod
+    async def distinct_values(self, column: str, limit: int) -> list[str]:
+        """The distinct values of ``column`` (one of ``FACET_COLUMNS``), sorted, at most
+        ``limit`` of them."""
+
+    # --- checkpoint rows -----------------------------------------------------------------
+
+    @abstractmethod
+    async def checkpoints(self, log: str | None) -> list[StoredCheckpoint]:
+        """The stored checkpoints of ``log`` (of every log when None), ordered by log,
+        size, then insertion order. Empty for a store that has no checkpoint table."""
+
+    @abstractmethod
+    async def recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
+        """Up to ``limit`` checkpoints of ``log``, largest size first (then newest)."""
+
+    @abstractmethod
+    async def insert_checkpoint(self, row: CheckpointRow) -> bool:
+        """Store ``row`` in its own transaction (never inside a batch's), unless a
+        checkpoint of that log with the same size and root is stored already (two issuers
+        raced); True if inserted."""
+
+    # --- meta ----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def logs(self) -> list[str]:
+        """The names of the logs that have events, sorted."""
+
+    @abstractmethod
+    async def count(self) -> int:
+        """How many events the store holds, over all logs."""
+
+    @abstractmethod
+    async def last_seq(self, log: str) -> int:
+        """The seq of ``log``'s newest entry (its Merkle tree size); 0 when empty."""
+
+    @abstractmethod
+    async def schema_warnings(self) -> list[str]:
+        """Protections found missing (e.g. append-only triggers dropped)."""
+
+    @abstractmethod
+    async def storage_damage(self) -> list[str]:
+        """What the database's own check of its storage finds wrong; empty when nothing
+        (or when the backend has no such check to run)."""
+
+    @abstractmethod
+    async def removed_checkpoints(self) -> list[str]:
+        """Checkpoint rows the store's own records prove deleted; empty when none (or
+        when the backend keeps no such record)."""
+
+    @abstractmethod
+    async def checkpoint_sizes(self) -> dict[tuple[str, str], int]:
+        """For each (log, verifier key), the largest size of a stored checkpoint signed
+        by that key (per the table's unsigned ``key`` column: a forged row passes here,
+        and fails when the notes are checked with ``--public-key``)."""

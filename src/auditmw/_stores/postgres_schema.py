@@ -1,0 +1,207 @@
+"""PostgreSQL's schema: tables, append-only triggers, the search index, and the migrations
+that bring an older store up to ``SCHEMA_VERSION``."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from auditmw._stores.sql import SEARCH_COLUMNS
+
+logger = logging.getLogger("auditmw")
+
+# 1: events and meta; 2: auditmw_checkpoints; 3: triggers fire ALWAYS (see create_schema,
+# the migrations).
+SCHEMA_VERSION = "3"
+
+REJECT_CHANGE_BODY = """
+BEGIN
+    RAISE EXCEPTION 'auditmw_events is append-only: % is not allowed', TG_OP;
+END """
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS auditmw_meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS auditmw_events (
+    log text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    timestamp text COLLATE "C" NOT NULL,
+    user_id text COLLATE "C",
+    user_email text COLLATE "C",
+    action text COLLATE "C" NOT NULL,
+    resource text COLLATE "C" NOT NULL,
+    resource_id text COLLATE "C",
+    outcome text COLLATE "C" NOT NULL,
+    ip_address text,
+    user_agent text,
+    request_id text,
+    prev_hash text NOT NULL,
+    hash text NOT NULL,
+    entry bytea NOT NULL,
+    PRIMARY KEY (log, seq)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS auditmw_events_id ON auditmw_events (id);
+CREATE INDEX IF NOT EXISTS auditmw_events_time ON auditmw_events (timestamp, id);
+CREATE INDEX IF NOT EXISTS auditmw_events_user_id ON auditmw_events (user_id, timestamp, id);
+CREATE INDEX IF NOT EXISTS auditmw_events_user_email
+    ON auditmw_events (user_email, timestamp, id);
+CREATE INDEX IF NOT EXISTS auditmw_events_action ON auditmw_events (action, timestamp, id);
+CREATE INDEX IF NOT EXISTS auditmw_events_resource ON auditmw_events (resource, timestamp, id);
+CREATE INDEX IF NOT EXISTS auditmw_events_resource_id
+    ON auditmw_events (resource_id, timestamp, id);
+CREATE INDEX IF NOT EXISTS auditmw_events_outcome ON auditmw_events (outcome, timestamp, id);
+CREATE OR REPLACE FUNCTION auditmw_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
+{REJECT_CHANGE_BODY}$$;
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_events_no_change'
+                   AND tgrelid = 'auditmw_events'::regclass) THEN
+        CREATE TRIGGER auditmw_events_no_change BEFORE UPDATE OR DELETE ON auditmw_events
+            FOR EACH ROW EXECUTE FUNCTION auditmw_reject_change();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_events_no_truncate'
+                   AND tgrelid = 'auditmw_events'::regclass) THEN
+        CREATE TRIGGER auditmw_events_no_truncate BEFORE TRUNCATE ON auditmw_events
+            FOR EACH STATEMENT EXECUTE FUNCTION auditmw_reject_change();
+    END IF;
+END $$;
+INSERT INTO auditmw_meta (key, value) VALUES ('schema_version', '1')
+    ON CONFLICT (key) DO NOTHING;
+"""
+SCHEMA = SCHEMA.replace("{REJECT_CHANGE_BODY}", REJECT_CHANGE_BODY)
+TRIGGERS = ("auditmw_events_no_change", "auditmw_events_no_truncate")
+# Version 2: signed checkpoints (auditmw._transparency.checkpoints), append-only like the events.
+REJECT_CHECKPOINT_CHANGE_BODY = """
+BEGIN
+    RAISE EXCEPTION 'auditmw_checkpoints is append-only: % is not allowed', TG_OP;
+END """
+CHECKPOINT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS auditmw_checkpoints (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    log text COLLATE "C" NOT NULL,
+    size bigint NOT NULL,
+    root bytea NOT NULL,
+    frontier bytea NOT NULL,
+    note bytea NOT NULL,
+    key text NOT NULL,
+    created_at text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS auditmw_checkpoints_log ON auditmw_checkpoints (log, size);
+CREATE OR REPLACE FUNCTION auditmw_reject_checkpoint_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+{REJECT_CHECKPOINT_CHANGE_BODY}$$;
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_checkpoints_no_change'
+                   AND tgrelid = 'auditmw_checkpoints'::regclass) THEN
+        CREATE TRIGGER auditmw_checkpoints_no_change BEFORE UPDATE OR DELETE
+            ON auditmw_checkpoints
+            FOR EACH ROW EXECUTE FUNCTION auditmw_reject_checkpoint_change();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_checkpoints_no_truncate'
+                   AND tgrelid = 'auditmw_checkpoints'::regclass) THEN
+        CREATE TRIGGER auditmw_checkpoints_no_truncate BEFORE TRUNCATE ON auditmw_checkpoints
+            FOR EACH STATEMENT EXECUTE FUNCTION auditmw_reject_checkpoint_change();
+    END IF;
+END $$;
+""".replace("{REJECT_CHECKPOINT_CHANGE_BODY}", REJECT_CHECKPOINT_CHANGE_BODY)
+CHECKPOINT_TRIGGERS = ("auditmw_checkpoints_no_change", "auditmw_checkpoints_no_truncate")
+# Version 3: the append-only triggers fire ALWAYS. A trigger created plainly ('O', origin)
+# does not fire in a session with session_replication_role = replica, which any superuser
+# may SET without touching the schema: no warning could tell. Only triggers in that
+# default state are changed; a disabled one stays disabled, the evidence that it was.
+ALWAYS_TRIGGERS = (  # built from the constant trigger names above, no input
+    "DO $$ BEGIN\n"  # noqa: S608
+    + "".join(
+        f"""    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '{trigger}'
+               AND tgrelid = '{table}'::regclass AND tgenabled = 'O') THEN
+        ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger};
+    END IF;
+"""  # noqa: S608
+        for table, triggers in (
+            ("auditmw_events", TRIGGERS),
+            ("auditmw_checkpoints", CHECKPOINT_TRIGGERS),
+        )
+        for trigger in triggers
+    )
+    + "END $$;\n"
+)
+# What brings a store of version N - 1 to version N (run in order, under the schema lock).
+MIGRATIONS = {2: CHECKPOINT_SCHEMA, 3: ALWAYS_TRIGGERS}
+# The searched text: the five fields, ASCII-lowercased (as the SQLite store matches), joined
+# by a control character no search term may contain. Immutable, so a trigram index can hold it.
+SEARCH_TEXT = (
+    "translate("
+    + " || chr(31) || ".join(f"coalesce({name}, '')" for name in SEARCH_COLUMNS)
+    + ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+)
+
+
+async def create_schema(conn: asyncpg.Connection, schema: str) -> None:
+    """Create the schema, or bring an older one up to ``SCHEMA_VERSION``, idempotently;
+    concurrent first starts serialize on a lock.
+
+    When the store is up to date nothing is run but one SELECT, so an application role
+    that may only INSERT and SELECT (see docs/postgres.md) can open a store its owner
+    created (after an upgrade, the owner opens it once first, to migrate it).
+    """
+    version = await schema_version(conn, schema)
+    if version is not None and version >= int(SCHEMA_VERSION):
+        return
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('auditmw schema'))")
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')  # validated name
+        version = await schema_version(conn, schema)  # again, now that we hold the lock
+        if version is not None and version >= int(SCHEMA_VERSION):
+            return
+        trigram_ops = await trigram_operator_class(conn)
+        await conn.execute(f'SET LOCAL search_path TO "{schema}"')
+        if version is None:
+            await conn.execute(SCHEMA)
+            if trigram_ops is not None:
+                await conn.execute(
+                    "CREATE INDEX IF NOT EXISTS auditmw_events_search ON auditmw_events "
+                    f"USING gin (({SEARCH_TEXT}) {trigram_ops})"
+                )
+            version = 1
+        for target in range(version + 1, int(SCHEMA_VERSION) + 1):
+            await conn.execute(MIGRATIONS[target])
+        await conn.execute(
+            "UPDATE auditmw_meta SET value = $1 WHERE key = 'schema_version'", SCHEMA_VERSION
+        )
+
+
+async def schema_version(conn: asyncpg.Connection, schema: str) -> int | None:
+    """The store's schema version; None when ``schema`` holds no store. A store without
+    a readable version is taken as version 1 (the migrations are idempotent)."""
+    if not await store_exists(conn, schema):
+        return None
+    value = await conn.fetchval(
+        f"SELECT value FROM \"{schema}\".auditmw_meta WHERE key = 'schema_version'"  # noqa: S608
+    )
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 1
+
+
+async def trigram_operator_class(conn: asyncpg.Connection) -> str | None:
+    """pg_trgm's GIN operator class, installing the extension if allowed; None without it
+    (search then reads the table instead of the index)."""
+    try:
+        async with conn.transaction():  # a savepoint: a refusal must not abort the rest
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except asyncpg.PostgresError as exc:
+        logger.warning("pg_trgm unavailable (%s): search will not be indexed", exc)
+    schema = await conn.fetchval(
+        "SELECT quote_ident(n.nspname) FROM pg_extension e "
+        "JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_trgm'"
+    )
+    return None if schema is None else f"{schema}.gin_trgm_ops"
+
+
+async def store_exists(conn: asyncpg.Connection, schema: str) -> bool:
+    found = await conn.fetchval(
+        "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = $1 "
+        "AND tablename IN ('auditmw_meta', 'auditmw_events')",
+        schema,
+    )
+    return bool(found == 2)

@@ -1,0 +1,34 @@
+"""The checkpoint rows a store keeps (table ``auditmw_checkpoints``), as plain values.
+
+Kept apart from the store and its backends so that the checkpoint issuer
+(``auditmw._transparency.checkpoints``) can build them without importing either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A signed checkpoint as the store keeps it (table ``auditmw_checkpoints``).
+
+    ``root`` and ``size`` are what the issuer computed; only ``note`` is signed, so a
+    verifier trusts nothing here before it opened the note with a verifier key.
+    """
+
+    log: str
+    size: int  # tree size: how many entries of ``log`` it covers
+    root: bytes  # the 32-byte Merkle root the issuer computed
+    note: bytes  # the C2SP signed note, exactly as issued
+    created_at: str  # RFC 3339, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """A row of ``auditmw_checkpoints``, with what only the issuer needs: the frontier
+    to extend the tree from (``Frontier.to_bytes()``) and the signer's verifier key."""
+
+    checkpoint: StoredCheckpoint
+    frontier: bytes
+    key: str  # VerifierKey.encode(): public, says which key signed

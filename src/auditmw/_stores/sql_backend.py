@@ -1,0 +1,154 @@
+"""What the SQL backends do alike, once: every read that is the same statement on SQLite
+and PostgreSQL but for the ``Dialect`` (``auditmw._stores.sql``).
+
+A SQL backend gives three ways to run a statement (``_fetch_rows``, ``_stream_rows`` and
+``_has_checkpoint_table``), each mapping its driver's errors to ``StoreError`` through
+its one mapping, and may plan a filter its own way (``_selection``).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+from auditmw._event import Event
+from auditmw._stores.backend import StoreBackend
+from auditmw._stores.cursor import Keyset
+from auditmw._stores.filters import EventFilter
+from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
+from auditmw._stores.sql import (
+    CHECKPOINT_SIZES,
+    COUNT,
+    LAST_SEQ,
+    LEAF_HASHES,
+    LOGS,
+    RECENT_CHECKPOINTS,
+    Dialect,
+    Row,
+    Selection,
+    checkpoint_row,
+    checkpoint_sizes,
+    checkpoints_statement,
+    event_of,
+    page_filter,
+    page_of,
+    page_statement,
+    select,
+    stream_statement,
+    time_span_statement,
+)
+from auditmw._stores.verify import ChainRow
+from auditmw._text import is_column_text
+from auditmw._transparency.proofs import leaf_of
+
+
+class SQLBackend(StoreBackend):
+    """A ``StoreBackend`` whose database speaks SQL through ``dialect``."""
+
+    dialect: ClassVar[Dialect]
+    # Every stored row as the verifier reads it (ChainRow's fields), ordered by (log, seq).
+    chain_query: ClassVar[str]
+
+    @abstractmethod
+    async def _fetch_rows(
+        self, sql: str, params: Sequence[Any], *, custom_plan: bool = False
+    ) -> list[Row]:
+        """Every row of ``sql`` (written for this dialect). ``custom_plan``: plan it for
+        these values, not with a generic plan kept from earlier runs (a search's
+        selectivity depends on its term)."""
+
+    @abstractmethod
+    def _stream_rows(self, sql: str, params: Sequence[Any]) -> AsyncIterator[Row]:
+        """The rows of ``sql`` one by one, read in chunks: flat memory however many."""
+
+    @abstractmethod
+    async def _has_checkpoint_table(self) -> bool:
+        """Whether the store has its checkpoint table (one opened with ``create=False``
+        may predate it: then it has no checkpoints)."""
+
+    async def _selection(self, filter: EventFilter, *, newest_first: bool) -> Selection:
+        """The events matching ``filter``; a backend may plan them its own way."""
+        return select(filter, self.dialect)
+
+    async def _value(self, sql: str, params: Sequence[Any]) -> Any:
+        return (await self._fetch_rows(self.dialect.sql(sql), params))[0][0]
+
+    # --- ranges --------------------------------------------------------------------------
+
+    async def get(self, event_id: str) -> Event | None:
+        if not is_column_text(event_id):  # no event has it; the driver would raise
+            return None
+        rows = await self._fetch_rows(
+            self.dialect.sql(
+                f"SELECT e.log, e.seq, NULL, NULL, {self.dialect.entry}, e.hash "  # noqa: S608
+                "FROM auditmw_events AS e WHERE e.id = ?"
+            ),
+            [event_id],
+        )
+        return event_of(rows[0]) if rows else None
+
+    async def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
+        async for row in self._stream_rows(self.chain_query, []):
+            yield ChainRow(row[0], row[1], row[2], bytes(row[3]), tuple(row[4:]))
+
+    async def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
+        async for row in self._stream_rows(self.dialect.sql(LEAF_HASHES), [log, start, end]):
+            yield leaf_of(row[0])
+
+    # --- queries of a filter -------------------------------------------------------------
+
+    async def page(
+        self, filter: EventFilter, limit: int, position: Keyset | None, offset: int
+    ) -> tuple[list[Event], Keyset | None]:
+        sql, params = await self._page_statement(filter, limit, position, offset)
+        return page_of(await self._fetch_rows(sql, params), limit)
+
+    async def _page_statement(
+        self, filter: EventFilter, limit: int, position: Keyset | None, offset: int
+    ) -> tuple[str, list[Any]]:
+        selection = await self._selection(page_filter(filter, position), newest_first=True)
+        return page_statement(selection, self.dialect, position, limit, offset)
+
+    async def stream(self, filter: EventFilter) -> AsyncIterator[Event]:
+        """Every matching event in chain order (log, seq ascending), streamed: an export
+        of the whole log in this order verifies offline."""
+        selection = await self._selection(filter, newest_first=False)
+        async for row in self._stream_rows(*stream_statement(selection, self.dialect)):
+            yield event_of(row)
+
+    async def time_span(self, filter: EventFilter) -> tuple[str, str] | None:
+        selection = await self._selection(filter, newest_first=True)
+        sql, params = time_span_statement(selection, self.dialect)
+        [(first, last)] = await self._fetch_rows(sql, params, custom_plan=True)
+        return None if first is None else (str(first), str(last))
+
+    # --- checkpoint rows -----------------------------------------------------------------
+
+    async def checkpoints(self, log: str | None) -> list[StoredCheckpoint]:
+        if not await self._has_checkpoint_table():
+            return []
+        rows = await self._fetch_rows(*checkpoints_statement(self.dialect, log))
+        return [checkpoint_row(row).checkpoint for row in rows]
+
+    async def recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]:
+        if not await self._has_checkpoint_table():
+            return []
+        rows = await self._fetch_rows(self.dialect.sql(RECENT_CHECKPOINTS), [log, limit])
+        return [checkpoint_row(row) for row in rows]
+
+    async def checkpoint_sizes(self) -> dict[tuple[str, str], int]:
+        if not await self._has_checkpoint_table():
+            return {}  # never created, or dropped: it holds no checkpoint
+        return checkpoint_sizes(await self._fetch_rows(CHECKPOINT_SIZES, []))
+
+    # --- meta ----------------------------------------------------------------------------
+
+    async def logs(self) -> list[str]:
+        return [str(row[0]) for row in await self._fetch_rows(LOGS, [])]
+
+    async def count(self) -> int:
+        return int(await self._value(COUNT, []))
+
+    async def last_seq(self, log: str) -> int:
+        return int(await self._value(LAST_SEQ, [log]) or 0)
