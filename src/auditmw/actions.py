@@ -1,6 +1,6 @@
 """Ready-made events for the actions most applications audit.
 
-The action names are those of the original design's ``auditActions``. Each is one
+The action names are the ones most applications audit. Each is one
 ``audit()`` call, so the actor, IP, user agent and request id come from the current
 request (or ``acting_as``), and each returns what ``audit()`` returns::
 

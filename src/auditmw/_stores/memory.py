@@ -20,9 +20,8 @@ from auditmw._stores.backend import StoreBackend
 from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter, ascii_lower
 from auditmw._stores.histogram import BucketLayout
-from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
+from auditmw._stores.rows import CheckpointRow, StoredCheckpoint, leaf_of
 from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
-from auditmw._transparency.proofs import leaf_of
 
 _COLUMN = {name: index for index, name in enumerate(ROW_FIELDS)}
 _LOG, _SEQ, _ID, _TIMESTAMP, _HASH, _ENTRY = (

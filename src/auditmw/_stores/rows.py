@@ -1,4 +1,5 @@
-"""The checkpoint rows a store keeps (table ``auditmw_checkpoints``), as plain values.
+"""The checkpoint rows a store keeps (table ``auditmw_checkpoints``), as plain values,
+and the stored hash of an entry as a Merkle leaf.
 
 Kept apart from the store and its backends so that the checkpoint issuer
 (``auditmw._transparency.checkpoints``) can build them without importing either.
@@ -7,6 +8,8 @@ Kept apart from the store and its backends so that the checkpoint issuer
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from auditmw._errors import StoreError
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,3 +35,14 @@ class CheckpointRow:
     checkpoint: StoredCheckpoint
     frontier: bytes
     key: str  # VerifierKey.encode(): public, says which key signed
+
+
+def leaf_of(stored_hash: object) -> bytes:
+    """A stored hash column as a Merkle leaf; a damaged one stops the proof."""
+    try:
+        leaf = bytes.fromhex(str(stored_hash))
+    except ValueError:
+        leaf = b""
+    if len(leaf) != 32:
+        raise StoreError("a stored hash is not a SHA-256 hash; run `auditmw verify`")
+    return leaf

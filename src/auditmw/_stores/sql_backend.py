@@ -16,7 +16,7 @@ from auditmw._event import Event
 from auditmw._stores.backend import StoreBackend
 from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter
-from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
+from auditmw._stores.rows import CheckpointRow, StoredCheckpoint, leaf_of
 from auditmw._stores.sql import (
     CHECKPOINT_SIZES,
     COUNT,
@@ -40,7 +40,6 @@ from auditmw._stores.sql import (
 )
 from auditmw._stores.verify import ChainRow
 from auditmw._text import is_column_text
-from auditmw._transparency.proofs import leaf_of
 
 
 class SQLBackend(StoreBackend):

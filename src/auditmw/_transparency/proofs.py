@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from auditmw._errors import StoreError
 from auditmw._text import is_column_text
 from auditmw._transparency.merkle import (
     AsyncLeafReader,
@@ -31,17 +30,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("auditmw")
 # How many of a log's newest checkpoints are tried for a proof to be anchored in.
 CANDIDATE_CHECKPOINTS = 8
-
-
-def leaf_of(stored_hash: object) -> bytes:
-    """A stored hash column as a Merkle leaf; a damaged one stops the proof."""
-    try:
-        leaf = bytes.fromhex(str(stored_hash))
-    except ValueError:
-        leaf = b""
-    if len(leaf) != 32:
-        raise StoreError("a stored hash is not a SHA-256 hash; run `auditmw verify`")
-    return leaf
 
 
 @dataclass(frozen=True, slots=True)
