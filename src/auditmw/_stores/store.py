@@ -134,6 +134,16 @@ class AuditStore:
             raise StoreClosedError("the audit store is not open")
         return await self._writer.submit(prepared)
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the store takes appends: from ``open()`` until ``close()`` begins."""
+        return self._opened
+
+    @property
+    def pending(self) -> int:
+        """How many appends were made and wait for the writer (not being committed)."""
+        return self._writer.pending
+
     async def _append_own(self, event: NewEvent) -> Event:
         """``append`` for the store's own events (the checkpoint key record), which may
         still be made while the store is closing, before its writer stopped."""
