@@ -174,8 +174,9 @@ async def test_a_killed_connection_loses_and_duplicates_nothing(pg_schema: str) 
                 # through a new live writer connection.
                 seen = len(acknowledged)
                 await until(
-                    lambda: len(acknowledged) > seen
-                    and store.backend.writer_pid not in (None, killed)
+                    lambda seen=seen, killed=killed: (
+                        len(acknowledged) > seen and store.backend.writer_pid not in (None, killed)
+                    )
                 )
                 killed = store.backend.writer_pid
                 kills += bool(await killer.fetchval("SELECT pg_terminate_backend($1)", killed))

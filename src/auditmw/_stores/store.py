@@ -144,6 +144,12 @@ class AuditStore:
         """How many appends were made and wait for the writer (not being committed)."""
         return self._writer.pending
 
+    @property
+    def committing(self) -> bool:
+        """Whether a batch of appends is being committed now (its transaction begun,
+        waiting for a lock or a server included)."""
+        return self._writer.deadline is not None
+
     async def _append_own(self, event: NewEvent) -> Event:
         """``append`` for the store's own events (the checkpoint key record), which may
         still be made while the store is closing, before its writer stopped."""
