@@ -30,12 +30,12 @@ from starlette.routing import Mount
 from auditmw import AdminApp, AdminAuth, EventFilter, SQLiteStore
 from auditmw._admin.openapi import openapi_document
 
+from ._admin_mount import CHALLENGE
 from ._asgi import client_for
 from ._servers import serving_in_thread
 from .test_admin import ADMIN, VIEWER, authorize
 from .test_query import SAMPLE, write_events
 
-CHALLENGE = 'Basic realm="audit"'
 AUTH = AdminAuth(
     sign_in_url="/sign-in",
     challenge=CHALLENGE,

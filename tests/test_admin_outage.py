@@ -26,15 +26,14 @@ from typing import Any
 import httpx
 import pytest
 
+from ._example import ADMIN, FRAMEWORKS
 from ._pg_server import ThrowawayPostgres
 from ._servers import ServerProcess, running_example_app
 
-ADMIN = ("admin@example.com", "admin")
 MARGIN = 3.0  # seconds on top of the store's limits: a loaded CI machine, two processes
 # The store's time limits, in its URL: short, so that the test is quick.
 RETRY_FOR, TIMEOUT = 2.0, 1.0
 SQLITE_BUSY_TIMEOUT = 5.0  # the example app's SQLite store keeps the default
-FRAMEWORKS = ["starlette", "litestar"]
 # The admin routes that read the store, with what a working store answers.
 READS = (
     "/events",
