@@ -105,7 +105,7 @@ async def seeded(client: httpx.AsyncClient) -> str:
     return str(page.json()["events"][0]["id"])
 
 
-def client_for(server: ServerProcess) -> httpx.AsyncClient:
+def admin_client(server: ServerProcess) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=server.url, auth=ADMIN, timeout=60)
 
 
@@ -115,7 +115,7 @@ async def test_postgres_stopped_then_frozen(
 ) -> None:
     url = pg_server.store_url(retry_for=RETRY_FOR, connect_timeout=TIMEOUT, command_timeout=TIMEOUT)
     with example_app(tmp_path, framework, "--audit-store", url) as server:
-        async with client_for(server) as client:
+        async with admin_client(server) as client:
             event_id = await seeded(client)
             assert_working(await ask_everything(client, event_id))
 
@@ -158,7 +158,7 @@ async def test_sqlite_write_lock_held_by_another_process(tmp_path: Path, framewo
     """Reads go on (WAL: readers never wait for writers); what must append an event, an
     audited request or an export, answers 503 once busy_timeout has passed."""
     with example_app(tmp_path, framework) as server:
-        async with client_for(server) as client:
+        async with admin_client(server) as client:
             event_id = await seeded(client)
             with write_locked(tmp_path / "data" / "audit.db"):
                 answers = await ask_everything(client, event_id)
