@@ -65,8 +65,8 @@ from _common import (
 VARIANTS = ("bare", "auditmw", "naive")
 # Not run by default, to tell the costs apart:
 # - "middleware": AuditMiddleware alone, no audit() call;
-# - "memory": audit() as in "auditmw", with everything but the database (the events are
-#   chained in memory, on the event loop), to tell the library's cost from SQLite's;
+# - "memory": audit() as in "auditmw", with everything but the database (the in-memory
+#   store of auditmw.testing, on the event loop), to tell the library's cost from SQLite's;
 # - "passthrough": an empty pure ASGI middleware, what any middleware layer costs;
 # - "wait": no middleware; each request waits 2 ms before it answers, as for a group
 #   commit, doing nothing: what waiting alone costs in requests/s.
@@ -99,22 +99,12 @@ def build_app(variant: str, db_path: Path, endpoint: str) -> Any:
     from starlette.routing import Route
 
     import auditmw
+    from auditmw.testing import MemoryStore
 
-    memory_heads: dict[str, tuple[int, str]] = {}
-
-    class MemoryStore(auditmw.SQLiteStore):
-        """The store's whole append path but the database: chained in memory."""
-
-        async def _commit_batch(self, batch: list[Any]) -> list[Any]:
-            from auditmw._event import GENESIS_HASH, chain
-
-            logs = {prepared.log for prepared in batch}
-            heads = {log: memory_heads.get(log, (0, GENESIS_HASH)) for log in logs}
-            _, events = chain(batch, heads)
-            memory_heads.update(heads)
-            return events
-
-    store = (MemoryStore if variant == "memory" else auditmw.SQLiteStore)(db_path)
+    # "memory": the store's whole append path (validation, writer, chaining) but a
+    # database, through the in-memory backend.
+    store: auditmw.AuditStore
+    store = MemoryStore() if variant == "memory" else auditmw.SQLiteStore(db_path)
     naive: dict[str, aiosqlite.Connection] = {}
     app_db: dict[str, aiosqlite.Connection] = {}
 

@@ -126,10 +126,14 @@ def make_event(rng: random.Random) -> NewEvent:
     )
 
 
-def timestamp_of(index: int, total: int) -> str:
+def moment_of(index: int, total: int) -> datetime:
     """Event ``index`` of ``total``: evenly spread over the year, strictly increasing."""
-    moment = START + SPAN * index / total
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return START + SPAN * index / total
+
+
+def timestamp_of(index: int, total: int) -> str:
+    """``moment_of`` as the store writes it."""
+    return moment_of(index, total).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # Columns the main process fills in while chaining; the workers fill in all the others.
@@ -146,7 +150,7 @@ def prepare_chunk(job: tuple[int, int, int]) -> list[RowTemplate]:
     limits = Limits()
     templates = []
     for index in range(start, start + count):
-        prepared = prepare(make_event(rng), limits).with_timestamp(timestamp_of(index, total))
+        prepared = prepare(make_event(rng), limits, at=moment_of(index, total))
         values = {**prepared.columns, "log": prepared.log, **dict.fromkeys(CHAIN_COLUMNS)}
         row = [values[name] for name in ROW_COLUMNS]
         templates.append((prepared.head, prepared.middle, prepared.tail, row))

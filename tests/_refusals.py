@@ -75,20 +75,20 @@ class Commits:
 
 
 def watch_commits(store: AuditStore) -> Commits:
-    """What the store's writer tries to commit from now on (a look inside: which events
-    shared a transaction is not visible from outside)."""
+    """What the store's writer tries to commit from now on, seen at the backend's seam
+    (which events shared a transaction is not visible from outside)."""
     commits = Commits()
-    commit = store._writer._commit
+    append_batch = store.backend.append_batch
 
-    async def watched(batch: list[PreparedEvent]) -> list[Event]:
+    async def watched(batch: list[PreparedEvent], deadline: float) -> list[Event]:
         commits.sizes.append(len(batch))
         try:
-            return await commit(batch)
+            return await append_batch(batch, deadline)
         except EventRefusedError:
             commits.refused.append(len(batch))
             raise
 
-    store._writer._commit = watched
+    store.backend.append_batch = watched  # type: ignore[method-assign]
     return commits
 
 

@@ -22,6 +22,7 @@ from auditmw._admin.pages import DASHBOARD_DIR
 from auditmw._stores.filters import MAX_PARAM_CHARS
 from auditmw._stores.jsonl import verify_jsonl
 
+from ._asgi import client_for
 from .test_query import SAMPLE, model_newest_first, write_events
 
 ADMIN = {"x-test-user": "admin"}
@@ -35,10 +36,6 @@ def authorize(request: Request) -> Actor | bool | None:
     if who is None:
         return None
     return ADMIN_USER if who == "admin" else False
-
-
-def client_for(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://testserver")
 
 
 async def fetch_all_ids(

@@ -20,7 +20,8 @@ from auditmw import Actor, AdminApp, EventFilter, SQLiteStore
 from auditmw._admin.openapi import openapi_document
 from auditmw._admin.pages import DASHBOARD_DIR
 
-from .test_admin import ADMIN, VIEWER, authorize, client_for
+from ._asgi import client_for
+from .test_admin import ADMIN, VIEWER, authorize
 from .test_query import SAMPLE, write_events
 
 

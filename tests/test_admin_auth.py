@@ -24,10 +24,9 @@ from starlette.routing import Mount
 from auditmw import Actor, AdminApp, AdminAuth, SQLiteStore
 from auditmw._admin.access import PAGE_CSP
 
+from ._admin_mount import CHALLENGE, MOUNT
 from .test_query import SAMPLE, write_events
 
-MOUNT = "/admin/audit"
-CHALLENGE = 'Basic realm="audit"'
 # Chromium opening a page (typed URL or a link), over http to 127.0.0.1.
 NAVIGATION = {
     "accept": "text/html,application/xhtml+xml,application/xml;q=0.9,image/jxl,image/avif,"

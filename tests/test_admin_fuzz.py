@@ -28,7 +28,8 @@ from schemathesis.specs.openapi.checks import (
 from auditmw import AdminApp, SQLiteStore
 from auditmw._admin.openapi import openapi_document
 
-from .test_admin import ADMIN, authorize, client_for
+from ._asgi import client_for
+from .test_admin import ADMIN, authorize
 from .test_query import SAMPLE, write_events
 
 SCHEMA = schemathesis.openapi.from_dict(openapi_document())

@@ -25,10 +25,10 @@ from starlette.requests import HTTPConnection, Request
 
 from auditmw import Actor, AdminApp, EventFilter, SQLiteStore
 
-from .test_admin import client_for
+from ._admin_mount import MOUNT
+from ._asgi import client_for
 from .test_query import SAMPLE, write_events
 
-MOUNT = "/admin/audit"
 ADMIN = {"authorization": "User alice"}
 VIEWER = {"authorization": "User bob"}
 ADMINS = {"alice"}
@@ -136,8 +136,8 @@ async def test_the_dashboard_loads_under_the_mount_point(
     client, _ = host
     response = await client.get(MOUNT, headers=ADMIN)
     assert response.status_code in (301, 302, 307, 308)
-    page_url = urljoin(f"http://testserver{MOUNT}", response.headers["location"])
-    assert page_url == f"http://testserver{MOUNT}/"
+    page_url = urljoin(f"http://test{MOUNT}", response.headers["location"])
+    assert page_url == f"http://test{MOUNT}/"
     page = await client.get(page_url, headers=ADMIN)
     assert page.status_code == 200 and "<html" in page.text.lower()
     for asset in ("static/dashboard.css", "static/dashboard.js", "events", "facets", "verify"):

@@ -30,11 +30,12 @@ from starlette.routing import Mount
 from auditmw import AdminApp, AdminAuth, EventFilter, SQLiteStore
 from auditmw._admin.openapi import openapi_document
 
+from ._admin_mount import CHALLENGE
+from ._asgi import client_for
 from ._servers import serving_in_thread
 from .test_admin import ADMIN, VIEWER, authorize
 from .test_query import SAMPLE, write_events
 
-CHALLENGE = 'Basic realm="audit"'
 AUTH = AdminAuth(
     sign_in_url="/sign-in",
     challenge=CHALLENGE,
@@ -115,11 +116,6 @@ async def store(store_path: Path) -> AsyncIterator[SQLiteStore]:
     await write_events(store_path, SAMPLE)
     async with SQLiteStore(store_path) as opened:
         yield opened
-
-
-def client_for(app: Any, root_path: str = "") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app, root_path=root_path)
-    return httpx.AsyncClient(transport=transport, base_url="http://example.test")
 
 
 async def test_servers_name_each_mount_point(store: SQLiteStore) -> None:

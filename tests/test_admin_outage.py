@@ -26,15 +26,14 @@ from typing import Any
 import httpx
 import pytest
 
+from ._example import ADMIN, FRAMEWORKS
 from ._pg_server import ThrowawayPostgres
 from ._servers import ServerProcess, running_example_app
 
-ADMIN = ("admin@example.com", "admin")
 MARGIN = 3.0  # seconds on top of the store's limits: a loaded CI machine, two processes
 # The store's time limits, in its URL: short, so that the test is quick.
 RETRY_FOR, TIMEOUT = 2.0, 1.0
 SQLITE_BUSY_TIMEOUT = 5.0  # the example app's SQLite store keeps the default
-FRAMEWORKS = ["starlette", "litestar"]
 # The admin routes that read the store, with what a working store answers.
 READS = (
     "/events",
@@ -106,7 +105,7 @@ async def seeded(client: httpx.AsyncClient) -> str:
     return str(page.json()["events"][0]["id"])
 
 
-def client_for(server: ServerProcess) -> httpx.AsyncClient:
+def admin_client(server: ServerProcess) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=server.url, auth=ADMIN, timeout=60)
 
 
@@ -116,7 +115,7 @@ async def test_postgres_stopped_then_frozen(
 ) -> None:
     url = pg_server.store_url(retry_for=RETRY_FOR, connect_timeout=TIMEOUT, command_timeout=TIMEOUT)
     with example_app(tmp_path, framework, "--audit-store", url) as server:
-        async with client_for(server) as client:
+        async with admin_client(server) as client:
             event_id = await seeded(client)
             assert_working(await ask_everything(client, event_id))
 
@@ -159,7 +158,7 @@ async def test_sqlite_write_lock_held_by_another_process(tmp_path: Path, framewo
     """Reads go on (WAL: readers never wait for writers); what must append an event, an
     audited request or an export, answers 503 once busy_timeout has passed."""
     with example_app(tmp_path, framework) as server:
-        async with client_for(server) as client:
+        async with admin_client(server) as client:
             event_id = await seeded(client)
             with write_locked(tmp_path / "data" / "audit.db"):
                 answers = await ask_everything(client, event_id)

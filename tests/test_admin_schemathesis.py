@@ -32,12 +32,11 @@ import pytest
 
 from auditmw import SQLiteStore
 
+from ._example import ADMIN, MEMBER
 from ._servers import running_example_app
 
 HOOKS = Path(__file__).with_name("_schemathesis_hooks.py")
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
-ADMIN = ("admin@example.com", "admin")
-MEMBER = ("member@example.com", "member")
 
 
 @dataclass

@@ -27,7 +27,8 @@ from starlette.types import Message, Receive, Scope, Send
 import auditmw
 from auditmw import AuditMiddleware, Event, SQLiteStore, audit
 
-TRUSTED = ["10.0.0.0/8", "fd00::/8"]
+from .test_client_ip import TRUSTED
+
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
 
 INTERESTING_NAMES = [

@@ -215,12 +215,12 @@ def key() -> SigningKey:
     return SigningKey("audit.example.com/app", hashlib.sha256(b"test key").digest())
 
 
-def leaves(n: int) -> list[bytes]:
+def sample_leaves(n: int) -> list[bytes]:
     return [leaf_hash(b"event %d" % i) for i in range(n)]
 
 
 def test_round_trip(key: SigningKey) -> None:
-    checkpoint = Checkpoint(ORIGIN, 10, root(leaves(10)))
+    checkpoint = Checkpoint(ORIGIN, 10, root(sample_leaves(10)))
     signed = sign_checkpoint(checkpoint, key)
     assert signed.decode().startswith(f"{ORIGIN}\n10\n")
     opened = open_checkpoint(signed, [key.verifier], origin=ORIGIN)
@@ -237,7 +237,7 @@ def test_empty_log_checkpoint(key: SigningKey) -> None:
 
 
 def test_extension_lines_round_trip(key: SigningKey) -> None:
-    checkpoint = Checkpoint(ORIGIN, 3, root(leaves(3)), ("ext one", "ext — two"))
+    checkpoint = Checkpoint(ORIGIN, 3, root(sample_leaves(3)), ("ext one", "ext — two"))
     assert open_checkpoint(sign_checkpoint(checkpoint, key), [key.verifier]).checkpoint == (
         checkpoint
     )
@@ -245,7 +245,7 @@ def test_extension_lines_round_trip(key: SigningKey) -> None:
 
 def test_several_signers(key: SigningKey) -> None:
     other, other_public = generate_key("witness.example.org/w1")
-    signed = sign_checkpoint(Checkpoint(ORIGIN, 1, leaves(1)[0]), key, other)
+    signed = sign_checkpoint(Checkpoint(ORIGIN, 1, sample_leaves(1)[0]), key, other)
     assert open_checkpoint(signed, [other_public]).verified_by == (other_public,)
     assert open_checkpoint(signed, [key.verifier, other_public]).verified_by == (
         key.verifier,
@@ -260,26 +260,26 @@ def edit_line(signed: bytes, number: int, new: str) -> bytes:
 
 
 def test_edited_size_is_detected(key: SigningKey) -> None:
-    signed = sign_checkpoint(Checkpoint(ORIGIN, 10, root(leaves(10))), key)
+    signed = sign_checkpoint(Checkpoint(ORIGIN, 10, root(sample_leaves(10))), key)
     with pytest.raises(BadSignatureError):
         open_checkpoint(edit_line(signed, 1, "9"), [key.verifier])
 
 
 def test_edited_root_is_detected(key: SigningKey) -> None:
-    signed = sign_checkpoint(Checkpoint(ORIGIN, 10, root(leaves(10))), key)
-    other_root = Checkpoint(ORIGIN, 10, root(leaves(11)[1:])).body().split("\n")[2]
+    signed = sign_checkpoint(Checkpoint(ORIGIN, 10, root(sample_leaves(10))), key)
+    other_root = Checkpoint(ORIGIN, 10, root(sample_leaves(11)[1:])).body().split("\n")[2]
     with pytest.raises(BadSignatureError):
         open_checkpoint(edit_line(signed, 2, other_root), [key.verifier])
 
 
 def test_edited_origin_is_detected(key: SigningKey) -> None:
-    signed = sign_checkpoint(Checkpoint(ORIGIN, 10, root(leaves(10))), key)
+    signed = sign_checkpoint(Checkpoint(ORIGIN, 10, root(sample_leaves(10))), key)
     with pytest.raises(BadSignatureError):
         open_checkpoint(edit_line(signed, 0, "audit.example.com/app/billing"), [key.verifier])
 
 
 def test_edited_signature_is_detected(key: SigningKey) -> None:
-    signed = sign_checkpoint(Checkpoint(ORIGIN, 10, root(leaves(10))), key)
+    signed = sign_checkpoint(Checkpoint(ORIGIN, 10, root(sample_leaves(10))), key)
     text = signed.decode().rsplit("\n\n", 1)[0]
     parsed = parse_note(signed).signatures[0]
     flipped = bytearray(parsed.signature)
@@ -293,14 +293,16 @@ def test_resigned_by_another_key_is_unknown(key: SigningKey) -> None:
     # A full rewrite: the attacker recomputes the tree and signs with a key of their own,
     # even one with the same name.
     forger = SigningKey(key.name, hashlib.sha256(b"attacker").digest())
-    signed = sign_checkpoint(Checkpoint(ORIGIN, 10, root(leaves(10))), forger)
+    signed = sign_checkpoint(Checkpoint(ORIGIN, 10, root(sample_leaves(10))), forger)
     with pytest.raises(UnknownKeyError) as caught:
         open_checkpoint(signed, [key.verifier])
     assert caught.value.kind == "UNKNOWN_KEY"
 
 
 def test_checkpoint_of_another_log(key: SigningKey) -> None:
-    signed = sign_checkpoint(Checkpoint(log_origin(key.name, "billing"), 1, leaves(1)[0]), key)
+    signed = sign_checkpoint(
+        Checkpoint(log_origin(key.name, "billing"), 1, sample_leaves(1)[0]), key
+    )
     with pytest.raises(WrongOriginError) as caught:
         open_checkpoint(signed, [key.verifier], origin=log_origin(key.name, "default"))
     assert caught.value.kind == "WRONG_ORIGIN"
@@ -308,7 +310,7 @@ def test_checkpoint_of_another_log(key: SigningKey) -> None:
 
 def test_checkpoint_root_and_proofs_work_together(key: SigningKey) -> None:
     # The path a verifier takes: open two checkpoints, then check proofs against them.
-    log = leaves(300)
+    log = sample_leaves(300)
     old = open_checkpoint(
         sign_checkpoint(Checkpoint(ORIGIN, 123, root(log[:123])), key), [key.verifier]
     )
@@ -375,7 +377,7 @@ def test_a_signed_but_malformed_body_is_malformed(key: SigningKey) -> None:
 def test_malformed_notes_are_rejected_clearly(
     key: SigningKey, edit: object, problem: str | None
 ) -> None:
-    signed = sign_checkpoint(Checkpoint(ORIGIN, 10, root(leaves(10))), key).decode()
+    signed = sign_checkpoint(Checkpoint(ORIGIN, 10, root(sample_leaves(10))), key).decode()
     assert callable(edit)
     if problem is None:
         with pytest.raises(BadSignatureError):
@@ -407,7 +409,7 @@ def test_arbitrary_input_never_crashes(message: str | bytes) -> None:
 @given(st.data())
 def test_any_single_byte_change_is_detected(data: st.DataObject) -> None:
     signing_key = SigningKey("audit.example.com/app", hashlib.sha256(b"test key").digest())
-    signed = sign_checkpoint(Checkpoint(ORIGIN, 4242, root(leaves(5))), signing_key)
+    signed = sign_checkpoint(Checkpoint(ORIGIN, 4242, root(sample_leaves(5))), signing_key)
     position = data.draw(st.integers(0, len(signed) - 1), label="position")
     byte = data.draw(st.integers(0, 255).filter(lambda b: b != signed[position]), label="byte")
     changed = signed[:position] + bytes([byte]) + signed[position + 1 :]
@@ -523,7 +525,7 @@ def test_doc_standalone_verifier_agrees() -> None:
     assert not cons(6, 8, root8, root6, consistency)
     assert not incl(leaf5, 4, 8, inclusion, root8)
     # It agrees with auditmw on random proofs too.
-    log = leaves(100)
+    log = sample_leaves(100)
     for old, new in [(1, 2), (3, 7), (16, 100), (37, 64), (0, 5), (5, 5)]:
         proof = consistency_proof(log[:new], old)
         assert cons(old, new, root(log[:old]), root(log[:new]), proof)

@@ -14,7 +14,7 @@ import logging
 import os
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -46,6 +46,7 @@ from auditmw._transparency.proofs import prove_inclusion
 from auditmw._transparency.sinks import checkpoint_file_name
 
 from ._postgres import POSTGRES_DSN, stored_schema_version
+from ._waiting import eventually
 from .test_admin import ADMIN, authorize
 
 KEY = SigningKey.generate("audit.example.com/test")
@@ -63,7 +64,7 @@ async def append(store: AuditStore, count: int, log: str = "default") -> None:
         await store.append(NewEvent(action="a", resource="r", log=log))
 
 
-async def leaves(store: AuditStore, log: str, size: int) -> list[bytes]:
+async def stored_leaves(store: AuditStore, log: str, size: int) -> list[bytes]:
     return [leaf async for leaf in store.leaf_hashes(log, 0, size)]
 
 
@@ -74,7 +75,7 @@ async def assert_valid(
     recomputed here, and a valid signature by ``key`` over exactly that."""
     stored = await store.checkpoints(log)
     for checkpoint in stored:
-        hashes = await leaves(store, checkpoint.log, checkpoint.size)
+        hashes = await stored_leaves(store, checkpoint.log, checkpoint.size)
         assert len(hashes) == checkpoint.size
         assert root(hashes) == checkpoint.root
         opened = open_checkpoint(
@@ -85,14 +86,6 @@ async def assert_valid(
             checkpoint.root,
         )
     return stored
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]]) -> None:
-    for _ in range(250):  # 5 s
-        if await condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 async def anchored(store: AuditStore) -> None:
@@ -503,7 +496,7 @@ async def test_key_rotation_is_recorded_with_public_keys_only(
         for checkpoint in stored:
             key = KEY if checkpoint.size < 6 else OTHER_KEY  # the record precedes the new key
             open_checkpoint(checkpoint.note, [key.verifier])
-        assert root(await leaves(store, "default", 8)) == stored[-1].root
+        assert root(await stored_leaves(store, "default", 8)) == stored[-1].root
     everything = await Raw(url).dump() + b"".join(note for _, note in read_sink(sink))
     for key in (KEY, OTHER_KEY):
         for secret in [

@@ -27,7 +27,8 @@ from auditmw._transparency import external
 from auditmw._transparency.checkpoint_report import CheckpointReport
 from auditmw._transparency.notes import save_verifier_key
 
-ROOT = Path(__file__).resolve().parent.parent
+from ._paths import ROOT
+
 CLI_DOC = ROOT / "docs" / "cli.md"
 BLOCK_CRYPTOGRAPHY = """
 import importlib.abc, sys

@@ -17,9 +17,8 @@ from auditmw import EventFilter, NewEvent, SQLiteStore
 from auditmw._admin.export import export_chunks
 from auditmw._cli import main
 
+from ._paths import ROOT
 from .test_query import SAMPLE, write_events
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture

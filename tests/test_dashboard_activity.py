@@ -36,6 +36,7 @@ from .test_dashboard_browser import (
     ARTIFACTS,
     DESKTOP,
     LOADED,
+    PAGE_SIZE,
     LiveServer,
     build_app,
     column,
@@ -51,7 +52,6 @@ pytestmark = needs_chromium
 PHONE = {"width": 390, "height": 844}
 PARIS = "Europe/Paris"
 LOS_ANGELES = "America/Los_Angeles"
-PAGE_SIZE = 50
 DASH = "\N{EN DASH}"  # between the two ends of a range
 
 # --- the log: chosen times ----------------------------------------------------------------

@@ -27,9 +27,8 @@ from auditmw._admin.export import (
 )
 from auditmw._stores.jsonl import verify_jsonl
 
+from ._paths import ROOT
 from .test_query import ts, write_events
-
-ROOT = Path(__file__).resolve().parent.parent
 
 HOSTILE = [
     '=HYPERLINK("http://evil","click")',

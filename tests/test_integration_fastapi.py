@@ -18,7 +18,6 @@ from starlette.requests import HTTPConnection
 import auditmw
 from auditmw import (
     AuditMiddleware,
-    Event,
     FailurePolicy,
     SQLiteStore,
     audit,
@@ -28,15 +27,15 @@ from auditmw import (
     set_actor,
 )
 
+from ._asgi import client_for, stored
+from ._projects import ProjectPatch
+
+PEER = "203.0.113.10"  # the client address of the test requests
+
 
 class Project(BaseModel):
     name: str
     description: str = ""
-
-
-class ProjectPatch(BaseModel):
-    name: str | None = None
-    description: str | None = None
 
 
 class HeaderBackend(AuthenticationBackend):
@@ -112,17 +111,8 @@ def make_app(store: SQLiteStore, **options: Any) -> FastAPI:
     return app
 
 
-async def stored(store: SQLiteStore) -> list[Event]:
-    return [Event.from_entry(row.entry, row.hash) async for row in store.iter_chain_rows()]
-
-
-def client_for(app: FastAPI, peer: str = "203.0.113.10") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app, client=(peer, 50000))
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
-
-
 async def test_di_keeps_working_and_the_event_is_complete(store: SQLiteStore) -> None:
-    async with client_for(make_app(store)) as client:
+    async with client_for(make_app(store), peer=PEER) as client:
         response = await client.put(
             "/projects/7",
             json={"description": "the moon"},
@@ -147,7 +137,7 @@ async def test_di_keeps_working_and_the_event_is_complete(store: SQLiteStore) ->
 
 
 async def test_the_openapi_schema_still_sees_the_real_signature(store: SQLiteStore) -> None:
-    async with client_for(make_app(store)) as client:
+    async with client_for(make_app(store), peer=PEER) as client:
         schema = (await client.get("/openapi.json")).json()
     put = schema["paths"]["/projects/{project_id}"]["put"]
     assert [p["name"] for p in put["parameters"]] == ["project_id", "authorization"]
@@ -157,7 +147,7 @@ async def test_the_openapi_schema_still_sees_the_real_signature(store: SQLiteSto
 
 
 async def test_sync_handler_with_async_dependency_and_a_created_id(store: SQLiteStore) -> None:
-    async with client_for(make_app(store)) as client:
+    async with client_for(make_app(store), peer=PEER) as client:
         response = await client.post(
             "/projects", json={"name": "Gemini"}, headers={"authorization": "Bearer bob"}
         )
@@ -172,7 +162,7 @@ async def test_sync_handler_with_async_dependency_and_a_created_id(store: SQLite
 
 
 async def test_user_from_auth_middleware_and_http_errors(store: SQLiteStore) -> None:
-    async with client_for(make_app(store)) as client:
+    async with client_for(make_app(store), peer=PEER) as client:
         missing = await client.delete("/projects/404", headers={"x-session-user": "eve"})
         viewed = await client.get("/me", headers={"x-session-user": "eve"})
     assert missing.status_code == 404 and viewed.status_code == 200
@@ -224,7 +214,7 @@ async def test_200_concurrent_requests_with_actors_set_in_thread_dependencies(
 async def test_fail_closed_503(store: SQLiteStore, path: str) -> None:
     app = make_app(store)
     await store.close()
-    async with client_for(app) as client:
+    async with client_for(app, peer=PEER) as client:
         if path == "/me":
             response = await client.get(path)
         else:
@@ -236,7 +226,7 @@ async def test_fail_closed_503(store: SQLiteStore, path: str) -> None:
 async def test_fail_closed_503_for_a_sync_handler(store: SQLiteStore) -> None:
     app = make_app(store)
     await store.close()
-    async with client_for(app) as client:
+    async with client_for(app, peer=PEER) as client:
         response = await client.post("/projects", json={"name": "x"})
     assert response.status_code == 503  # never the 201 the handler returned
 
@@ -245,7 +235,7 @@ async def test_fail_open_counts(store: SQLiteStore) -> None:
     policy = FailurePolicy(fail_open=True)
     app = make_app(store, failure_policy=policy)
     await store.close()
-    async with client_for(app) as client:
+    async with client_for(app, peer=PEER) as client:
         put = await client.put("/projects/1", json={"name": "x"})
         post = await client.post("/projects", json={"name": "y"})
         me = await client.get("/me")

@@ -20,10 +20,14 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
-from pydantic import BaseModel
 
 import auditmw
-from auditmw import Event, FailurePolicy, SQLiteStore, audit, audited, diff, pending_event
+from auditmw import FailurePolicy, SQLiteStore, audit, audited, diff, pending_event
+
+from ._asgi import client_for, stored
+from ._projects import ProjectPatch
+
+PEER = "203.0.113.20"  # the client address of the test requests
 
 
 @dataclass
@@ -41,11 +45,6 @@ class TokenAuth(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException()
         user_id = header.removeprefix("Bearer ")
         return AuthenticationResult(user=User(user_id, f"{user_id}@example.com"), auth=header)
-
-
-class ProjectPatch(BaseModel):
-    name: str | None = None
-    description: str | None = None
 
 
 PROJECTS: dict[int, dict[str, Any]] = {}
@@ -111,16 +110,6 @@ def make_app(store: SQLiteStore, **options: Any) -> tuple[Litestar, auditmw.Audi
         plugins=[plugin],
     )
     return app, plugin
-
-
-async def stored(store: SQLiteStore) -> list[Event]:
-    return [Event.from_entry(row.entry, row.hash) async for row in store.iter_chain_rows()]
-
-
-def client_for(app: Litestar, peer: str = "203.0.113.20") -> httpx.AsyncClient:
-    # Litestar types its ASGI callable with its own TypedDicts; the protocol is the same.
-    transport = httpx.ASGITransport(cast(Any, app), client=(peer, 50000))
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
 def auth(user: str, **headers: str) -> dict[str, str]:
@@ -195,7 +184,7 @@ async def test_identity_ip_user_agent_request_id_and_diff_land(store: SQLiteStor
 async def test_sync_handlers_in_a_thread_and_in_the_loop(store: SQLiteStore) -> None:
     PROJECTS.clear()
     app, _ = make_app(store)
-    async with client_for(app) as client:
+    async with client_for(app, peer=PEER) as client:
         created = await client.post("/projects", json={"name": "Gemini"}, headers=auth("bob"))
         denied = await client.delete("/projects/1000", headers=auth("bob"))
         allowed = await client.delete("/projects/1000", headers=auth("admin"))
@@ -211,7 +200,7 @@ async def test_sync_handlers_in_a_thread_and_in_the_loop(store: SQLiteStore) -> 
 
 async def test_streams_and_background_tasks_keep_working(store: SQLiteStore) -> None:
     app, _ = make_app(store, record_requests=["GET"])
-    async with client_for(app) as client:
+    async with client_for(app, peer=PEER) as client:
         streamed = await client.get("/stream", headers=auth("carol"))
         queued = await client.post("/reports", headers=auth("carol"))
     assert streamed.text == "0;1;2;3;"
@@ -229,7 +218,7 @@ UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
 async def test_unrouted_requests_get_a_request_id_and_their_event(store: SQLiteStore) -> None:
     app, _ = make_app(store, record_requests=["GET"])
-    async with client_for(app) as client:
+    async with client_for(app, peer=PEER) as client:
         missing = await client.get("/nowhere", headers={"user-agent": "scanner/1.0"})
         assert missing.status_code == 404
         assert re.fullmatch(UUID4, missing.headers["x-request-id"])
@@ -262,7 +251,7 @@ async def test_unrouted_request_whose_event_is_lost_keeps_its_404(store: SQLiteS
     # A 404 claims nothing happened, so fail-closed does not replace it; the loss counts.
     app, plugin = make_app(store, record_requests=["GET"])
     await store.close()
-    async with client_for(app) as client:
+    async with client_for(app, peer=PEER) as client:
         response = await client.get("/nowhere")
     assert response.status_code == 404
     assert response.headers["x-request-id"]
@@ -312,7 +301,7 @@ async def test_fail_closed_503(
 ) -> None:
     app, plugin = make_app(store)
     await store.close()
-    async with client_for(app) as client:
+    async with client_for(app, peer=PEER) as client:
         response = await client.request(method, path, json=body, headers=auth("dan"))
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("application/json")
@@ -324,7 +313,7 @@ async def test_fail_closed_503(
 async def test_fail_open_counts_on_the_plugin(store: SQLiteStore) -> None:
     app, plugin = make_app(store, failure_policy=FailurePolicy(fail_open=True))
     await store.close()
-    async with client_for(app) as client:
+    async with client_for(app, peer=PEER) as client:
         put_ = await client.put("/projects/1", json={"name": "x"}, headers=auth("dan"))
         post_ = await client.post("/projects", json={"name": "x"}, headers=auth("dan"))
         me_ = await client.get("/me", headers=auth("dan"))
@@ -343,7 +332,7 @@ async def test_an_app_handler_for_store_errors_is_kept(store: SQLiteStore) -> No
         plugins=[plugin],
     )
     await store.close()
-    async with client_for(app) as client:
+    async with client_for(app, peer=PEER) as client:
         response = await client.get("/me")
     assert (response.status_code, response.text) == (500, "audit down")
 

@@ -24,7 +24,7 @@ from auditmw import EventFilter, open_store
 
 from . import _sites
 from ._servers import UvicornProcess
-from ._sites import DOCS, empty_store, named_blocks, new_request_id, write_lock
+from ._sites import DOCS, empty_store, named_blocks, new_request_id, with_id, write_lock
 
 APP = named_blocks("frameworks.md")["app.py"]
 SECRET_KEY = "quart-test-secret"
@@ -76,10 +76,6 @@ def site(
     root = tmp_path_factory.mktemp("quart-app")
     with empty_store(request.param, root) as store, serving(root, store) as running:
         yield running
-
-
-def with_id(request_id: str) -> dict[str, str]:
-    return {"x-request-id": request_id}
 
 
 async def test_sign_in_and_a_sync_view_record_the_user_ip_user_agent_and_request_id(

@@ -28,7 +28,9 @@ from starlette.types import Message
 from starlette.websockets import WebSocket
 
 import auditmw
-from auditmw import AuditMiddleware, Event, SQLiteStore, audit, audited, diff, pending_event
+from auditmw import AuditMiddleware, SQLiteStore, audit, audited, diff, pending_event
+
+from ._asgi import client_for, stored
 
 PROXY = "10.0.0.2"
 
@@ -127,15 +129,6 @@ def make_app(store: SQLiteStore, **options: Any) -> Starlette:
             Middleware(AuthenticationMiddleware, backend=BearerBackend()),
         ],
     )
-
-
-async def stored(store: SQLiteStore) -> list[Event]:
-    return [Event.from_entry(row.entry, row.hash) async for row in store.iter_chain_rows()]
-
-
-def client_for(app: Starlette, peer: str = "127.0.0.1") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app, client=(peer, 51000))
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
 async def test_identity_ip_user_agent_request_id_and_diff_land(store: SQLiteStore) -> None:

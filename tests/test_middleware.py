@@ -22,12 +22,10 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 import auditmw
-from auditmw import AuditMiddleware, Event, FailurePolicy, SQLiteStore, audit
+from auditmw import AuditMiddleware, FailurePolicy, SQLiteStore, audit
 from auditmw._record import audit_context
 
-
-async def stored(store: SQLiteStore) -> list[Event]:
-    return [Event.from_entry(row.entry, row.hash) async for row in store.iter_chain_rows()]
+from ._asgi import client_for, stored
 
 
 def http_scope(
@@ -76,12 +74,6 @@ async def run_asgi(
 
     await app(scope, receive, send)
     return sent
-
-
-def client_for(app: Any, **transport: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app, **transport), base_url="http://test"
-    )
 
 
 # --- an ASGI citizen ------------------------------------------------------------------
@@ -282,7 +274,7 @@ async def test_request_events_are_off_by_default(store: SQLiteStore) -> None:
 
 async def test_request_events_for_chosen_methods(store: SQLiteStore) -> None:
     app = request_events_app(store, record_requests=["post", "DELETE"])
-    async with client_for(app, client=("198.51.100.4", 1)) as client:
+    async with client_for(app, peer="198.51.100.4") as client:
         await client.get("/hello")
         posted = await client.post("/hello", headers={"user-agent": "ua/1"})
         await client.delete("/hello")

@@ -13,6 +13,7 @@ from auditmw import Checkpointing, Event, NewEvent, SigningKey, open_store
 from auditmw._stores.postgres import SCHEMA_VERSION, PostgresStore
 
 from ._postgres import POSTGRES_DSN, store_url, stored_schema_version
+from ._waiting import until
 from .test_checkpointing import anchored
 
 
@@ -145,6 +146,9 @@ async def test_stores_sharing_a_log_keep_one_gapless_chain(pg_schema: str) -> No
             await store.close()
 
 
+KILLS = 6
+
+
 async def test_a_killed_connection_loses_and_duplicates_nothing(pg_schema: str) -> None:
     """pg_terminate_backend on the writer, again and again, while appends go on."""
     acknowledged: list[Event] = []
@@ -164,19 +168,25 @@ async def test_a_killed_connection_loses_and_duplicates_nothing(pg_schema: str) 
         writers = [asyncio.create_task(keep_appending(n)) for n in range(8)]
         killer = await asyncpg.connect(POSTGRES_DSN)
         try:
-            kills = 0
-            for _ in range(6):
-                await asyncio.sleep(0.15)
-                conn = store.backend._write_conn  # the writer connection the test kills
-                if conn is not None and not conn.is_closed():
-                    pid = conn.get_server_pid()
-                    kills += bool(await killer.fetchval("SELECT pg_terminate_backend($1)", pid))
+            kills, killed = 0, None
+            for _ in range(KILLS):
+                # The store recovered from the last kill: more appends were acknowledged,
+                # through a new live writer connection.
+                seen = len(acknowledged)
+                await until(
+                    lambda seen=seen, killed=killed: (
+                        len(acknowledged) > seen and store.backend.writer_pid not in (None, killed)
+                    )
+                )
+                killed = store.backend.writer_pid
+                kills += bool(await killer.fetchval("SELECT pg_terminate_backend($1)", killed))
         finally:
             await killer.close()
-        await asyncio.sleep(0.2)
+        seen = len(acknowledged)
+        await until(lambda: len(acknowledged) > seen)  # and after the last one
         stop.set()
         await asyncio.gather(*writers)
-        assert kills >= 3
+        assert kills == KILLS
 
         rows = [row async for row in store.iter_chain_rows()]
         ids = [orjson.loads(row.entry)["id"] for row in rows]

@@ -30,10 +30,9 @@ from auditmw._admin.parameters import (
     parse_limit,
     parse_page,
 )
-from auditmw._event import GENESIS_HASH, Limits, prepare
 from auditmw._stores.cursor import decode_cursor, encode_cursor
 from auditmw._stores.filters import MAX_PARAM_CHARS, parse_time
-from auditmw._stores.sqlite import INSERT, ROW_COLUMNS
+from auditmw.testing import append_at
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -41,34 +40,8 @@ from auditmw._stores.sqlite import INSERT, ROW_COLUMNS
 async def write_events(path: Path, events: Sequence[tuple[NewEvent, str]]) -> list[Event]:
     """Append ``(event, timestamp)`` pairs to the store at ``path`` as real, chained rows
     with exactly those timestamps (in this order: it is the insertion order)."""
-    async with SQLiteStore(path):
-        pass  # create the schema
-    conn = sqlite3.connect(path, isolation_level=None)
-    heads: dict[str, tuple[int, str]] = {}
-    for log, seq, hash_ in conn.execute(
-        "SELECT log, max(seq), hash FROM auditmw_events GROUP BY log"
-    ):
-        heads[log] = (seq, hash_)
-    written = []
-    conn.execute("BEGIN IMMEDIATE")
-    for new, timestamp in events:
-        prepared = prepare(new, Limits()).with_timestamp(timestamp)
-        seq, prev_hash = heads.get(prepared.log, (0, GENESIS_HASH))
-        entry, hash_ = prepared.seal(seq + 1, prev_hash)
-        values = {
-            **prepared.columns,
-            "log": prepared.log,
-            "seq": seq + 1,
-            "prev_hash": prev_hash,
-            "hash": hash_,
-            "entry": entry,
-        }
-        conn.execute(INSERT, [values[name] for name in ROW_COLUMNS])
-        heads[prepared.log] = (seq + 1, hash_)
-        written.append(Event.from_entry(entry, hash_))
-    conn.execute("COMMIT")
-    conn.close()
-    return written
+    async with SQLiteStore(path) as store:
+        return await append_at(store, events)
 
 
 def ascii_lower(text: str) -> str:

@@ -1,7 +1,7 @@
 """Queries, pages, exports order and facets: the same answers from every store.
 
 The events are written with chosen timestamps (ties included) through the store's own
-group commit, so both backends hold the same chained rows; the expected answers come from
+backend's append, so both backends hold the same chained rows; the expected answers come from
 the plain-Python model in ``test_query``.
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from auditmw import AuditStore, Event, EventFilter, Limits, NewEvent, QueryError
-from auditmw._event import prepare
+from auditmw import AuditStore, Event, EventFilter, NewEvent, QueryError
+from auditmw.testing import append_at
 
 from .conftest import StoreFactory
 from .test_query import SAMPLE, model_matches, model_newest_first, random_events, ts
@@ -20,8 +20,7 @@ from .test_query import SAMPLE, model_matches, model_newest_first, random_events
 
 async def write(store: AuditStore, events: Sequence[tuple[NewEvent, str]]) -> list[Event]:
     """Commit ``(event, timestamp)`` pairs in this order, with exactly those timestamps."""
-    prepared = [prepare(new, Limits()).with_timestamp(timestamp) for new, timestamp in events]
-    return await store._commit_batch(prepared)
+    return await append_at(store, events)
 
 
 async def all_pages(store: AuditStore, f: EventFilter, limit: int) -> list[str]:

@@ -17,12 +17,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 import auditmw
-from auditmw import Event, SQLiteStore, acting_as, actions, audit, audited
+from auditmw import SQLiteStore, acting_as, actions, audit, audited
 
-
-async def stored(store: SQLiteStore) -> list[Event]:
-    return [Event.from_entry(row.entry, row.hash) async for row in store.iter_chain_rows()]
-
+from ._asgi import stored
 
 # --- audit() and the actor outside requests -------------------------------------------
 

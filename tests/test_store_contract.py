@@ -17,6 +17,7 @@ from auditmw import (
 )
 from auditmw._stores.verify import YIELD_EVERY, verify_rows
 
+from ._waiting import until
 from .conftest import StoreFactory
 
 
@@ -163,7 +164,7 @@ async def test_close_commits_every_pending_append(store_factory: StoreFactory) -
     pending = [
         asyncio.ensure_future(store.append(NewEvent(action="a", resource="r"))) for _ in range(500)
     ]
-    await asyncio.sleep(0)  # every append is queued
+    await until(lambda: store.pending == 500)  # every append is queued
     await store.close()
     assert all(task.done() and not task.cancelled() for task in pending)
     async with store_factory() as reopened:
@@ -179,7 +180,7 @@ async def test_a_cancelled_append_is_still_committed_and_the_others_answered(
         )
         for i in range(50)
     ]
-    await asyncio.sleep(0)  # every append is queued
+    await until(lambda: contract_store.pending == 50)  # every append is queued
     appends[7].cancel()
     results = await asyncio.gather(*appends, return_exceptions=True)
     assert isinstance(results[7], asyncio.CancelledError)

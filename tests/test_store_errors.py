@@ -26,6 +26,8 @@ from auditmw import (
     ValidationError,
 )
 
+from ._waiting import until
+
 TESTS = Path(__file__).resolve().parent
 
 
@@ -77,7 +79,7 @@ async def test_a_lock_held_shorter_than_the_timeout_only_delays_the_append(
         with closing(sqlite3.connect(store_path, isolation_level=None)) as other:
             other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
             appends = asyncio.gather(*(store.append(event("waited")) for _ in range(3)))
-            await asyncio.sleep(0.3)
+            await until(lambda: store.backend.lock_waits > 0)
             assert not appends.done()  # waiting for the lock, not failed, not written
             other.execute("COMMIT")
             waited = await appends
@@ -186,8 +188,8 @@ def test_disk_full_raises_and_stores_nothing(tmp_path: Path) -> None:
     if probe.returncode != 0:
         pytest.skip(f"cannot mount a private tmpfs here: {probe.stderr.strip()}")
     code = (
-        f"import sys; sys.path.insert(0, {str(TESTS)!r}); "
-        "from test_store_errors import disk_full_child; disk_full_child(sys.argv[1])"
+        f"import sys; sys.path.insert(0, {str(TESTS.parent)!r}); "
+        "from tests.test_store_errors import disk_full_child; disk_full_child(sys.argv[1])"
     )
     child = in_private_tmpfs(directory, sys.executable, "-c", code, str(directory))
     assert child.returncode == 0, child.stderr
@@ -231,9 +233,9 @@ async def test_append_to_a_closed_store_raises(store_path: Path) -> None:
 async def test_append_during_close_raises_instead_of_hanging(store_path: Path) -> None:
     store = await SQLiteStore(store_path).open()
     pending = [asyncio.create_task(store.append(event("queued"))) for _ in range(50)]
-    await asyncio.sleep(0)  # the 50 are queued
+    await until(lambda: store.pending == 50)  # the 50 are queued
     closing_task = asyncio.create_task(store.close())
-    await asyncio.sleep(0)  # close() has begun
+    await until(lambda: not store.is_open)  # close() has begun
     with pytest.raises(StoreClosedError):
         await store.append(event("late"))
     await closing_task
@@ -290,7 +292,7 @@ async def test_close_commits_every_append_already_made(
     tasks = [
         asyncio.create_task(store.append(event("drained", resource_id=str(i)))) for i in range(1000)
     ]
-    await asyncio.sleep(0)  # every append has started (queued, or waiting for room)
+    await until(lambda: store.pending == 1000)  # every append is queued, or waiting for room
     await store.close()
 
     assert all(task.done() for task in tasks)

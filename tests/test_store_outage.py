@@ -40,12 +40,16 @@ from auditmw._stores.postgres import PostgresStore
 from auditmw._transparency.proofs import prove_inclusion
 
 from ._pg_server import ThrowawayPostgres
+from ._waiting import until
 
 T = TypeVar("T")
 MARGIN = 2.5  # seconds on top of a configured time: scheduling on a loaded CI machine
 RETRY_FOR = 2.0  # PostgreSQL: how long an append may take, from its call
 TIMEOUT = 1.0  # PostgreSQL: connect_timeout and command_timeout
 BUSY_TIMEOUT = 2.0  # SQLite
+PACE = 0.05  # seconds between two paced appends
+ARRIVALS = 30  # appends made while the server is frozen
+FAILED_BEFORE_THAW = 20  # of them, failed (their deadline passed) before it thaws
 
 
 @dataclass(frozen=True)
@@ -71,17 +75,25 @@ async def attempt(store: AuditStore, new: NewEvent) -> Attempt:
     return Attempt(submitted, time.monotonic(), event, None)
 
 
-def paced_appends(store: AuditStore, action: str, seconds: float) -> Awaitable[list[Attempt]]:
-    """A stream of appends, one every 50 ms for ``seconds`` (started in the background, each
-    in its own task); awaited, their outcomes in the order they were called."""
+def paced_appends(
+    store: AuditStore, action: str, count: int, answered: list[Attempt] | None = None
+) -> Awaitable[list[Attempt]]:
+    """``count`` appends, one every ``PACE`` seconds (started in the background, each in
+    its own task; each outcome also goes to ``answered`` as soon as it is known);
+    awaited, their outcomes in the order they were called."""
+
+    async def one(new: NewEvent) -> Attempt:
+        outcome = await attempt(store, new)
+        if answered is not None:
+            answered.append(outcome)
+        return outcome
 
     async def stream() -> list[Attempt]:
         tasks: list[asyncio.Task[Attempt]] = []
-        started = time.monotonic()
-        while time.monotonic() - started < seconds:
-            new = NewEvent(action=action, resource="r", resource_id=str(len(tasks)))
-            tasks.append(asyncio.create_task(attempt(store, new)))
-            await asyncio.sleep(0.05)  # pacing the arrivals, not waiting for anything
+        for index in range(count):
+            new = NewEvent(action=action, resource="r", resource_id=str(index))
+            tasks.append(asyncio.create_task(one(new)))
+            await asyncio.sleep(PACE)  # pacing the arrivals, not waiting for anything
         return list(await asyncio.gather(*tasks))
 
     return asyncio.ensure_future(stream())
@@ -105,15 +117,6 @@ async def outcome_of(awaitable: Awaitable[Any]) -> Any:
         return await awaitable
     except StoreError as exc:
         return exc
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Return once ``condition()`` holds, polled every 10 ms; fail after 30 s."""
-    for _ in range(3000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the condition did not hold within 30 s")
 
 
 def pg_store(server: ThrowawayPostgres, **options: Any) -> AuditStore:
@@ -146,7 +149,6 @@ async def test_a_frozen_server_fails_each_append_within_retry_for_then_recovers(
     """Appends in flight when the server freezes and appends arriving while it is frozen
     each fail within retry_for of their own call; after the thaw the same store appends
     again, and nothing acknowledged is lost or doubled."""
-    freeze_for = 4 * RETRY_FOR  # before: every append hung this long, then succeeded
     attempts: list[Attempt] = []
     stop = asyncio.Event()
     async with pg_store(pg_server) as store:
@@ -162,22 +164,24 @@ async def test_a_frozen_server_fails_each_append_within_retry_for_then_recovers(
         await until(lambda: sum(a.event is not None for a in attempts) >= 40)  # flowing
         pg_server.freeze()
         frozen_at = time.monotonic()
-        arriving = paced_appends(store, "arrived", freeze_for)
-        await asyncio.sleep(freeze_for)  # the freeze lasts this long, whatever the store does
+        arrived: list[Attempt] = []
+        arriving = paced_appends(store, "arrived", ARRIVALS, arrived)
+        # Thawed once appends that arrived while frozen failed: their deadlines passed.
+        await until(lambda: sum(a.error is not None for a in arrived) >= FAILED_BEFORE_THAW)
         pg_server.thaw()
         thawed_at = time.monotonic()
         stop.set()
         await asyncio.gather(*workers)
-        attempts += await arriving
+        await arriving
+        attempts += arrived
 
         for a in attempts:
             assert a.took <= RETRY_FOR + MARGIN, a
             if a.error is not None:
                 assert isinstance(a.error, StoreUnavailableError), a.error
-        # While frozen nothing could commit: what was called then failed (but for the
-        # last window, which may have been retried after the thaw).
-        during = [a for a in attempts if frozen_at <= a.submitted < thawed_at - RETRY_FOR]
-        assert len(during) >= 20
+        # While frozen nothing could commit: what was called and answered then failed.
+        during = [a for a in attempts if frozen_at <= a.submitted and a.finished < thawed_at]
+        assert len(during) >= FAILED_BEFORE_THAW
         assert all(a.error is not None for a in during)
 
         # Recovered without reopening the store.
@@ -195,7 +199,7 @@ async def test_a_stopped_server_fails_each_append_within_its_own_window(
     async with pg_store(pg_server, retry_for=window) as store:
         first = await store.append(NewEvent(action="before", resource="r"))
         pg_server.stop()
-        attempts = await paced_appends(store, "while-down", 3 * window)
+        attempts = await paced_appends(store, "while-down", round(3 * window / PACE))
         assert all(isinstance(a.error, StoreUnavailableError) for a in attempts)
         # Before: the appends queued while a batch retried waited up to two windows.
         assert max(a.took for a in attempts) <= window + MARGIN
@@ -216,7 +220,7 @@ async def test_a_lock_held_too_long_fails_each_sqlite_append_within_its_busy_tim
         first = await store.append(NewEvent(action="before", resource="r"))
         with closing(sqlite3.connect(store_path, isolation_level=None)) as other:
             other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-            attempts = await paced_appends(store, "while-locked", 3 * window)
+            attempts = await paced_appends(store, "while-locked", round(3 * window / PACE))
             other.execute("ROLLBACK")
         assert all(isinstance(a.error, StoreUnavailableError) for a in attempts)
         assert max(a.took for a in attempts) <= window + MARGIN
@@ -234,8 +238,8 @@ async def test_a_lock_released_in_time_delays_queued_appends_without_failing_the
     async with SQLiteStore(store_path, busy_timeout=10) as store:
         with closing(sqlite3.connect(store_path, isolation_level=None)) as other:
             other.execute("BEGIN IMMEDIATE")
-            pending = paced_appends(store, "delayed", 1.0)
-            await until(lambda: store._writer.deadline is not None)  # a batch waits for it
+            pending = paced_appends(store, "delayed", round(1.0 / PACE))
+            await until(lambda: store.backend.lock_waits > 0)  # a batch waits for it
             other.execute("COMMIT")
             attempts = await pending
         assert attempts and all(a.event is not None for a in attempts)
@@ -345,7 +349,7 @@ async def test_closing_during_a_freeze_fails_what_is_pending_and_returns(
     first = await store.append(NewEvent(action="before", resource="r"))
     pg_server.freeze()
     pending = asyncio.create_task(attempt(store, NewEvent(action="p", resource="r")))
-    await until(lambda: store._writer.deadline is not None)  # its batch is being committed
+    await until(lambda: store.committing)  # its batch is being committed
     # Closing drains the writer: what cannot be committed fails.
     await within(RETRY_FOR + TIMEOUT + MARGIN, store.close())
     outcome = await pending

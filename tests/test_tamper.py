@@ -25,7 +25,6 @@ import pytest
 import rfc8785
 
 from auditmw import GENESIS_HASH, NewEvent, SQLiteStore, VerifyReport, open_store
-from auditmw._cli import main
 from auditmw._stores.verify import (
     BROKEN_LINK,
     COLUMN_MISMATCH,
@@ -38,10 +37,11 @@ from auditmw._stores.verify import (
 )
 
 from ._attacker import PG_BYPASSES, PostgresTarget, SQLiteTarget, Target, leaf_hash
+from ._command import cli
 from ._postgres import drop_schema, new_schema_name
+from .conftest import BACKENDS
 
 N = 20
-BACKENDS = ["sqlite", "postgres"]
 Expected = list[tuple[str, int, str]]  # (log, seq, kind) of every finding, in order
 
 # ---------------------------------------------------------------------------------------
@@ -145,13 +145,6 @@ def verify(target: Target, *, create: bool = True) -> VerifyReport:
 
 def found(report: VerifyReport) -> Expected:
     return [(f.log, f.seq, f.kind) for f in report.findings]
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_detected(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -13,7 +15,7 @@ from starlette.routing import Route
 import auditmw
 from auditmw import Checkpointing, EventFilter, NewEvent, StoreClosedError
 from auditmw._transparency.notes import SigningKey, open_checkpoint
-from auditmw.testing import MemoryStore, recorded
+from auditmw.testing import MemoryStore, append_at, recorded
 
 
 async def test_an_app_tested_against_a_memory_store() -> None:
@@ -76,3 +78,28 @@ async def test_a_memory_store_issues_checkpoints() -> None:
         assert opened.checkpoint.root == checkpoint.root
         report = await store.verify()
         assert report.ok, report.findings
+
+
+async def test_append_at_backdates_events_chained_as_every_append() -> None:
+    january = datetime(2024, 1, 31, 23, 0, tzinfo=timezone(timedelta(hours=-2)))
+    async with MemoryStore() as store:
+        before = await store.append(NewEvent(action="now", resource="r"))
+        backdated = await append_at(
+            store,
+            [
+                (NewEvent(action="old", resource="r"), "2023-05-01T12:00:00.000001Z"),
+                (NewEvent(action="older", resource="r"), january),
+            ],
+        )
+        assert [event.timestamp for event in backdated] == [
+            "2023-05-01T12:00:00.000001Z",
+            "2024-02-01T01:00:00.000000Z",
+        ]
+        assert [event.seq for event in backdated] == [before.seq + 1, before.seq + 2]
+        assert backdated[0].prev_hash == before.hash
+        assert store.events == [before, *backdated]
+        assert (await store.verify()).ok
+        with pytest.raises(ValueError):
+            await append_at(store, [(NewEvent(action="x", resource="r"), "2023-05-01")])
+    with pytest.raises(StoreClosedError):
+        await append_at(store, [(NewEvent(action="x", resource="r"), january)])

@@ -34,9 +34,9 @@ import orjson
 import pytest
 
 from auditmw import AdminApp, NewEvent, VerifyReport, open_store
-from auditmw._cli import main
 from auditmw._stores.verify import STORAGE_DAMAGED
 
+from ._command import cli
 from ._pg_server import ThrowawayPostgres
 from .test_admin import ADMIN, authorize
 
@@ -121,13 +121,6 @@ def verify(path: Path) -> VerifyReport:
             return await store.verify()
 
     return asyncio.run(run())
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def findings(report: dict[str, Any]) -> list[tuple[str | None, int | None, str]]:

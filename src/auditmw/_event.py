@@ -6,7 +6,6 @@ JSON; ``hash = SHA-256(0x00 || entry)``. See docs/format.md, which is a public c
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import ipaddress
 import re
@@ -202,19 +201,6 @@ class PreparedEvent:
         entry = b"".join((self.head, prev_hash.encode(), self.middle, b"%d" % seq, self.tail))
         return entry, entry_hash(entry)
 
-    def with_timestamp(self, timestamp: str) -> PreparedEvent:
-        """This event as if prepared at ``timestamp`` (RFC 3339 as ``utc_timestamp``
-        writes it): for tests and benchmarks that need events spread over time."""
-        old = b'"timestamp":"%s"' % self.timestamp.encode()
-        if self.tail.count(old) != 1:
-            raise RuntimeError("PreparedEvent no longer holds the timestamp in its tail")
-        return dataclasses.replace(
-            self,
-            timestamp=timestamp,
-            tail=self.tail.replace(old, b'"timestamp":"%s"' % timestamp.encode()),
-            columns={**self.columns, "timestamp": timestamp},
-        )
-
     # row() and event() spell their fields out (tests/test_canonical.py holds them to
     # ROW_FIELDS and Event): they run under the store's write lock, once per event.
 
@@ -308,8 +294,9 @@ def _current_timestamp() -> str:
     return f"{prefix}.{micro:06d}Z"
 
 
-def prepare(event: NewEvent, limits: Limits) -> PreparedEvent:
-    """Validate ``event`` and serialize all of it but the chain link."""
+def prepare(event: NewEvent, limits: Limits, *, at: datetime | None = None) -> PreparedEvent:
+    """Validate ``event`` and serialize all of it but the chain link. Its timestamp is
+    now, or ``at`` (timezone-aware: a backdated event, see ``auditmw.testing.append_at``)."""
     if event.outcome not in OUTCOMES:
         raise ValidationError("outcome", f"must be one of {', '.join(OUTCOMES)}")
     max_chars = limits.max_chars
@@ -328,7 +315,7 @@ def prepare(event: NewEvent, limits: Limits) -> PreparedEvent:
         "resource": text_field("resource", event.resource, max_chars, required=True),
         "resource_id": text_field("resource_id", event.resource_id, max_chars),
         "seq": 0,
-        "timestamp": _current_timestamp(),
+        "timestamp": _current_timestamp() if at is None else utc_timestamp(at),
         "user_agent": text_field("user_agent", event.user_agent, limits.max_user_agent_chars),
         "user_email": text_field("user_email", event.user_email, limits.max_email_chars),
         "user_id": text_field("user_id", event.user_id, max_chars),

@@ -154,6 +154,15 @@ class PostgresBackend(SQLBackend):
         self._checkpoint_table = False  # known to exist (see _has_checkpoint_table)
 
     @property
+    def writer_pid(self) -> int | None:
+        """The server process id of the live connection appends go through (what
+        ``pg_terminate_backend`` takes); None while there is none."""
+        conn = self._write_conn
+        if conn is None or conn.is_closed():
+            return None
+        return int(conn.get_server_pid())
+
+    @property
     def _settings(self) -> dict[str, str]:
         # The schema goes in as a connection setting, so SQL text never includes it.
         return {"search_path": self.schema, "application_name": "auditmw"}

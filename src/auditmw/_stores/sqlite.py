@@ -132,6 +132,10 @@ class SQLiteBackend(SQLiteReads):
         # touches it. A stale head is harmless: the primary key refuses its seq.
         self._heads: dict[str, tuple[int, str]] = {}
         self._locked_batches = 0  # left to append the locked way (see _write_batch)
+        # How many write transactions found another connection holding the write lock
+        # and waited for it (an observable for tests and monitoring; written by the write
+        # thread only).
+        self.lock_waits = 0
 
     async def connect(self) -> None:
         self._heads.clear()  # the file may have changed while the store was closed
@@ -311,7 +315,7 @@ class SQLiteBackend(SQLiteReads):
         assert conn is not None
         if deadline is None:
             deadline = time.monotonic() + self._busy_timeout
-        when_not_busy(lambda: conn.execute("BEGIN IMMEDIATE"), deadline)
+        when_not_busy(lambda: conn.execute("BEGIN IMMEDIATE"), deadline, self._count_lock_wait)
         try:
             yield conn
             conn.execute("COMMIT")
@@ -319,6 +323,9 @@ class SQLiteBackend(SQLiteReads):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _count_lock_wait(self) -> None:
+        self.lock_waits += 1
 
     @staticmethod
     def _head(conn: sqlite3.Connection, log: str) -> tuple[int, str]:

@@ -25,9 +25,15 @@ UNAVAILABLE_CODES = frozenset(
 )
 
 
-def when_not_busy(statement: Callable[[], object], deadline: float) -> None:
+def when_not_busy(
+    statement: Callable[[], object],
+    deadline: float,
+    on_wait: Callable[[], None] | None = None,
+) -> None:
     """Run ``statement`` again while SQLite answers SQLITE_BUSY, until ``deadline``
-    (``time.monotonic()``), polling about every half millisecond."""
+    (``time.monotonic()``), polling about every half millisecond; ``on_wait`` is called
+    once, when the first answer is SQLITE_BUSY."""
+    waiting = False
     while True:
         try:
             statement()
@@ -35,6 +41,9 @@ def when_not_busy(statement: Callable[[], object], deadline: float) -> None:
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
                 raise
+        if not waiting and on_wait is not None:
+            on_wait()
+        waiting = True
         time.sleep(random.uniform(0.0001, 0.0008))  # jitter: waiters do not collide
 
 

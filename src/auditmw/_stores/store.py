@@ -8,7 +8,6 @@ built in; ``auditmw.testing.MemoryStore`` is it over the in-memory reference bac
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Self, TypedDict
@@ -133,6 +132,22 @@ class AuditStore:
         if not self._opened:
             raise StoreClosedError("the audit store is not open")
         return await self._writer.submit(prepared)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the store takes appends: from ``open()`` until ``close()`` begins."""
+        return self._opened
+
+    @property
+    def pending(self) -> int:
+        """How many appends were made and wait for the writer (not being committed)."""
+        return self._writer.pending
+
+    @property
+    def committing(self) -> bool:
+        """Whether a batch of appends is being committed now (its transaction begun,
+        waiting for a lock or a server included)."""
+        return self._writer.deadline is not None
 
     async def _append_own(self, event: NewEvent) -> Event:
         """``append`` for the store's own events (the checkpoint key record), which may
@@ -287,13 +302,7 @@ class AuditStore:
 
     async def _commit_batch(self, batch: list[PreparedEvent]) -> list[Event]:
         """Chain and insert ``batch`` in one transaction (the writer's commit); all or
-        nothing, by the deadline of its oldest append."""
-        return await self.backend.append_batch(batch, self._commit_deadline())
-
-    def _commit_deadline(self) -> float:
-        """When the batch being committed must have succeeded or failed (``time.monotonic()``):
-        its oldest append's deadline; for a batch committed outside the writer (tests), the
-        append timeout from now."""
-        if self._writer.deadline is not None:
-            return self._writer.deadline
-        return time.monotonic() + self._append_timeout
+        nothing, by the deadline of its oldest append (set while the writer commits)."""
+        deadline = self._writer.deadline
+        assert deadline is not None
+        return await self.backend.append_batch(batch, deadline)

@@ -66,6 +66,11 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
+    @property
+    def pending(self) -> int:
+        """How many appends wait for the writer: buffered, or waiting for room."""
+        return len(self._events) + self._waiting_for_room
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="auditmw-writer")
 
