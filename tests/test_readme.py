@@ -91,10 +91,20 @@ async def test_readme_sample_runs(code: str, tmp_path: Path) -> None:
             transport = httpx.ASGITransport(app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 response = await client.request(method, path, **options)
+                hostile = await client.request(method, hostile_path(path), **options)
             assert response.status_code < 400, response.text
+            # A client's id longer than any event can hold: a clear answer, never a 500.
+            assert hostile.status_code < 500, hostile.text
             if "AdminApp" not in code:
                 assert await store.count() >= 1
             assert (await store.verify()).ok
+
+
+def hostile_path(path: str) -> str:
+    """``path`` with each segment that holds an id (a digit) replaced by 300 characters."""
+    return "/".join(
+        "x" * 300 if any(c.isdigit() for c in part) else part for part in path.split("/")
+    )
 
 
 COMMANDS = [
