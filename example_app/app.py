@@ -17,7 +17,7 @@ How auditmw is wired in (the parts to copy):
    database inside ``in_transaction(request)``, or under ``@transactional`` placed
    *above* ``@audited``, a transaction that commits only after its events are committed
    (``example_app.requests``, ``example_app.db``). When the store cannot take an event,
-   the change is rolled back, so the middleware's 503 ("not completed") is true; when
+   the change is rolled back, so the middleware's 503 or 422 ("not completed") is true; when
    the app's own commit fails after the event, a ``change.rolled_back`` event says so.
 4. The store is opened and closed in the lifespan: closing it commits pending events,
    which is what makes a SIGTERM safe.

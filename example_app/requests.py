@@ -74,7 +74,8 @@ async def in_transaction(request: AnyRequest) -> AsyncIterator[None]:
 
     The change commits when the block ends, after its events: if the audit store
     cannot take an event, ``audit()`` raises ``StoreError`` (fail-closed), the change
-    is rolled back and the middleware's 503 says truthfully that nothing was done.
+    is rolled back and the middleware's 503 (422 for refused data) says truthfully
+    that nothing was done.
 
     The other way round, the events are committed and then the app's commit fails:
     the log would claim a change that never happened, so a ``change.rolled_back``

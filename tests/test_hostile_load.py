@@ -126,7 +126,7 @@ async def test_one_hostile_client_among_honest_ones_costs_them_nothing(
         elif fail_open:  # refused, counted and logged below
             assert (status, body) == (201, {"recorded": False})
         else:
-            assert status == 503 and body["error"]["code"] == "audit_unavailable"
+            assert status == 422 and body["error"]["code"] == "audit_event_refused"
     assert policy.failures == refused > 0
     losses = [r.getMessage() for r in caplog.records if "was not recorded" in r.getMessage()]
     assert len(losses) == refused

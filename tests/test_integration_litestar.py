@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -307,6 +309,32 @@ async def test_fail_closed_503(
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["error"]["code"] == "audit_unavailable"
     assert response.headers["retry-after"] == "5"
+    assert plugin.failure_policy.failures == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/projects", {"name": "x"}),  # sync handler: commit fails before the response
+        ("GET", "/me", None),
+    ],
+)
+async def test_fail_closed_refused_event_is_a_422_without_retry_after(
+    store: SQLiteStore, method: str, path: str, body: dict[str, str] | None
+) -> None:
+    """The database refuses every event's data: asking again cannot help, so the answer
+    is 422 audit_event_refused, not "try again later"."""
+    with closing(sqlite3.connect(store.path, isolation_level=None)) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse_all BEFORE INSERT ON auditmw_events "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    app, plugin = make_app(store)
+    async with client_for(app, peer=PEER) as client:
+        response = await client.request(method, path, json=body, headers=auth("dan"))
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "audit_event_refused"
+    assert "retry-after" not in response.headers
     assert plugin.failure_policy.failures == 1
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from typing import Any
 
 import httpx
@@ -333,6 +335,27 @@ async def test_fail_closed_websocket_is_closed_1013_when_its_event_is_lost(
     sent = await websocket_session(app, "/swallowing", [])
     assert [m["type"] for m in sent] == ["websocket.accept", "websocket.close"]
     assert sent[1]["code"] == 1013
+
+
+async def test_fail_closed_websocket_whose_event_is_refused_is_closed_1008(
+    store: SQLiteStore,
+) -> None:
+    """The database refuses the event's data: not "try again later" (1013) but a policy
+    close (1008), or a 422 handshake answer, with reason audit_event_refused."""
+    with closing(sqlite3.connect(store.path, isolation_level=None)) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse_chat BEFORE INSERT ON auditmw_events "
+            "WHEN new.resource = 'chat' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    app = websocket_app(store)
+    sent = await websocket_session(app, "/swallowing", [])
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.close"]
+    assert (sent[1]["code"], sent[1]["reason"]) == (1008, "audit_event_refused")
+    extensions = {"websocket.http.response": {}}
+    sent = await websocket_session(app, "/joined", [], extensions)
+    assert sent[0]["type"] == "websocket.http.response.start" and sent[0]["status"] == 422
+    assert orjson.loads(sent[1]["body"])["error"]["code"] == "audit_event_refused"
+    assert all(name != b"retry-after" for name, _ in sent[0]["headers"])
 
 
 @pytest.mark.parametrize("can_respond", [True, False])

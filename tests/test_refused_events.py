@@ -273,8 +273,10 @@ async def test_under_the_middleware_only_the_offenders_request_fails(
     if fail_open:
         assert offender.status_code == 201 and offender.json() == {"recorded": False}
     else:
-        assert offender.status_code == 503
-        assert offender.json()["error"]["code"] == "audit_unavailable"
+        # The database refused its data: not "try again later" (no Retry-After).
+        assert offender.status_code == 422
+        assert offender.json()["error"]["code"] == "audit_event_refused"
+        assert "retry-after" not in offender.headers
     for response in responses:
         assert response.status_code == 201 and response.json() == {"recorded": True}
     assert policy.failures == 1

@@ -26,13 +26,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from contextlib import suppress
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from auditmw._capture import DEFAULT_REQUEST_ID_HEADER, RequestCapture, error_outcome
 from auditmw._client_ip import X_FORWARDED_FOR
 from auditmw._context import Actor, RequestInfo, user_from_scope
-from auditmw._errors import StoreError
+from auditmw._errors import EventRefusedError, StoreError
 from auditmw._mask import DEFAULT_SENSITIVE_KEYS, Masker
 from auditmw._record import AuditContext, FailurePolicy, Recorder, audit_context
 from auditmw._stores.store import AuditStore
@@ -44,9 +45,31 @@ AUDIT_UNAVAILABLE_BODY = (
     b'{"error":{"code":"audit_unavailable","message":"The audit log cannot record this '
     b'request right now, so it was not completed. Try again later."}}'
 )
+AUDIT_REFUSED_BODY = (
+    b'{"error":{"code":"audit_event_refused","message":"The audit log refused the event of '
+    b"this request (the database does not take its data), so it was not completed. "
+    b'Sending it again will not help."}}'
+)
 # Seconds a client is told to wait (Retry-After) when the store is unavailable: every 503
 # of the middleware, the Litestar plugin and the admin app.
 RETRY_AFTER_SECONDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class FailClosedAnswer:
+    """What a client is told, under fail-closed, when its request's event was not stored."""
+
+    status: int
+    code: str  # the body's error code; a WebSocket's close reason
+    body: bytes
+    retry_after: bool  # whether trying again later can succeed
+    close_code: int  # a WebSocket's close code once accepted
+
+
+# The store is unreachable, slow or locked: the same request may succeed later.
+UNAVAILABLE = FailClosedAnswer(503, "audit_unavailable", AUDIT_UNAVAILABLE_BODY, True, 1013)
+# The database refused this event's data (EventRefusedError): the same request fails again.
+REFUSED = FailClosedAnswer(422, "audit_event_refused", AUDIT_REFUSED_BODY, False, 1008)
 _BODY_MESSAGES = frozenset(
     {"http.response.body", "http.response.pathsend", "http.response.zerocopysend"}
 )
@@ -145,7 +168,7 @@ class _Exchange:
                 if self.replaced:
                     return
                 if not self.started:
-                    await self._send_unavailable()
+                    await self._send_fail_closed(fail_closed_answer(exc))
                     return
             elif self.record and not self.recorded and not self.started:
                 # Starlette's ServerErrorMiddleware, outside us, will send the 500.
@@ -187,7 +210,7 @@ class _Exchange:
             with suppress(StoreError):  # fail-closed marked the request: checked below
                 await self._record_request()
         if self.request.store_error is not None and self.status < 400:
-            await self._send_unavailable()
+            await self._send_fail_closed(fail_closed_answer(self.request.store_error))
             return False
         assert self.start is not None
         self.started = True
@@ -199,11 +222,12 @@ class _Exchange:
         duration_ms = round((time.perf_counter() - self.began) * 1000, 3)
         await record_request(self.recorder, self.context, self.status, duration_ms)
 
-    async def _send_unavailable(self) -> None:
+    async def _send_fail_closed(self, answer: FailClosedAnswer) -> None:
         self.replaced = True
-        headers = _unavailable_headers(self.request_id)
-        await self.downstream({"type": "http.response.start", "status": 503, "headers": headers})
-        await self.downstream({"type": "http.response.body", "body": AUDIT_UNAVAILABLE_BODY})
+        headers = fail_closed_headers(answer, self.request_id)
+        start = {"type": "http.response.start", "status": answer.status, "headers": headers}
+        await self.downstream(start)
+        await self.downstream({"type": "http.response.body", "body": answer.body})
 
 
 class _WebSocketSession:
@@ -232,18 +256,18 @@ class _WebSocketSession:
         self.refusing = False  # the app's own refusal (error status) went downstream
 
     async def run(self, scope: Scope, receive: Receive) -> None:
-        failed = False  # a StoreError escaped the app
+        failed: BaseException | None = None  # a StoreError that escaped the app
         try:
             await self.app(scope, receive, self.send)
         except Exception as exc:
             if self.recorder.policy.fail_open or not has_store_error(exc):
                 raise
-            failed = True
+            failed = exc
         finally:
             if self.request.deferred:  # e.g. a sync @audited call just before the end
                 await self.recorder.flush(self.request)
-        if failed or self._event_missing():
-            await self._close_unavailable()
+        if failed is not None or self._event_missing():
+            await self._close_fail_closed(failed or self.request.store_error)
 
     def _event_missing(self) -> bool:
         return self.request.store_error is not None and not self.recorder.policy.fail_open
@@ -255,7 +279,7 @@ class _WebSocketSession:
         if self._event_missing() and not self._refusal(message):
             # An event of this connection is missing (the app may have swallowed the
             # error): stop the app rather than let it go on as if it were recorded.
-            await self._close_unavailable()
+            await self._close_fail_closed(self.request.store_error)
             raise StoreError("audit event not recorded") from self.request.store_error
         if kind in ("websocket.accept", "websocket.http.response.start"):
             message = _with_header(message, self.request_id)
@@ -272,24 +296,27 @@ class _WebSocketSession:
             return int(message.get("status", 200)) >= 400
         return message["type"] == "websocket.http.response.body" and self.refusing
 
-    async def _close_unavailable(self) -> None:
+    async def _close_fail_closed(self, error: BaseException | None) -> None:
         if self.closed:
             return
         self.closed = True
+        answer = fail_closed_answer(error)
         # The client may be gone already: then there is nobody left to tell.
         with suppress(OSError, RuntimeError):
             if self.accepted or not self.can_send_response:
                 # Before the accept, a close makes the server refuse the handshake (403).
                 await self.downstream(
-                    {"type": "websocket.close", "code": 1013, "reason": "audit_unavailable"}
+                    {"type": "websocket.close", "code": answer.close_code, "reason": answer.code}
                 )
                 return
-            headers = _unavailable_headers(self.request_id)
-            start = {"type": "websocket.http.response.start", "status": 503, "headers": headers}
+            headers = fail_closed_headers(answer, self.request_id)
+            start = {
+                "type": "websocket.http.response.start",
+                "status": answer.status,
+                "headers": headers,
+            }
             await self.downstream(start)
-            await self.downstream(
-                {"type": "websocket.http.response.body", "body": AUDIT_UNAVAILABLE_BODY}
-            )
+            await self.downstream({"type": "websocket.http.response.body", "body": answer.body})
 
 
 async def record_request(
@@ -313,13 +340,23 @@ async def record_request(
     await recorder.commit(event, request)
 
 
-def _unavailable_headers(request_id: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
-    return [
+def fail_closed_answer(error: BaseException | None) -> FailClosedAnswer:
+    """``REFUSED`` when the database refused the event's data (an ``EventRefusedError``
+    is ``error``, its cause or context, or in its group), else ``UNAVAILABLE``."""
+    return REFUSED if _errors_in(error, EventRefusedError) else UNAVAILABLE
+
+
+def fail_closed_headers(
+    answer: FailClosedAnswer, request_id: tuple[bytes, bytes]
+) -> list[tuple[bytes, bytes]]:
+    headers = [
         (b"content-type", b"application/json"),
-        (b"content-length", str(len(AUDIT_UNAVAILABLE_BODY)).encode("ascii")),
-        (b"retry-after", str(RETRY_AFTER_SECONDS).encode("ascii")),
+        (b"content-length", str(len(answer.body)).encode("ascii")),
         request_id,
     ]
+    if answer.retry_after:
+        headers.insert(2, (b"retry-after", str(RETRY_AFTER_SECONDS).encode("ascii")))
+    return headers
 
 
 def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
@@ -335,14 +372,18 @@ def _with_header(message: Message, header: tuple[bytes, bytes]) -> Message:
 def has_store_error(exc: BaseException) -> bool:
     """Whether a StoreError is this exception, its cause or context, or in its group:
     frameworks wrap what a handler raised (Litestar: ``LitestarException from``)."""
-    pending: list[BaseException] = [exc]
+    return _errors_in(exc, StoreError)
+
+
+def _errors_in(exc: BaseException | None, kind: type[BaseException]) -> bool:
+    pending: list[BaseException] = [] if exc is None else [exc]
     seen: set[int] = set()
     while pending:
         error = pending.pop()
         if id(error) in seen:
             continue
         seen.add(id(error))
-        if isinstance(error, StoreError):
+        if isinstance(error, kind):
             return True
         if isinstance(error, BaseExceptionGroup):
             pending.extend(error.exceptions)

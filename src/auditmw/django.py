@@ -30,7 +30,7 @@ from django.http import HttpRequest, HttpResponse
 from starlette.requests import Request
 
 from auditmw._context import Actor
-from auditmw._middleware import AUDIT_UNAVAILABLE_BODY, RETRY_AFTER_SECONDS, has_store_error
+from auditmw._middleware import RETRY_AFTER_SECONDS, fail_closed_answer, has_store_error
 from auditmw._record import AuditContext, audit_context
 
 __all__ = ["AuditUserMiddleware", "session_user"]
@@ -49,7 +49,8 @@ class AuditUserMiddleware:
     someone in names them in its own event (``actions.user_signed_in`` does).
 
     A ``StoreError`` a view raises (fail-closed ``audit()``) becomes the middleware's
-    ``503 audit_unavailable`` JSON response instead of Django's 500.
+    JSON answer (``503 audit_unavailable``, or ``422 audit_event_refused`` when the
+    database refused the event's data) instead of Django's 500.
 
     Outside a request handled by ``AuditMiddleware`` (a WSGI server, Django's test
     client) it does nothing; ``audit()`` there says what is missing.
@@ -86,8 +87,10 @@ class AuditUserMiddleware:
         recorder = context.recorder if context is not None else None
         if recorder is not None and recorder.policy.fail_open:
             return None
-        response = HttpResponse(AUDIT_UNAVAILABLE_BODY, status=503, content_type="application/json")
-        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        answer = fail_closed_answer(exception)
+        response = HttpResponse(answer.body, status=answer.status, content_type="application/json")
+        if answer.retry_after:
+            response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
 

@@ -40,9 +40,9 @@ from auditmw._context import Actor, user_from_scope
 from auditmw._errors import StoreError
 from auditmw._mask import DEFAULT_SENSITIVE_KEYS
 from auditmw._middleware import (
-    AUDIT_UNAVAILABLE_BODY,
     RETRY_AFTER_SECONDS,
     AuditMiddleware,
+    fail_closed_answer,
     record_request,
 )
 from auditmw._record import AuditContext, FailurePolicy
@@ -127,10 +127,14 @@ async def _no_app(scope: Scope, receive: Any, send: Any) -> None:
 
 
 def audit_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    """The response to a ``StoreError`` under the fail-closed policy."""
+    """The response to a ``StoreError`` under the fail-closed policy: ``503
+    audit_unavailable``, or ``422 audit_event_refused`` when the database refused the
+    event's data (the middleware's answers)."""
+    answer = fail_closed_answer(exc)
+    retry = {"retry-after": str(RETRY_AFTER_SECONDS)} if answer.retry_after else {}
     return Response(
-        content=AUDIT_UNAVAILABLE_BODY,
-        status_code=503,
+        content=answer.body,
+        status_code=answer.status,
         media_type="application/json",
-        headers={"retry-after": str(RETRY_AFTER_SECONDS)},
+        headers=retry,
     )

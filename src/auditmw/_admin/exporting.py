@@ -2,9 +2,10 @@
 
 Every export appends an ``export.requested`` event (``export_event``) and waits until it
 is committed before the first byte is sent; if it cannot be recorded, nothing is exported
-(503 ``store_unavailable`` when the store is unavailable, else 500
-``export_not_recorded``). A ``HEAD`` request exports nothing and records nothing. The
-formats themselves are in ``auditmw._admin.export``.
+(503 ``store_unavailable`` when the store is unavailable, 422 ``export_not_recorded``
+when the database refused the event's data, else 500 ``export_not_recorded``). A ``HEAD``
+request exports nothing and records nothing. The formats themselves are in
+``auditmw._admin.export``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from auditmw._admin.authorization import ADMIN_KEY, REQUEST_KEY
 from auditmw._admin.export import MEDIA_TYPES, Format, export_chunks, export_filename
 from auditmw._admin.parameters import FILTER_NAMES, check_params, parse_filter
 from auditmw._admin.responses import error_response, store_unavailable
-from auditmw._errors import StoreError, StoreUnavailableError, ValidationError
+from auditmw._errors import EventRefusedError, StoreError, StoreUnavailableError, ValidationError
 from auditmw._event import NewEvent
 from auditmw._mask import Masker
 from auditmw._record import AuditContext, Recorder
@@ -68,6 +69,10 @@ class ExportRoutes:
             await self.store.append(record)  # returns once the event is committed
         except StoreUnavailableError as exc:
             return store_unavailable(f"nothing was exported: it could not be recorded ({exc})")
+        except EventRefusedError as exc:  # its data: the same export fails again
+            return error_response(
+                422, "export_not_recorded", f"nothing was exported: its record was refused ({exc})"
+            )
         except (StoreError, ValidationError) as exc:
             return error_response(
                 500,

@@ -116,7 +116,11 @@ def openapi_document(auth: AdminAuth | None = None) -> dict[str, Any]:
 
     def export(summary: str, media: str) -> dict[str, Any]:
         response = {**ok({"type": "string"}, media), "headers": export_headers}
-        return get(summary, {"200": response, "500": not_recorded}, filters)
+        refused = error(
+            "`export_not_recorded`: the database refused the export's record (its data), so "
+            "nothing was exported; the same export fails again."
+        )
+        return get(summary, {"200": response, "422": refused, "500": not_recorded}, filters)
 
     event_id = [{"name": "event_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     files = sorted(file.name for file in DASHBOARD_DIR.glob("*") if file.is_file())

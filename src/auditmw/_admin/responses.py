@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from auditmw._errors import StoreClosedError, StoreError, StoreUnavailableError
+from auditmw._errors import EventRefusedError, StoreClosedError, StoreError, StoreUnavailableError
 from auditmw._middleware import RETRY_AFTER_SECONDS
 from auditmw._stores.filters import QueryError
 
@@ -74,6 +74,8 @@ async def on_store_error(request: Request, exc: Exception) -> Response:
         return store_unavailable("the audit store is not open")
     if isinstance(exc, StoreUnavailableError):
         return store_unavailable(f"the audit store is unavailable, try again later: {exc}")
+    if isinstance(exc, EventRefusedError):  # the admin app's own event (export.requested)
+        return error_response(422, "audit_event_refused", f"the audit log refused: {exc}")
     return error_response(500, "store_error", str(exc))
 
 
