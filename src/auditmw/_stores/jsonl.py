@@ -163,11 +163,15 @@ def verify_jsonl(
     complete: bool = False,
     max_findings: int = 1000,
     progress: Callable[[int], None] | None = None,
+    first_line: int = 1,
+    on_row: Callable[[ChainRow], None] | None = None,
 ) -> JsonlReport:
     """Verify the lines of a JSONL export (bytes, with or without line ends).
 
     ``reserialized``: accept lines that another tool rewrote (see the module's docstring).
     ``complete``: require the whole log (a subset is then not ``ok``).
+    ``first_line``: the number of the first line (after an archive's header, 2).
+    ``on_row``: called with each entry read, in order, after the verifier saw it.
     """
     report = JsonlReport(complete_required=complete)
     runs: dict[str, _Run] = {}
@@ -197,7 +201,7 @@ def verify_jsonl(
         summary.last_seq = found.logs[log].last_seq
         summary.head_hash = found.logs[log].head_hash
 
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(lines, first_line):
         if not line.strip(_JSON_WHITESPACE):
             continue
         report.lines += 1
@@ -221,6 +225,8 @@ def verify_jsonl(
             run = runs[row.log] = _Run(row.seq, row.seq, ChainVerifier(max(max_findings, 8)))
         run.last = row.seq
         run.verifier.feed(row)
+        if on_row is not None:
+            on_row(row)
     for log, run in runs.items():
         finish(log, run)
     if progress is not None:
