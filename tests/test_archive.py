@@ -24,6 +24,7 @@ from auditmw._transparency.notes import SigningKey, save_verifier_key
 from auditmw.testing import append_at
 
 from ._command import cli
+from ._paths import DOCS
 
 # Day d of May 2024 at noon; the archive's cut is a day, so its start.
 DAYS = [1, 2, 3, 7, 4, 5, 8, 9]  # seq 4 came with a clock ahead: it ends a cut at day 5
@@ -371,3 +372,20 @@ def test_a_wrong_consistency_proof_is_damage(
     code, out, _ = verify(capsys, path)
     assert code == ExitCode.DAMAGED
     assert "the consistency proof does not lead from the archived tree" in out
+
+
+def test_the_documented_header_has_the_members_written(archive: Path) -> None:
+    """docs/format.md shows the header's members in the order auditmw writes them."""
+    text = (DOCS / "format.md").read_text(encoding="utf-8")
+    shown = orjson.loads(text.split("```json archive-header\n")[1].split("\n")[0])
+    written = header_of(archive)
+
+    def shape(value: object) -> object:
+        if isinstance(value, dict):
+            return [(name, shape(member)) for name, member in value.items()]
+        return type(value).__name__
+
+    # The same members in the same order (the example shows one log, with a checkpoint).
+    del written["logs"]["other"]  # type: ignore[attr-defined]
+    shown["logs"]["default"]["checkpoint"] = None
+    assert shape(shown) == shape(written)

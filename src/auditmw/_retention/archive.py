@@ -25,12 +25,14 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Protocol
 
-from auditmw._admin.export import CHUNK_BYTES, jsonl_line
 from auditmw._event import Event, utc_timestamp
 from auditmw._retention.archive_format import ArchiveHeader, LinkedCheckpoint, LogCut
 from auditmw._stores.filters import EventFilter, format_timestamp, parse_time
+from auditmw._stores.jsonl import jsonl_line
 from auditmw._stores.rows import StoredCheckpoint
 from auditmw._transparency.merkle import Frontier, arange_root, consistency_ranges
+
+WRITE_BYTES = 64 * 1024  # entries written to the file at a time, from a thread
 
 
 class ArchiveSource(Protocol):
@@ -102,7 +104,7 @@ async def _write_entries(source: ArchiveSource, cut: str, output: IO[bytes]) -> 
             prefix.last_seq = event.seq
             prefix.head = event.hash
             prefix.frontier.append(bytes.fromhex(event.hash))
-            if len(chunk) >= CHUNK_BYTES:
+            if len(chunk) >= WRITE_BYTES:
                 await asyncio.to_thread(output.write, bytes(chunk))
                 chunk.clear()
     finally:
