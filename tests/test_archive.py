@@ -10,15 +10,26 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 
-from auditmw import ArchiveHeader, Checkpointing, EventFilter, NewEvent, open_store
+from auditmw import (
+    ArchiveHeader,
+    AuditStore,
+    Checkpointing,
+    Event,
+    EventFilter,
+    NewEvent,
+    StoredCheckpoint,
+    StoreUnavailableError,
+    open_store,
+)
 from auditmw._cli.exit_codes import ExitCode
+from auditmw._retention.archive import write_archive
 from auditmw._transparency.merkle import Frontier
 from auditmw._transparency.notes import SigningKey, save_verifier_key
 from auditmw.testing import append_at
@@ -389,3 +400,49 @@ def test_the_documented_header_has_the_members_written(archive: Path) -> None:
     del written["logs"]["other"]  # type: ignore[attr-defined]
     shown["logs"]["default"]["checkpoint"] = None
     assert shape(shown) == shape(written)
+
+
+def test_an_archive_verifies_from_standard_input(archive: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "auditmw", "verify", "--jsonl", "-"],
+        input=archive.read_bytes(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == ExitCode.OK
+    assert result.stdout.startswith(b"OK: archive of 4 entries")
+
+
+class FailingMidway:
+    """A real store whose event stream breaks after two events, as when its database
+    goes away in the middle of the archive."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+
+    async def iter_events(self, filter: EventFilter) -> AsyncIterator[Event]:
+        count = 0
+        async for event in self.store.iter_events(filter):
+            if count == 2:
+                raise StoreUnavailableError("the database went away")
+            count += 1
+            yield event
+
+    async def checkpoints(self, log: str | None = None) -> list[StoredCheckpoint]:
+        return await self.store.checkpoints(log)
+
+    def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
+        return self.store.leaf_hashes(log, start, end)
+
+
+def test_a_failure_leaves_no_file_behind(url: str, tmp_path: Path) -> None:
+    path = tmp_path / "out" / "old.jsonl"
+    path.parent.mkdir()
+
+    async def run() -> None:
+        async with open_store(url, create=False) as store:
+            await write_archive(FailingMidway(store), before="2024-05-09", output=path)
+
+    with pytest.raises(StoreUnavailableError):
+        asyncio.run(run())
+    assert list(path.parent.iterdir()) == []
