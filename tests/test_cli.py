@@ -82,7 +82,8 @@ def test_the_exit_codes_are_the_documented_contract() -> None:
 
 
 def test_every_command_has_its_module_and_help() -> None:
-    assert [command.name for command in COMMANDS] == ["verify", "export", "prove", "keygen"]
+    names = [command.name for command in COMMANDS]
+    assert names == ["verify", "export", "archive", "prove", "keygen"]
     for command in COMMANDS:
         assert command.run.__module__ == f"auditmw._cli.{command.name}"
         assert command.help and command.description
@@ -261,7 +262,7 @@ def test_verify_help_shows_its_modes(capsys: pytest.CaptureFixture[str]) -> None
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--jsonl", "x.jsonl", "--public-key", "k.pub"], "checked against a STORE, not --jsonl"),
+        (["--jsonl", "x.jsonl", "--checkpoint", "c"], "checked against a STORE, not --jsonl"),
         (["--jsonl", "x.jsonl", "--sink", "d"], "checked against a STORE, not --jsonl"),
         (["{store}", "--sink", "d"], "--sink needs --public-key"),
         (["{store}", "--checkpoint", "c"], "--checkpoint needs --public-key"),

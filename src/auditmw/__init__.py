@@ -26,6 +26,7 @@ from auditmw._event import GENESIS_HASH, OUTCOMES, Event, Limits, NewEvent, Outc
 from auditmw._mask import DEFAULT_SENSITIVE_KEYS
 from auditmw._middleware import AuditMiddleware
 from auditmw._record import FailurePolicy, acting_as, audit, set_actor
+from auditmw._retention.archive_format import ArchiveHeader
 from auditmw._stores.filters import EventFilter, Page, QueryError
 from auditmw._stores.histogram import Histogram, HistogramBucket
 from auditmw._stores.open import open_store
@@ -52,6 +53,7 @@ __all__ = [
     "Actor",
     "AdminApp",
     "AdminAuth",
+    "ArchiveHeader",
     "AuditError",
     "AuditMiddleware",
     "AuditStore",

@@ -25,8 +25,8 @@ from typing import Literal, get_args
 
 import orjson
 
-from auditmw._canonical import canonical_json, check_json
-from auditmw._event import MAX_DETAILS_DEPTH, Event, entry_hash
+from auditmw._event import Event
+from auditmw._stores.jsonl import jsonl_line
 
 Format = Literal["csv", "jsonl"]
 FORMATS: tuple[str, ...] = get_args(Format)
@@ -79,18 +79,6 @@ def csv_row(event: Event) -> list[str]:
         event.hash,
     )
     return [neutralize(cell) for cell in cells]
-
-
-def jsonl_line(event: Event) -> bytes:
-    """The JSON Lines line of an event: its canonical entry plus ``hash``, and ``\\n``."""
-    entry = event.to_dict()
-    hash_ = entry.pop("hash")
-    # Sorted-key orjson is the canonical form of most entries; the hash tells for sure
-    # (it is the hash of the exact entry bytes). Otherwise: the full RFC 8785 writer.
-    encoded = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
-    if entry_hash(encoded) != hash_:
-        encoded = canonical_json(entry, fast=check_json(entry, "event", MAX_DETAILS_DEPTH + 2))
-    return encoded[:-1] + b',"hash":"%s"}\n' % hash_.encode()
 
 
 async def export_chunks(

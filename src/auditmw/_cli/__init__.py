@@ -3,8 +3,10 @@
     auditmw verify STORE                  prove a store's log intact
     auditmw verify STORE --public-key KEY [--checkpoint FILE] [--sink DIR]
                                           ... and check the log against signed checkpoints
-    auditmw verify --jsonl FILE           the same for a JSON Lines export
+    auditmw verify --jsonl FILE           the same for a JSON Lines export or an archive
     auditmw export STORE --format csv|jsonl [filters] [-o FILE]
+    auditmw archive STORE --before DATE -o FILE
+                                          the entries older than DATE, as an archive
     auditmw prove STORE --seq N           the Merkle inclusion proof of one entry
     auditmw keygen NAME --out PREFIX      a key pair for signing checkpoints
 
@@ -21,7 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from auditmw._admin.parameters import flag
-from auditmw._cli import export, keygen, prove, verify
+from auditmw._cli import archive, export, keygen, prove, verify
 from auditmw._cli.command import Command
 from auditmw._cli.exit_codes import ExitCode
 from auditmw._errors import StoreError, StoreUnavailableError
@@ -30,7 +32,13 @@ from auditmw._transparency.notes import MissingExtraError
 
 __all__ = ["COMMANDS", "ExitCode", "build_parser", "main"]
 
-COMMANDS: tuple[Command, ...] = (verify.COMMAND, export.COMMAND, prove.COMMAND, keygen.COMMAND)
+COMMANDS: tuple[Command, ...] = (
+    verify.COMMAND,
+    export.COMMAND,
+    archive.COMMAND,
+    prove.COMMAND,
+    keygen.COMMAND,
+)
 
 
 class UsageParser(argparse.ArgumentParser):

@@ -5,7 +5,9 @@ Two modes, told apart by ``--jsonl``:
 - a **store** (``verify STORE``): every hash, link and index column, and the database's
   own storage; with ``--public-key`` also the signed checkpoints (the store's own,
   ``--checkpoint`` files, ``--sink`` directories), in the same single pass;
-- a **JSON Lines export** (``verify --jsonl FILE``), offline.
+- a **JSON Lines export** (``verify --jsonl FILE``), offline; an **archive** (``auditmw
+  archive``) is told by its header line and verified alone, its linked checkpoints'
+  signatures too with ``--public-key``.
 
 Each mode takes only its own options; any other is a usage error naming the mode it goes
 with.
@@ -15,25 +17,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import sys
-from functools import partial
+from typing import BinaryIO
 
 from auditmw._cli.command import STORE_HELP, Command
 from auditmw._cli.output import print_report
 from auditmw._cli.progress import Progress
 from auditmw._errors import StorageDamagedError
+from auditmw._retention.archive_check import verify_archive
+from auditmw._retention.archive_format import parse_header
 from auditmw._stores.jsonl import JsonlReport, verify_jsonl
 from auditmw._stores.open import open_store
+from auditmw._stores.report import Report
 from auditmw._stores.store import AuditStore
 from auditmw._transparency.external import check_checkpoints
 from auditmw._transparency.inputs import checkpoint_files, load_keys, sink_checkpoints
-from auditmw._transparency.notes import require_cryptography
+from auditmw._transparency.notes import VerifierKey, require_cryptography
 
 USAGE = """
   auditmw verify STORE [--json] [--max-findings N]
   auditmw verify STORE --public-key KEY [--checkpoint FILE] [--sink DIR]
                        [--origin-prefix PREFIX] [--json] [--max-findings N]
-  auditmw verify --jsonl FILE [--complete] [--reserialized] [--json] [--max-findings N]"""
+  auditmw verify --jsonl FILE [--complete] [--reserialized] [--json] [--max-findings N]
+  auditmw verify --jsonl ARCHIVE [--public-key KEY] [--json] [--max-findings N]"""
 
 # The options of each mode (by their argparse dest), to name the mode an option goes with.
 _JSONL_ONLY = {"complete": "--complete", "reserialized": "--reserialized"}
@@ -52,7 +59,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="FILE",
         help="a verifier key file (auditmw keygen's .pub; repeat for rotated keys): check "
-        "the store's signed checkpoints and those given below against the log",
+        "the store's signed checkpoints and those given below against the log; with "
+        "--jsonl, the signature of an archive's checkpoints",
     )
     checkpoints.add_argument(
         "--checkpoint",
@@ -78,7 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     export.add_argument(
         "--jsonl",
         metavar="FILE",
-        help="verify a JSON Lines export (- for stdin) instead of a store",
+        help="verify a JSON Lines export or an archive (- for stdin) instead of a store",
     )
     export.add_argument(
         "--complete",
@@ -130,7 +138,7 @@ def _check_store_mode(args: argparse.Namespace) -> None:
 def _check_export_mode(args: argparse.Namespace) -> None:
     if args.store is not None:
         raise ValueError("give a STORE or --jsonl FILE, not both")
-    if args.public_key or args.checkpoint or args.sink or args.origin_prefix is not None:
+    if args.checkpoint or args.sink or args.origin_prefix is not None:
         raise ValueError("checkpoints are checked against a STORE, not --jsonl")
     if args.max_findings < 0:
         raise ValueError("--max-findings must be zero or more")
@@ -168,20 +176,44 @@ async def _entries(store: AuditStore) -> int | None:
 
 
 def _verify_export(args: argparse.Namespace) -> int:
-    progress = Progress("verifying", None)
-    verify = partial(
-        verify_jsonl,
-        reserialized=args.reserialized,
-        complete=args.complete,
-        max_findings=args.max_findings,
-        progress=progress,
-    )
-    report: JsonlReport
+    if args.public_key:
+        require_cryptography("checking signed checkpoints")
+    keys = load_keys(args.public_key)
     if args.jsonl == "-":
-        report = verify(sys.stdin.buffer)
+        return _verify_lines(sys.stdin.buffer, args, keys)
+    with open(args.jsonl, "rb") as lines:
+        return _verify_lines(lines, args, keys)
+
+
+def _verify_lines(lines: BinaryIO, args: argparse.Namespace, keys: list[VerifierKey]) -> int:
+    """An archive when the first line is its header, else a plain export."""
+    first = lines.readline()
+    progress = Progress("verifying", None)
+    report: Report
+    try:
+        header = parse_header(first)
+    except ValueError as exc:  # a header, but a broken one: damage, like a broken entry
+        report = JsonlReport(problems=[f"line 1: {exc}"], total_problems=1)
     else:
-        with open(args.jsonl, "rb") as lines:
-            report = verify(lines)
+        if header is not None:
+            report = verify_archive(
+                header,
+                lines,
+                keys=keys,
+                reserialized=args.reserialized,
+                max_findings=args.max_findings,
+                progress=progress,
+            )
+        elif keys:
+            raise ValueError("--public-key with --jsonl checks an archive; this is an export")
+        else:
+            report = verify_jsonl(
+                itertools.chain([first], lines),
+                reserialized=args.reserialized,
+                complete=args.complete,
+                max_findings=args.max_findings,
+                progress=progress,
+            )
     progress.done()
     return print_report(report, as_json=args.json)
 
@@ -191,7 +223,7 @@ COMMAND = Command(
     help="prove a log intact, or name the first damaged entry",
     description="Verify every hash, link and index column of a store, and the database's "
     "own storage; with --public-key, also the log against signed checkpoints. Or verify a "
-    "JSON Lines export (--jsonl) offline.",
+    "JSON Lines export or an archive (--jsonl) offline.",
     configure=configure,
     run=run,
     usage=USAGE,

@@ -1,4 +1,5 @@
-"""Verify a JSON Lines export offline, with the same checks as a store.
+"""JSON Lines exports: writing an event's line, and verifying a file offline with the
+same checks as a store.
 
 ``auditmw export`` writes each line as the event's entry exactly as it was hashed (RFC 8785
 canonical JSON) with ``"hash"`` added as its last member (see docs/format.md). So the entry
@@ -34,12 +35,24 @@ import orjson
 
 from auditmw._canonical import MAX_SAFE_INTEGER, canonical_json, check_json
 from auditmw._errors import ValidationError
-from auditmw._event import ENTRY_FIELDS, MAX_DETAILS_DEPTH, as_doubles
+from auditmw._event import ENTRY_FIELDS, MAX_DETAILS_DEPTH, Event, as_doubles, entry_hash
 from auditmw._stores.report import Report, finding_lines
 from auditmw._stores.verify import GAP, INDEX_COLUMNS, ChainRow, ChainVerifier, Finding, LogSummary
 
 _ENTRY_FIELDS = frozenset(ENTRY_FIELDS)
 MAX_PROBLEMS = 100
+
+
+def jsonl_line(event: Event) -> bytes:
+    """The JSON Lines line of an event: its canonical entry plus ``hash``, and ``\\n``."""
+    entry = event.to_dict()
+    hash_ = entry.pop("hash")
+    # Sorted-key orjson is the canonical form of most entries; the hash tells for sure
+    # (it is the hash of the exact entry bytes). Otherwise: the full RFC 8785 writer.
+    encoded = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
+    if entry_hash(encoded) != hash_:
+        encoded = canonical_json(entry, fast=check_json(entry, "event", MAX_DETAILS_DEPTH + 2))
+    return encoded[:-1] + b',"hash":"%s"}\n' % hash_.encode()
 
 
 @dataclass(slots=True)
@@ -163,11 +176,15 @@ def verify_jsonl(
     complete: bool = False,
     max_findings: int = 1000,
     progress: Callable[[int], None] | None = None,
+    first_line: int = 1,
+    on_row: Callable[[ChainRow], None] | None = None,
 ) -> JsonlReport:
     """Verify the lines of a JSONL export (bytes, with or without line ends).
 
     ``reserialized``: accept lines that another tool rewrote (see the module's docstring).
     ``complete``: require the whole log (a subset is then not ``ok``).
+    ``first_line``: the number of the first line (after an archive's header, 2).
+    ``on_row``: called with each entry read, in order, after the verifier saw it.
     """
     report = JsonlReport(complete_required=complete)
     runs: dict[str, _Run] = {}
@@ -197,7 +214,7 @@ def verify_jsonl(
         summary.last_seq = found.logs[log].last_seq
         summary.head_hash = found.logs[log].head_hash
 
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(lines, first_line):
         if not line.strip(_JSON_WHITESPACE):
             continue
         report.lines += 1
@@ -221,6 +238,8 @@ def verify_jsonl(
             run = runs[row.log] = _Run(row.seq, row.seq, ChainVerifier(max(max_findings, 8)))
         run.last = row.seq
         run.verifier.feed(row)
+        if on_row is not None:
+            on_row(row)
     for log, run in runs.items():
         finish(log, run)
     if progress is not None:

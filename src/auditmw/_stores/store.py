@@ -8,12 +8,16 @@ built in; ``auditmw.testing.MemoryStore`` is it over the in-memory reference bac
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from types import TracebackType
 from typing import Self, TypedDict
 
 from auditmw._errors import StorageDamagedError, StoreClosedError
 from auditmw._event import Event, Limits, NewEvent, PreparedEvent, prepare
+from auditmw._retention.archive import write_archive
+from auditmw._retention.archive_format import ArchiveHeader
 from auditmw._stores.backend import FACET_COLUMNS, StoreBackend
 from auditmw._stores.cursor import encode_cursor, keyset_position
 from auditmw._stores.filters import EventFilter, Page
@@ -181,6 +185,19 @@ class AuditStore:
         return StoreEvidence(
             tuple(damage), tuple(removed), sizes, tuple(await self.backend.schema_warnings())
         )
+
+    async def archive(
+        self, *, before: datetime | str, output: str | os.PathLike[str]
+    ) -> ArchiveHeader:
+        """Write every log's entries older than ``before`` to the new file ``output`` as
+        a self-verifying archive (docs/retention.md); returns its header.
+
+        ``before`` is an aware ``datetime`` or an ISO 8601 date or date-time (a date is
+        the start of that day, UTC). Each log's cut is the longest prefix whose entries
+        are all older than ``before``. ``FileExistsError`` when ``output`` exists.
+        """
+        self._require_open()
+        return await write_archive(self, before=before, output=output)
 
     def _require_open(self) -> None:
         if not self._connected:

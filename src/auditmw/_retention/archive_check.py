@@ -1,0 +1,208 @@
+"""Verifying an archive alone, offline (``auditmw verify --jsonl FILE``; docs/retention.md).
+
+The entries go through the export verifier (``auditmw._stores.jsonl``) with the whole of
+each log required; beside it, each log's Merkle frontier is rebuilt from the entries'
+hashes. Then the header is checked against what the entries proved: each log one
+complete run from ``first_seq`` to ``last_seq``, its last hash the header's ``head``, the
+rebuilt frontier the header's, every timestamp before the cut and, when the header
+carries a checkpoint, the checkpoint's root reached from the cut's root through the
+consistency proof (its signature too, given verifier keys). Nothing the header says is
+trusted before it matched the entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from auditmw._retention.archive_format import ArchiveHeader, LinkedCheckpoint, LogCut
+from auditmw._stores.jsonl import JsonlReport, verify_jsonl
+from auditmw._stores.report import Report, ReportedFinding
+from auditmw._stores.verify import INDEX_COLUMNS, ChainRow, LogSummary
+from auditmw._transparency.external import log_of_origin
+from auditmw._transparency.merkle import Frontier, verify_consistency
+from auditmw._transparency.notes import (
+    Checkpoint,
+    CheckpointError,
+    VerifierKey,
+    open_checkpoint,
+    parse_note,
+)
+
+_TIMESTAMP = INDEX_COLUMNS.index("timestamp")
+MAX_PROBLEMS = 100
+
+
+@dataclass(slots=True)
+class ArchiveReport(Report):
+    """What ``verify_archive`` found: the entries' report (``entries``), and ``problems``
+    where the header and the entries disagree or a checkpoint does not link."""
+
+    header: ArchiveHeader
+    entries: JsonlReport
+    problems: list[str] = field(default_factory=list)
+    checkpoints: dict[str, str] = field(default_factory=dict)  # log -> what was checked
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def findings(self) -> Sequence[ReportedFinding]:  # type: ignore[override]
+        return self.entries.findings
+
+    @property
+    def logs(self) -> dict[str, LogSummary]:  # type: ignore[override]
+        return self.entries.logs
+
+    @property
+    def ok(self) -> bool:
+        """Every entry intact, each log complete, and the header true to them."""
+        return self.entries.ok and not self.problems
+
+    def summary(self) -> str:
+        if self.entries.damaged:
+            return self.entries.summary()
+        if self.entries.incomplete:
+            first = self.entries.missing_ranges[0]
+            return f"DAMAGED: entries missing from the archive; first: {first}"
+        if self.problems:
+            return f"DAMAGED: {len(self.problems)} problem(s); first: {self.problems[0]}"
+        runs = "; ".join(
+            f"log {name!r}: seqs {cut.first_seq}..{cut.last_seq}, head {cut.head}"
+            for name, cut in sorted(self.header.logs.items())
+        )
+        return (
+            f"OK: archive of {self.header.entries} entries before {self.header.before}, "
+            f"every log complete from seq 1 ({runs or 'no entries'})"
+        )
+
+    def details(self) -> list[str]:
+        lines = self.entries.details()
+        lines.extend(f"  {problem}" for problem in self.problems)
+        lines.extend(f"  log {log!r}: {text}" for log, text in sorted(self.checkpoints.items()))
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        document = self.entries.to_dict()
+        document["ok"] = self.ok
+        document["archive"] = self.header.to_dict()
+        document["archive_problems"] = self.problems
+        document["checkpoints"] = self.checkpoints
+        return document
+
+
+def verify_archive(
+    header: ArchiveHeader,
+    lines: Iterable[bytes],
+    *,
+    keys: Sequence[VerifierKey] = (),
+    reserialized: bool = False,
+    max_findings: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> ArchiveReport:
+    """Verify the entry lines of an archive (the lines after ``header``, its first)."""
+    frontiers: dict[str, Frontier] = {}
+    late: list[str] = []
+
+    def read(row: ChainRow) -> None:
+        with suppress(ValueError):  # not a hash: the entry verifier reports it as modified
+            frontiers.setdefault(row.log, Frontier()).append(bytes.fromhex(row.hash))
+        timestamp = row.columns[_TIMESTAMP]
+        if not isinstance(timestamp, str) or timestamp >= header.before:
+            late.append(
+                f"log {row.log!r} seq {row.seq}: timestamp {timestamp!r} is not before the cut"
+            )
+
+    entries = verify_jsonl(
+        lines,
+        reserialized=reserialized,
+        complete=True,
+        max_findings=max_findings,
+        progress=progress,
+        first_line=2,
+        on_row=read,
+    )
+    report = ArchiveReport(header, entries)
+    report.problems.extend(late)
+    for log in sorted(set(entries.logs) - set(header.logs)):
+        report.problems.append(f"log {log!r}: entries in the file, but not in the header")
+    for log, cut in sorted(header.logs.items()):
+        _check_log(report, log, cut, entries.logs.get(log), frontiers.get(log, Frontier()), keys)
+    del report.problems[MAX_PROBLEMS:]
+    return report
+
+
+def _check_log(
+    report: ArchiveReport,
+    log: str,
+    cut: LogCut,
+    found: LogSummary | None,
+    frontier: Frontier,
+    keys: Sequence[VerifierKey],
+) -> None:
+    problems = report.problems
+    where = f"log {log!r}"
+    if found is None:
+        problems.append(
+            f"{where}: the header lists seqs {cut.first_seq}..{cut.last_seq}, the file holds none"
+        )
+        return
+    if cut.first_seq != 1:
+        problems.append(f"{where}: first_seq is {cut.first_seq}; an archive starts at seq 1")
+    if found.last_seq != cut.last_seq:
+        problems.append(
+            f"{where}: the file ends at seq {found.last_seq}, the header says {cut.last_seq}"
+        )
+    if found.head_hash != cut.head:
+        problems.append(
+            f"{where}: the header's head {cut.head} is not the last entry's hash {found.head_hash}"
+        )
+    if frontier != cut.frontier:
+        problems.append(f"{where}: the header's frontier is not the one of the entries' hashes")
+        return
+    if cut.checkpoint is None:
+        if keys:
+            problems.append(f"{where}: no checkpoint to check with --public-key")
+        return
+    problem = _check_checkpoint(report, log, frontier, cut.checkpoint, keys)
+    if problem is not None:
+        problems.append(f"{where}: {problem}")
+
+
+def _check_checkpoint(
+    report: ArchiveReport,
+    log: str,
+    frontier: Frontier,
+    linked: LinkedCheckpoint,
+    keys: Sequence[VerifierKey],
+) -> str | None:
+    """Whether the checkpoint's tree extends the archived one: None, or the problem."""
+    signed_by = ""
+    try:
+        if keys:
+            opened = open_checkpoint(linked.note, keys)
+            checkpoint = opened.checkpoint
+            signed_by = ", ".join(f"{key.name}+{key.key_id.hex()}" for key in opened.verified_by)
+        else:
+            checkpoint = Checkpoint.parse(parse_note(linked.note).text)
+    except (CheckpointError, ValueError) as exc:
+        return f"the checkpoint does not open: {exc}"
+    if log_of_origin(checkpoint.origin) != log:
+        return f"the checkpoint is of origin {checkpoint.origin!r}, not of this log"
+    try:
+        proof = [bytes.fromhex(node) for node in linked.consistency_proof]
+    except ValueError:
+        return "the consistency proof is not a list of hex hashes"
+    if not verify_consistency(
+        frontier.size, checkpoint.size, frontier.root(), checkpoint.root, proof
+    ):
+        return (
+            f"the consistency proof does not lead from the archived tree (size "
+            f"{frontier.size}) to the checkpoint's (size {checkpoint.size})"
+        )
+    what = f"linked to the checkpoint of size {checkpoint.size}"
+    if signed_by:
+        report.checkpoints[log] = f"{what}, signed by {signed_by}"
+    else:
+        report.checkpoints[log] = f"{what} (signature not checked: give --public-key)"
+    return None
