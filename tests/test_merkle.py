@@ -19,11 +19,10 @@ from hypothesis import strategies as st
 from auditmw._event import entry_hash
 from auditmw._transparency.merkle import (
     EMPTY_ROOT,
-    AsyncLeafReader,
     Frontier,
     LeafReader,
+    aconsistency_proof_from,
     ainclusion_proof_from,
-    arange_root,
     consistency_proof,
     consistency_ranges,
     inclusion_proof,
@@ -46,12 +45,6 @@ def inclusion_proof_from(read: LeafReader, index: int, tree_size: int) -> list[b
 
 def consistency_proof_from(read: LeafReader, old_size: int, new_size: int) -> list[bytes]:
     return [range_root(read, a, b) for a, b in consistency_ranges(old_size, new_size)]
-
-
-async def aconsistency_proof_from(
-    read: AsyncLeafReader, old_size: int, new_size: int
-) -> list[bytes]:
-    return [await arange_root(read, a, b) for a, b in consistency_ranges(old_size, new_size)]
 
 
 # --- a reference implementation, from the RFC 9162 §2.1 definitions as written ---------

@@ -30,7 +30,7 @@ from auditmw._retention.archive_format import ArchiveHeader, LinkedCheckpoint, L
 from auditmw._stores.filters import EventFilter, format_timestamp, parse_time
 from auditmw._stores.jsonl import jsonl_line
 from auditmw._stores.rows import StoredCheckpoint
-from auditmw._transparency.merkle import Frontier, arange_root, consistency_ranges
+from auditmw._transparency.merkle import Frontier, aconsistency_proof_from
 
 WRITE_BYTES = 64 * 1024  # entries written to the file at a time, from a thread
 
@@ -141,11 +141,8 @@ async def _link(source: ArchiveSource, log: str, size: int) -> LinkedCheckpoint 
         return None
     checkpoint = min(covering, key=lambda c: c.size)
     read = partial(source.leaf_hashes, log)
-    proof = [
-        (await arange_root(read, start, end)).hex()
-        for start, end in consistency_ranges(size, checkpoint.size)
-    ]
-    return LinkedCheckpoint(checkpoint.note.decode("utf-8"), tuple(proof))
+    proof = await aconsistency_proof_from(read, size, checkpoint.size)
+    return LinkedCheckpoint(checkpoint.note.decode("utf-8"), tuple(node.hex() for node in proof))
 
 
 @contextmanager

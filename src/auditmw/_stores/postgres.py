@@ -126,13 +126,14 @@ class PostgresBackend(SQLBackend):
         self,
         dsn: str,
         *,
-        schema: str = "public",
-        create: bool = True,
-        pool_size: int = 4,
-        retry_for: float = 10.0,
-        connect_timeout: float = 5.0,
-        command_timeout: float = 10.0,
+        schema: str,
+        create: bool,
+        pool_size: int,
+        retry_for: float,
+        connect_timeout: float,
+        command_timeout: float,
     ) -> None:
+        # No defaults here: PostgresStore's signature is the one place that states them.
         if not _SCHEMA_NAME.match(schema):
             raise ValueError("schema must be a lowercase SQL identifier")
         timeouts = {

@@ -107,10 +107,11 @@ class SQLiteBackend(SQLiteReads):
         self,
         path: str | os.PathLike[str],
         *,
-        create: bool = True,
-        synchronous: str = "FULL",
-        busy_timeout: float = 5.0,
+        create: bool,
+        synchronous: str,
+        busy_timeout: float,
     ) -> None:
+        # No defaults here: SQLiteStore's signature is the one place that states them.
         if not busy_timeout > 0:
             raise ValueError("busy_timeout must be a positive number of seconds")
         if synchronous.upper() not in SYNCHRONOUS_MODES:
