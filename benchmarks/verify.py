@@ -12,7 +12,7 @@ proof is made and verified too). Side by side in one run, alternating over round
 - storage check: SQLite's ``PRAGMA quick_check`` of every page of the file, alone (both
   variants below run it before their pass);
 - chain: ``store.verify()`` (the storage check, then hashes, links, index columns);
-- chain + Merkle: ``check_anchors``, what ``auditmw verify --public-key`` runs: the
+- chain + Merkle: ``check_checkpoints``, what ``auditmw verify --public-key`` runs: the
   storage check, the chain pass, each recomputed hash fed to the Merkle tree, both roots
   compared, the consistency proof gathered and verified, all in that one pass.
 
@@ -55,12 +55,9 @@ from _common import (
 )
 from append import make_events
 from auditmw import Checkpointing, DirectorySink, NewEvent, SQLiteStore
-from auditmw._transparency.external import (
-    AnchorReport,
-    CheckpointInput,
-    check_anchors,
-    sink_checkpoints,
-)
+from auditmw._transparency.checkpoint_report import CheckpointReport
+from auditmw._transparency.external import check_checkpoints
+from auditmw._transparency.inputs import CheckpointInput, sink_checkpoints
 from auditmw._transparency.merkle import Frontier
 from auditmw._transparency.notes import (
     Checkpoint,
@@ -169,18 +166,18 @@ async def chain(path: Path) -> int:
 def anchored(verifier: VerifierKey, notes: list[CheckpointInput]) -> Variant:
     async def run(path: Path) -> int:
         async with SQLiteStore(path, create=False) as store:
-            report = await check_anchors(store, [verifier], notes)
+            report = await check_checkpoints(store, [verifier], notes)
         check_anchored(report, len(notes))
         return report.chain.entries
 
     return run
 
 
-def check_anchored(report: AnchorReport, checkpoints: int) -> None:
+def check_anchored(report: CheckpointReport, checkpoints: int) -> None:
     """The run did the whole job: every log anchored to its end, every proof verified."""
     problems = [finding.line() for finding in report.findings]
     if not report.ok or report.checked != checkpoints:
-        raise RuntimeError(f"check_anchors failed: {report.summary()} {problems}")
+        raise RuntimeError(f"check_checkpoints failed: {report.summary()} {problems}")
     if any(log.not_yet_anchored for log in report.logs.values()):
         raise RuntimeError("a log is not anchored to its end")
     if not report.proofs or not all(proof.verified for proof in report.proofs):
@@ -205,7 +202,7 @@ def verification(events: int, rounds: int) -> tuple[list[tuple[str, str]], list[
         ("stdlib sqlite3 + SHA-256", stdlib_floor),
         ("storage check (quick_check)", storage_check(entries)),
         ("chain (store.verify)", chain),
-        ("chain + Merkle (check_anchors)", anchored(key.verifier, notes)),
+        ("chain + Merkle (check_checkpoints)", anchored(key.verifier, notes)),
     ]
     time_run(variants[0][1], path, entries)  # warm-up: the file is then in the OS cache
     samples: dict[str, list[Timing]] = {label: [] for label, _ in variants}
@@ -233,7 +230,7 @@ def verification(events: int, rounds: int) -> tuple[list[tuple[str, str]], list[
         ],
     )
     print()
-    full, plain = wall["chain + Merkle (check_anchors)"], wall["chain (store.verify)"]
+    full, plain = wall["chain + Merkle (check_checkpoints)"], wall["chain (store.verify)"]
     storage = wall["storage check (quick_check)"]
     facts = [
         ("store", f"{path.name}, {entries:,} events, {path.stat().st_size / 1e6:,.0f} MB"),
@@ -277,7 +274,7 @@ async def _appends(
 
 async def _check_anchored(path: Path, sink: Path, verifier: VerifierKey, count: int) -> None:
     async with SQLiteStore(path, create=False) as store:
-        report = await check_anchors(store, [verifier], sink_checkpoints(sink))
+        report = await check_checkpoints(store, [verifier], sink_checkpoints(sink))
     if not report.ok or report.chain.entries < count:
         raise RuntimeError(f"checkpointed store: {report.summary()}")
     if any(log.not_yet_anchored for log in report.logs.values()):
