@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 import pytest
@@ -154,11 +154,29 @@ def test_the_admin_api_passes_every_check_signed_in(
 def test_signed_out_every_answer_is_a_documented_401(
     example_app: ExampleApp, tmp_path: Path
 ) -> None:
+    har = tmp_path / "requests.har"
     result, report = run_schemathesis(
-        example_app, tmp_path / "report.json", "--phases", "fuzzing", "--max-examples", "10"
+        example_app,
+        tmp_path / "report.json",
+        *("--phases", "fuzzing", "--max-examples", "10"),
+        *("--report", "har", "--report-har-path", str(har)),
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert (report["failures"], report["errors"]) == ([], []), output
-    # Each operation answered nothing but 401/403 (and each answer passed every check).
-    assert set(report["warnings"]["missing_auth"]) == operation_labels(example_app), output
+    # Every request the admin app received was answered 401. Starlette's Mount does not
+    # route a path holding a newline (its pattern's "." stops there): the host app
+    # answers that one 404, and the admin app never sees it.
+    unrouted = set()
+    for entry in json.loads(har.read_text())["log"]["entries"]:
+        path = unquote(urlsplit(entry["request"]["url"]).path)
+        status = entry["response"]["status"]
+        if status == 404 and "\n" in path:
+            unrouted.add(path)
+            continue
+        assert status == 401, (path, status, output)
+    # Each operation answered 401 alone (and each answer passed every check), unless
+    # one of its generated paths never reached the admin app.
+    missing_auth = set(report["warnings"]["missing_auth"])
+    assert missing_auth <= operation_labels(example_app), output
+    assert len(missing_auth) >= len(operation_labels(example_app)) - len(unrouted), output
