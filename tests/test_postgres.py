@@ -87,6 +87,8 @@ async def test_version_2_triggers_are_made_to_fire_always_but_a_disabled_one_sta
             "auditmw_events_no_truncate": "D",
             "auditmw_checkpoints_no_change": "A",
             "auditmw_checkpoints_no_truncate": "A",
+            "auditmw_cuts_no_change": "A",
+            "auditmw_cuts_no_truncate": "A",
         }
         assert await stored_schema_version(conn) == SCHEMA_VERSION == "3"
     finally:
@@ -212,6 +214,7 @@ async def test_an_insert_and_select_only_role_can_append_but_not_change(pg_schem
         await admin.execute(
             f'GRANT SELECT, INSERT ON "{pg_schema}".auditmw_checkpoints TO "{role}"'
         )
+        await admin.execute(f'GRANT SELECT ON "{pg_schema}".auditmw_cuts TO "{role}"')
         parts = urlsplit(POSTGRES_DSN)
         app_dsn = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
         key = SigningKey.generate("audit.example.com")

@@ -62,3 +62,13 @@ class StorageDamagedError(StoreError):
 
 class NotAStoreError(StoreError):
     """The target exists but is not an auditmw store, or cannot be opened as one."""
+
+
+class PruneRefusedError(StoreError):
+    """A prune was refused and nothing was deleted (docs/retention.md): an archive that
+    does not cover exactly the prefix to delete, or is damaged (``damaged``); a legal hold;
+    a date in the future; another prune that ran meanwhile (run it again)."""
+
+    def __init__(self, message: str, *, damaged: bool = False) -> None:
+        super().__init__(message)
+        self.damaged = damaged

@@ -7,6 +7,8 @@
     auditmw export STORE --format csv|jsonl [filters] [-o FILE]
     auditmw archive STORE --before DATE -o FILE
                                           the entries older than DATE, as an archive
+    auditmw prune STORE --before DATE (--archive FILE | --no-archive) [--actor ID]
+                                          delete them, recorded, after checking FILE
     auditmw prove STORE --seq N           the Merkle inclusion proof of one entry
     auditmw keygen NAME --out PREFIX      a key pair for signing checkpoints
 
@@ -23,10 +25,10 @@ import sys
 from collections.abc import Sequence
 
 from auditmw._admin.parameters import flag
-from auditmw._cli import archive, export, keygen, prove, verify
+from auditmw._cli import archive, export, keygen, prove, prune, verify
 from auditmw._cli.command import Command
 from auditmw._cli.exit_codes import ExitCode
-from auditmw._errors import StoreError, StoreUnavailableError
+from auditmw._errors import PruneRefusedError, StoreError, StoreUnavailableError
 from auditmw._stores.filters import QueryError
 from auditmw._transparency.notes import MissingExtraError
 
@@ -36,6 +38,7 @@ COMMANDS: tuple[Command, ...] = (
     verify.COMMAND,
     export.COMMAND,
     archive.COMMAND,
+    prune.COMMAND,
     prove.COMMAND,
     keygen.COMMAND,
 )
@@ -87,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MissingExtraError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return ExitCode.MISSING_EXTRA
+    except PruneRefusedError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return ExitCode.DAMAGED if exc.damaged else ExitCode.USAGE
     except StoreUnavailableError as exc:
         print(f"{name}: {exc} (try again later)", file=sys.stderr)
         return ExitCode.UNAVAILABLE

@@ -21,12 +21,12 @@ from auditmw._retention.archive_format import ArchiveHeader, LinkedCheckpoint, L
 from auditmw._stores.jsonl import JsonlReport, verify_jsonl
 from auditmw._stores.report import Report, ReportedFinding
 from auditmw._stores.verify import INDEX_COLUMNS, ChainRow, LogSummary
-from auditmw._transparency.external import log_of_origin
 from auditmw._transparency.merkle import Frontier, verify_consistency
 from auditmw._transparency.notes import (
     Checkpoint,
     CheckpointError,
     VerifierKey,
+    log_of_origin,
     open_checkpoint,
     parse_note,
 )

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from typing import ClassVar
 
 from auditmw._event import Event, PreparedEvent
+from auditmw._retention.cuts import CutRecord
 from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter
 from auditmw._stores.histogram import BucketLayout
@@ -153,3 +154,30 @@ class StoreBackend(ABC):
         """For each (log, verifier key), the largest size of a stored checkpoint signed
         by that key (per the table's unsigned ``key`` column: a forged row passes here,
         and fails when the notes are checked with ``--public-key``)."""
+
+    # --- retention (docs/retention.md) -----------------------------------------------------
+
+    @abstractmethod
+    async def cut_rows(self) -> list[tuple[object, ...]]:
+        """Every row of the cut table as stored, in insertion order: ``(log, last_seq,
+        head, frontier json, event_id, created_at)``; empty without the table."""
+
+    @abstractmethod
+    async def prune(
+        self,
+        event: PreparedEvent,
+        records: list[CutRecord],
+        recorded: dict[str, int],
+        deadline: float,
+    ) -> tuple[Event, int]:
+        """In one transaction: check the cut table still records ``recorded`` (each
+        log's largest ``last_seq``; else ``PruneRefusedError``) and each new cut's entry
+        its head; append ``event`` (``audit.pruned``) to its log; insert ``records``
+        (every log's cut, ``event_id`` the event's); and delete the rows at or below the
+        cuts, or (PostgreSQL) leave them to ``delete_pruned``. Returns the event and how
+        many rows were deleted."""
+
+    @abstractmethod
+    async def delete_pruned(self, limit: int) -> int:
+        """Delete up to ``limit`` rows at or below the recorded cuts (a prune not finished
+        yet), in (log, seq) order, in one short transaction; how many were deleted."""

@@ -14,8 +14,17 @@ from collections.abc import AsyncIterator
 from operator import itemgetter
 from typing import Any
 
-from auditmw._errors import EventRefusedError, StoreClosedError
-from auditmw._event import GENESIS_HASH, ROW_FIELDS, Event, PreparedEvent, chain, stored_event
+from auditmw._errors import EventRefusedError, PruneRefusedError, StoreClosedError
+from auditmw._event import (
+    GENESIS_HASH,
+    ROW_FIELDS,
+    Event,
+    PreparedEvent,
+    chain,
+    entry_hash,
+    stored_event,
+)
+from auditmw._retention.cuts import CutRecord, latest_cuts
 from auditmw._stores.backend import StoreBackend
 from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter, ascii_lower
@@ -46,6 +55,14 @@ class MemoryTables:
         self.by_log: dict[str, list[int]] = {}  # positions in ``events``, in seq order
         self.ids: dict[str, int] = {}  # event id -> position in ``events``
         self.checkpoints: list[CheckpointRow] = []  # in insertion order (their id)
+        self.cuts: list[CutRecord] = []  # append-only, as the databases' auditmw_cuts
+
+    def reindex(self) -> None:
+        """Rebuild ``by_log`` and ``ids`` after rows were removed (a prune)."""
+        self.by_log, self.ids = {}, {}
+        for position, row in enumerate(self.events):
+            self.by_log.setdefault(row[_LOG], []).append(position)
+            self.ids[row[_ID]] = position
 
 
 class MemoryBackend(StoreBackend):
@@ -81,6 +98,9 @@ class MemoryBackend(StoreBackend):
             positions = tables.by_log.get(log)
             last = tables.events[positions[-1]] if positions else None
             heads[log] = (0, GENESIS_HASH) if last is None else (last[_SEQ], last[_HASH])
+            cut = latest_cuts(tables.cuts).get(log)
+            if last is None and cut is not None:  # every entry of the log was pruned
+                heads[log] = (cut.last_seq, cut.head)
         rows, events = chain(batch, heads)
         ids = [row[_ID] for row in rows]
         # The databases' unique index on id: the whole batch is refused, nothing stored.
@@ -103,8 +123,9 @@ class MemoryBackend(StoreBackend):
 
     async def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
         tables = self._rows()
-        positions = tables.by_log.get(log, [])[start:end]  # seq n is at index n - 1
-        for position in positions:
+        positions = tables.by_log.get(log, [])
+        first = tables.events[positions[0]][_SEQ] if positions else 1  # after a prune, > 1
+        for position in positions[max(start + 1 - first, 0) : max(end + 1 - first, 0)]:
             yield leaf_of(tables.events[position][_HASH])
 
     async def get(self, event_id: str) -> Event | None:
@@ -193,7 +214,8 @@ class MemoryBackend(StoreBackend):
         return len(self._rows().events)
 
     async def last_seq(self, log: str) -> int:
-        return len(self._rows().by_log.get(log, ()))
+        positions = self._rows().by_log.get(log)
+        return int(self.tables.events[positions[-1]][_SEQ]) if positions else 0
 
     async def schema_warnings(self) -> list[str]:
         self._rows()
@@ -207,12 +229,57 @@ class MemoryBackend(StoreBackend):
         self._rows()
         return []  # nothing here removes one
 
+    # --- retention -------------------------------------------------------------------------
+
+    async def cut_rows(self) -> list[tuple[object, ...]]:
+        return [record.values() for record in self._rows().cuts]
+
+    async def prune(
+        self,
+        event: PreparedEvent,
+        records: list[CutRecord],
+        recorded: dict[str, int],
+        deadline: float,
+    ) -> tuple[Event, int]:
+        tables = self._rows()
+        now = {log: cut.last_seq for log, cut in latest_cuts(tables.cuts).items()}
+        if now != recorded:
+            raise PruneRefusedError("another prune ran meanwhile; nothing was pruned: run it again")
+        for record in records:
+            cut = record.cut
+            if recorded.get(record.log) == cut.last_seq:
+                continue
+            position = tables.ids.get(_id_at(tables, record.log, cut.last_seq) or "")
+            if position is None or entry_hash(tables.events[position][_ENTRY]) != cut.head:
+                raise PruneRefusedError(
+                    f"log {record.log!r}: the entry at the cut is not the one planned"
+                )
+        [committed] = await self.append_batch([event], deadline)
+        tables.cuts.extend(records)
+        limits = {record.log: record.cut.last_seq for record in records}
+        kept = [row for row in tables.events if row[_SEQ] > limits.get(row[_LOG], 0)]
+        deleted = len(tables.events) - len(kept)
+        tables.events = kept
+        tables.reindex()
+        return committed, deleted
+
+    async def delete_pruned(self, limit: int) -> int:
+        self._rows()
+        return 0  # a prune here is all at once
+
     async def checkpoint_sizes(self) -> dict[tuple[str, str], int]:
         sizes: dict[tuple[str, str], int] = {}
         for row in self._rows().checkpoints:
             key = (row.checkpoint.log, row.key)
             sizes[key] = max(sizes.get(key, 0), row.checkpoint.size)
         return sizes
+
+
+def _id_at(tables: MemoryTables, log: str, seq: int) -> str | None:
+    for position in tables.by_log.get(log, ()):
+        if tables.events[position][_SEQ] == seq:
+            return str(tables.events[position][_ID])
+    return None
 
 
 def _event(row: tuple[Any, ...]) -> Event:

@@ -38,13 +38,12 @@ from auditmw._errors import (
     StoreUnavailableError,
 )
 from auditmw._event import (
-    GENESIS_HASH,
     ROW_FIELDS,
     Event,
     PreparedEvent,
     chain,
-    entry_hash,
 )
+from auditmw._retention.cuts import CutRecord
 from auditmw._stores.filters import EventFilter, ascii_lower
 from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
 from auditmw._stores.postgres_errors import (
@@ -56,14 +55,23 @@ from auditmw._stores.postgres_errors import (
     refused,
     store_error,
 )
+from auditmw._stores.postgres_retention import (
+    CUT_ROWS,
+    cut_function_warnings,
+    delete_batch,
+    lock_head,
+    record_prune,
+)
 from auditmw._stores.postgres_schema import (
     CHECKPOINT_TRIGGERS,
+    CUT_TRIGGERS,
     REJECT_CHANGE_BODY,
     REJECT_CHECKPOINT_CHANGE_BODY,
     SCHEMA_VERSION,
     SEARCH_TEXT,
     TRIGGERS,
     create_schema,
+    ensure_retention_schema,
     store_exists,
 )
 from auditmw._stores.rows import CheckpointRow
@@ -276,7 +284,7 @@ class PostgresBackend(SQLBackend):
             # that share logs never hold one lock each while waiting for the other's.
             heads: dict[str, tuple[int, str]] = {}
             for log in sorted({prepared.log for prepared in batch}):
-                heads[log] = await _lock_head(conn, log)
+                heads[log] = await lock_head(conn, log)
             rows, events = chain(batch, heads)
             await conn.executemany(INSERT, rows)
         return events
@@ -353,7 +361,39 @@ class PostgresBackend(SQLBackend):
         if source is None or source.split() != REJECT_CHANGE_BODY.split():
             # A trigger that stays enabled but calls a neutered function protects nothing.
             warnings.append("trigger function auditmw_reject_change is missing or altered")
-        return warnings + await self._checkpoint_schema_warnings()
+        return warnings + await self._checkpoint_schema_warnings() + await self._cut_warnings()
+
+    async def _cut_warnings(self) -> list[str]:
+        if not await self._fetchval("SELECT to_regclass('auditmw_cuts') IS NOT NULL"):
+            return []
+        warnings = await self._trigger_warnings("auditmw_cuts", CUT_TRIGGERS)
+        async with self._connection() as conn:
+            return warnings + await cut_function_warnings(conn, self.schema)
+
+    # --- retention (docs/retention.md; the statements: auditmw._stores.postgres_retention) --
+
+    async def cut_rows(self) -> list[tuple[object, ...]]:
+        if not await self._fetchval("SELECT to_regclass('auditmw_cuts') IS NOT NULL"):
+            return []
+        return [tuple(record) for record in await self._fetch(CUT_ROWS)]
+
+    async def prune(
+        self,
+        event: PreparedEvent,
+        records: list[CutRecord],
+        recorded: dict[str, int],
+        deadline: float,
+    ) -> tuple[Event, int]:
+        # A pooled connection: the writer's serves the batches meanwhile. The append lock
+        # of the event's log serialises it with them.
+        async with self._connection("prune failed") as conn:
+            await ensure_retention_schema(conn, self.schema)  # opened with create=False
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                return await record_prune(conn, event, records, recorded, INSERT), 0
+
+    async def delete_pruned(self, limit: int) -> int:
+        async with self._connection("prune failed") as conn:
+            return await delete_batch(conn, limit)
 
     async def _trigger_warnings(self, table: str, names: tuple[str, ...]) -> list[str]:
         """What is wrong with the append-only triggers ``names`` of ``table``."""
@@ -508,20 +548,6 @@ class PostgresBackend(SQLBackend):
                 "trigger function auditmw_reject_checkpoint_change is missing or altered"
             )
         return warnings
-
-
-async def _lock_head(conn: asyncpg.Connection, log: str) -> tuple[int, str]:
-    """Lock the log until commit, then read its head from the stored bytes."""
-    # Keyed by schema and log: stores in other schemas of the database never wait on it.
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext(current_schema()), hashtext($1))", log
-    )
-    record = await conn.fetchrow(
-        "SELECT seq, entry FROM auditmw_events WHERE log = $1 ORDER BY seq DESC LIMIT 1", log
-    )
-    if record is None:
-        return 0, GENESIS_HASH
-    return int(record["seq"]), entry_hash(bytes(record["entry"]))
 
 
 class PostgresStore(AuditStore):

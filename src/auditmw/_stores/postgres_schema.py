@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from auditmw._stores.sql import SEARCH_COLUMNS
 
@@ -15,10 +16,22 @@ logger = logging.getLogger("auditmw")
 # the migrations).
 SCHEMA_VERSION = "3"
 
+# The one narrow DELETE path (docs/retention.md): a row at or below its log's recorded cut.
+# The function runs with the store's schema as its search_path (SET ... FROM CURRENT when
+# created), so a session cannot point ``auditmw_cuts`` at a table of its own.
 REJECT_CHANGE_BODY = """
 BEGIN
+    IF TG_OP = 'DELETE' AND to_regclass('auditmw_cuts') IS NOT NULL THEN
+        IF OLD.seq <= (SELECT max(last_seq) FROM auditmw_cuts WHERE log = OLD.log) THEN
+            RETURN OLD;
+        END IF;
+    END IF;
     RAISE EXCEPTION 'auditmw_events is append-only: % is not allowed', TG_OP;
 END """
+REJECT_CHANGE_FUNCTION = (
+    "CREATE OR REPLACE FUNCTION auditmw_reject_change() RETURNS trigger LANGUAGE plpgsql "
+    "SET search_path FROM CURRENT AS $$" + REJECT_CHANGE_BODY + "$$;"
+)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS auditmw_meta (key text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE IF NOT EXISTS auditmw_events (
@@ -50,8 +63,7 @@ CREATE INDEX IF NOT EXISTS auditmw_events_resource ON auditmw_events (resource, 
 CREATE INDEX IF NOT EXISTS auditmw_events_resource_id
     ON auditmw_events (resource_id, timestamp, id);
 CREATE INDEX IF NOT EXISTS auditmw_events_outcome ON auditmw_events (outcome, timestamp, id);
-CREATE OR REPLACE FUNCTION auditmw_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
-{REJECT_CHANGE_BODY}$$;
+{REJECT_CHANGE_FUNCTION}
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_events_no_change'
                    AND tgrelid = 'auditmw_events'::regclass) THEN
@@ -67,7 +79,7 @@ END $$;
 INSERT INTO auditmw_meta (key, value) VALUES ('schema_version', '1')
     ON CONFLICT (key) DO NOTHING;
 """
-SCHEMA = SCHEMA.replace("{REJECT_CHANGE_BODY}", REJECT_CHANGE_BODY)
+SCHEMA = SCHEMA.replace("{REJECT_CHANGE_FUNCTION}", REJECT_CHANGE_FUNCTION)
 TRIGGERS = ("auditmw_events_no_change", "auditmw_events_no_truncate")
 # Version 2: signed checkpoints (auditmw._transparency.checkpoints), append-only like the events.
 REJECT_CHECKPOINT_CHANGE_BODY = """
@@ -126,6 +138,45 @@ ALWAYS_TRIGGERS = (  # built from the constant trigger names above, no input
 )
 # What brings a store of version N - 1 to version N (run in order, under the schema lock).
 MIGRATIONS = {2: CHECKPOINT_SCHEMA, 3: ALWAYS_TRIGGERS}
+# Retention (docs/retention.md): the append-only table of cuts, and the events' trigger
+# function that lets a row at or below its log's cut be deleted. Brought in by
+# ``ensure_retention_schema`` whatever the version (idempotent; it does not change it).
+REJECT_CUT_CHANGE_BODY = """
+BEGIN
+    RAISE EXCEPTION 'auditmw_cuts is append-only: % is not allowed', TG_OP;
+END """
+CUT_TRIGGERS = ("auditmw_cuts_no_change", "auditmw_cuts_no_truncate")
+RETENTION_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS auditmw_cuts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    log text COLLATE "C" NOT NULL,
+    last_seq bigint NOT NULL,
+    head text NOT NULL,
+    frontier text NOT NULL,
+    event_id text NOT NULL,
+    created_at text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS auditmw_cuts_log ON auditmw_cuts (log, last_seq);
+CREATE OR REPLACE FUNCTION auditmw_reject_cut_change() RETURNS trigger LANGUAGE plpgsql AS $$
+{REJECT_CUT_CHANGE_BODY}$$;
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_cuts_no_change'
+                   AND tgrelid = 'auditmw_cuts'::regclass) THEN
+        CREATE TRIGGER auditmw_cuts_no_change BEFORE UPDATE OR DELETE ON auditmw_cuts
+            FOR EACH ROW EXECUTE FUNCTION auditmw_reject_cut_change();
+        ALTER TABLE auditmw_cuts ENABLE ALWAYS TRIGGER auditmw_cuts_no_change;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'auditmw_cuts_no_truncate'
+                   AND tgrelid = 'auditmw_cuts'::regclass) THEN
+        CREATE TRIGGER auditmw_cuts_no_truncate BEFORE TRUNCATE ON auditmw_cuts
+            FOR EACH STATEMENT EXECUTE FUNCTION auditmw_reject_cut_change();
+        ALTER TABLE auditmw_cuts ENABLE ALWAYS TRIGGER auditmw_cuts_no_truncate;
+    END IF;
+END $$;
+""".replace("{REJECT_CUT_CHANGE_BODY}", REJECT_CUT_CHANGE_BODY)
+    + REJECT_CHANGE_FUNCTION
+)
 # The searched text: the five fields, ASCII-lowercased (as the SQLite store matches), joined
 # by a control character no search term may contain. Immutable, so a trigram index can hold it.
 SEARCH_TEXT = (
@@ -137,7 +188,15 @@ SEARCH_TEXT = (
 
 async def create_schema(conn: asyncpg.Connection, schema: str) -> None:
     """Create the schema, or bring an older one up to ``SCHEMA_VERSION``, idempotently;
-    concurrent first starts serialize on a lock.
+    concurrent first starts serialize on a lock. Then the retention tables
+    (``ensure_retention_schema``).
+    """
+    await _create_versioned(conn, schema)
+    await ensure_retention_schema(conn, schema)
+
+
+async def _create_versioned(conn: asyncpg.Connection, schema: str) -> None:
+    """The versioned part of ``create_schema``.
 
     When the store is up to date nothing is run but one SELECT, so an application role
     that may only INSERT and SELECT (see docs/postgres.md) can open a store its owner
@@ -167,6 +226,38 @@ async def create_schema(conn: asyncpg.Connection, schema: str) -> None:
         await conn.execute(
             "UPDATE auditmw_meta SET value = $1 WHERE key = 'schema_version'", SCHEMA_VERSION
         )
+
+
+async def ensure_retention_schema(
+    conn: asyncpg.Connection | PoolConnectionProxy, schema: str
+) -> None:
+    """Create the cut table and the narrow DELETE path when missing or altered (one
+    SELECT when the store has them), under the schema lock, in one transaction."""
+    if await _retention_schema_current(conn, schema):
+        return
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('auditmw schema'))")
+        if await _retention_schema_current(conn, schema):
+            return
+        await conn.execute(f'SET LOCAL search_path TO "{schema}"')  # validated name
+        await conn.execute(RETENTION_SCHEMA)
+
+
+async def _retention_schema_current(
+    conn: asyncpg.Connection | PoolConnectionProxy, schema: str
+) -> bool:
+    found = await conn.fetchrow(
+        "SELECT to_regclass(quote_ident($1) || '.auditmw_cuts') IS NOT NULL AS cuts, "
+        "(SELECT prosrc FROM pg_proc WHERE proname = 'auditmw_reject_change' "
+        "AND pronamespace = to_regnamespace(quote_ident($1))) AS source",
+        schema,
+    )
+    source = None if found is None else found["source"]
+    return found is not None and (
+        bool(found["cuts"])
+        and source is not None
+        and (source.split() == REJECT_CHANGE_BODY.split())
+    )
 
 
 async def schema_version(conn: asyncpg.Connection, schema: str) -> int | None:

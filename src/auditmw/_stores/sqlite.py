@@ -38,6 +38,7 @@ from auditmw._event import (
     chain,
     entry_hash,
 )
+from auditmw._retention.cuts import CutRecord
 from auditmw._stores.rows import CheckpointRow
 from auditmw._stores.sql import INSERT_CHECKPOINT, insert_checkpoint_values
 from auditmw._stores.sqlite_check import (
@@ -50,13 +51,25 @@ from auditmw._stores.sqlite_errors import (
     store_error,
     when_not_busy,
 )
+from auditmw._stores.sqlite_prune import (
+    check_plan,
+    delete_batch,
+    has_retention_schema,
+    migrate,
+    record_and_delete,
+)
 from auditmw._stores.sqlite_reads import SEARCH_INDEX_MAX_MATCHES, SQLiteReads
 from auditmw._stores.sqlite_sql import (
     CHAIN_QUERY,
     CHECKPOINT_SCHEMA,
     CHECKPOINT_TRIGGERS,
+    CUT_ROWS,
+    CUT_TRIGGERS,
+    DELETE_TRIGGER,
     HEAD_QUERY,
     INSERT,
+    LOG_CUT_HEAD,
+    RETENTION_SCHEMA,
     ROW_COLUMNS,
     SCHEMA,
     TRIGGERS,
@@ -178,7 +191,9 @@ class SQLiteBackend(SQLiteReads):
                 warn_if_triggers_were_dropped(conn, self.path)
                 # One script, one transaction: two processes creating the store at
                 # once must not interleave (executescript commits what came before).
-                conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + CHECKPOINT_SCHEMA + "COMMIT;")
+                conn.executescript(
+                    "BEGIN IMMEDIATE;" + SCHEMA + CHECKPOINT_SCHEMA + RETENTION_SCHEMA + "COMMIT;"
+                )
             # From here on, waiting for the write lock is _write_transaction's job.
             conn.execute("PRAGMA busy_timeout=0")
         except BaseException:
@@ -330,11 +345,16 @@ class SQLiteBackend(SQLiteReads):
 
     @staticmethod
     def _head(conn: sqlite3.Connection, log: str) -> tuple[int, str]:
-        """Last seq and its hash, computed from the stored bytes (not the hash column)."""
+        """Last seq and its hash, computed from the stored bytes (not the hash column);
+        for a log whose every entry was pruned, its cut."""
         row = conn.execute(HEAD_QUERY, (log,)).fetchone()
-        if row is None:
-            return 0, GENESIS_HASH
-        return int(row[0]), entry_hash(bytes(row[1]))
+        if row is not None:
+            return int(row[0]), entry_hash(bytes(row[1]))
+        try:
+            cut = conn.execute(LOG_CUT_HEAD, (log,)).fetchone()
+        except sqlite3.OperationalError:  # a store from before retention: no cut table
+            cut = None
+        return (0, GENESIS_HASH) if cut is None else (int(cut[0]), str(cut[1]))
 
     async def schema_warnings(self) -> list[str]:
         warnings = await self._missing_triggers("auditmw_events", TRIGGERS, "the table")
@@ -342,7 +362,77 @@ class SQLiteBackend(SQLiteReads):
             warnings += await self._missing_triggers(
                 "auditmw_checkpoints", CHECKPOINT_TRIGGERS, "auditmw_checkpoints"
             )
+        if await self._has_cut_table():
+            warnings += await self._missing_triggers("auditmw_cuts", CUT_TRIGGERS, "auditmw_cuts")
+            rows = await self._fetch_rows(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+                ["auditmw_events_no_delete"],
+            )
+            if rows and str(rows[0][0]).split() != DELETE_TRIGGER.split():
+                warnings.append(
+                    "append-only trigger auditmw_events_no_delete was altered: the table may "
+                    "accept DELETE beyond the recorded prune cuts"
+                )
         return warnings
+
+    # --- retention (docs/retention.md; the statements: auditmw._stores.sqlite_prune) -------
+
+    async def _has_cut_table(self) -> bool:
+        rows = await self._fetch_rows(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'auditmw_cuts'", []
+        )
+        return bool(rows)
+
+    async def cut_rows(self) -> list[tuple[object, ...]]:
+        if not await self._has_cut_table():
+            return []
+        return [tuple(row) for row in await self._fetch_rows(CUT_ROWS, [])]
+
+    async def prune(
+        self,
+        event: PreparedEvent,
+        records: list[CutRecord],
+        recorded: dict[str, int],
+        deadline: float,
+    ) -> tuple[Event, int]:
+        # On the write thread, like a batch: serialised with appends, and the heads it
+        # keeps stay true (the event is chained after the head read in the transaction).
+        job = partial(self._prune, event, records, recorded, deadline)
+        return await self._in_write_thread(job)
+
+    def _prune(
+        self,
+        event: PreparedEvent,
+        records: list[CutRecord],
+        recorded: dict[str, int],
+        deadline: float,
+    ) -> tuple[Event, int]:
+        try:
+            with self._write_transaction(deadline) as conn:
+                if not has_retention_schema(conn):
+                    migrate(conn)  # a store opened with create=False, from before retention
+                check_plan(conn, {record.log: record.cut for record in records}, recorded)
+                heads = {event.log: self._head(conn, event.log)}
+                rows, events = chain([event], heads)
+                insert_rows(conn, rows)
+                deleted = record_and_delete(conn, records)
+            self._heads.update(heads)
+        except BaseException as exc:
+            self._heads.clear()
+            if isinstance(exc, sqlite3.Error):
+                raise store_error(f"audit store {self.path}: prune failed", exc) from exc
+            raise
+        return events[0], deleted
+
+    async def delete_pruned(self, limit: int) -> int:
+        return await self._in_write_thread(partial(self._delete_pruned, limit))
+
+    def _delete_pruned(self, limit: int) -> int:
+        try:
+            with self._write_transaction() as conn:
+                return delete_batch(conn, limit) if has_retention_schema(conn) else 0
+        except sqlite3.Error as exc:
+            raise store_error(f"audit store {self.path}: prune failed", exc) from exc
 
     async def _missing_triggers(self, table: str, names: tuple[str, ...], what: str) -> list[str]:
         rows = await self._fetch_rows(

@@ -59,8 +59,6 @@ CREATE INDEX IF NOT EXISTS auditmw_events_resource_id ON auditmw_events (resourc
 CREATE INDEX IF NOT EXISTS auditmw_events_outcome ON auditmw_events (outcome, timestamp);
 CREATE TRIGGER IF NOT EXISTS auditmw_events_no_update BEFORE UPDATE ON auditmw_events
 BEGIN SELECT RAISE(ABORT, 'auditmw_events is append-only: UPDATE is not allowed'); END;
-CREATE TRIGGER IF NOT EXISTS auditmw_events_no_delete BEFORE DELETE ON auditmw_events
-BEGIN SELECT RAISE(ABORT, 'auditmw_events is append-only: DELETE is not allowed'); END;
 INSERT OR IGNORE INTO auditmw_meta (key, value) VALUES ('schema_version', '1');
 -- Search (EventFilter.search): an FTS5 trigram index of one text per event, its searchable
 -- fields lowercased and joined by char(31), a character search terms cannot contain.
@@ -70,17 +68,72 @@ INSERT OR IGNORE INTO auditmw_meta (key, value) VALUES ('schema_version', '1');
 CREATE VIRTUAL TABLE IF NOT EXISTS auditmw_search USING fts5(
     text, content='', columnsize=0, tokenize='trigram case_sensitive 1');
 CREATE TRIGGER IF NOT EXISTS auditmw_events_search AFTER INSERT ON auditmw_events BEGIN
-    INSERT INTO auditmw_search (rowid, text) VALUES (new.rowid, lower(coalesce(new.action, '')
-        || char(31) || coalesce(new.resource, '') || char(31) || coalesce(new.resource_id, '')
-        || char(31) || coalesce(new.user_email, '') || char(31) || coalesce(new.user_id, '')));
+    INSERT INTO auditmw_search (rowid, text) VALUES (new.rowid, {SEARCH_TEXT_NEW});
 END;
-INSERT INTO auditmw_search (rowid, text) SELECT rowid, lower(coalesce(action, '')
-        || char(31) || coalesce(resource, '') || char(31) || coalesce(resource_id, '')
-        || char(31) || coalesce(user_email, '') || char(31) || coalesce(user_id, ''))
+INSERT INTO auditmw_search (rowid, text) SELECT rowid, {SEARCH_TEXT_ROW}
     FROM auditmw_events WHERE NOT EXISTS (SELECT 1 FROM auditmw_meta WHERE key = 'search_index');
 INSERT OR IGNORE INTO auditmw_meta (key, value) VALUES ('search_index', 'trigram-1');
 """
+# The text the search index holds for an event: its searchable fields lowercased, joined by
+# char(31). One expression for indexing (new.) and for the FTS5 'delete' of a pruned row
+# (old.): a contentless index can only forget exactly the text it was given.
+SEARCH_TEXT = (
+    "lower(coalesce({row}action, '') || char(31) || coalesce({row}resource, '') "
+    "|| char(31) || coalesce({row}resource_id, '') || char(31) "
+    "|| coalesce({row}user_email, '') || char(31) || coalesce({row}user_id, ''))"
+)
+SCHEMA = SCHEMA.replace("{SEARCH_TEXT_NEW}", SEARCH_TEXT.format(row="new.")).replace(
+    "{SEARCH_TEXT_ROW}", SEARCH_TEXT.format(row="")
+)
+# Retention (docs/retention.md): the append-only table of cuts, and the one narrow DELETE
+# path: a row of the events table may be deleted only at or below its log's recorded cut.
+# The DELETE trigger is dropped and created again on every open that may create (one
+# transaction with the rest of the schema): that migrates a store whose trigger refused
+# every DELETE, and is idempotent.
+DELETE_TRIGGER = (
+    "CREATE TRIGGER auditmw_events_no_delete BEFORE DELETE ON auditmw_events "
+    "WHEN old.seq > coalesce((SELECT max(last_seq) FROM auditmw_cuts WHERE log = old.log), 0) "
+    "BEGIN SELECT RAISE(ABORT, 'auditmw_events is append-only: DELETE is allowed only at or "
+    "below a recorded prune cut'); END"
+)
+RETENTION_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS auditmw_cuts (
+    log TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    head TEXT NOT NULL,
+    frontier TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS auditmw_cuts_log ON auditmw_cuts (log, last_seq);
+CREATE TRIGGER IF NOT EXISTS auditmw_cuts_no_update BEFORE UPDATE ON auditmw_cuts
+BEGIN SELECT RAISE(ABORT, 'auditmw_cuts is append-only: UPDATE is not allowed'); END;
+CREATE TRIGGER IF NOT EXISTS auditmw_cuts_no_delete BEFORE DELETE ON auditmw_cuts
+BEGIN SELECT RAISE(ABORT, 'auditmw_cuts is append-only: DELETE is not allowed'); END;
+DROP TRIGGER IF EXISTS auditmw_events_no_delete;
+{DELETE_TRIGGER};
+CREATE TRIGGER IF NOT EXISTS auditmw_events_unsearch AFTER DELETE ON auditmw_events BEGIN
+    INSERT INTO auditmw_search (auditmw_search, rowid, text)
+        VALUES ('delete', old.rowid, {SEARCH_TEXT.format(row="old.")});
+END;
+"""  # noqa: S608 (built from the constants above only)
 TRIGGERS = ("auditmw_events_no_update", "auditmw_events_no_delete")
+CUT_TRIGGERS = ("auditmw_cuts_no_update", "auditmw_cuts_no_delete")
+CUT_COLUMNS_SQL = "log, CAST(last_seq AS INTEGER), head, frontier, event_id, created_at"
+CUT_ROWS = f"SELECT {CUT_COLUMNS_SQL} FROM auditmw_cuts ORDER BY rowid"  # noqa: S608
+INSERT_CUT = (
+    "INSERT INTO auditmw_cuts (log, last_seq, head, frontier, event_id, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+LOG_CUT = "SELECT max(last_seq) FROM auditmw_cuts WHERE log = ?"
+LOG_CUT_HEAD = (
+    "SELECT last_seq, head FROM auditmw_cuts WHERE log = ? ORDER BY last_seq DESC LIMIT 1"
+)
+# Pruned rows still there (a prune not finished), oldest first, a batch at a time.
+DELETE_PRUNED = (
+    "DELETE FROM auditmw_events WHERE log = ? AND seq IN "
+    "(SELECT seq FROM auditmw_events WHERE log = ? AND seq <= ? ORDER BY seq LIMIT ?)"
+)
 # Signed checkpoints (_transparency.checkpoints): append-only like the events. A store created
 # before this table gets it when opened (IF NOT EXISTS).
 CHECKPOINT_SCHEMA = """

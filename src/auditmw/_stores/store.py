@@ -9,15 +9,27 @@ built in; ``auditmw.testing.MemoryStore`` is it over the in-memory reference bac
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from types import TracebackType
 from typing import Self, TypedDict
 
-from auditmw._errors import StorageDamagedError, StoreClosedError
-from auditmw._event import Event, Limits, NewEvent, PreparedEvent, prepare
+from auditmw._errors import PruneRefusedError, StorageDamagedError, StoreClosedError
+from auditmw._event import Event, Limits, NewEvent, PreparedEvent, prepare, utc_timestamp
 from auditmw._retention.archive import write_archive
 from auditmw._retention.archive_format import ArchiveHeader
+from auditmw._retention.cuts import CutRecord
+from auditmw._retention.prune import (
+    BATCH_ROWS,
+    Progress,
+    PruneReport,
+    check_archive,
+    check_before,
+    plan,
+    prune_event,
+    records_of,
+)
 from auditmw._stores.backend import FACET_COLUMNS, StoreBackend
 from auditmw._stores.cursor import encode_cursor, keyset_position
 from auditmw._stores.filters import EventFilter, Page
@@ -27,7 +39,14 @@ from auditmw._stores.verify import ChainRow, StoreEvidence, VerifyReport, verify
 from auditmw._stores.writer import GroupCommitWriter, OnCommit
 from auditmw._transparency.checkpoints import Checkpointer, Checkpointing, CheckpointStats
 
-__all__ = ["AuditStore", "CheckpointRow", "StoreOptions", "StoredCheckpoint"]
+__all__ = [
+    "AuditStore",
+    "CheckpointRow",
+    "PruneRefusedError",
+    "PruneReport",
+    "StoreOptions",
+    "StoredCheckpoint",
+]
 
 
 class StoreOptions(TypedDict, total=False):
@@ -182,9 +201,82 @@ class AuditStore:
             sizes = await self.backend.checkpoint_sizes()
         except StorageDamagedError as exc:
             damage.append(f"reading the checkpoint table failed: {exc}")
+        cuts: list[CutRecord] = []
+        cut_problems: list[str] = []
+        try:
+            for number, row in enumerate(await self.backend.cut_rows(), 1):
+                try:
+                    cuts.append(CutRecord.from_row(row))
+                except (ValueError, TypeError) as exc:
+                    cut_problems.append(f"auditmw_cuts row {number} is not a cut: {exc}")
+        except StorageDamagedError as exc:
+            damage.append(f"reading the cut table failed: {exc}")
         return StoreEvidence(
-            tuple(damage), tuple(removed), sizes, tuple(await self.backend.schema_warnings())
+            tuple(damage),
+            tuple(removed),
+            sizes,
+            tuple(await self.backend.schema_warnings()),
+            tuple(cuts),
+            tuple(cut_problems),
         )
+
+    async def cut_records(self) -> list[CutRecord]:
+        """The rows of the cut table (where each pruned log starts), in insertion order."""
+        return [CutRecord.from_row(row) for row in await self.backend.cut_rows()]
+
+    async def prune(
+        self,
+        *,
+        before: datetime | str,
+        archive: str | os.PathLike[str] | None,
+        discard: bool = False,
+        actor: str | None = None,
+        progress: Progress | None = None,
+    ) -> PruneReport:
+        """Delete every log's prefix of entries older than ``before`` as one recorded
+        operation (docs/retention.md); returns what it did.
+
+        ``archive``: an archive of exactly that prefix (``archive()`` before the same
+        ``before``), verified completely first; ``None`` only with ``discard=True``, a
+        deliberate discard. Appends an ``audit.pruned`` event (``actor`` as its user id,
+        by default the OS user) that records every log's cut. Refused with
+        ``PruneRefusedError`` and nothing deleted: a ``before`` in the future, an archive
+        damaged or not of exactly the prefix, another prune meanwhile. A prune left
+        unfinished (PostgreSQL deletes in batches after recording) is finished first.
+        """
+        if not self._opened:
+            raise StoreClosedError("the audit store is not open")
+        if (archive is None) != discard:
+            raise ValueError("give an archive, or archive=None with discard=True (not both)")
+        cut = check_before(before)
+        tell = progress or (lambda _: None)
+        deleted = await self._finish_prune(tell)
+        planned = await plan(self, cut)
+        if not planned.moved:
+            tell("nothing to prune")
+            return PruneReport(cut, planned.cuts, (), 0, deleted, None, None)
+        digest = None if archive is None else await check_archive(archive, cut, planned)
+        prepared = prepare(prune_event(cut, planned, digest, actor), self.limits)
+        records = records_of(planned, prepared.id, utc_timestamp())
+        recorded = {log: c.last_seq for log, c in planned.recorded.items()}
+        deadline = time.monotonic() + self._append_timeout
+        event, now = await self.backend.prune(prepared, records, recorded, deadline)
+        if self._checkpointer is not None:
+            self._checkpointer.committed([event])
+        tell(f"recorded cuts {', '.join(planned.moved)}; deleted {now}")
+        deleted += now + await self._finish_prune(tell)
+        tell("done")
+        return PruneReport(
+            cut, planned.cuts, planned.moved, planned.entries, deleted, digest, event
+        )
+
+    async def _finish_prune(self, tell: Progress) -> int:
+        """Delete the rows still at or below a recorded cut, a batch per transaction."""
+        deleted = 0
+        while batch := await self.backend.delete_pruned(BATCH_ROWS):
+            deleted += batch
+            tell(f"deleted {deleted}")
+        return deleted
 
     async def archive(
         self, *, before: datetime | str, output: str | os.PathLike[str]

@@ -46,6 +46,7 @@ import orjson
 
 from auditmw._errors import StorageDamagedError
 from auditmw._event import ENTRY_FIELDS, GENESIS_HASH, ROW_FIELDS, TEXT_COLUMNS, entry_hash
+from auditmw._retention.cuts import FORGED_PRUNE, CutRecord, PruneChecker, PruneRecord
 from auditmw._stores.report import Report, finding_lines, printable
 from auditmw._text import column_text
 from auditmw._transparency.key_record import KEY_RESOURCE, KEY_ROTATED_ACTION
@@ -120,13 +121,17 @@ class StoreEvidence:
     - ``checkpoint_sizes``: for each (log, verifier key), the largest size of a checkpoint
       it holds signed by that key (per the table's unsigned columns), to check the key
       records against; None: not checked (its table could not be read);
-    - ``warnings``: protections found missing.
+    - ``warnings``: protections found missing;
+    - ``cuts``: the rows of ``auditmw_cuts`` (where each pruned log starts), and
+      ``cut_problems``: rows of it that could not be read as cuts (edited).
     """
 
     damage: tuple[str, ...] = ()
     removed_checkpoints: tuple[str, ...] = ()
     checkpoint_sizes: Mapping[tuple[str, str], int] | None = None
     warnings: tuple[str, ...] = ()
+    cuts: tuple[CutRecord, ...] = ()
+    cut_problems: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -151,6 +156,7 @@ class VerifyReport(Report):
     findings: list[Finding] = field(default_factory=list)
     total_findings: int = 0
     warnings: list[str] = field(default_factory=list)
+    pruned: PruneRecord | None = None  # the newest prune, as its audit.pruned entry says
 
     @property
     def ok(self) -> bool:
@@ -172,6 +178,7 @@ class VerifyReport(Report):
             "findings": [finding.to_dict() for finding in self.findings],
             "total_findings": self.total_findings,
             "warnings": self.warnings,
+            "pruned": None if self.pruned is None else self.pruned.to_dict(),
         }
 
     def summary(self) -> str:
@@ -181,7 +188,8 @@ class VerifyReport(Report):
                 f"log {name!r}: last seq {s.last_seq}, head {s.head_hash}"
                 for name, s in self.logs.items()
             )
-            return f"OK: {self.entries} entries intact" + (f" ({heads})" if heads else "")
+            pruned = "" if self.pruned is None else f"; {self.pruned.line()}"
+            return f"OK: {self.entries} entries intact" + (f" ({heads})" if heads else "") + pruned
         if not self.findings:
             return f"DAMAGED: {self.total_findings} finding(s)"
         first = self.findings[0]
@@ -226,6 +234,10 @@ class ChainVerifier:
         self._window = max(window, 1)
         self._pending: ChainRow | None = None
         self._checkpoint_sizes: Mapping[tuple[str, str], int] | None = None
+        self._prune = PruneChecker(
+            () if evidence is None else evidence.cuts,
+            () if evidence is None else evidence.cut_problems,
+        )
         if evidence is not None:
             for message in evidence.damage:
                 self._add_store_finding(STORAGE_DAMAGED, message)
@@ -255,6 +267,11 @@ class ChainVerifier:
         if self._pending is not None:
             self._check(self._pending, None)
             self._pending = None
+        prune = self._prune
+        for message in prune.findings():
+            self._add_store_finding(FORGED_PRUNE, message)
+        self.report.warnings.extend(prune.warnings())
+        self.report.pruned = prune.newest
         return self.report
 
     def unreadable(self, error: StorageDamagedError) -> None:
@@ -340,9 +357,20 @@ class ChainVerifier:
                     message += " (the next entry links to the entry as stored)"
                 self._add(row.log, row.seq, COLUMN_MISMATCH, message)
 
+        cut = self._prune.cut_of(row.log)
+        if cut is not None and self._last_row_seq is None and row.seq > 1:
+            # A pruned log starts after its cut (or within it, while a prune is unfinished):
+            # its first kept entry links to the cut's head; rows missing after it are a gap.
+            self._last_row_seq = min(row.seq, cut.last_seq + 1) - 1
+            self._linked[cut.last_seq] = [cut.head]
+        if cut is not None and row.seq <= cut.last_seq:
+            problem = self._prune.below_cut(row.log, row.seq, computed)
+            if problem is not None:
+                self._add(row.log, row.seq, FORGED_PRUNE, problem)
         self._check_position(row)
         seq = row.seq
         if entry is not None:
+            self._prune.entry(entry, row.log)
             seq = entry["seq"]
             if seq != row.seq:
                 self._add(

@@ -31,7 +31,6 @@ import warnings
 from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
 
 from auditmw._stores.verify import ChainRow, StoreEvidence, verify_rows
 from auditmw._transparency.checkpoint_report import (
@@ -43,7 +42,12 @@ from auditmw._transparency.checkpoint_report import (
 )
 from auditmw._transparency.inputs import CheckpointInput, stored_checkpoints
 from auditmw._transparency.merkle import Frontier, consistency_ranges, node_hash, verify_consistency
-from auditmw._transparency.notes import CheckpointError, VerifierKey, open_checkpoint
+from auditmw._transparency.notes import (
+    CheckpointError,
+    VerifierKey,
+    log_of_origin,
+    open_checkpoint,
+)
 
 if TYPE_CHECKING:
     from auditmw._stores.store import AuditStore
@@ -74,22 +78,6 @@ class _Signed:
     root: bytes
     sources: list[str]
     prove: list[str]  # the sources asking for a consistency proof
-
-
-def log_of_origin(origin: str, prefix: str | None = None) -> str | None:
-    """The log whose checkpoints have this origin (``log_origin(prefix, log)``), or None.
-
-    The log is the part after the last ``/``, percent-decoded; only the canonical encoding
-    is accepted, so that one log has one origin. Any prefix unless ``prefix`` is given.
-    """
-    head, slash, tail = origin.rpartition("/")
-    if not slash or (prefix is not None and head != prefix):
-        return None
-    try:
-        log = unquote(tail, errors="strict")
-    except UnicodeDecodeError:
-        return None
-    return log if log and quote(log, safe="") == tail else None
 
 
 def _open_all(

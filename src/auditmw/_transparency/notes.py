@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from auditmw._errors import AuditError
 from auditmw._transparency.merkle import HASH_SIZE
@@ -493,3 +493,19 @@ def _parse_signature_line(line: str) -> NoteSignature:
 def _check_note_text(text: str) -> None:
     if not text.endswith("\n") or not _printable(text.replace("\n", "")):
         raise MalformedNoteError("note text must end in a newline and hold no control characters")
+
+
+def log_of_origin(origin: str, prefix: str | None = None) -> str | None:
+    """The log whose checkpoints have this origin (``log_origin(prefix, log)``), or None.
+
+    The log is the part after the last ``/``, percent-decoded; only the canonical encoding
+    is accepted, so that one log has one origin. Any prefix unless ``prefix`` is given.
+    """
+    head, slash, tail = origin.rpartition("/")
+    if not slash or (prefix is not None and head != prefix):
+        return None
+    try:
+        log = unquote(tail, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    return log if log and quote(log, safe="") == tail else None

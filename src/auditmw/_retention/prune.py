@@ -1,0 +1,227 @@
+"""Pruning: delete each log's prefix older than a date, as one recorded operation
+(docs/retention.md).
+
+1. Finish an earlier prune left unfinished (rows at or below a recorded cut).
+2. Plan: each log's cut is the longest prefix of its kept entries all older than
+   ``before`` (as for an archive), its head the hash of the last, its frontier the
+   previous cut's extended by the newly cut leaves.
+3. With an archive: verify it completely (``archive_check``) and require it to hold
+   exactly the planned prefix of every log; else refuse, deleting nothing.
+4. The backend's transaction: the ``audit.pruned`` event, the cut rows, and (SQLite,
+   memory) the deletion; PostgreSQL deletes afterwards in short batches (``BATCH_ROWS``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hashlib
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Protocol
+
+from auditmw._errors import PruneRefusedError
+from auditmw._event import Event, NewEvent, utc_timestamp
+from auditmw._retention.archive import cut_time
+from auditmw._retention.archive_check import ArchiveReport, verify_archive
+from auditmw._retention.archive_format import ArchiveHeader, parse_header
+from auditmw._retention.cuts import (
+    PRUNE_RESOURCE,
+    PRUNED_ACTION,
+    Cut,
+    CutRecord,
+    latest_cuts,
+)
+from auditmw._stores.filters import EventFilter
+from auditmw._transparency.merkle import Frontier
+
+# Rows deleted per transaction when a backend deletes after recording (PostgreSQL): short
+# transactions, so appends and readers never wait long on the live table.
+BATCH_ROWS = 10_000
+Progress = Callable[[str], None]
+
+
+class PruneSource(Protocol):
+    """What pruning needs of a store (``AuditStore`` has all of it)."""
+
+    def iter_events(self, filter: EventFilter) -> AsyncIterator[Event]: ...
+
+    async def cut_records(self) -> list[CutRecord]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """What ``AuditStore.prune`` did: ``cuts``, every log's cut after it (including those
+    of earlier prunes); ``moved``, the logs this prune cut further; ``entries``, how many
+    entries it cut; ``deleted``, rows deleted by this call (an unfinished earlier prune's
+    included); ``archive_sha256`` (None for a deliberate discard); ``event``, the
+    ``audit.pruned`` event appended."""
+
+    before: str
+    cuts: dict[str, Cut]
+    moved: tuple[str, ...]
+    entries: int
+    deleted: int
+    archive_sha256: str | None
+    event: Event | None
+
+    def line(self) -> str:
+        logs = ", ".join(f"{log!r} seqs 1..{self.cuts[log].last_seq}" for log in self.moved)
+        return f"pruned {self.entries} entries before {self.before} ({logs or 'nothing to prune'})"
+
+
+@dataclass(slots=True)
+class _Plan:
+    recorded: dict[str, Cut]
+    cuts: dict[str, Cut] = field(default_factory=dict)
+    entries: int = 0
+
+    @property
+    def moved(self) -> tuple[str, ...]:
+        return tuple(sorted(log for log, cut in self.cuts.items() if self.recorded.get(log) != cut))
+
+
+async def plan(source: PruneSource, before: str) -> _Plan:
+    """Each log's new cut: the longest prefix of its kept entries older than ``before``."""
+    result = _Plan(latest_cuts(await source.cut_records()))
+    result.cuts = dict(result.recorded)
+    frontiers: dict[str, tuple[Frontier, int, str]] = {}  # log -> frontier, last seq, head
+    ended: set[str] = set()
+    events = source.iter_events(EventFilter(until=before))
+    try:
+        async for event in events:
+            log = event.log
+            start = result.recorded.get(log)
+            start_seq = 0 if start is None else start.last_seq
+            if event.seq <= start_seq or log in ended:
+                continue  # left by an unfinished prune, or past the end of the prefix
+            known = frontiers.get(log)
+            if known is None:
+                base = Frontier() if start is None else start.frontier.copy()
+                known = (base, start_seq, "")
+            frontier, last, _ = known
+            if event.seq != last + 1:
+                ended.add(log)  # an entry at or after ``before`` came between
+                continue
+            frontier.append(bytes.fromhex(event.hash))
+            frontiers[log] = (frontier, event.seq, event.hash)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    for log, (frontier, last, head) in frontiers.items():
+        previous = result.recorded.get(log)
+        result.entries += last - (0 if previous is None else previous.last_seq)
+        result.cuts[log] = Cut(last, head, frontier)
+    return result
+
+
+def check_before(before: datetime | str) -> str:
+    """``before`` as a log timestamp; a time in the future is refused (it would cut
+    entries still being written)."""
+    cut = cut_time(before)
+    if cut > utc_timestamp():
+        raise PruneRefusedError(f"before {cut} is in the future; nothing was pruned")
+    return cut
+
+
+async def check_archive(path: str | os.PathLike[str], before: str, planned: _Plan) -> str:
+    """Verify the archive at ``path`` completely and require it to hold exactly the
+    planned prefix of every log; its SHA-256 (hex). ``PruneRefusedError`` otherwise."""
+    header, report, digest = await asyncio.to_thread(_verify_file, Path(path))
+    if not report.ok:
+        raise PruneRefusedError(
+            f"{path}: the archive is damaged ({report.summary()}); nothing was pruned",
+            damaged=True,
+        )
+    problems = _mismatches(header, before, planned)
+    if problems:
+        raise PruneRefusedError(
+            f"{path}: the archive does not hold exactly the entries to prune: "
+            + "; ".join(problems)
+            + "; nothing was pruned"
+        )
+    return digest
+
+
+def _verify_file(path: Path) -> tuple[ArchiveHeader, ArchiveReport, str]:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        lines = _hashed_lines(file, digest.update)
+        first = next(lines, b"")
+        try:
+            header = parse_header(first)
+        except ValueError as exc:
+            raise PruneRefusedError(f"{path}: line 1: {exc}", damaged=True) from exc
+        if header is None:
+            raise PruneRefusedError(f"{path}: not an archive (no archive header on line 1)")
+        report = verify_archive(header, lines)
+        for _ in lines:  # the rest, for the digest, had the verifier stopped early
+            pass
+    return header, report, digest.hexdigest()
+
+
+def _hashed_lines(file: IO[bytes], update: Callable[[bytes], None]) -> Iterator[bytes]:
+    for line in file:
+        update(line)
+        yield line
+
+
+def _mismatches(header: ArchiveHeader, before: str, planned: _Plan) -> list[str]:
+    problems = []
+    if header.before != before:
+        problems.append(f"it was written before {header.before}, the prune is before {before}")
+    moved = set(planned.moved)
+    for log in sorted(moved | set(header.logs)):
+        cut, archived = planned.cuts.get(log), header.logs.get(log)
+        if log not in moved or cut is None:
+            problems.append(f"log {log!r}: archived, but nothing of it is to be pruned")
+            continue
+        if archived is None:
+            problems.append(f"log {log!r}: seqs ..{cut.last_seq} are to be pruned, not archived")
+            continue
+        previous = planned.recorded.get(log)
+        first = 1 if previous is None else previous.last_seq + 1
+        if (archived.first_seq, archived.last_seq) != (first, cut.last_seq):
+            problems.append(
+                f"log {log!r}: archived seqs {archived.first_seq}..{archived.last_seq}, "
+                f"to prune {first}..{cut.last_seq}"
+            )
+        elif archived.head != cut.head or archived.frontier != cut.frontier:
+            problems.append(f"log {log!r}: the archived head or frontier is not the store's")
+    return problems
+
+
+def prune_event(
+    before: str, planned: _Plan, archive_sha256: str | None, actor: str | None
+) -> NewEvent:
+    """The ``audit.pruned`` event: who, before when, by which archive, how many entries,
+    and every log's cut (so the newest one alone says where each log starts)."""
+    details: dict[str, object] = {
+        "before": before,
+        "archive_sha256": archive_sha256,
+        "entries": planned.entries,
+        "cuts": {log: cut.to_dict() for log, cut in sorted(planned.cuts.items())},
+    }
+    if archive_sha256 is None:
+        details["discarded"] = True
+    return NewEvent(
+        action=PRUNED_ACTION,
+        resource=PRUNE_RESOURCE,
+        user_id=actor if actor is not None else _os_user(),
+        details=details,
+    )
+
+
+def _os_user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+def records_of(planned: _Plan, event_id: str, created_at: str) -> list[CutRecord]:
+    return [CutRecord(log, cut, event_id, created_at) for log, cut in sorted(planned.cuts.items())]
