@@ -17,6 +17,7 @@ from auditmw._errors import (
     AuditError,
     EventRefusedError,
     NotAStoreError,
+    PruneRefusedError,
     StoreClosedError,
     StoreError,
     StoreUnavailableError,
@@ -27,6 +28,7 @@ from auditmw._mask import DEFAULT_SENSITIVE_KEYS
 from auditmw._middleware import AuditMiddleware
 from auditmw._record import FailurePolicy, acting_as, audit, set_actor
 from auditmw._retention.archive_format import ArchiveHeader
+from auditmw._retention.prune import PruneReport
 from auditmw._stores.filters import EventFilter, Page, QueryError
 from auditmw._stores.histogram import Histogram, HistogramBucket
 from auditmw._stores.open import open_store
@@ -80,6 +82,8 @@ __all__ = [
     "OUTCOMES",
     "Outcome",
     "Page",
+    "PruneRefusedError",
+    "PruneReport",
     "PendingEvent",
     "QueryError",
     "SQLiteStore",

@@ -1,0 +1,521 @@
+"""``auditmw prune`` and ``store.prune``: delete each log's old prefix as one recorded
+operation, on both backends (and the in-memory one where it applies).
+
+Each test writes a real store (a SQLite file, or a fresh PostgreSQL schema), archives
+and prunes it through the command line or the API, then verifies it, or tampers with it
+as someone with database access would (the triggers dropped or disabled first where the
+change needs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from auditmw import AuditStore, EventFilter, NewEvent, PruneRefusedError, open_store
+from auditmw._cli.exit_codes import ExitCode
+from auditmw.testing import MemoryStore, append_at
+
+from ._command import cli
+from ._postgres import POSTGRES_DSN
+
+DAYS = [1, 2, 3, 7, 4, 5, 8, 9]  # seq 4 came with a clock ahead: it ends a cut at day 5
+OTHER_DAYS = [2, 6]
+
+
+def at(day: int) -> str:
+    return f"2024-05-{day:02d}T12:00:00.000000Z"
+
+
+async def fill_store(store: AuditStore) -> None:
+    for log, days in (("default", DAYS), ("other", OTHER_DAYS)):
+        events = [
+            (NewEvent(action="doc.read", resource="doc", resource_id=f"doc{i}", log=log), at(d))
+            for i, d in enumerate(days, 1)
+        ]
+        await append_at(store, events)
+
+
+def fill(url: str) -> None:
+    async def run() -> None:
+        async with open_store(url) as store:
+            await fill_store(store)
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def url(store_url_factory: Callable[[], str]) -> str:
+    made = store_url_factory()
+    fill(made)
+    return made
+
+
+def run_sql(url: str, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    """Run SQL as someone with direct access to the database (a superuser on PostgreSQL)."""
+    if not url.startswith("postgresql://"):
+        conn = sqlite3.connect(url, isolation_level=None)
+        try:
+            for sql, params in statements:
+                conn.execute(sql, params)
+        finally:
+            conn.close()
+        return
+    schema = url.rpartition("schema=")[2]
+
+    async def run() -> None:
+        conn = await asyncpg.connect(POSTGRES_DSN, server_settings={"search_path": schema})
+        try:
+            for sql, params in statements:
+                numbered = sql
+                for n in range(1, len(params) + 1):
+                    numbered = numbered.replace("?", f"${n}", 1)
+                await conn.execute(numbered, *params)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def drop_delete_protection(url: str) -> list[tuple[str, Sequence[Any]]]:
+    if url.startswith("postgresql://"):
+        return [
+            ("ALTER TABLE auditmw_events DISABLE TRIGGER auditmw_events_no_change", ()),
+            ("ALTER TABLE auditmw_cuts DISABLE TRIGGER auditmw_cuts_no_change", ()),
+        ]
+    return [
+        ("DROP TRIGGER auditmw_events_no_delete", ()),
+        ("DROP TRIGGER auditmw_cuts_no_update", ()),
+        ("DROP TRIGGER auditmw_cuts_no_delete", ()),
+    ]
+
+
+def seqs(url: str) -> dict[str, list[int]]:
+    async def run() -> dict[str, list[int]]:
+        async with open_store(url, create=False) as store:
+            found: dict[str, list[int]] = {}
+            async for row in store.iter_chain_rows():
+                found.setdefault(row.log, []).append(row.seq)
+            return found
+
+    return asyncio.run(run())
+
+
+def verify_json(capsys: pytest.CaptureFixture[str], url: str) -> tuple[int, dict[str, Any]]:
+    code, out, _ = cli(capsys, "verify", "--json", url)
+    data = orjson.loads(out)
+    assert isinstance(data, dict)
+    return code, data
+
+
+def kinds(data: dict[str, Any]) -> list[str]:
+    return [finding["kind"] for finding in data["findings"]]
+
+
+@pytest.fixture
+def archive(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """The archive of ``url`` before May 5th: "default" seqs 1..3, "other" seq 1."""
+    path = tmp_path / "old.jsonl"
+    code, _, err = cli(capsys, "archive", url, "--before", "2024-05-05", "-o", str(path))
+    assert (code, err) == (ExitCode.OK, "")
+    return path
+
+
+@pytest.fixture
+def pruned(url: str, archive: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    code, out, _ = cli(
+        capsys, "prune", url, "--before", "2024-05-05", "--archive", str(archive), "--actor", "ops"
+    )
+    assert code == ExitCode.OK, out
+    assert out.startswith("pruned 4 entries before 2024-05-05T00:00:00.000000Z")
+    assert "log 'default': starts after seq 3" in out
+    assert "log 'other': starts after seq 1" in out
+    return url
+
+
+# --- prune, then verify ------------------------------------------------------------------
+
+
+def test_prune_deletes_exactly_the_archived_prefix_and_verify_proves_the_rest(
+    pruned: str, archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert seqs(pruned) == {"default": [4, 5, 6, 7, 8, 9], "other": [2]}
+    code, out, _ = cli(capsys, "verify", pruned)
+    assert code == ExitCode.OK, out
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert "pruned before 2024-05-05T00:00:00.000000Z" in out
+    assert f"archive sha256 {digest}" in out
+    code, data = verify_json(capsys, pruned)
+    assert code == ExitCode.OK
+    assert data["pruned"]["archive_sha256"] == digest
+    assert data["pruned"]["cuts"] == {"default": 3, "other": 1}
+    assert data["pruned"]["entries"] == 4
+    assert data["warnings"] == []
+
+
+def test_the_prune_is_an_event_stating_every_cut(pruned: str) -> None:
+    async def run() -> None:
+        async with open_store(pruned, create=False) as store:
+            page = await store.query(EventFilter(action="audit.pruned"))
+            [event] = page.events
+            assert event.user_id == "ops"
+            assert event.resource == "audit_log"
+            assert event.log == "default"
+            details = event.details
+            assert details is not None
+            assert set(details) == {"before", "archive_sha256", "entries", "cuts"}
+            assert set(details["cuts"]) == {"default", "other"}
+            assert details["cuts"]["default"]["last_seq"] == 3
+            assert details["cuts"]["default"]["frontier"]["size"] == 3
+            records = await store.cut_records()
+            assert {r.log for r in records} == {"default", "other"}
+            assert {r.event_id for r in records} == {event.id}
+
+    asyncio.run(run())
+
+
+def test_a_second_prune_restates_the_earlier_cuts_and_appends_go_on(
+    pruned: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(capsys, "prune", pruned, "--before", "2024-05-08", "--no-archive")
+    assert code == ExitCode.OK, out
+    assert seqs(pruned)["default"] == [7, 8, 9, 10]  # seq 10: the first audit.pruned
+    assert "other" not in seqs(pruned)  # its last entry (May 6th) went too
+
+    async def run() -> None:
+        async with open_store(pruned, create=False) as store:
+            event = await store.append(NewEvent(action="a", resource="r", log="other"))
+            assert event.seq == 3
+            page = await store.query(EventFilter(action="audit.pruned"))
+            newest = page.events[0]
+            assert newest.details is not None
+            assert newest.details["discarded"] is True
+            assert newest.details["archive_sha256"] is None
+            assert {log: c["last_seq"] for log, c in newest.details["cuts"].items()} == {
+                "default": 6,
+                "other": 2,
+            }
+
+    asyncio.run(run())
+    code, data = verify_json(capsys, pruned)
+    assert code == ExitCode.OK, data
+    assert data["pruned"]["cuts"] == {"default": 6, "other": 2}
+
+
+def test_a_log_pruned_whole_goes_on_after_its_cut(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(capsys, "prune", url, "--before", "2024-05-07", "--no-archive")
+    assert code == ExitCode.OK, out
+    assert "other" not in seqs(url)  # both of its entries were older
+
+    async def run() -> None:
+        async with open_store(url, create=False) as store:
+            event = await store.append(NewEvent(action="a", resource="r", log="other"))
+            assert event.seq == 3
+            records = {r.log: r.cut for r in await store.cut_records()}
+            assert event.prev_hash == records["other"].head
+
+    asyncio.run(run())
+    code, data = verify_json(capsys, url)
+    assert code == ExitCode.OK, data
+
+
+def test_the_memory_store_prunes_alike() -> None:
+    async def run() -> None:
+        async with MemoryStore() as store:
+            await fill_store(store)
+            report = await store.prune(before="2024-05-05", archive=None, discard=True)
+            assert report.moved == ("default", "other")
+            assert report.entries == 4
+            assert [e.seq for e in store.events if e.log == "default"] == [4, 5, 6, 7, 8, 9]
+            assert (await store.append(NewEvent(action="a", resource="r"))).seq == 10
+            verified = await store.verify()
+            assert verified.ok, verified.findings
+            assert verified.pruned is not None
+
+    asyncio.run(run())
+
+
+def test_concurrent_appends_go_on_during_a_prune(url: str) -> None:
+    async def run() -> None:
+        async with open_store(url) as store:
+            # Backdated appends: a long prefix to prune while appends keep coming.
+            await append_at(
+                store,
+                [(NewEvent(action="old", resource="r", log="bulk"), at(1)) for _ in range(3000)],
+            )
+            appends = [
+                asyncio.create_task(store.append(NewEvent(action="new", resource="r")))
+                for _ in range(200)
+            ]
+            report = await store.prune(before="2024-05-05", archive=None, discard=True)
+            events = await asyncio.gather(*appends)
+            assert report.cuts["bulk"].last_seq == 3000
+            assert len({e.seq for e in events}) == 200
+            verified = await store.verify()
+            assert verified.ok, verified.findings
+
+    asyncio.run(run())
+
+
+# --- refused: nothing deleted ------------------------------------------------------------
+
+
+def test_an_archive_of_another_date_is_refused(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.jsonl"
+    assert cli(capsys, "archive", url, "--before", "2024-05-03", "-o", str(other))[0] == 0
+    before = seqs(url)
+    code, _, err = cli(capsys, "prune", url, "--before", "2024-05-05", "--archive", str(other))
+    assert code == ExitCode.USAGE
+    assert "does not hold exactly the entries to prune" in err
+    assert "nothing was pruned" in err
+    assert seqs(url) == before
+
+
+def test_a_damaged_archive_is_refused(
+    url: str, archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = archive.read_bytes().splitlines(keepends=True)
+    archive.write_bytes(b"".join([lines[0], lines[1].replace(b"doc1", b"docX"), *lines[2:]]))
+    before = seqs(url)
+    code, _, err = cli(capsys, "prune", url, "--before", "2024-05-05", "--archive", str(archive))
+    assert code == ExitCode.DAMAGED
+    assert "the archive is damaged" in err
+    assert seqs(url) == before
+
+
+def test_an_archive_with_an_entry_dropped_is_refused(
+    url: str, archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = archive.read_bytes().splitlines(keepends=True)
+    archive.write_bytes(b"".join([lines[0], *lines[2:]]))
+    before = seqs(url)
+    code, _, _ = cli(capsys, "prune", url, "--before", "2024-05-05", "--archive", str(archive))
+    assert code == ExitCode.DAMAGED
+    assert seqs(url) == before
+
+
+@pytest.mark.parametrize(
+    ("date", "message"),
+    [("May 5th", "before"), ("2999-01-01", "in the future")],
+)
+def test_a_wrong_date_is_refused(
+    url: str, date: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = seqs(url)
+    code, _, err = cli(capsys, "prune", url, "--before", date, "--no-archive")
+    assert code == ExitCode.USAGE
+    assert message in err
+    assert "Traceback" not in err
+    assert seqs(url) == before
+
+
+def test_archive_or_no_archive_is_required(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "prune", url, "--before", "2024-05-05")
+    assert code == ExitCode.USAGE
+    assert "--archive" in err
+
+    async def run() -> None:
+        async with open_store(url) as store:
+            with pytest.raises(ValueError, match="discard=True"):
+                await store.prune(before="2024-05-05", archive=None)
+
+    asyncio.run(run())
+
+
+def test_a_store_changed_by_another_prune_meanwhile_is_refused(url: str) -> None:
+    async def run() -> None:
+        async with open_store(url) as first, open_store(url) as second:
+            await first.prune(before="2024-05-03", archive=None, discard=True)
+            # ``second`` planned from no cut: its transaction finds one recorded.
+            records = await second.backend.cut_rows()
+            assert records
+            prepared_from_nothing: dict[str, int] = {}
+            from auditmw._event import prepare
+            from auditmw._retention.prune import _Plan, prune_event, records_of
+
+            plan = _Plan({})
+            event = prepare(
+                prune_event("2024-05-05T00:00:00.000000Z", plan, None, "x"), second.limits
+            )
+            with pytest.raises(PruneRefusedError, match="another prune"):
+                await second.backend.prune(
+                    event, records_of(plan, event.id, "now"), prepared_from_nothing, 1e12
+                )
+
+    asyncio.run(run())
+
+
+# --- the narrow DELETE path --------------------------------------------------------------
+
+
+def test_a_plain_delete_beyond_the_cut_is_refused(pruned: str) -> None:
+    with pytest.raises((sqlite3.DatabaseError, asyncpg.PostgresError), match="append-only"):
+        run_sql(pruned, [("DELETE FROM auditmw_events WHERE log = 'default' AND seq = 4", ())])
+    with pytest.raises((sqlite3.DatabaseError, asyncpg.PostgresError), match="append-only"):
+        run_sql(pruned, [("DELETE FROM auditmw_events", ())])
+    with pytest.raises((sqlite3.DatabaseError, asyncpg.PostgresError), match="append-only"):
+        run_sql(pruned, [("UPDATE auditmw_cuts SET last_seq = 9", ())])
+    with pytest.raises((sqlite3.DatabaseError, asyncpg.PostgresError), match="append-only"):
+        run_sql(pruned, [("DELETE FROM auditmw_cuts", ())])
+    assert seqs(pruned) == {"default": [4, 5, 6, 7, 8, 9], "other": [2]}
+
+
+def test_a_store_never_pruned_refuses_every_delete(url: str) -> None:
+    with pytest.raises((sqlite3.DatabaseError, asyncpg.PostgresError), match="append-only"):
+        run_sql(url, [("DELETE FROM auditmw_events WHERE seq = 1", ())])
+
+
+# --- tampering after a prune is detected -------------------------------------------------
+
+
+def test_deleting_beyond_the_cut_is_detected(
+    pruned: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_sql(
+        pruned,
+        [
+            *drop_delete_protection(pruned),
+            ("DELETE FROM auditmw_events WHERE log = 'default' AND seq = 4", ()),
+        ],
+    )
+    code, data = verify_json(capsys, pruned)
+    assert code == ExitCode.DAMAGED
+    assert ("default", 4, "gap") in [(f["log"], f["seq"], f["kind"]) for f in data["findings"]]
+
+
+def test_a_forged_cut_row_is_detected(pruned: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """INSERT is what the triggers allow: a cut row further on, then the DELETE it lets
+    through. The newest audit.pruned entry says otherwise."""
+    run_sql(
+        pruned,
+        [
+            (
+                "INSERT INTO auditmw_cuts (log, last_seq, head, frontier, event_id, created_at) "
+                "SELECT log, 5, hash, ?, 'forged', 'now' FROM auditmw_events "
+                "WHERE log = 'default' AND seq = 5",
+                ('{"size": 5, "nodes": ["' + "00" * 32 + '", "' + "11" * 32 + '"]}',),
+            ),
+            ("DELETE FROM auditmw_events WHERE log = 'default' AND seq <= 5", ()),
+        ],
+    )
+    code, data = verify_json(capsys, pruned)
+    assert code == ExitCode.DAMAGED
+    assert "forged_prune" in kinds(data)
+
+
+def test_an_edited_cut_is_detected(pruned: str, capsys: pytest.CaptureFixture[str]) -> None:
+    run_sql(
+        pruned,
+        [*drop_delete_protection(pruned), ("UPDATE auditmw_cuts SET head = ?", ("ab" * 32,))],
+    )
+    code, data = verify_json(capsys, pruned)
+    assert code == ExitCode.DAMAGED
+    assert "forged_prune" in kinds(data) or "broken_link" in kinds(data)
+    assert "forged_prune" in kinds(data)
+
+
+def test_a_removed_prune_entry_is_detected(pruned: str, capsys: pytest.CaptureFixture[str]) -> None:
+    run_sql(
+        pruned,
+        [
+            *drop_delete_protection(pruned),
+            ("DELETE FROM auditmw_events WHERE action = 'audit.pruned'", ()),
+        ],
+    )
+    code, data = verify_json(capsys, pruned)
+    assert code == ExitCode.DAMAGED
+    assert "forged_prune" in kinds(data)
+
+
+def test_removed_cut_rows_are_detected(pruned: str, capsys: pytest.CaptureFixture[str]) -> None:
+    run_sql(pruned, [*drop_delete_protection(pruned), ("DELETE FROM auditmw_cuts", ())])
+    code, data = verify_json(capsys, pruned)
+    assert code == ExitCode.DAMAGED
+    assert "forged_prune" in kinds(data)
+
+
+def test_a_forged_prune_entry_alone_is_detected(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An audit.pruned entry appended through the API (anyone who can append can write
+    one) with no cut rows: the table and the entry disagree."""
+
+    async def run() -> None:
+        async with open_store(url) as store:
+            await store.append(
+                NewEvent(
+                    action="audit.pruned",
+                    resource="audit_log",
+                    details={
+                        "before": "2024-05-05T00:00:00.000000Z",
+                        "archive_sha256": None,
+                        "entries": 0,
+                        "cuts": {},
+                    },
+                )
+            )
+            forged = {
+                "before": "2024-05-05T00:00:00.000000Z",
+                "archive_sha256": None,
+                "entries": 3,
+                "cuts": {"default": {"last_seq": 1, "head": "00" * 32, "frontier": {}}},
+            }
+            await store.append(
+                NewEvent(action="audit.pruned", resource="audit_log", details=forged)
+            )
+
+    asyncio.run(run())
+    code, data = verify_json(capsys, url)
+    assert code == ExitCode.DAMAGED
+    assert "forged_prune" in kinds(data)
+
+
+def test_a_schema_warning_for_a_replaced_delete_trigger(
+    pruned: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if pruned.startswith("postgresql://"):
+        statements: list[tuple[str, Sequence[Any]]] = [
+            (
+                "CREATE OR REPLACE FUNCTION auditmw_reject_change() RETURNS trigger "
+                "LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$",
+                (),
+            )
+        ]
+    else:
+        statements = [
+            ("DROP TRIGGER auditmw_events_no_delete", ()),
+            (
+                "CREATE TRIGGER auditmw_events_no_delete BEFORE DELETE ON auditmw_events "
+                "WHEN 0 BEGIN SELECT RAISE(ABORT, 'no'); END",
+                (),
+            ),
+        ]
+    run_sql(pruned, statements)
+    _, data = verify_json(capsys, pruned)
+    assert data["warnings"], data
+
+
+# --- the search index forgets pruned rows ------------------------------------------------
+
+
+def test_search_finds_no_pruned_entry(pruned: str) -> None:
+    async def run() -> None:
+        async with open_store(pruned, create=False) as store:
+            found = await store.query(EventFilter(search="doc1"))
+            assert [(e.log, e.resource_id) for e in found.events] == []
+            kept = await store.query(EventFilter(search="doc4"))
+            assert [(e.log, e.seq) for e in kept.events] == [("default", 4)]
+
+    asyncio.run(run())
