@@ -255,7 +255,10 @@ class AuditStore:
         if not planned.moved:
             tell("nothing to prune")
             return PruneReport(cut, planned.cuts, (), 0, deleted, None, None)
+        tell(f"planned {planned.entries} entries of {', '.join(planned.moved)}")
         digest = None if archive is None else await check_archive(archive, cut, planned)
+        if digest is not None:
+            tell(f"archive verified, sha256 {digest}")
         prepared = prepare(prune_event(cut, planned, digest, actor), self.limits)
         records = records_of(planned, prepared.id, utc_timestamp())
         recorded = {log: c.last_seq for log, c in planned.recorded.items()}
