@@ -519,3 +519,62 @@ def test_search_finds_no_pruned_entry(pruned: str) -> None:
             assert [(e.log, e.seq) for e in kept.events] == [("default", 4)]
 
     asyncio.run(run())
+
+
+# --- verify STORE --archive FILE: one history --------------------------------------------
+
+
+def test_the_archive_and_the_pruned_store_verify_as_one_history(
+    pruned: str, archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(capsys, "verify", pruned, "--archive", str(archive))
+    assert code == ExitCode.OK, out
+    assert "1 archive(s) linked to its cuts" in out.splitlines()[0]
+    assert "log 'default': seqs 1..3 linked to the store's cut" in out
+    code, out, _ = cli(capsys, "verify", "--json", pruned, "--archive", str(archive))
+    data = orjson.loads(out)
+    assert data["ok"] is True
+    assert data["archives"][0]["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def test_an_archive_of_another_cut_does_not_link(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.jsonl"
+    assert cli(capsys, "archive", url, "--before", "2024-05-03", "-o", str(other))[0] == 0
+    assert cli(capsys, "prune", url, "--before", "2024-05-05", "--no-archive")[0] == 0
+    code, out, _ = cli(capsys, "verify", url, "--archive", str(other))
+    assert code == ExitCode.DAMAGED
+    assert "which is not a cut the store recorded" in out
+
+
+def test_another_file_than_the_one_the_prune_named_does_not_link(
+    pruned: str, archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same entries and cut, another header (written at another time): a valid
+    archive, but not the file the prune recorded."""
+    lines = archive.read_bytes().splitlines(keepends=True)
+    header = orjson.loads(lines[0])
+    header["created_at"] = "2024-06-01T00:00:00.000000Z"
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(b"".join([orjson.dumps(header) + b"\n", *lines[1:]]))
+    assert cli(capsys, "verify", "--jsonl", str(copy))[0] == ExitCode.OK
+    code, out, _ = cli(capsys, "verify", pruned, "--archive", str(copy))
+    assert code == ExitCode.DAMAGED
+    assert "names archive sha256" in out
+
+
+def test_a_damaged_archive_does_not_link(
+    pruned: str, archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = archive.read_bytes().splitlines(keepends=True)
+    archive.write_bytes(b"".join([lines[0], *lines[2:]]))
+    code, out, _ = cli(capsys, "verify", pruned, "--archive", str(archive))
+    assert code == ExitCode.DAMAGED
+    assert out.startswith(f"DAMAGED: archive {archive}")
+
+
+def test_archive_goes_with_a_store(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "verify", "--jsonl", str(archive), "--archive", str(archive))
+    assert code == ExitCode.USAGE
+    assert "--archive goes with a STORE" in err

@@ -25,8 +25,11 @@ from auditmw._cli.command import STORE_HELP, Command
 from auditmw._cli.output import print_report
 from auditmw._cli.progress import Progress
 from auditmw._errors import StorageDamagedError
-from auditmw._retention.archive_check import verify_archive
+from auditmw._retention.archive_check import verify_archive, verify_archive_file
 from auditmw._retention.archive_format import parse_header
+from auditmw._retention.archive_link import link_archives
+from auditmw._retention.cuts import PRUNED_ACTION
+from auditmw._stores.filters import EventFilter
 from auditmw._stores.jsonl import JsonlReport, verify_jsonl
 from auditmw._stores.open import open_store
 from auditmw._stores.report import Report
@@ -39,6 +42,7 @@ USAGE = """
   auditmw verify STORE [--json] [--max-findings N]
   auditmw verify STORE --public-key KEY [--checkpoint FILE] [--sink DIR]
                        [--origin-prefix PREFIX] [--json] [--max-findings N]
+  auditmw verify STORE --archive FILE [--archive FILE ...] [--json]
   auditmw verify --jsonl FILE [--complete] [--reserialized] [--json] [--max-findings N]
   auditmw verify --jsonl ARCHIVE [--public-key KEY] [--json] [--max-findings N]"""
 
@@ -81,6 +85,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--origin-prefix",
         metavar="PREFIX",
         help="accept only checkpoints whose origin is PREFIX/<log> (default: any prefix)",
+    )
+    store.add_argument(
+        "--archive",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an archive of entries the store pruned (repeatable): verify it alone, then "
+        "check it ends at a cut the store recorded and is the file its prune named",
     )
     export = parser.add_argument_group("a JSON Lines export, instead of a store")
     export.add_argument(
@@ -140,6 +152,8 @@ def _check_export_mode(args: argparse.Namespace) -> None:
         raise ValueError("give a STORE or --jsonl FILE, not both")
     if args.checkpoint or args.sink or args.origin_prefix is not None:
         raise ValueError("checkpoints are checked against a STORE, not --jsonl")
+    if args.archive:
+        raise ValueError("--archive goes with a STORE (--jsonl FILE verifies one archive alone)")
     if args.max_findings < 0:
         raise ValueError("--max-findings must be zero or more")
 
@@ -152,9 +166,10 @@ async def _verify_store(args: argparse.Namespace) -> int:
     notes = checkpoint_files(args.checkpoint)
     for directory in args.sink:
         notes.extend(sink_checkpoints(directory))
+    archives = [verify_archive_file(path, keys) for path in args.archive]
     async with open_store(args.store, create=False) as store:
         progress = Progress("verifying", await _entries(store))
-        report = await check_checkpoints(
+        report: Report = await check_checkpoints(
             store,
             keys,
             notes,
@@ -163,7 +178,21 @@ async def _verify_store(args: argparse.Namespace) -> int:
             max_findings=args.max_findings,
         )
         progress.done()
+        if archives:
+            report = link_archives(
+                report, archives, await store.cut_records(), await _recorded_sha256(store)
+            )
     return print_report(report, as_json=args.json)
+
+
+async def _recorded_sha256(store: AuditStore) -> dict[str, str | None]:
+    """The archive each ``audit.pruned`` entry still held names, by the entry's id."""
+    named: dict[str, str | None] = {}
+    async for event in store.iter_events(EventFilter(action=PRUNED_ACTION)):
+        details = event.details if isinstance(event.details, dict) else {}
+        sha256 = details.get("archive_sha256")
+        named[event.id] = sha256 if isinstance(sha256, str) else None
+    return named
 
 
 async def _entries(store: AuditStore) -> int | None:

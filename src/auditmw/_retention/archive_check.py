@@ -12,12 +12,15 @@ trusted before it matched the entries.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
-from auditmw._retention.archive_format import ArchiveHeader, LinkedCheckpoint, LogCut
+from auditmw._retention.archive_format import ArchiveHeader, LinkedCheckpoint, LogCut, parse_header
 from auditmw._stores.jsonl import JsonlReport, verify_jsonl
 from auditmw._stores.report import Report, ReportedFinding
 from auditmw._stores.verify import INDEX_COLUMNS, ChainRow, LogSummary
@@ -130,6 +133,50 @@ def verify_archive(
         _check_log(report, log, cut, entries.logs.get(log), frontiers.get(log, Frontier()), keys)
     del report.problems[MAX_PROBLEMS:]
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveFile:
+    """An archive file read and verified alone: its header (None when line 1 is not a
+    valid header: ``problem`` says why), the report, and the file's SHA-256 (hex)."""
+
+    path: Path
+    header: ArchiveHeader | None
+    report: ArchiveReport | None
+    sha256: str
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.report is not None and self.report.ok
+
+
+def verify_archive_file(
+    path: str | os.PathLike[str], keys: Sequence[VerifierKey] = ()
+) -> ArchiveFile:
+    """Read the archive at ``path`` once: verify it (``verify_archive``) and hash it."""
+    digest = hashlib.sha256()
+    target = Path(path)
+    with target.open("rb") as file:
+        lines = _hashed_lines(file, digest.update)
+        first = next(lines, b"")
+        problem: str | None = None
+        try:
+            header = parse_header(first)
+        except ValueError as exc:
+            header, problem = None, f"line 1: {exc}"
+        else:
+            problem = None if header is not None else "not an archive (no header on line 1)"
+        report = None if header is None else verify_archive(header, lines, keys=keys)
+        for _ in lines:  # the rest, for the digest, had the verifier stopped early
+            pass
+    return ArchiveFile(target, header, report, digest.hexdigest(), problem)
+
+
+def _hashed_lines(file: IO[bytes], update: Callable[[bytes], None]) -> Iterator[bytes]:
+    for line in file:
+        update(line)
+        yield line
 
 
 def _check_log(

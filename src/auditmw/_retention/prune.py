@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import hashlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 from auditmw._errors import PruneRefusedError
 from auditmw._event import Event, NewEvent, utc_timestamp
 from auditmw._retention.archive import cut_time
-from auditmw._retention.archive_check import ArchiveReport, verify_archive
-from auditmw._retention.archive_format import ArchiveHeader, parse_header
+from auditmw._retention.archive_check import verify_archive_file
+from auditmw._retention.archive_format import ArchiveHeader
 from auditmw._retention.cuts import (
     PRUNE_RESOURCE,
     PRUNED_ACTION,
@@ -131,7 +129,10 @@ def check_before(before: datetime | str) -> str:
 async def check_archive(path: str | os.PathLike[str], before: str, planned: _Plan) -> str:
     """Verify the archive at ``path`` completely and require it to hold exactly the
     planned prefix of every log; its SHA-256 (hex). ``PruneRefusedError`` otherwise."""
-    header, report, digest = await asyncio.to_thread(_verify_file, Path(path))
+    read = await asyncio.to_thread(verify_archive_file, path)
+    header, report, digest = read.header, read.report, read.sha256
+    if header is None or report is None:
+        raise PruneRefusedError(f"{path}: {read.problem}; nothing was pruned", damaged=True)
     if not report.ok:
         raise PruneRefusedError(
             f"{path}: the archive is damaged ({report.summary()}); nothing was pruned",
@@ -145,29 +146,6 @@ async def check_archive(path: str | os.PathLike[str], before: str, planned: _Pla
             + "; nothing was pruned"
         )
     return digest
-
-
-def _verify_file(path: Path) -> tuple[ArchiveHeader, ArchiveReport, str]:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        lines = _hashed_lines(file, digest.update)
-        first = next(lines, b"")
-        try:
-            header = parse_header(first)
-        except ValueError as exc:
-            raise PruneRefusedError(f"{path}: line 1: {exc}", damaged=True) from exc
-        if header is None:
-            raise PruneRefusedError(f"{path}: not an archive (no archive header on line 1)")
-        report = verify_archive(header, lines)
-        for _ in lines:  # the rest, for the digest, had the verifier stopped early
-            pass
-    return header, report, digest.hexdigest()
-
-
-def _hashed_lines(file: IO[bytes], update: Callable[[bytes], None]) -> Iterator[bytes]:
-    for line in file:
-        update(line)
-        yield line
 
 
 def _mismatches(header: ArchiveHeader, before: str, planned: _Plan) -> list[str]:
