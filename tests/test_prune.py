@@ -20,8 +20,19 @@ import asyncpg
 import orjson
 import pytest
 
-from auditmw import AuditStore, EventFilter, NewEvent, PruneRefusedError, open_store
+from auditmw import (
+    AuditStore,
+    Checkpointing,
+    EventFilter,
+    NewEvent,
+    PruneRefusedError,
+    SigningKey,
+    open_store,
+)
 from auditmw._cli.exit_codes import ExitCode
+from auditmw._event import utc_timestamp
+from auditmw._transparency.notes import save_verifier_key
+from auditmw._transparency.proofs import prove_inclusion
 from auditmw.testing import MemoryStore, append_at
 
 from ._command import cli
@@ -578,3 +589,60 @@ def test_archive_goes_with_a_store(archive: Path, capsys: pytest.CaptureFixture[
     code, _, err = cli(capsys, "verify", "--jsonl", str(archive), "--archive", str(archive))
     assert code == ExitCode.USAGE
     assert "--archive goes with a STORE" in err
+
+
+# --- transparency after a prune ----------------------------------------------------------
+
+
+def test_checkpoints_and_proofs_keep_working_after_a_prune(
+    store_url_factory: Callable[[], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checkpoints of sizes 1 (the key record), 5 and 10; a prune of seqs 1..7: those of
+    sizes 1 and 5 are below the cut (covered by the archive), the one of size 10 still
+    anchors, computed from the cut's frontier. A checkpoint is issued after the prune, and
+    inclusion proofs of kept entries verify against it."""
+    url = store_url_factory()
+    key = SigningKey.generate("audit.example.com/app")
+    public = tmp_path / "key.pub"
+    save_verifier_key(key.verifier, public)
+
+    async def run() -> None:
+        checkpointing = Checkpointing(key, every=None, interval=None)
+        async with open_store(url, checkpointing=checkpointing) as store:
+            for _ in range(4):
+                await store.append(NewEvent(action="a", resource="r"))
+            await store.issue_checkpoints()
+            for _ in range(2):
+                await store.append(NewEvent(action="a", resource="r"))
+            cut = utc_timestamp()
+            for _ in range(3):
+                await store.append(NewEvent(action="a", resource="r"))
+            await store.issue_checkpoints()
+            assert sorted(c.size for c in await store.checkpoints()) == [1, 5, 10]
+            report = await store.prune(before=cut, archive=None, discard=True)
+            assert report.cuts["default"].last_seq == 7
+            await store.append(NewEvent(action="after", resource="r"))
+            issued = await store.issue_checkpoints()
+            assert [c.size for c in issued] == [12]  # 10 entries, audit.pruned, one more
+            proof = await prove_inclusion(store, "default", 9)
+            assert proof is not None and proof.verify() and proof.tree_size == 12
+            assert proof.anchored
+            assert await prove_inclusion(store, "default", 5) is None  # pruned
+
+    asyncio.run(run())
+    code, out, _ = cli(capsys, "verify", "--json", url, "--public-key", str(public))
+    assert code == ExitCode.OK, out
+    data = orjson.loads(out)
+    checked = data["checkpoints"]["logs"]["default"]["checkpoints"]
+    statuses = {c["size"]: c["status"] for c in checked}
+    assert statuses == {
+        1: "covered by archive",
+        5: "covered by archive",
+        10: "anchors",
+        12: "anchors",
+    }
+    code, out, _ = cli(capsys, "prove", url, "--seq", "11")
+    assert code == ExitCode.OK, out
+    code, _, err = cli(capsys, "prove", url, "--seq", "2")
+    assert code == ExitCode.USAGE
+    assert "no entry with seq 2" in err

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from auditmw._errors import StoreError
 from auditmw._event import Event, NewEvent
+from auditmw._retention.cuts import CutRecord, latest_cuts
 from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
@@ -76,6 +77,8 @@ class CheckpointStorage(Protocol):
     async def recent_checkpoints(self, log: str, limit: int) -> list[CheckpointRow]: ...
 
     async def insert_checkpoint(self, row: CheckpointRow) -> bool: ...
+
+    async def cut_rows(self) -> list[tuple[object, ...]]: ...
 
 
 # Appends one of the store's own events (the key record), even while the store closes.
@@ -347,6 +350,9 @@ class Checkpointer:
 
         head = await self._storage.last_seq(log)
         frontier = await self._base(log, head)
+        cut = await self._cut(log)
+        if cut is not None and frontier.size < cut.size:
+            frontier = cut  # pruned since: the leaves before the cut are only its frontier
         if frontier.size == head:
             return None
         async for leaf in self._storage.leaf_hashes(log, frontier.size, head):
@@ -359,6 +365,12 @@ class Checkpointer:
         stored = StoredCheckpoint(log, head, root, note, _now())
         row = CheckpointRow(stored, frontier.to_bytes(), self.verifier.encode())
         return stored if await self._storage.insert_checkpoint(row) else None
+
+    async def _cut(self, log: str) -> Frontier | None:
+        """The frontier of ``log``'s pruned prefix (docs/retention.md); None if unpruned."""
+        records = [CutRecord.from_row(row) for row in await self._storage.cut_rows()]
+        cut = latest_cuts(records).get(log)
+        return None if cut is None else cut.frontier.copy()
 
     async def _base(self, log: str, head: int) -> Frontier:
         """The frontier to extend: that of the newest checkpoint of ``log`` this key

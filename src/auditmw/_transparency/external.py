@@ -28,10 +28,11 @@ vouches for them. That is information, not damage.
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from auditmw._retention.cuts import latest_cuts
 from auditmw._stores.verify import ChainRow, StoreEvidence, verify_rows
 from auditmw._transparency.checkpoint_report import (
     CheckedCheckpoint,
@@ -64,6 +65,9 @@ TRUNCATED = "TRUNCATED"
 COLUMN_MISMATCH = "COLUMN_MISMATCH"
 
 ANCHORS = "anchors"  # the status of a checkpoint whose root the log reproduces
+# A checkpoint of a size below a log's cut: its leaves were pruned, only the archive holds
+# them (``auditmw verify --jsonl ARCHIVE`` checks its link to a checkpoint). Not damage.
+COVERED_BY_ARCHIVE = "covered by archive"
 
 
 # --- opening notes ---------------------------------------------------------------------------
@@ -184,13 +188,15 @@ class _Prover:
 class _LogTree:
     """One log's tree, extended leaf by leaf and compared at each checkpoint size."""
 
-    def __init__(self, log: str, checkpoints: list[_Signed]) -> None:
+    def __init__(self, log: str, checkpoints: list[_Signed], base: Frontier | None = None) -> None:
         self.log = log
-        self.frontier = Frontier()
+        # A pruned log's tree starts from its cut's frontier (docs/retention.md).
+        self.frontier = Frontier() if base is None else base.copy()
         self.by_size: dict[int, list[_Signed]] = {}
         for checkpoint in checkpoints:
             self.by_size.setdefault(checkpoint.size, []).append(checkpoint)
-        self._sizes = sorted(self.by_size, reverse=True)  # next size last: pop() is O(1)
+        start = self.frontier.size
+        self._sizes = sorted((s for s in self.by_size if s >= start), reverse=True)
         self._next = self._sizes[-1] if self._sizes else -1
         self.results: dict[int, bytes] = {}  # size -> the log's root at that size
         self.provers: list[tuple[_Signed, _Prover]] = []
@@ -260,6 +266,8 @@ class _LogTree:
     def _judge(self, checkpoint: _Signed, report: CheckpointReport) -> str:
         size, entries = checkpoint.size, self.frontier.size
         sources = ", ".join(checkpoint.sources)
+        if size not in self.results and size <= entries:
+            return COVERED_BY_ARCHIVE  # below the cut: its leaves were pruned
         if size > entries:
             report.findings.append(
                 CheckpointFinding(
@@ -313,7 +321,10 @@ class CheckpointChecker:
     """Feed it ``(log, recomputed hash)`` for every row in (log, seq) order (the chain
     verifier's ``on_leaf``), then call ``finish``."""
 
-    def __init__(self, checkpoints: Iterable[_Signed]) -> None:
+    def __init__(
+        self, checkpoints: Iterable[_Signed], bases: Mapping[str, Frontier] | None = None
+    ) -> None:
+        self._bases = bases or {}
         by_log: dict[str, list[_Signed]] = {}
         for checkpoint in checkpoints:
             by_log.setdefault(checkpoint.log, []).append(checkpoint)
@@ -331,7 +342,7 @@ class CheckpointChecker:
     def _switch(self, log: str) -> _LogTree:
         tree = self._trees.get(log)
         if tree is None:
-            tree = self._trees[log] = _LogTree(log, self._by_log.get(log, []))
+            tree = self._trees[log] = _LogTree(log, self._by_log.get(log, []), self._bases.get(log))
         self._log, self._tree = log, tree
         return tree
 
@@ -360,7 +371,8 @@ async def check_rows(
     """Verify the chain of ``rows`` (ordered by log, seq) and check it against ``notes``;
     ``evidence``: what the store knows of itself (``auditmw._stores.verify.StoreEvidence``)."""
     signed, findings, count = _open_all(notes, keys, origin_prefix) if keys else ([], [], 0)
-    checker = CheckpointChecker(signed)
+    cuts = latest_cuts(() if evidence is None else evidence.cuts)
+    checker = CheckpointChecker(signed, {log: cut.frontier for log, cut in cuts.items()})
     # Without a key there is nothing to compare roots with: the chain alone, at its speed.
     on_leaf = checker.leaf if keys else None
     chain = await verify_rows(rows, progress, max_findings, on_leaf, evidence)

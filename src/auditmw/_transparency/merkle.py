@@ -172,14 +172,54 @@ def range_root(read: LeafReader, start: int, end: int) -> bytes:
     return frontier.root()
 
 
-async def arange_root(read: AsyncLeafReader, start: int, end: int) -> bytes:
-    """``range_root`` over an async reader (the asyncio stores)."""
+async def arange_root(
+    read: AsyncLeafReader, start: int, end: int, base: Frontier | None = None
+) -> bytes:
+    """``range_root`` over an async reader (the asyncio stores).
+
+    ``base``: the frontier of leaves ``[0, base.size)`` that the reader no longer has (a
+    pruned prefix, docs/retention.md). A range that starts inside it is computed from its
+    nodes, which is possible for every subtree a proof about a later leaf needs;
+    ``PrunedRangeError`` for one that is not (only the archive has those leaves)."""
     _check_range(start, end)
-    frontier = Frontier()
-    async for leaf in read(start, end):
-        frontier.append(leaf)
+    if base is None or start >= base.size:
+        frontier = Frontier()
+        async for leaf in read(start, end):
+            frontier.append(leaf)
+        _check_count(frontier, start, end)
+        return frontier.root()
+    frontier = _part_of(base, start, end)
+    if end > base.size:
+        async for leaf in read(base.size, end):
+            frontier.append(leaf)
     _check_count(frontier, start, end)
     return frontier.root()
+
+
+class PrunedRangeError(ValueError):
+    """A subtree over leaves that were pruned and that the cut's frontier does not hold."""
+
+
+def _part_of(base: Frontier, start: int, end: int) -> Frontier:
+    """The frontier of leaves ``[start, min(end, base.size))`` made of ``base``'s nodes:
+    they must tile that range exactly (then they are its binary decomposition)."""
+    stop = min(end, base.size)
+    position, covered, nodes = 0, 0, []
+    widths = [1 << bit for bit in reversed(range(base.size.bit_length())) if base.size >> bit & 1]
+    for node, width in zip(base.nodes, widths, strict=True):
+        if start <= position and position + width <= stop:
+            nodes.append(node)
+            covered += width
+        elif position < stop and position + width > start:
+            covered = -1  # a node across the range's edge: its leaves are not separable
+            break
+        position += width
+    if covered == stop - start and covered.bit_count() == len(nodes):
+        return Frontier(covered, nodes)
+    raise PrunedRangeError(
+        f"leaves [{start}, {end}) start in the pruned prefix of {base.size} leaves and are "
+        "not a subtree of its frontier: only the archive can give them"
+    )
 
 
 # --- which subtrees make up a proof -------------------------------------------------------
@@ -263,16 +303,21 @@ def consistency_proof(
     return [range_root(_slicer(leaves), a, b) for a, b in consistency_ranges(old_size, size)]
 
 
-async def ainclusion_proof_from(read: AsyncLeafReader, index: int, tree_size: int) -> list[bytes]:
-    """``inclusion_proof`` over a stored log: reads each leaf of the tree at most once."""
-    return [await arange_root(read, a, b) for a, b in inclusion_ranges(index, tree_size)]
+async def ainclusion_proof_from(
+    read: AsyncLeafReader, index: int, tree_size: int, base: Frontier | None = None
+) -> list[bytes]:
+    """``inclusion_proof`` over a stored log: reads each leaf of the tree at most once
+    (``base``: a pruned prefix, see ``arange_root``)."""
+    return [await arange_root(read, a, b, base) for a, b in inclusion_ranges(index, tree_size)]
 
 
 async def aconsistency_proof_from(
-    read: AsyncLeafReader, old_size: int, new_size: int
+    read: AsyncLeafReader, old_size: int, new_size: int, base: Frontier | None = None
 ) -> list[bytes]:
-    """``consistency_proof`` over a stored log: reads each leaf at most once."""
-    return [await arange_root(read, a, b) for a, b in consistency_ranges(old_size, new_size)]
+    """``consistency_proof`` over a stored log: reads each leaf at most once (``base``:
+    a pruned prefix, see ``arange_root``)."""
+    ranges = consistency_ranges(old_size, new_size)
+    return [await arange_root(read, a, b, base) for a, b in ranges]
 
 
 # --- verification (RFC 9162 §2.1.3.2 and §2.1.4.2) ----------------------------------------

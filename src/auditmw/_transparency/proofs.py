@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from auditmw._retention.cuts import latest_cuts
 from auditmw._text import is_column_text
 from auditmw._transparency.merkle import (
     AsyncLeafReader,
@@ -84,8 +85,11 @@ async def prove_inclusion(store: AuditStore, log: str, seq: int) -> InclusionPro
     if not is_column_text(log):  # no log has this name; the driver would raise
         return None
     tree_size = await store.last_seq(log)
-    if not 1 <= seq <= tree_size:
-        return None
+    # After a prune the tree's first leaves are gone; the cut's frontier stands for them.
+    base = latest_cuts(await store.cut_records()).get(log)
+    frontier = None if base is None else base.frontier
+    if not (0 if base is None else base.last_seq) < seq <= tree_size:
+        return None  # no such entry, or pruned: its proof is the archive's
 
     def leaves(start: int, end: int) -> AsyncIterator[bytes]:
         return store.leaf_hashes(log, start, end)
@@ -98,7 +102,7 @@ async def prove_inclusion(store: AuditStore, log: str, seq: int) -> InclusionPro
         size, signed_root = checkpoint.checkpoint.size, _signed_root(checkpoint.checkpoint)
         if signed_root is None or not seq <= size <= tree_size:
             continue  # it does not cover the entry, or the log is shorter (truncated)
-        proof = await ainclusion_proof_from(reader, seq - 1, size)
+        proof = await ainclusion_proof_from(reader, seq - 1, size, frontier)
         # The proof recomputes the root from the leaves: no second pass over them.
         if verify_inclusion(leaf, seq - 1, size, proof, signed_root):
             return InclusionProof(
@@ -116,8 +120,8 @@ async def prove_inclusion(store: AuditStore, log: str, seq: int) -> InclusionPro
             size,
         )
         break
-    proof = await ainclusion_proof_from(reader, seq - 1, tree_size)
-    root = await arange_root(reader, 0, tree_size)
+    proof = await ainclusion_proof_from(reader, seq - 1, tree_size, frontier)
+    root = await arange_root(reader, 0, tree_size, frontier)
     return InclusionProof(
         log, seq, tree_size, leaf.hex(), root.hex(), tuple(p.hex() for p in proof)
     )
