@@ -646,3 +646,56 @@ def test_checkpoints_and_proofs_keep_working_after_a_prune(
     code, _, err = cli(capsys, "prove", url, "--seq", "2")
     assert code == ExitCode.USAGE
     assert "no entry with seq 2" in err
+
+
+# --- legal holds ---------------------------------------------------------------------------
+
+
+def test_a_legal_hold_makes_prune_refuse_until_released(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = cli(
+        capsys, "hold", url, "--place", "case-42", "--reason", "litigation", "--actor", "legal"
+    )
+    assert code == ExitCode.OK, out
+    code, out, _ = cli(capsys, "hold", url)
+    assert out.startswith("case-42\tplaced ")
+    assert "by legal\tlitigation" in out
+    before = seqs(url)
+    code, _, err = cli(capsys, "prune", url, "--before", "2024-05-05", "--no-archive")
+    assert code == ExitCode.USAGE
+    assert "legal hold 'case-42' (litigation) is active" in err
+    assert seqs(url) == before
+    code, _, err = cli(capsys, "hold", url, "--place", "case-42", "--reason", "again")
+    assert code == ExitCode.USAGE
+    assert "already active" in err
+    assert cli(capsys, "hold", url, "--release", "case-42")[0] == ExitCode.OK
+    code, _, err = cli(capsys, "hold", url, "--release", "case-42")
+    assert code == ExitCode.USAGE
+    assert "no legal hold 'case-42' is active" in err
+    assert cli(capsys, "hold", url)[1] == "no legal hold is active\n"
+    assert cli(capsys, "prune", url, "--before", "2024-05-05", "--no-archive")[0] == ExitCode.OK
+    assert cli(capsys, "verify", url)[0] == ExitCode.OK
+
+
+def test_holds_are_events_in_the_chain() -> None:
+    async def run() -> None:
+        async with MemoryStore() as store:
+            hold = await store.place_hold("h1", "audit", actor="me")
+            await store.place_hold("h2", "tax")
+            await store.release_hold("h1")
+            assert [h.name for h in await store.holds()] == ["h2"]
+            actions = [(e.action, e.resource_id, e.user_id) for e in store.events]
+            assert actions[0] == ("audit.hold_placed", "h1", "me")
+            assert actions[2][:2] == ("audit.hold_released", "h1")
+            assert hold.event_id == store.events[0].id
+            with pytest.raises(ValueError, match="printable"):
+                await store.place_hold("", "x")
+
+    asyncio.run(run())
+
+
+def test_place_needs_a_reason(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "hold", url, "--place", "x")
+    assert code == ExitCode.USAGE
+    assert "--place needs --reason" in err

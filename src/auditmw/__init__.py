@@ -28,6 +28,7 @@ from auditmw._mask import DEFAULT_SENSITIVE_KEYS
 from auditmw._middleware import AuditMiddleware
 from auditmw._record import FailurePolicy, acting_as, audit, set_actor
 from auditmw._retention.archive_format import ArchiveHeader
+from auditmw._retention.holds import LegalHold
 from auditmw._retention.prune import PruneReport
 from auditmw._stores.filters import EventFilter, Page, QueryError
 from auditmw._stores.histogram import Histogram, HistogramBucket
@@ -75,6 +76,7 @@ __all__ = [
     "Histogram",
     "HistogramBucket",
     "KEY_ROTATED_ACTION",
+    "LegalHold",
     "Limits",
     "LogSummary",
     "NewEvent",

@@ -9,6 +9,8 @@
                                           the entries older than DATE, as an archive
     auditmw prune STORE --before DATE (--archive FILE | --no-archive) [--actor ID]
                                           delete them, recorded, after checking FILE
+    auditmw hold STORE [--place NAME --reason TEXT | --release NAME]
+                                          legal holds: prune refuses while one is active
     auditmw prove STORE --seq N           the Merkle inclusion proof of one entry
     auditmw keygen NAME --out PREFIX      a key pair for signing checkpoints
 
@@ -25,7 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from auditmw._admin.parameters import flag
-from auditmw._cli import archive, export, keygen, prove, prune, verify
+from auditmw._cli import archive, export, hold, keygen, prove, prune, verify
 from auditmw._cli.command import Command
 from auditmw._cli.exit_codes import ExitCode
 from auditmw._errors import PruneRefusedError, StoreError, StoreUnavailableError
@@ -39,6 +41,7 @@ COMMANDS: tuple[Command, ...] = (
     export.COMMAND,
     archive.COMMAND,
     prune.COMMAND,
+    hold.COMMAND,
     prove.COMMAND,
     keygen.COMMAND,
 )

@@ -189,12 +189,14 @@ def prune_event(
     return NewEvent(
         action=PRUNED_ACTION,
         resource=PRUNE_RESOURCE,
-        user_id=actor if actor is not None else _os_user(),
+        user_id=actor if actor is not None else os_user(),
         details=details,
     )
 
 
-def _os_user() -> str | None:
+def os_user() -> str | None:
+    """Who runs this process, as the OS knows them: the default actor of the store's own
+    retention events."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):

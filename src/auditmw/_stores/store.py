@@ -20,12 +20,20 @@ from auditmw._event import Event, Limits, NewEvent, PreparedEvent, prepare, utc_
 from auditmw._retention.archive import write_archive
 from auditmw._retention.archive_format import ArchiveHeader
 from auditmw._retention.cuts import CutRecord
+from auditmw._retention.holds import (
+    HOLD_PLACED,
+    HOLD_RELEASED,
+    LegalHold,
+    active_holds,
+    hold_event,
+)
 from auditmw._retention.prune import (
     BATCH_ROWS,
     Progress,
     PruneReport,
     check_archive,
     check_before,
+    os_user,
     plan,
     prune_event,
     records_of,
@@ -249,6 +257,12 @@ class AuditStore:
         if (archive is None) != discard:
             raise ValueError("give an archive, or archive=None with discard=True (not both)")
         cut = check_before(before)
+        held = await self.holds()
+        if held:
+            names = ", ".join(f"{hold.name!r} ({hold.reason})" for hold in held)
+            raise PruneRefusedError(
+                f"legal hold {names} is active: nothing was pruned; release it first"
+            )
         tell = progress or (lambda _: None)
         deleted = await self._finish_prune(tell)
         planned = await plan(self, cut)
@@ -272,6 +286,27 @@ class AuditStore:
         return PruneReport(
             cut, planned.cuts, planned.moved, planned.entries, deleted, digest, event
         )
+
+    async def holds(self) -> list[LegalHold]:
+        """The active legal holds (placed, not released since), oldest first."""
+        self._require_open()
+        return await active_holds(self)
+
+    async def place_hold(self, name: str, reason: str, *, actor: str | None = None) -> LegalHold:
+        """Place the legal hold ``name``: prune refuses until it is released. Recorded as
+        an ``audit.hold_placed`` event (``actor``, by default the OS user, as its user
+        id). ``ValueError`` when a hold of that name is active."""
+        if any(hold.name == name for hold in await self.holds()):
+            raise ValueError(f"legal hold {name!r} is already active")
+        event = await self.append(hold_event(HOLD_PLACED, name, reason, actor or os_user()))
+        return LegalHold(name, reason, event.timestamp, event.user_id, event.id)
+
+    async def release_hold(self, name: str, *, actor: str | None = None) -> None:
+        """Release the active legal hold ``name`` (an ``audit.hold_released`` event);
+        ``ValueError`` when no hold of that name is active."""
+        if not any(hold.name == name for hold in await self.holds()):
+            raise ValueError(f"no legal hold {name!r} is active")
+        await self.append(hold_event(HOLD_RELEASED, name, None, actor or os_user()))
 
     async def _finish_prune(self, tell: Progress) -> int:
         """Delete the rows still at or below a recorded cut, a batch per transaction."""
