@@ -30,6 +30,7 @@ from auditmw import (
 )
 from auditmw._cli.exit_codes import ExitCode
 from auditmw._retention.archive import write_archive
+from auditmw._retention.cuts import CutRecord
 from auditmw._transparency.merkle import Frontier
 from auditmw._transparency.notes import SigningKey, save_verifier_key
 from auditmw.testing import append_at
@@ -433,6 +434,9 @@ class FailingMidway:
 
     def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
         return self.store.leaf_hashes(log, start, end)
+
+    async def cut_records(self) -> list[CutRecord]:
+        return await self.store.cut_records()
 
 
 def test_a_failure_leaves_no_file_behind(url: str, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import sqlite3
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from auditmw import (
     EventFilter,
     NewEvent,
     PruneRefusedError,
+    RetentionPolicy,
     SigningKey,
     open_store,
 )
@@ -37,6 +39,7 @@ from auditmw.testing import MemoryStore, append_at
 
 from ._command import cli
 from ._postgres import POSTGRES_DSN
+from ._waiting import until
 
 DAYS = [1, 2, 3, 7, 4, 5, 8, 9]  # seq 4 came with a clock ahead: it ends a cut at day 5
 OTHER_DAYS = [2, 6]
@@ -699,3 +702,129 @@ def test_place_needs_a_reason(url: str, capsys: pytest.CaptureFixture[str]) -> N
     code, _, err = cli(capsys, "hold", url, "--place", "x")
     assert code == ExitCode.USAGE
     assert "--place needs --reason" in err
+
+
+# --- archives and prunes, again and again ------------------------------------------------
+
+
+def test_a_second_archive_goes_on_from_the_first_prunes_cut(
+    pruned: str, archive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    second = tmp_path / "second.jsonl"
+    assert cli(capsys, "archive", pruned, "--before", "2024-05-08", "-o", str(second))[0] == 0
+    header = orjson.loads(second.read_bytes().splitlines()[0])
+    assert header["logs"]["default"]["first_seq"] == 4
+    assert header["logs"]["default"]["after"]["frontier"]["size"] == 3
+    code, out, _ = cli(capsys, "verify", "--jsonl", str(second))
+    assert code == ExitCode.OK, out
+    code, out, _ = cli(capsys, "prune", pruned, "--before", "2024-05-08", "--archive", str(second))
+    assert code == ExitCode.OK, out
+    code, out, _ = cli(
+        capsys, "verify", pruned, "--archive", str(archive), "--archive", str(second)
+    )
+    assert code == ExitCode.OK, out
+    assert "2 archive(s) linked" in out
+    assert "log 'default': seqs 4..6 linked" in out
+
+
+def test_an_archive_going_on_from_a_forged_cut_is_damage(
+    pruned: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    second = tmp_path / "second.jsonl"
+    assert cli(capsys, "archive", pruned, "--before", "2024-05-08", "-o", str(second))[0] == 0
+    lines = second.read_bytes().splitlines(keepends=True)
+    header = orjson.loads(lines[0])
+    header["logs"]["default"]["after"]["head"] = "ab" * 32
+    second.write_bytes(b"".join([orjson.dumps(header) + b"\n", *lines[1:]]))
+    code, out, _ = cli(capsys, "verify", "--jsonl", str(second))
+    assert code == ExitCode.DAMAGED
+    assert "prev_hash is not the head of the cut" in out
+
+
+# --- the retention policy ----------------------------------------------------------------
+
+
+class Clock:
+    """A clock the test sets (the policy's ``clock``)."""
+
+    def __init__(self, day: int) -> None:
+        self.now = datetime(2024, 5, day, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_the_policy_archives_and_prunes_on_its_schedule(
+    store_url_factory: Callable[[], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = store_url_factory()
+    fill(url)
+    directory = tmp_path / "archives"
+    directory.mkdir()
+    clock = Clock(6)  # keep a day: prune before May 5th
+    policy = RetentionPolicy(
+        keep=timedelta(days=1), archive_dir=directory, every=timedelta(milliseconds=1), clock=clock
+    )
+
+    async def run() -> None:
+        async with open_store(url, retention=policy) as store:
+            stats = store.retention_stats
+            assert stats is not None
+            await until(lambda: stats.pruned == 4)
+            clock.now = datetime(2024, 5, 9, tzinfo=UTC)  # now before May 8th
+            await until(lambda: stats.pruned == 8)  # default seqs 4..6, other seq 2
+            assert stats.failures == 0, stats.last_error
+            await store.append(NewEvent(action="a", resource="r"))
+
+    asyncio.run(run())
+    archives = sorted(directory.iterdir())
+    assert [path.name for path in archives] == [
+        "auditmw-before-20240505T000000000000Z.jsonl",
+        "auditmw-before-20240508T000000000000Z.jsonl",
+    ]
+    argv = [arg for path in archives for arg in ("--archive", str(path))]
+    code, out, _ = cli(capsys, "verify", url, *argv)
+    assert code == ExitCode.OK, out
+    assert "2 archive(s) linked" in out
+
+
+def test_the_policy_respects_holds_and_survives_errors(
+    store_url_factory: Callable[[], str], tmp_path: Path
+) -> None:
+    url = store_url_factory()
+    fill(url)
+    held = RetentionPolicy(
+        keep=timedelta(days=1), discard=True, every=timedelta(milliseconds=1), clock=Clock(6)
+    )
+    broken = RetentionPolicy(
+        keep=timedelta(days=1),
+        archive_dir=tmp_path / "missing",
+        every=timedelta(milliseconds=1),
+        clock=Clock(6),
+    )
+
+    async def run() -> None:
+        async with open_store(url) as store:
+            await store.place_hold("case", "litigation")
+        async with open_store(url, retention=held) as store:
+            stats = store.retention_stats
+            assert stats is not None
+            await until(lambda: stats.refused >= 2)
+            assert stats.pruned == 0
+        async with open_store(url, retention=broken) as store:
+            stats = store.retention_stats
+            assert stats is not None
+            await until(lambda: stats.failures >= 2)
+            assert "missing" in (stats.last_error or "")
+            event = await store.append(NewEvent(action="still", resource="working"))
+            assert event.seq > 0
+
+    asyncio.run(run())
+    assert seqs(url)["default"][0] == 1
+
+
+def test_a_policy_needs_an_archive_dir_or_discard() -> None:
+    with pytest.raises(ValueError, match="archive_dir"):
+        RetentionPolicy(keep=timedelta(days=1))
+    with pytest.raises(ValueError, match="positive"):
+        RetentionPolicy(keep=timedelta(0), discard=True)

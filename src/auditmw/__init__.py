@@ -29,6 +29,7 @@ from auditmw._middleware import AuditMiddleware
 from auditmw._record import FailurePolicy, acting_as, audit, set_actor
 from auditmw._retention.archive_format import ArchiveHeader
 from auditmw._retention.holds import LegalHold
+from auditmw._retention.policy import RetentionPolicy, RetentionStats
 from auditmw._retention.prune import PruneReport
 from auditmw._stores.filters import EventFilter, Page, QueryError
 from auditmw._stores.histogram import Histogram, HistogramBucket
@@ -88,6 +89,8 @@ __all__ = [
     "PruneRefusedError",
     "PruneReport",
     "QueryError",
+    "RetentionPolicy",
+    "RetentionStats",
     "SQLiteStore",
     "SigningKey",
     "Sink",

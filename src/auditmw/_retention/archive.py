@@ -27,6 +27,7 @@ from typing import IO, Protocol
 
 from auditmw._event import Event, utc_timestamp
 from auditmw._retention.archive_format import ArchiveHeader, LinkedCheckpoint, LogCut
+from auditmw._retention.cuts import Cut, CutRecord, latest_cuts
 from auditmw._stores.filters import EventFilter, format_timestamp, parse_time
 from auditmw._stores.jsonl import jsonl_line
 from auditmw._stores.rows import StoredCheckpoint
@@ -43,6 +44,8 @@ class ArchiveSource(Protocol):
     async def checkpoints(self, log: str | None = None) -> list[StoredCheckpoint]: ...
 
     def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]: ...
+
+    async def cut_records(self) -> list[CutRecord]: ...
 
 
 def cut_time(before: datetime | str) -> str:
@@ -63,6 +66,7 @@ class _Prefix:
     head: str = ""
     frontier: Frontier = field(default_factory=Frontier)
     ended: bool = False  # an entry at or after the cut was passed over
+    after: Cut | None = None  # the log's cut from an earlier prune: the prefix goes on from it
 
 
 async def write_archive(
@@ -76,15 +80,19 @@ async def write_archive(
     if await asyncio.to_thread(target.exists):  # fail before the pass over the store
         raise FileExistsError(f"{target} exists; an archive never replaces a file")
     with _temporary(target, ".entries") as entries:
-        prefixes = await _write_entries(source, cut, entries)
+        pruned = latest_cuts(await source.cut_records())
+        prefixes = await _write_entries(source, cut, entries, pruned)
         logs = {log: await _log_cut(source, log, prefix) for log, prefix in prefixes.items()}
         header = ArchiveHeader(cut, utc_timestamp(), logs)
         await asyncio.to_thread(_publish, header, entries, target)
     return header
 
 
-async def _write_entries(source: ArchiveSource, cut: str, output: IO[bytes]) -> dict[str, _Prefix]:
-    """Write each log's prefix before ``cut`` to ``output``; the prefix of each log."""
+async def _write_entries(
+    source: ArchiveSource, cut: str, output: IO[bytes], pruned: dict[str, Cut]
+) -> dict[str, _Prefix]:
+    """Write each log's prefix before ``cut`` to ``output`` (of a pruned log: from its
+    cut on); the prefix of each log."""
     prefixes: dict[str, _Prefix] = {}
     chunk = bytearray()
     events = source.iter_events(EventFilter(until=cut))
@@ -94,8 +102,14 @@ async def _write_entries(source: ArchiveSource, cut: str, output: IO[bytes]) -> 
         async for event in events:
             prefix = prefixes.get(event.log)
             if prefix is None:
-                prefix = _Prefix()
-                if event.seq == 1:
+                after = pruned.get(event.log)
+                start = 0 if after is None else after.last_seq
+                if event.seq <= start:
+                    continue  # left by an unfinished prune
+                prefix = _Prefix(start, frontier=Frontier(), after=after)
+                if after is not None:
+                    prefix.frontier = after.frontier.copy()
+                if event.seq == start + 1:
                     prefixes[event.log] = prefix
             if prefix.ended or event.seq != prefix.last_seq + 1:
                 prefix.ended = True
@@ -129,11 +143,17 @@ def _publish(header: ArchiveHeader, entries: IO[bytes], target: Path) -> None:
 
 
 async def _log_cut(source: ArchiveSource, log: str, prefix: _Prefix) -> LogCut:
-    checkpoint = await _link(source, log, prefix.last_seq)
-    return LogCut(1, prefix.last_seq, prefix.head, prefix.frontier, checkpoint)
+    after = prefix.after
+    base = None if after is None else after.frontier
+    checkpoint = await _link(source, log, prefix.last_seq, base)
+    first = 1 if after is None else after.last_seq + 1
+    previous = None if after is None else (after.head, after.frontier)
+    return LogCut(first, prefix.last_seq, prefix.head, prefix.frontier, checkpoint, previous)
 
 
-async def _link(source: ArchiveSource, log: str, size: int) -> LinkedCheckpoint | None:
+async def _link(
+    source: ArchiveSource, log: str, size: int, base: Frontier | None
+) -> LinkedCheckpoint | None:
     """The smallest stored checkpoint of ``log`` covering ``size`` entries and the
     consistency proof from the tree of those entries to it; None when there is none."""
     covering = [c for c in await source.checkpoints(log) if c.size >= size]
@@ -141,7 +161,7 @@ async def _link(source: ArchiveSource, log: str, size: int) -> LinkedCheckpoint 
         return None
     checkpoint = min(covering, key=lambda c: c.size)
     read = partial(source.leaf_hashes, log)
-    proof = await aconsistency_proof_from(read, size, checkpoint.size)
+    proof = await aconsistency_proof_from(read, size, checkpoint.size, base)
     return LinkedCheckpoint(checkpoint.note.decode("utf-8"), tuple(node.hex() for node in proof))
 
 

@@ -35,6 +35,7 @@ from auditmw._transparency.notes import (
 )
 
 _TIMESTAMP = INDEX_COLUMNS.index("timestamp")
+_PREV_HASH = INDEX_COLUMNS.index("prev_hash")
 MAX_PROBLEMS = 100
 
 
@@ -106,10 +107,21 @@ def verify_archive(
     """Verify the entry lines of an archive (the lines after ``header``, its first)."""
     frontiers: dict[str, Frontier] = {}
     late: list[str] = []
+    # A log pruned before starts after its cut: its tree from the cut's frontier, its
+    # first entry linked to the cut's head.
+    after = {log: cut.after for log, cut in header.logs.items() if cut.after is not None}
 
     def read(row: ChainRow) -> None:
+        if row.log not in frontiers:
+            start = after.get(row.log)
+            frontiers[row.log] = Frontier() if start is None else start[1].copy()
+            if start is not None and row.columns[_PREV_HASH] != start[0]:
+                late.append(
+                    f"log {row.log!r} seq {row.seq}: prev_hash is not the head of the cut "
+                    "the header says the archive goes on from"
+                )
         with suppress(ValueError):  # not a hash: the entry verifier reports it as modified
-            frontiers.setdefault(row.log, Frontier()).append(bytes.fromhex(row.hash))
+            frontiers[row.log].append(bytes.fromhex(row.hash))
         timestamp = row.columns[_TIMESTAMP]
         if not isinstance(timestamp, str) or timestamp >= header.before:
             late.append(
@@ -124,6 +136,7 @@ def verify_archive(
         progress=progress,
         first_line=2,
         on_row=read,
+        starts={log: cut.first_seq for log, cut in header.logs.items()},
     )
     report = ArchiveReport(header, entries)
     report.problems.extend(late)
@@ -194,8 +207,11 @@ def _check_log(
             f"{where}: the header lists seqs {cut.first_seq}..{cut.last_seq}, the file holds none"
         )
         return
-    if cut.first_seq != 1:
-        problems.append(f"{where}: first_seq is {cut.first_seq}; an archive starts at seq 1")
+    if found.entries != cut.entries:
+        problems.append(
+            f"{where}: the header lists seqs {cut.first_seq}..{cut.last_seq}, the file holds "
+            f"{found.entries} entries"
+        )
     if found.last_seq != cut.last_seq:
         problems.append(
             f"{where}: the file ends at seq {found.last_seq}, the header says {cut.last_seq}"

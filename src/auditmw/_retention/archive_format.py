@@ -45,19 +45,26 @@ class LogCut:
     head: str
     frontier: Frontier
     checkpoint: LinkedCheckpoint | None = None
+    # When the log was pruned before (first_seq > 1): the cut the archive goes on from,
+    # the hash of entry first_seq - 1 and the frontier of the leaves before first_seq.
+    after: tuple[str, Frontier] | None = None
 
     @property
     def entries(self) -> int:
         return self.last_seq - self.first_seq + 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "first_seq": self.first_seq,
             "last_seq": self.last_seq,
             "head": self.head,
             "frontier": self.frontier.to_dict(),
             "checkpoint": None if self.checkpoint is None else self.checkpoint.to_dict(),
         }
+        if self.after is not None:
+            head, frontier = self.after
+            data["after"] = {"head": head, "frontier": frontier.to_dict()}
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +140,23 @@ def _log_cut(name: str, data: object) -> LogCut:
     if not isinstance(head, str) or len(head) != _HEX_HASH_LENGTH:
         raise ValueError(f"{where}: head is not a hash")
     frontier = Frontier.from_dict(data.get("frontier") or {})
-    return LogCut(first, last, head, frontier, _checkpoint(where, data.get("checkpoint")))
+    after = _after(where, first, data.get("after"))
+    return LogCut(first, last, head, frontier, _checkpoint(where, data.get("checkpoint")), after)
+
+
+def _after(where: str, first: int, data: object) -> tuple[str, Frontier] | None:
+    """The cut an archive of a pruned log goes on from (required when first_seq > 1)."""
+    if first == 1:
+        if data is not None:
+            raise ValueError(f"{where}: an archive from seq 1 goes on from no cut")
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("head"), str):
+        raise ValueError(f"{where}: first_seq is {first}: 'after' must give the cut's head")
+    head = data["head"]
+    frontier = Frontier.from_dict(data.get("frontier") or {})
+    if len(head) != _HEX_HASH_LENGTH or frontier.size != first - 1:
+        raise ValueError(f"{where}: 'after' is not the cut before seq {first}")
+    return head, frontier
 
 
 def _checkpoint(where: str, data: object) -> LinkedCheckpoint | None:

@@ -111,7 +111,11 @@ def link_archives(
                 )
                 continue
             starts = cut.first_seq == 1 or any(
-                r.log == log and r.cut.last_seq == cut.first_seq - 1 for r in cuts
+                r.log == log
+                and r.cut.last_seq == cut.first_seq - 1
+                and cut.after is not None
+                and r.cut.head == cut.after[0]
+                for r in cuts
             )
             if not starts:
                 report.problems.append(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,6 +178,7 @@ def verify_jsonl(
     progress: Callable[[int], None] | None = None,
     first_line: int = 1,
     on_row: Callable[[ChainRow], None] | None = None,
+    starts: Mapping[str, int] | None = None,
 ) -> JsonlReport:
     """Verify the lines of a JSONL export (bytes, with or without line ends).
 
@@ -185,6 +186,8 @@ def verify_jsonl(
     ``complete``: require the whole log (a subset is then not ``ok``).
     ``first_line``: the number of the first line (after an archive's header, 2).
     ``on_row``: called with each entry read, in order, after the verifier saw it.
+    ``starts``: the seq a log starts at, when not 1 (an archive of a log pruned before:
+    the entries before it are no gap).
     """
     report = JsonlReport(complete_required=complete)
     runs: dict[str, _Run] = {}
@@ -232,7 +235,8 @@ def verify_jsonl(
         if run is None or row.seq > run.last + 1:
             if run is not None:
                 finish(row.log, run)
-            if row.seq > 1 or run is not None:
+            start = 1 if starts is None else starts.get(row.log, 1)
+            if row.seq > start or run is not None:
                 gap(number, row.log, 1 if run is None else run.last + 1, row.seq - 1)
             # (the leading gap's finding needs room next to the first row's own findings)
             run = runs[row.log] = _Run(row.seq, row.seq, ChainVerifier(max(max_findings, 8)))

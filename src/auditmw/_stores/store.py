@@ -27,6 +27,7 @@ from auditmw._retention.holds import (
     active_holds,
     hold_event,
 )
+from auditmw._retention.policy import RetentionPolicy, RetentionScheduler, RetentionStats
 from auditmw._retention.prune import (
     BATCH_ROWS,
     Progress,
@@ -64,6 +65,7 @@ class StoreOptions(TypedDict, total=False):
     max_batch: int
     max_pending: int
     checkpointing: Checkpointing | None
+    retention: RetentionPolicy | None
 
 
 class AuditStore:
@@ -76,6 +78,8 @@ class AuditStore:
     of up to ``max_batch``; up to ``max_pending`` wait for the writer, further callers
     wait for room. ``append_timeout`` is how long an append may take from its call.
     ``checkpointing`` issues signed checkpoints (``Checkpointing``, docs/checkpoints.md).
+    ``retention`` prunes on a schedule while the store is open (``RetentionPolicy``,
+    docs/retention.md).
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class AuditStore:
         max_batch: int = 1024,
         max_pending: int = 10_000,
         checkpointing: Checkpointing | None = None,
+        retention: RetentionPolicy | None = None,
         append_timeout: float = 10.0,  # each backend's setting (retry_for, busy_timeout)
     ) -> None:
         self.backend = backend
@@ -107,6 +112,8 @@ class AuditStore:
             timeout=append_timeout,
             on_commit=on_commit,
         )
+        # Prunes on a schedule while the store is open (docs/retention.md).
+        self._retention = None if retention is None else RetentionScheduler(self, retention)
         self._opened = False  # taking appends
         self._connected = False  # readable: from connect until disconnect (close included)
 
@@ -122,12 +129,16 @@ class AuditStore:
                 except BaseException:
                     await self.close()
                     raise
+            if self._retention is not None:
+                self._retention.start()
         return self
 
     async def close(self) -> None:
         if self._opened:
             self._opened = False
             try:
+                if self._retention is not None:
+                    await self._retention.stop()  # a prune under way is rolled back
                 if self._checkpointer is not None:
                     await self._checkpointer.stop()  # records a new key while it still can
                 await self._writer.close()
@@ -168,6 +179,11 @@ class AuditStore:
     def is_open(self) -> bool:
         """Whether the store takes appends: from ``open()`` until ``close()`` begins."""
         return self._opened
+
+    @property
+    def retention_stats(self) -> RetentionStats | None:
+        """How the retention policy's runs went, or None without ``retention``."""
+        return None if self._retention is None else self._retention.stats
 
     @property
     def pending(self) -> int:
