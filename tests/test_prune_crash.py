@@ -3,11 +3,11 @@ PostgreSQL.
 
 Each run starts the command as a child process, waits for an observable state (a
 progress line it printed on standard error), then kills it at once or after a random
-delay the test chooses. Afterwards the store is either untouched or pruned completely
-and recorded (SQLite: one transaction), or recorded with rows left at or below the cut
-(PostgreSQL deletes in batches after recording) — which ``verify`` reports as a warning,
-not damage, and which running the same command again finishes. ``verify`` exits 0 in
-every case.
+delay the test chooses. Afterwards the store is either untouched, or the prune is
+recorded (the event and the cut rows, one transaction) with all or some of the rows at
+or below the cut deleted (they go in batches after recording) — which ``verify``
+reports as a warning, not damage, and which running the same command again finishes.
+``verify`` exits 0 in every case; never a half-recorded prune.
 """
 
 from __future__ import annotations
@@ -129,27 +129,40 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("marker", "delay"), KILLS)
-def test_sqlite_prune_killed_is_all_or_nothing(
+def check_killed_then_finished(url: str) -> None:
+    """Either nothing was pruned, or the prune is recorded (and maybe unfinished: rows at
+    or below the cut left, a warning, not damage); verify exits 0 either way; the same
+    command run again finishes it."""
+    first, cut, count = state(url)
+    data = verify(url)  # exit 0 whatever the kill left
+    if cut == 0:
+        assert (first, count) == (1, OLD + NEW)
+        assert data["pruned"] is None
+    else:
+        assert cut == OLD
+        assert data["pruned"] is not None
+        warnings = data["warnings"]
+        assert isinstance(warnings, list)
+        if first <= cut:  # recorded, rows left: a warning
+            assert any("prune incomplete" in w and "run prune again" in w for w in warnings)
+        else:
+            assert warnings == []
+    again = auditmw("prune", url, "--before", BEFORE, "--no-archive")
+    assert again.returncode == ExitCode.OK, again.stderr
+    assert state(url) == (OLD + 1, OLD, NEW + 1)
+    data = verify(url)
+    assert data["warnings"] == []
+    assert data["pruned"] is not None
+
+
+@pytest.mark.parametrize(("marker", "delay"), [*KILLS, ("deleted 10000", 0.0)])
+def test_sqlite_prune_killed_is_finished_by_running_it_again(
     sqlite_template: Path, tmp_path: Path, marker: str, delay: float
 ) -> None:
     path = tmp_path / "audit.db"
     shutil.copy(sqlite_template, path)
-    url = str(path)
-    prune_killed(url, marker, delay + random.uniform(0, 0.05))
-    first, cut, count = state(url)
-    if cut == 0:  # nothing pruned
-        assert (first, count) == (1, OLD + NEW)
-        assert verify(url)["pruned"] is None
-    else:  # complete and recorded: one transaction
-        assert (first, cut, count) == (OLD + 1, OLD, NEW + 1)
-        data = verify(url)
-        assert data["warnings"] == []
-        assert data["pruned"] is not None
-    again = auditmw("prune", url, "--before", BEFORE, "--no-archive")
-    assert again.returncode == ExitCode.OK, again.stderr
-    assert state(url)[:2] == (OLD + 1, OLD)
-    assert verify(url)["warnings"] == []
+    prune_killed(str(path), marker, delay + random.uniform(0, 0.05))
+    check_killed_then_finished(str(path))
 
 
 @pytest.fixture
@@ -166,20 +179,7 @@ def test_postgres_prune_killed_is_finished_by_running_it_again(
     pg_url: str, marker: str, delay: float
 ) -> None:
     prune_killed(pg_url, marker, delay + random.uniform(0, 0.05))
-    first, cut, count = state(pg_url)
-    data = verify(pg_url)  # exit 0 whatever the kill left
-    if cut == 0:
-        assert (first, count) == (1, OLD + NEW)
-    elif first <= cut:  # recorded, rows at or below the cut left: a warning, not damage
-        warnings = data["warnings"]
-        assert isinstance(warnings, list)
-        assert any("prune incomplete" in w and "run prune again" in w for w in warnings)
-    again = auditmw("prune", pg_url, "--before", BEFORE, "--no-archive")
-    assert again.returncode == ExitCode.OK, again.stderr
-    assert state(pg_url) == (OLD + 1, OLD, NEW + 1)
-    data = verify(pg_url)
-    assert data["warnings"] == []
-    assert data["pruned"] is not None
+    check_killed_then_finished(pg_url)
 
 
 def test_an_unfinished_prune_is_finished_by_the_next_prune_call(pg_url: str) -> None:

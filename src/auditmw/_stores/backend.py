@@ -173,9 +173,10 @@ class StoreBackend(ABC):
         """In one transaction: check the cut table still records ``recorded`` (each
         log's largest ``last_seq``; else ``PruneRefusedError``) and each new cut's entry
         its head; append ``event`` (``audit.pruned``) to its log; insert ``records``
-        (every log's cut, ``event_id`` the event's); and delete the rows at or below the
-        cuts, or (PostgreSQL) leave them to ``delete_pruned``. Returns the event and how
-        many rows were deleted."""
+        (every log's cut, ``event_id`` the event's). The rows at or below the cuts are
+        deleted in that transaction (the memory backend) or left to ``delete_pruned``
+        (SQLite, PostgreSQL: short batches, appends take turns with them). Returns the
+        event and how many rows were deleted."""
 
     @abstractmethod
     async def delete_pruned(self, limit: int) -> int:

@@ -56,7 +56,7 @@ from auditmw._stores.sqlite_prune import (
     delete_batch,
     has_retention_schema,
     migrate,
-    record_and_delete,
+    record,
 )
 from auditmw._stores.sqlite_reads import SEARCH_INDEX_MAX_MATCHES, SQLiteReads
 from auditmw._stores.sqlite_sql import (
@@ -415,14 +415,14 @@ class SQLiteBackend(SQLiteReads):
                 heads = {event.log: self._head(conn, event.log)}
                 rows, events = chain([event], heads)
                 insert_rows(conn, rows)
-                deleted = record_and_delete(conn, records)
+                record(conn, records)
             self._heads.update(heads)
         except BaseException as exc:
             self._heads.clear()
             if isinstance(exc, sqlite3.Error):
                 raise store_error(f"audit store {self.path}: prune failed", exc) from exc
             raise
-        return events[0], deleted
+        return events[0], 0  # the rows go in batches (delete_pruned)
 
     async def delete_pruned(self, limit: int) -> int:
         return await self._in_write_thread(partial(self._delete_pruned, limit))

@@ -1,9 +1,13 @@
 """A prune on SQLite (docs/retention.md): the statements the write thread runs.
 
-All of a prune is one transaction on the write connection (``SQLiteBackend.prune``):
-the ``audit.pruned`` event is chained after the head of its log and inserted, the cut
-rows are inserted, and the rows at or below each cut are deleted; the events table's
-DELETE trigger lets exactly those go. A crash leaves all of it or none of it.
+Recording is one transaction on the write connection (``SQLiteBackend.prune``): the
+``audit.pruned`` event is chained after the head of its log and inserted with the cut
+rows. The rows at or below the cuts are then deleted in batches (``delete_batch``), each
+its own transaction and its own job of the write thread, so appends take turns with
+them: deleting a million rows in one transaction held every append for its whole 30 s
+(benchmarks/prune.py). The events table's DELETE trigger lets exactly those rows go; a
+crash between batches leaves a prune recorded and unfinished, which ``verify`` reports
+as a warning and the next prune finishes.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from auditmw._stores.sqlite_sql import (
 
 RECORDED_CUTS = "SELECT log, max(last_seq) FROM auditmw_cuts GROUP BY log"
 ENTRY_AT = "SELECT CAST(entry AS BLOB) FROM auditmw_events WHERE log = ? AND seq = ?"
-DELETE_UP_TO = "DELETE FROM auditmw_events WHERE log = ? AND seq <= ?"
 
 
 def has_retention_schema(conn: sqlite3.Connection) -> bool:
@@ -68,13 +71,9 @@ def check_plan(
             )
 
 
-def record_and_delete(conn: sqlite3.Connection, records: list[CutRecord]) -> int:
-    """Insert the cut rows and delete every row at or below them; the count deleted."""
+def record(conn: sqlite3.Connection, records: list[CutRecord]) -> None:
+    """Insert the cut rows."""
     conn.executemany(INSERT_CUT, [record.values() for record in records])
-    deleted = 0
-    for record in records:
-        deleted += conn.execute(DELETE_UP_TO, (record.log, record.cut.last_seq)).rowcount
-    return deleted
 
 
 def delete_batch(conn: sqlite3.Connection, limit: int) -> int:
