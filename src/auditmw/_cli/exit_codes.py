@@ -13,12 +13,14 @@ class ExitCode(IntEnum):
     """Done: the log is intact (``verify``), or the command did what it was asked."""
 
     DAMAGED = 1
-    """``verify`` found damage: a finding in the log, its store or its checkpoints, or
-    (with ``--complete``) an export that is not the whole log."""
+    """``verify`` found damage: a finding in the log, its store, its checkpoints or an
+    ``--archive``, or (with ``--complete``) an export that is not the whole log;
+    ``prune`` was given a damaged archive."""
 
     USAGE = 2
     """The command cannot run as given: bad arguments, or a file or store that cannot be
-    read (missing, not a store, not a key)."""
+    read (missing, not a store, not a key); a prune refused (an archive of other entries,
+    a legal hold, a date in the future)."""
 
     UNAVAILABLE = 3
     """The store is unavailable (its database down, frozen or locked past the store's
