@@ -828,3 +828,27 @@ def test_a_policy_needs_an_archive_dir_or_discard() -> None:
         RetentionPolicy(keep=timedelta(days=1))
     with pytest.raises(ValueError, match="positive"):
         RetentionPolicy(keep=timedelta(0), discard=True)
+
+
+def test_opening_warns_of_a_replaced_delete_trigger(
+    store_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Opening re-creates the narrow DELETE trigger; a permissive one found in its place
+    is evidence, and is logged."""
+    url = str(store_path)
+    fill(url)
+    run_sql(
+        url,
+        [
+            ("DROP TRIGGER auditmw_events_no_delete", ()),
+            (
+                "CREATE TRIGGER auditmw_events_no_delete BEFORE DELETE ON auditmw_events "
+                "WHEN 0 BEGIN SELECT 1; END",
+                (),
+            ),
+        ],
+    )
+    fill(url)
+    assert "missing or altered and are being re-created" in caplog.text
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        run_sql(url, [("DELETE FROM auditmw_events WHERE seq = 1", ())])

@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 from auditmw._stores.sqlite_errors import is_damage, store_error
-from auditmw._stores.sqlite_sql import CHECKPOINT_TRIGGERS, TRIGGERS
+from auditmw._stores.sqlite_sql import CHECKPOINT_TRIGGERS, CUT_TRIGGERS, DELETE_TRIGGER, TRIGGERS
 
 logger = logging.getLogger("auditmw")
 
@@ -20,15 +20,31 @@ MAX_RANGES = 10
 
 def warn_if_triggers_were_dropped(conn: sqlite3.Connection, path: Path) -> None:
     """Opening re-creates missing triggers; say so, as their absence is evidence."""
-    names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master")]
-    if ("auditmw_events" in names and any(name not in names for name in TRIGGERS)) or (
-        "auditmw_checkpoints" in names and any(name not in names for name in CHECKPOINT_TRIGGERS)
+    rows = conn.execute("SELECT name, sql FROM sqlite_master").fetchall()
+    names = [row[0] for row in rows]
+    delete_trigger = next((str(sql) for name, sql in rows if name == TRIGGERS[1]), None)
+    if (
+        ("auditmw_events" in names and any(name not in names for name in TRIGGERS))
+        or (
+            "auditmw_checkpoints" in names
+            and any(name not in names for name in CHECKPOINT_TRIGGERS)
+        )
+        or ("auditmw_cuts" in names and any(name not in names for name in CUT_TRIGGERS))
+        or (delete_trigger is not None and not _known_delete_trigger(delete_trigger))
     ):
         logger.warning(
-            "%s: append-only triggers were missing and are being re-created; "
+            "%s: append-only triggers were missing or altered and are being re-created; "
             "run `auditmw verify` on this store",
             path,
         )
+
+
+def _known_delete_trigger(sql: str) -> bool:
+    """The DELETE trigger as created: today's narrow one, or the one that refused every
+    DELETE (a store from before retention, migrated on this open)."""
+    return sql.split() == DELETE_TRIGGER.split() or (
+        "RAISE(ABORT, 'auditmw_events is append-only: DELETE is not allowed')" in sql
+    )
 
 
 def damaged_objects(conn: sqlite3.Connection) -> list[str]:
