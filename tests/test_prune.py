@@ -601,13 +601,15 @@ def test_checkpoints_and_proofs_keep_working_after_a_prune(
     store_url_factory: Callable[[], str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Checkpoints of sizes 1 (the key record), 5 and 10; a prune of seqs 1..7: those of
-    sizes 1 and 5 are below the cut (covered by the archive), the one of size 10 still
-    anchors, computed from the cut's frontier. A checkpoint is issued after the prune, and
-    inclusion proofs of kept entries verify against it."""
+    sizes 1 and 5 are below the cut (covered by the archive; checked with it, given
+    --archive), the one of size 10 still anchors, computed from the cut's frontier. A
+    checkpoint is issued after the prune, and inclusion proofs of kept entries verify
+    against it."""
     url = store_url_factory()
     key = SigningKey.generate("audit.example.com/app")
     public = tmp_path / "key.pub"
     save_verifier_key(key.verifier, public)
+    archive = tmp_path / "old.jsonl"
 
     async def run() -> None:
         checkpointing = Checkpointing(key, every=None, interval=None)
@@ -622,7 +624,8 @@ def test_checkpoints_and_proofs_keep_working_after_a_prune(
                 await store.append(NewEvent(action="a", resource="r"))
             await store.issue_checkpoints()
             assert sorted(c.size for c in await store.checkpoints()) == [1, 5, 10]
-            report = await store.prune(before=cut, archive=None, discard=True)
+            await store.archive(before=cut, output=archive)
+            report = await store.prune(before=cut, archive=archive)
             assert report.cuts["default"].last_seq == 7
             await store.append(NewEvent(action="after", resource="r"))
             issued = await store.issue_checkpoints()
@@ -641,6 +644,18 @@ def test_checkpoints_and_proofs_keep_working_after_a_prune(
     assert statuses == {
         1: "covered by archive",
         5: "covered by archive",
+        10: "anchors",
+        12: "anchors",
+    }
+    # With the archive, the checkpoints below the cut are checked against its entries.
+    code, out, _ = cli(
+        capsys, "verify", "--json", url, "--public-key", str(public), "--archive", str(archive)
+    )
+    assert code == ExitCode.OK, out
+    checked = orjson.loads(out)["checkpoints"]["logs"]["default"]["checkpoints"]
+    assert {c["size"]: c["status"] for c in checked} == {
+        1: "anchors",
+        5: "anchors",
         10: "anchors",
         12: "anchors",
     }

@@ -27,7 +27,7 @@ from auditmw._cli.progress import Progress
 from auditmw._errors import StorageDamagedError
 from auditmw._retention.archive_check import verify_archive, verify_archive_file
 from auditmw._retention.archive_format import parse_header
-from auditmw._retention.archive_link import link_archives
+from auditmw._retention.archive_link import link_archives, pruned_leaves
 from auditmw._retention.cuts import PRUNED_ACTION
 from auditmw._stores.filters import EventFilter
 from auditmw._stores.jsonl import JsonlReport, verify_jsonl
@@ -176,6 +176,7 @@ async def _verify_store(args: argparse.Namespace) -> int:
             origin_prefix=args.origin_prefix,
             progress=progress,
             max_findings=args.max_findings,
+            pruned_leaves=pruned_leaves(archives) if archives and keys else None,
         )
         progress.done()
         if archives:

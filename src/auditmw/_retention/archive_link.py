@@ -16,6 +16,7 @@ from typing import Any
 
 from auditmw._retention.archive_check import ArchiveFile
 from auditmw._retention.cuts import CutRecord
+from auditmw._stores.jsonl import chain_row
 from auditmw._stores.report import Report, ReportedFinding
 
 
@@ -135,3 +136,31 @@ def link_archives(
                 f"(sha256 {archive.sha256}, {how})"
             )
     return report
+
+
+def pruned_leaves(archives: Sequence[ArchiveFile]) -> dict[str, list[bytes]]:
+    """Per log, the leaves (entry hashes) of the intact archives that together hold it
+    from seq 1 without a hole, in seq order (to check checkpoints below a cut)."""
+    runs: dict[str, list[tuple[int, ArchiveFile]]] = {}
+    for archive in archives:
+        if archive.ok and archive.header is not None:
+            for log, cut in archive.header.logs.items():
+                runs.setdefault(log, []).append((cut.first_seq, archive))
+    leaves: dict[str, list[bytes]] = {}
+    for log, found in runs.items():
+        found.sort(key=lambda run: run[0])
+        hashes: list[bytes] = []
+        for first, archive in found:
+            if first != len(hashes) + 1:
+                break  # a hole: these archives do not hold the whole pruned prefix
+            hashes.extend(_hashes(archive, log))
+        else:
+            leaves[log] = hashes
+    return leaves
+
+
+def _hashes(archive: ArchiveFile, log: str) -> list[bytes]:
+    with archive.path.open("rb") as file:
+        next(file)  # the header
+        rows = (chain_row(line) for line in file if line.strip())
+        return [bytes.fromhex(row.hash) for row in rows if row.log == log]

@@ -322,9 +322,16 @@ class CheckpointChecker:
     verifier's ``on_leaf``), then call ``finish``."""
 
     def __init__(
-        self, checkpoints: Iterable[_Signed], bases: Mapping[str, Frontier] | None = None
+        self,
+        checkpoints: Iterable[_Signed],
+        bases: Mapping[str, Frontier] | None = None,
+        pruned_leaves: Mapping[str, Sequence[bytes]] | None = None,
     ) -> None:
+        # A pruned log's tree starts from its cut's frontier (``bases``), or, when its
+        # archives gave every pruned leaf (``pruned_leaves``), from those: then the
+        # checkpoints below the cut are checked too.
         self._bases = bases or {}
+        self._pruned_leaves = pruned_leaves or {}
         by_log: dict[str, list[_Signed]] = {}
         for checkpoint in checkpoints:
             by_log.setdefault(checkpoint.log, []).append(checkpoint)
@@ -342,7 +349,11 @@ class CheckpointChecker:
     def _switch(self, log: str) -> _LogTree:
         tree = self._trees.get(log)
         if tree is None:
-            tree = self._trees[log] = _LogTree(log, self._by_log.get(log, []), self._bases.get(log))
+            leaves = self._pruned_leaves.get(log)
+            base = None if leaves is not None else self._bases.get(log)
+            tree = self._trees[log] = _LogTree(log, self._by_log.get(log, []), base)
+            for leaf in leaves or ():
+                tree.append(leaf)
         self._log, self._tree = log, tree
         return tree
 
@@ -367,12 +378,20 @@ async def check_rows(
     progress: Callable[[int], None] | None = None,
     max_findings: int = 1000,
     evidence: StoreEvidence | None = None,
+    pruned_leaves: Mapping[str, Sequence[bytes]] | None = None,
 ) -> CheckpointReport:
     """Verify the chain of ``rows`` (ordered by log, seq) and check it against ``notes``;
-    ``evidence``: what the store knows of itself (``auditmw._stores.verify.StoreEvidence``)."""
+    ``evidence``: what the store knows of itself (``auditmw._stores.verify.StoreEvidence``);
+    ``pruned_leaves``: per pruned log, every leaf before its cut, from its archives (used
+    only when they rebuild the cut's frontier)."""
     signed, findings, count = _open_all(notes, keys, origin_prefix) if keys else ([], [], 0)
     cuts = latest_cuts(() if evidence is None else evidence.cuts)
-    checker = CheckpointChecker(signed, {log: cut.frontier for log, cut in cuts.items()})
+    leaves = {
+        log: list(pruned)
+        for log, pruned in (pruned_leaves or {}).items()
+        if log in cuts and Frontier.from_leaves(pruned) == cuts[log].frontier
+    }
+    checker = CheckpointChecker(signed, {log: cut.frontier for log, cut in cuts.items()}, leaves)
     # Without a key there is nothing to compare roots with: the chain alone, at its speed.
     on_leaf = checker.leaf if keys else None
     chain = await verify_rows(rows, progress, max_findings, on_leaf, evidence)
@@ -389,6 +408,7 @@ async def check_checkpoints(
     origin_prefix: str | None = None,
     progress: Callable[[int], None] | None = None,
     max_findings: int = 1000,
+    pruned_leaves: Mapping[str, Sequence[bytes]] | None = None,
 ) -> CheckpointReport:
     """Verify the store's chain and check it against signed checkpoints, in one pass.
 
@@ -419,6 +439,7 @@ async def check_checkpoints(
         progress=progress,
         max_findings=max_findings,
         evidence=await store.evidence(),
+        pruned_leaves=pruned_leaves,
     )
     if not keys:
         report.unchecked = len(own)
