@@ -233,6 +233,7 @@ def test_a_log_pruned_whole_goes_on_after_its_cut(
 
     async def run() -> None:
         async with open_store(url, create=False) as store:
+            assert await store.last_seq("other") == 2  # the tree goes on after the cut
             event = await store.append(NewEvent(action="a", resource="r", log="other"))
             assert event.seq == 3
             records = {r.log: r.cut for r in await store.cut_records()}

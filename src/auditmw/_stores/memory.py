@@ -215,7 +215,10 @@ class MemoryBackend(StoreBackend):
 
     async def last_seq(self, log: str) -> int:
         positions = self._rows().by_log.get(log)
-        return int(self.tables.events[positions[-1]][_SEQ]) if positions else 0
+        if positions:
+            return int(self.tables.events[positions[-1]][_SEQ])
+        cut = latest_cuts(self.tables.cuts).get(log)  # every entry pruned
+        return 0 if cut is None else cut.last_seq
 
     async def schema_warnings(self) -> list[str]:
         self._rows()

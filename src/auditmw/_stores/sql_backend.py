@@ -150,4 +150,8 @@ class SQLBackend(StoreBackend):
         return int(await self._value(COUNT, []))
 
     async def last_seq(self, log: str) -> int:
-        return int(await self._value(LAST_SEQ, [log]) or 0)
+        last = int(await self._value(LAST_SEQ, [log]) or 0)
+        if last == 0:  # every entry pruned: the log goes on after its cut
+            cuts = [int(str(row[1])) for row in await self.cut_rows() if row[0] == log]
+            last = max(cuts, default=0)
+        return last
