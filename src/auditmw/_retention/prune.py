@@ -8,8 +8,9 @@
 3. With an archive: verify it completely (``archive_check``) and require it to hold
    exactly the planned prefix of every log; else refuse, deleting nothing.
 4. The backend's transaction: the ``audit.pruned`` event and the cut rows; then the rows
-   at or below the cuts are deleted in short transactions of ``BATCH_ROWS`` (SQLite,
-   PostgreSQL), so appends never wait for the whole deletion.
+   at or below the cuts are deleted in short transactions of the backend's
+   ``prune_batch`` rows (SQLite, PostgreSQL), so appends never wait for the whole
+   deletion.
 """
 
 from __future__ import annotations
@@ -37,10 +38,6 @@ from auditmw._retention.cuts import (
 from auditmw._stores.filters import EventFilter
 from auditmw._transparency.merkle import Frontier
 
-# Rows deleted per transaction after recording: short transactions, so appends and
-# readers never wait long on the live table (SQLite: ~0.4 s per batch with its search
-# index; PostgreSQL: less; benchmarks/prune.py).
-BATCH_ROWS = 10_000
 Progress = Callable[[str], None]
 
 

@@ -38,6 +38,9 @@ class StoreBackend(ABC):
     # The type of the second half of a keyset position (timestamp, tie-breaker): what
     # orders events of equal timestamps, in insertion order.
     tiebreak: ClassVar[type[int] | type[str]]
+    # Rows a prune deletes per transaction after recording (``delete_pruned``): appends
+    # take turns with the batches, so this bounds how long one waits (benchmarks/prune.py).
+    prune_batch: ClassVar[int] = 10_000
 
     # --- connection ----------------------------------------------------------------------
 

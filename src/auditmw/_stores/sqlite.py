@@ -114,6 +114,8 @@ class SQLiteBackend(SQLiteReads):
 
     tiebreak = int  # the rowid: insertion order
     dialect = SQLiteDialect()
+    # A batch also deletes from the search index: 10,000 rows held appends ~0.4 s.
+    prune_batch = 2_000
     chain_query = CHAIN_QUERY
 
     def __init__(

@@ -29,7 +29,6 @@ from auditmw._retention.holds import (
 )
 from auditmw._retention.policy import RetentionPolicy, RetentionScheduler, RetentionStats
 from auditmw._retention.prune import (
-    BATCH_ROWS,
     Progress,
     PruneReport,
     check_archive,
@@ -327,7 +326,7 @@ class AuditStore:
     async def _finish_prune(self, tell: Progress) -> int:
         """Delete the rows still at or below a recorded cut, a batch per transaction."""
         deleted = 0
-        while batch := await self.backend.delete_pruned(BATCH_ROWS):
+        while batch := await self.backend.delete_pruned(self.backend.prune_batch):
             deleted += batch
             tell(f"deleted {deleted}")
         return deleted
