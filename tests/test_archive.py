@@ -421,9 +421,12 @@ class FailingMidway:
     def __init__(self, store: AuditStore) -> None:
         self.store = store
 
-    async def iter_events(self, filter: EventFilter) -> AsyncIterator[Event]:
+    async def logs(self) -> list[str]:
+        return await self.store.logs()
+
+    async def events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
         count = 0
-        async for event in self.store.iter_events(filter):
+        async for event in self.store.events_after(log, seq):
             if count == 2:
                 raise StoreUnavailableError("the database went away")
             count += 1

@@ -3,8 +3,9 @@
 The cut of a log is the **longest prefix whose entries all have a timestamp before
 ``before``**: its entries are read in seq order and the first one at or after ``before``
 ends it, even when later entries are older again (a clock stepped back). So the entries
-an archive holds are always seqs 1 to n of the log, and what it leaves in the store is
-one unbroken run: an out-of-order timestamp never makes a hole.
+an archive holds are always seqs 1 to n of the log (of a pruned log, its cut + 1 to n),
+and what it leaves in the store is one unbroken run: an out-of-order timestamp never
+makes a hole.
 
 The file is written beside ``output`` under a temporary name, flushed to disk and then
 linked to ``output``, which fails if ``output`` exists: a crash never leaves a half
@@ -28,7 +29,7 @@ from typing import IO, Protocol
 from auditmw._event import Event, utc_timestamp
 from auditmw._retention.archive_format import ArchiveHeader, LinkedCheckpoint, LogCut
 from auditmw._retention.cuts import Cut, CutRecord, latest_cuts
-from auditmw._stores.filters import EventFilter, format_timestamp, parse_time
+from auditmw._stores.filters import format_timestamp, parse_time
 from auditmw._stores.jsonl import jsonl_line
 from auditmw._stores.rows import StoredCheckpoint
 from auditmw._transparency.merkle import Frontier, aconsistency_proof_from
@@ -39,7 +40,9 @@ WRITE_BYTES = 64 * 1024  # entries written to the file at a time, from a thread
 class ArchiveSource(Protocol):
     """What archiving reads of a store (``AuditStore`` has all of it)."""
 
-    def iter_events(self, filter: EventFilter) -> AsyncIterator[Event]: ...
+    async def logs(self) -> list[str]: ...
+
+    def events_after(self, log: str, seq: int) -> AsyncIterator[Event]: ...
 
     async def checkpoints(self, log: str | None = None) -> list[StoredCheckpoint]: ...
 
@@ -65,7 +68,6 @@ class _Prefix:
     last_seq: int = 0
     head: str = ""
     frontier: Frontier = field(default_factory=Frontier)
-    ended: bool = False  # an entry at or after the cut was passed over
     after: Cut | None = None  # the log's cut from an earlier prune: the prefix goes on from it
 
 
@@ -95,36 +97,32 @@ async def _write_entries(
     cut on); the prefix of each log."""
     prefixes: dict[str, _Prefix] = {}
     chunk = bytearray()
-    events = source.iter_events(EventFilter(until=cut))
-    try:
-        # In chain order, the events before the cut: a seq that does not follow the last
-        # one means an entry at or after the cut came between, and the prefix ends there.
-        async for event in events:
-            prefix = prefixes.get(event.log)
-            if prefix is None:
-                after = pruned.get(event.log)
-                start = 0 if after is None else after.last_seq
-                if event.seq <= start:
-                    continue  # left by an unfinished prune
-                prefix = _Prefix(start, frontier=Frontier(), after=after)
-                if after is not None:
-                    prefix.frontier = after.frontier.copy()
-                if event.seq == start + 1:
-                    prefixes[event.log] = prefix
-            if prefix.ended or event.seq != prefix.last_seq + 1:
-                prefix.ended = True
-                continue
-            chunk += jsonl_line(event)
-            prefix.last_seq = event.seq
-            prefix.head = event.hash
-            prefix.frontier.append(bytes.fromhex(event.hash))
-            if len(chunk) >= WRITE_BYTES:
-                await asyncio.to_thread(output.write, bytes(chunk))
-                chunk.clear()
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    # Log by log, along the primary key from the log's cut (a filter on time would sort
+    # the whole table first: too slow to start at a million rows); the first entry at or
+    # after the cut ends the prefix, even if later ones are older again.
+    for log in sorted(set(await source.logs()) | set(pruned)):
+        after = pruned.get(log)
+        prefix = _Prefix(0 if after is None else after.last_seq, after=after)
+        if after is not None:
+            prefix.frontier = after.frontier.copy()
+        events = source.events_after(log, prefix.last_seq)
+        try:
+            async for event in events:
+                if event.seq != prefix.last_seq + 1 or event.timestamp >= cut:
+                    break
+                chunk += jsonl_line(event)
+                prefix.last_seq = event.seq
+                prefix.head = event.hash
+                prefix.frontier.append(bytes.fromhex(event.hash))
+                if len(chunk) >= WRITE_BYTES:
+                    await asyncio.to_thread(output.write, bytes(chunk))
+                    chunk.clear()
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if prefix.head:
+            prefixes[log] = prefix
     await asyncio.to_thread(output.write, bytes(chunk))
     return prefixes
 

@@ -35,7 +35,6 @@ from auditmw._retention.cuts import (
     CutRecord,
     latest_cuts,
 )
-from auditmw._stores.filters import EventFilter
 from auditmw._transparency.merkle import Frontier
 
 Progress = Callable[[str], None]
@@ -44,7 +43,9 @@ Progress = Callable[[str], None]
 class PruneSource(Protocol):
     """What pruning needs of a store (``AuditStore`` has all of it)."""
 
-    def iter_events(self, filter: EventFilter) -> AsyncIterator[Event]: ...
+    async def logs(self) -> list[str]: ...
+
+    def chain_after(self, log: str, seq: int) -> AsyncIterator[tuple[int, str, str]]: ...
 
     async def cut_records(self) -> list[CutRecord]: ...
 
@@ -82,37 +83,29 @@ class _Plan:
 
 
 async def plan(source: PruneSource, before: str) -> _Plan:
-    """Each log's new cut: the longest prefix of its kept entries older than ``before``."""
+    """Each log's new cut: the longest prefix of its kept entries older than ``before``,
+    read along the primary key from the log's cut until the first entry that is not."""
     result = _Plan(latest_cuts(await source.cut_records()))
     result.cuts = dict(result.recorded)
-    frontiers: dict[str, tuple[Frontier, int, str]] = {}  # log -> frontier, last seq, head
-    ended: set[str] = set()
-    events = source.iter_events(EventFilter(until=before))
-    try:
-        async for event in events:
-            log = event.log
-            start = result.recorded.get(log)
-            start_seq = 0 if start is None else start.last_seq
-            if event.seq <= start_seq or log in ended:
-                continue  # left by an unfinished prune, or past the end of the prefix
-            known = frontiers.get(log)
-            if known is None:
-                base = Frontier() if start is None else start.frontier.copy()
-                known = (base, start_seq, "")
-            frontier, last, _ = known
-            if event.seq != last + 1:
-                ended.add(log)  # an entry at or after ``before`` came between
-                continue
-            frontier.append(bytes.fromhex(event.hash))
-            frontiers[log] = (frontier, event.seq, event.hash)
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
-    for log, (frontier, last, head) in frontiers.items():
-        previous = result.recorded.get(log)
-        result.entries += last - (0 if previous is None else previous.last_seq)
-        result.cuts[log] = Cut(last, head, frontier)
+    for log in sorted(set(await source.logs()) | set(result.recorded)):
+        start = result.recorded.get(log)
+        frontier = Frontier() if start is None else start.frontier.copy()
+        last = 0 if start is None else start.last_seq
+        head = None
+        rows = source.chain_after(log, last)
+        try:
+            async for seq, hash_hex, timestamp in rows:
+                if seq != last + 1 or timestamp >= before:
+                    break  # an entry at or after ``before`` (or a hole) ends the prefix
+                frontier.append(bytes.fromhex(hash_hex))
+                last, head = seq, hash_hex
+        finally:
+            aclose = getattr(rows, "aclose", None)
+            if aclose is not None:  # stop the read (a cursor, its transaction) now
+                await aclose()
+        if head is not None:
+            result.entries += last - (0 if start is None else start.last_seq)
+            result.cuts[log] = Cut(last, head, frontier)
     return result
 
 

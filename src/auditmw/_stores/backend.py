@@ -73,6 +73,16 @@ class StoreBackend(ABC):
         with seq ``start + 1`` to ``end``, in order, as 32-byte values."""
 
     @abstractmethod
+    def chain_after(self, log: str, seq: int) -> AsyncIterator[tuple[int, str, str]]:
+        """``(seq, hash, timestamp)`` of ``log``'s entries after ``seq``, in seq order,
+        streamed from the first at once (a prune's plan stops at the first too new)."""
+
+    @abstractmethod
+    def events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
+        """``log``'s events after ``seq``, in seq order, streamed from the first at once
+        (an archive stops at the first too new)."""
+
+    @abstractmethod
     async def get(self, event_id: str) -> Event | None:
         """The event with this id, or None."""
 

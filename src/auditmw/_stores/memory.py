@@ -121,6 +121,20 @@ class MemoryBackend(StoreBackend):
                 row = tables.events[position]
                 yield ChainRow(row[_LOG], row[_SEQ], row[_HASH], row[_ENTRY], _INDEX_COLUMNS(row))
 
+    async def chain_after(self, log: str, seq: int) -> AsyncIterator[tuple[int, str, str]]:
+        tables = self._rows()
+        for position in list(tables.by_log.get(log, ())):
+            row = tables.events[position]
+            if row[_SEQ] > seq:
+                yield row[_SEQ], row[_HASH], row[_TIMESTAMP]
+
+    async def events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
+        tables = self._rows()
+        for position in list(tables.by_log.get(log, ())):
+            row = tables.events[position]
+            if row[_SEQ] > seq:
+                yield _event(row)
+
     async def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
         tables = self._rows()
         positions = tables.by_log.get(log, [])

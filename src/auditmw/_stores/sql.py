@@ -48,6 +48,11 @@ LOGS = (
 COUNT = "SELECT count(*) FROM auditmw_events"
 LAST_SEQ = "SELECT max(seq) FROM auditmw_events WHERE log = ?"
 LEAF_HASHES = "SELECT hash FROM auditmw_events WHERE log = ? AND seq > ? AND seq <= ? ORDER BY seq"
+# A log's entries after a seq, in seq order along the primary key (no sort: the first row
+# comes at once however long the log), for a prune's plan.
+CHAIN_AFTER = (
+    "SELECT seq, hash, timestamp FROM auditmw_events WHERE log = ? AND seq > ? ORDER BY seq"
+)
 _PLACEHOLDER = re.compile(r"\?")
 # A row as a driver returns it (sqlite3.Row, asyncpg.Record): indexed by column position.
 Row = Any

@@ -18,6 +18,7 @@ from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint, leaf_of
 from auditmw._stores.sql import (
+    CHAIN_AFTER,
     CHECKPOINT_SIZES,
     COUNT,
     LAST_SEQ,
@@ -90,6 +91,18 @@ class SQLBackend(StoreBackend):
     async def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
         async for row in self._stream_rows(self.chain_query, []):
             yield ChainRow(row[0], row[1], row[2], bytes(row[3]), tuple(row[4:]))
+
+    async def chain_after(self, log: str, seq: int) -> AsyncIterator[tuple[int, str, str]]:
+        async for row in self._stream_rows(self.dialect.sql(CHAIN_AFTER), [log, seq]):
+            yield int(row[0]), str(row[1]), str(row[2])
+
+    async def events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
+        sql = (
+            f"SELECT e.log, e.seq, NULL, NULL, {self.dialect.entry}, e.hash "  # noqa: S608
+            "FROM auditmw_events AS e WHERE e.log = ? AND e.seq > ? ORDER BY e.seq"
+        )
+        async for row in self._stream_rows(self.dialect.sql(sql), [log, seq]):
+            yield event_of(row)
 
     async def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
         async for row in self._stream_rows(self.dialect.sql(LEAF_HASHES), [log, start, end]):

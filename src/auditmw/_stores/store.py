@@ -457,6 +457,14 @@ class AuditStore:
         """The seq of ``log``'s newest entry (its Merkle tree size); 0 when empty."""
         return await self.backend.last_seq(log)
 
+    def events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
+        """``log``'s events after ``seq``, in seq order, streamed."""
+        return self.backend.events_after(log, seq)
+
+    def chain_after(self, log: str, seq: int) -> AsyncIterator[tuple[int, str, str]]:
+        """``(seq, hash, timestamp)`` of ``log``'s entries after ``seq``, in seq order."""
+        return self.backend.chain_after(log, seq)
+
     def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
         """The Merkle leaves ``[start, end)`` of ``log``: the stored hashes of its entries
         with seq ``start + 1`` to ``end``, in order, as 32-byte values."""
