@@ -868,3 +868,33 @@ def test_opening_warns_of_a_replaced_delete_trigger(
     assert "missing or altered and are being re-created" in caplog.text
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         run_sql(url, [("DELETE FROM auditmw_events WHERE seq = 1", ())])
+
+
+def test_workers_sharing_a_store_prune_once(
+    store_url_factory: Callable[[], str],
+) -> None:
+    """Two stores over one database (two workers), each with the policy: one prune is
+    recorded for the cut; the other worker's run finds nothing left, or is refused."""
+    url = store_url_factory()
+    fill(url)
+
+    def policy() -> RetentionPolicy:
+        return RetentionPolicy(
+            keep=timedelta(days=1), discard=True, every=timedelta(milliseconds=1), clock=Clock(6)
+        )
+
+    async def run() -> None:
+        async with (
+            open_store(url, retention=policy()) as one,
+            open_store(url, retention=policy()) as two,
+        ):
+            first, second = one.retention_stats, two.retention_stats
+            assert first is not None and second is not None
+            await until(lambda: first.runs >= 3 and second.runs >= 3)
+            assert first.pruned + second.pruned == 4
+            assert first.failures == second.failures == 0
+            pruned = await one.query(EventFilter(action="audit.pruned"))
+            assert len(pruned.events) == 1
+            assert pruned.events[0].user_id == "auditmw.retention_policy"
+
+    asyncio.run(run())

@@ -25,6 +25,7 @@ from auditmw._retention.archive_format import ArchiveHeader
 from auditmw._retention.prune import PruneReport
 
 logger = logging.getLogger("auditmw")
+POLICY_ACTOR = "auditmw.retention_policy"  # the user id of the prunes a policy makes
 
 
 def _now() -> datetime:
@@ -128,18 +129,20 @@ class RetentionScheduler:
         policy = self.policy
         before = policy.clock().astimezone(UTC) - policy.keep
         if policy.archive_dir is None:
-            return await self._store.prune(before=before, archive=None, discard=True)
+            return await self._store.prune(
+                before=before, archive=None, discard=True, actor=POLICY_ACTOR
+            )
         path = policy.archive_dir / f"auditmw-before-{before:%Y%m%dT%H%M%S%fZ}.jsonl"
         if await asyncio.to_thread(path.exists):
             # Written by an earlier run at this very cut (the clock did not move on, or
             # that run stopped before its prune): prune with it, or nothing is left to.
-            return await self._store.prune(before=before, archive=path)
+            return await self._store.prune(before=before, archive=path, actor=POLICY_ACTOR)
         header = await self._store.archive(before=before, output=path)
         if not header.logs:
             await asyncio.to_thread(path.unlink)  # nothing that old: no archive to keep
             return None
         try:
-            return await self._store.prune(before=before, archive=path)
+            return await self._store.prune(before=before, archive=path, actor=POLICY_ACTOR)
         except PruneRefusedError:
             await asyncio.to_thread(path.unlink)  # this run's, and not the archive of a prune
             raise
