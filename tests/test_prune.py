@@ -29,6 +29,7 @@ from auditmw import (
     PruneRefusedError,
     RetentionPolicy,
     SigningKey,
+    acting_as,
     open_store,
 )
 from auditmw._cli.exit_codes import ExitCode
@@ -895,6 +896,21 @@ def test_workers_sharing_a_store_prune_once(
             assert first.failures == second.failures == 0
             pruned = await one.query(EventFilter(action="audit.pruned"))
             assert len(pruned.events) == 1
-            assert pruned.events[0].user_id == "auditmw.retention_policy"
+            assert pruned.events[0].user_id == "retention-policy"
+
+    asyncio.run(run())
+
+
+def test_the_actor_defaults_to_the_current_audit_context() -> None:
+    async def run() -> None:
+        async with MemoryStore() as store:
+            await fill_store(store)
+            with acting_as(user_id="dpo@example.com", store=store):
+                hold = await store.place_hold("h", "review")
+                await store.release_hold("h")
+                report = await store.prune(before="2024-05-05", archive=None, discard=True)
+            assert hold.placed_by == "dpo@example.com"
+            assert report.event is not None
+            assert report.event.user_id == "dpo@example.com"
 
     asyncio.run(run())

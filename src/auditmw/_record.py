@@ -34,6 +34,7 @@ from auditmw._context import Actor, RequestInfo, checked_actor
 from auditmw._errors import StoreError
 from auditmw._event import Event, Limits, NewEvent, Outcome
 from auditmw._mask import Masker
+from auditmw._retention.prune import ACTOR_LOOKUPS
 from auditmw._stores.store import AuditStore
 
 logger = logging.getLogger("auditmw")
@@ -285,3 +286,18 @@ def acting_as(
         yield
     finally:
         audit_context.reset(token)
+
+
+def _context_actor_id() -> str | None:
+    """The user id of the current audit context (a request's user, ``acting_as``)."""
+    context = audit_context.get()
+    if context is None:
+        return None
+    actor = context.actor
+    if actor is None and context.request is not None:
+        actor = context.request.user()
+    return None if actor is None else actor.user_id
+
+
+# The actor of a prune or a legal hold made inside a request or ``acting_as`` block.
+ACTOR_LOOKUPS.append(_context_actor_id)

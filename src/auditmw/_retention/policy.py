@@ -25,7 +25,7 @@ from auditmw._retention.archive_format import ArchiveHeader
 from auditmw._retention.prune import PruneReport
 
 logger = logging.getLogger("auditmw")
-POLICY_ACTOR = "auditmw.retention_policy"  # the user id of the prunes a policy makes
+POLICY_ACTOR = "retention-policy"  # the user id of the prunes a policy makes
 
 
 def _now() -> datetime:

@@ -181,9 +181,25 @@ def prune_event(
     return NewEvent(
         action=PRUNED_ACTION,
         resource=PRUNE_RESOURCE,
-        user_id=actor if actor is not None else os_user(),
+        user_id=actor if actor is not None else default_actor(),
         details=details,
     )
+
+
+# Who is acting now, when auditmw knows it: the user of the request being handled, or
+# of an ``acting_as()`` block. The recording layer (``auditmw._record``), above the
+# store, plugs its lookup in here at import.
+ACTOR_LOOKUPS: list[Callable[[], str | None]] = []
+
+
+def default_actor() -> str | None:
+    """The actor of the store's own retention events when none is given: the current
+    audit context's user id, else the OS user."""
+    for lookup in ACTOR_LOOKUPS:
+        found = lookup()
+        if found:
+            return found
+    return os_user()
 
 
 def os_user() -> str | None:

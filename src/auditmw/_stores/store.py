@@ -33,7 +33,7 @@ from auditmw._retention.prune import (
     PruneReport,
     check_archive,
     check_before,
-    os_user,
+    default_actor,
     plan,
     prune_event,
     records_of,
@@ -262,7 +262,8 @@ class AuditStore:
         ``archive``: an archive of exactly that prefix (``archive()`` before the same
         ``before``), verified completely first; ``None`` only with ``discard=True``, a
         deliberate discard. Appends an ``audit.pruned`` event (``actor`` as its user id,
-        by default the OS user) that records every log's cut. Refused with
+        by default the current audit context's user, else the OS user) that records every
+        log's cut. Refused with
         ``PruneRefusedError`` and nothing deleted: a ``before`` in the future, an archive
         damaged or not of exactly the prefix, another prune meanwhile. A prune left
         unfinished (PostgreSQL deletes in batches after recording) is finished first.
@@ -309,11 +310,11 @@ class AuditStore:
 
     async def place_hold(self, name: str, reason: str, *, actor: str | None = None) -> LegalHold:
         """Place the legal hold ``name``: prune refuses until it is released. Recorded as
-        an ``audit.hold_placed`` event (``actor``, by default the OS user, as its user
-        id). ``ValueError`` when a hold of that name is active."""
+        an ``audit.hold_placed`` event (``actor``, by default the current audit context's
+        user or the OS user, as its user id). ``ValueError`` when a hold of that name is active."""
         if any(hold.name == name for hold in await self.holds()):
             raise ValueError(f"legal hold {name!r} is already active")
-        event = await self.append(hold_event(HOLD_PLACED, name, reason, actor or os_user()))
+        event = await self.append(hold_event(HOLD_PLACED, name, reason, actor or default_actor()))
         return LegalHold(name, reason, event.timestamp, event.user_id, event.id)
 
     async def release_hold(self, name: str, *, actor: str | None = None) -> None:
@@ -321,7 +322,7 @@ class AuditStore:
         ``ValueError`` when no hold of that name is active."""
         if not any(hold.name == name for hold in await self.holds()):
             raise ValueError(f"no legal hold {name!r} is active")
-        await self.append(hold_event(HOLD_RELEASED, name, None, actor or os_user()))
+        await self.append(hold_event(HOLD_RELEASED, name, None, actor or default_actor()))
 
     async def _finish_prune(self, tell: Progress) -> int:
         """Delete the rows still at or below a recorded cut, a batch per transaction."""
