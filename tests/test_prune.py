@@ -914,3 +914,47 @@ def test_the_actor_defaults_to_the_current_audit_context() -> None:
             assert report.event.user_id == "dpo@example.com"
 
     asyncio.run(run())
+
+
+# --- stores from before retention are migrated when opened -------------------------------
+
+OLD_SQLITE_DELETE_TRIGGER = (
+    "CREATE TRIGGER auditmw_events_no_delete BEFORE DELETE ON auditmw_events\n"
+    "BEGIN SELECT RAISE(ABORT, 'auditmw_events is append-only: DELETE is not allowed'); END"
+)
+OLD_PG_FUNCTION = """CREATE OR REPLACE FUNCTION auditmw_reject_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'auditmw_events is append-only: % is not allowed', TG_OP;
+END $$"""
+
+
+def test_a_store_from_before_retention_is_migrated_on_open(
+    url: str, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As an older auditmw left it: no cut table, the DELETE protection that refused every
+    row. Opening it migrates it in place, silently (nothing was tampered with)."""
+    if url.startswith("postgresql://"):
+        old: list[tuple[str, Sequence[Any]]] = [
+            ("DROP TABLE auditmw_cuts", ()),
+            ("DROP FUNCTION auditmw_reject_cut_change()", ()),
+            (OLD_PG_FUNCTION, ()),
+        ]
+    else:
+        old = [
+            ("DROP TABLE auditmw_cuts", ()),
+            ("DROP TRIGGER auditmw_events_unsearch", ()),
+            ("DROP TRIGGER auditmw_events_no_delete", ()),
+            (OLD_SQLITE_DELETE_TRIGGER, ()),
+        ]
+    run_sql(url, old)
+    code, out, _ = cli(capsys, "verify", url)  # read only: not migrated, still intact
+    assert code == ExitCode.OK, out
+    code, out, _ = cli(capsys, "prune", url, "--before", "2024-05-05", "--no-archive")
+    assert code == ExitCode.OK, out  # the prune migrates what it needs
+    assert seqs(url)["default"][0] == 4
+    code, data = verify_json(capsys, url)
+    assert code == ExitCode.OK and data["warnings"] == [], data
+    assert "re-created" not in caplog.text
+    with pytest.raises((sqlite3.DatabaseError, asyncpg.PostgresError), match="append-only"):
+        run_sql(url, [("DELETE FROM auditmw_events WHERE seq = 5", ())])
