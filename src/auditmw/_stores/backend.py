@@ -24,6 +24,7 @@ from auditmw._event import Event, PreparedEvent
 from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter
 from auditmw._stores.histogram import BucketLayout
+from auditmw._stores.personal_check import ErasureRecord
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
 from auditmw._stores.verify import ChainRow
 
@@ -37,6 +38,10 @@ class StoreBackend(ABC):
     # The type of the second half of a keyset position (timestamp, tie-breaker): what
     # orders events of equal timestamps, in insertion order.
     tiebreak: ClassVar[type[int] | type[str]]
+    # Whether the store holds entries of format 2 (their openings beside them); False for
+    # a store that predates them, opened without ``create`` (known once connected): it
+    # reads, and refuses appends until it is opened with ``create`` (which migrates it).
+    writes_format_2: bool = True
 
     # --- connection ----------------------------------------------------------------------
 
@@ -137,6 +142,10 @@ class StoreBackend(ABC):
     @abstractmethod
     async def schema_warnings(self) -> list[str]:
         """Protections found missing (e.g. append-only triggers dropped)."""
+
+    @abstractmethod
+    async def erasure_records(self) -> list[ErasureRecord]:
+        """The ``audit.erased`` entries (resource ``user``) as the columns show them."""
 
     @abstractmethod
     async def storage_damage(self) -> list[str]:

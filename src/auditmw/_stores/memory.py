@@ -16,16 +16,18 @@ from typing import Any
 
 from auditmw._errors import EventRefusedError, StoreClosedError
 from auditmw._event import GENESIS_HASH, ROW_FIELDS, Event, PreparedEvent, chain, stored_event
+from auditmw._personal import ERASED_ACTION, ERASED_RESOURCE
 from auditmw._stores.backend import StoreBackend
 from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter, ascii_lower
 from auditmw._stores.histogram import BucketLayout
+from auditmw._stores.personal_check import ErasureRecord
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint, leaf_of
 from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
 
 _COLUMN = {name: index for index, name in enumerate(ROW_FIELDS)}
-_LOG, _SEQ, _ID, _TIMESTAMP, _HASH, _ENTRY = (
-    _COLUMN[name] for name in ("log", "seq", "id", "timestamp", "hash", "entry")
+_LOG, _SEQ, _ID, _TIMESTAMP, _HASH, _ENTRY, _PERSONAL = (
+    _COLUMN[name] for name in ("log", "seq", "id", "timestamp", "hash", "entry", "personal")
 )
 _INDEX_COLUMNS = itemgetter(*(_COLUMN[name] for name in INDEX_COLUMNS))
 EXACT_COLUMNS = tuple(
@@ -99,7 +101,10 @@ class MemoryBackend(StoreBackend):
         for log in sorted(tables.by_log):
             for position in list(tables.by_log[log]):
                 row = tables.events[position]
-                yield ChainRow(row[_LOG], row[_SEQ], row[_HASH], row[_ENTRY], _INDEX_COLUMNS(row))
+                columns = _INDEX_COLUMNS(row)
+                yield ChainRow(
+                    row[_LOG], row[_SEQ], row[_HASH], row[_ENTRY], columns, row[_PERSONAL]
+                )
 
     async def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
         tables = self._rows()
@@ -199,6 +204,17 @@ class MemoryBackend(StoreBackend):
         self._rows()
         return []  # nothing here can drop a protection
 
+    async def erasure_records(self) -> list[ErasureRecord]:
+        action, resource = _COLUMN["action"], _COLUMN["resource"]
+        return [
+            ErasureRecord(row[_LOG], row[_SEQ], row[_COLUMN["resource_id"]], row[_TIMESTAMP])
+            for log in sorted(self._rows().by_log)
+            for row in (self.tables.events[position] for position in self.tables.by_log[log])
+            if row[action] == ERASED_ACTION
+            and row[resource] == ERASED_RESOURCE
+            and row[_COLUMN["resource_id"]] is not None
+        ]
+
     async def storage_damage(self) -> list[str]:
         self._rows()
         return []
@@ -216,7 +232,7 @@ class MemoryBackend(StoreBackend):
 
 
 def _event(row: tuple[Any, ...]) -> Event:
-    return stored_event(row[_ENTRY], row[_HASH], row[_LOG], row[_SEQ])
+    return stored_event(row[_ENTRY], row[_HASH], row[_LOG], row[_SEQ], row[_PERSONAL])
 
 
 def _matches(row: tuple[Any, ...], filter: EventFilter) -> bool:

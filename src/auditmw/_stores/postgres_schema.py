@@ -11,12 +11,42 @@ from auditmw._stores.sql import SEARCH_COLUMNS
 
 logger = logging.getLogger("auditmw")
 
-# 1: events and meta; 2: auditmw_checkpoints; 3: triggers fire ALWAYS (see create_schema,
-# the migrations).
-SCHEMA_VERSION = "3"
+# 1: events and meta; 2: auditmw_checkpoints; 3: triggers fire ALWAYS; 4: entry format 2,
+# its openings in ``personal``, the erasure UPDATE (see create_schema, the migrations).
+SCHEMA_VERSION = "4"
 
+# Until version 4: every UPDATE, DELETE and TRUNCATE refused.
+REJECT_ALL_CHANGES_BODY = """
+BEGIN
+    RAISE EXCEPTION 'auditmw_events is append-only: % is not allowed', TG_OP;
+END """
+# The one UPDATE the events table takes: removing personal data (AuditStore.erase). Every
+# column but the openings (personal) and the clear index columns of the committed fields
+# stays; the openings left are some of those there were, unchanged (compared as text:
+# ``json``, not ``jsonb``, which rejects \u0000); an index column is kept, or set NULL
+# where the row had that field's opening. Anything else is refused.
 REJECT_CHANGE_BODY = """
 BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF (NEW.log, NEW.seq, NEW.id, NEW.timestamp, NEW.user_id, NEW.action, NEW.resource,
+            NEW.resource_id, NEW.outcome, NEW.request_id, NEW.prev_hash, NEW.hash, NEW.entry)
+           IS NOT DISTINCT FROM
+           (OLD.log, OLD.seq, OLD.id, OLD.timestamp, OLD.user_id, OLD.action, OLD.resource,
+            OLD.resource_id, OLD.outcome, OLD.request_id, OLD.prev_hash, OLD.hash, OLD.entry)
+           AND (NEW.user_email IS NOT DISTINCT FROM OLD.user_email OR (NEW.user_email IS NULL
+                AND OLD.personal::json -> '/user_email' IS NOT NULL))
+           AND (NEW.ip_address IS NOT DISTINCT FROM OLD.ip_address OR (NEW.ip_address IS NULL
+                AND OLD.personal::json -> '/ip_address' IS NOT NULL))
+           AND (NEW.user_agent IS NOT DISTINCT FROM OLD.user_agent OR (NEW.user_agent IS NULL
+                AND OLD.personal::json -> '/user_agent' IS NOT NULL))
+           AND (NEW.personal IS NOT DISTINCT FROM OLD.personal OR NEW.personal IS NULL
+                OR (json_typeof(NEW.personal::json) = 'object' AND NOT EXISTS (
+                    SELECT 1 FROM json_each(NEW.personal::json) AS n
+                    WHERE (OLD.personal::json -> n.key)::text IS DISTINCT FROM n.value::text)))
+        THEN
+            RETURN NEW;
+        END IF;
+    END IF;
     RAISE EXCEPTION 'auditmw_events is append-only: % is not allowed', TG_OP;
 END """
 SCHEMA = """
@@ -38,6 +68,7 @@ CREATE TABLE IF NOT EXISTS auditmw_events (
     prev_hash text NOT NULL,
     hash text NOT NULL,
     entry bytea NOT NULL,
+    personal text,
     PRIMARY KEY (log, seq)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS auditmw_events_id ON auditmw_events (id);
@@ -124,8 +155,15 @@ ALWAYS_TRIGGERS = (  # built from the constant trigger names above, no input
     )
     + "END $$;\n"
 )
+# Version 4: entry format 2. The openings column, and the trigger function that lets an
+# UPDATE remove them (and nothing else).
+FORMAT_2 = f"""
+ALTER TABLE auditmw_events ADD COLUMN IF NOT EXISTS personal text;
+CREATE OR REPLACE FUNCTION auditmw_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
+{REJECT_CHANGE_BODY}$$;
+"""
 # What brings a store of version N - 1 to version N (run in order, under the schema lock).
-MIGRATIONS = {2: CHECKPOINT_SCHEMA, 3: ALWAYS_TRIGGERS}
+MIGRATIONS = {2: CHECKPOINT_SCHEMA, 3: ALWAYS_TRIGGERS, 4: FORMAT_2}
 # The searched text: the five fields, ASCII-lowercased (as the SQLite store matches), joined
 # by a control character no search term may contain. Immutable, so a trigram index can hold it.
 SEARCH_TEXT = (

@@ -16,10 +16,12 @@ from auditmw._event import Event
 from auditmw._stores.backend import StoreBackend
 from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter
+from auditmw._stores.personal_check import ErasureRecord
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint, leaf_of
 from auditmw._stores.sql import (
     CHECKPOINT_SIZES,
     COUNT,
+    ERASURE_RECORDS,
     LAST_SEQ,
     LEAF_HASHES,
     LOGS,
@@ -45,8 +47,9 @@ from auditmw._text import is_column_text
 class SQLBackend(StoreBackend):
     """A ``StoreBackend`` whose database speaks SQL through ``dialect``."""
 
-    dialect: ClassVar[Dialect]
-    # Every stored row as the verifier reads it (ChainRow's fields), ordered by (log, seq).
+    dialect: Dialect  # the backend's own: its ``personal`` depends on the store's schema
+    # Every stored row as the verifier reads it (ChainRow's fields), ordered by (log, seq);
+    # ``{personal}`` stands for the dialect's openings column.
     chain_query: ClassVar[str]
 
     @abstractmethod
@@ -80,16 +83,17 @@ class SQLBackend(StoreBackend):
             return None
         rows = await self._fetch_rows(
             self.dialect.sql(
-                f"SELECT e.log, e.seq, NULL, NULL, {self.dialect.entry}, e.hash "  # noqa: S608
-                "FROM auditmw_events AS e WHERE e.id = ?"
+                f"SELECT e.log, e.seq, NULL, NULL, {self.dialect.entry}, e.hash, "  # noqa: S608
+                f"{self.dialect.personal} FROM auditmw_events AS e WHERE e.id = ?"
             ),
             [event_id],
         )
         return event_of(rows[0]) if rows else None
 
     async def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
-        async for row in self._stream_rows(self.chain_query, []):
-            yield ChainRow(row[0], row[1], row[2], bytes(row[3]), tuple(row[4:]))
+        query = self.chain_query.replace("{personal}", self.dialect.personal)
+        async for row in self._stream_rows(query, []):
+            yield ChainRow(row[0], row[1], row[2], bytes(row[3]), tuple(row[4:-1]), row[-1])
 
     async def leaf_hashes(self, log: str, start: int, end: int) -> AsyncIterator[bytes]:
         async for row in self._stream_rows(self.dialect.sql(LEAF_HASHES), [log, start, end]):
@@ -145,6 +149,13 @@ class SQLBackend(StoreBackend):
 
     async def logs(self) -> list[str]:
         return [str(row[0]) for row in await self._fetch_rows(LOGS, [])]
+
+    async def erasure_records(self) -> list[ErasureRecord]:
+        return [
+            ErasureRecord(str(log), int(seq), str(person), str(timestamp))
+            for log, seq, person, timestamp in await self._fetch_rows(ERASURE_RECORDS, [])
+            if person is not None
+        ]
 
     async def count(self) -> int:
         return int(await self._value(COUNT, []))

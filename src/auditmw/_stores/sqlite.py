@@ -53,17 +53,17 @@ from auditmw._stores.sqlite_errors import (
 from auditmw._stores.sqlite_reads import SEARCH_INDEX_MAX_MATCHES, SQLiteReads
 from auditmw._stores.sqlite_sql import (
     CHAIN_QUERY,
-    CHECKPOINT_SCHEMA,
     CHECKPOINT_TRIGGERS,
     HEAD_QUERY,
     INSERT,
     ROW_COLUMNS,
-    SCHEMA,
     TRIGGERS,
     SQLiteDialect,
+    has_personal_column,
     insert_rows,
     insert_sql,
     rows_per_insert,
+    setup_script,
 )
 from auditmw._stores.store import AuditStore, StoreOptions
 
@@ -100,7 +100,6 @@ class SQLiteBackend(SQLiteReads):
     """
 
     tiebreak = int  # the rowid: insertion order
-    dialect = SQLiteDialect()
     chain_query = CHAIN_QUERY
 
     def __init__(
@@ -117,6 +116,7 @@ class SQLiteBackend(SQLiteReads):
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         self.path = Path(path)
+        self.dialect = SQLiteDialect()
         self._create = create
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
@@ -147,6 +147,12 @@ class SQLiteBackend(SQLiteReads):
             self._write_conn = await self._in_write_thread(self._open_write_connection)
             self._read_conn = await self._open_connection()
             await self._check_is_store(self._read_conn)
+            # A store opened with create=False may predate entry format 2: readable, its
+            # entries without openings; appends wait until it was opened with create.
+            self.writes_format_2 = await self._in_write_thread(
+                partial(has_personal_column, self._write_conn)
+            )
+            self.dialect.personal = "e.personal" if self.writes_format_2 else "NULL"
         except sqlite3.Error as exc:
             await self.disconnect()
             if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
@@ -176,15 +182,29 @@ class SQLiteBackend(SQLiteReads):
                 conn.execute(pragma)
             if self._create:
                 warn_if_triggers_were_dropped(conn, self.path)
-                # One script, one transaction: two processes creating the store at
-                # once must not interleave (executescript commits what came before).
-                conn.executescript("BEGIN IMMEDIATE;" + SCHEMA + CHECKPOINT_SCHEMA + "COMMIT;")
+                self._set_up(conn)
             # From here on, waiting for the write lock is _write_transaction's job.
             conn.execute("PRAGMA busy_timeout=0")
         except BaseException:
             conn.close()
             raise
         return conn
+
+    @staticmethod
+    def _set_up(conn: sqlite3.Connection) -> None:
+        """Create the store or migrate it (``setup_script``): one script, one transaction,
+        so two processes opening it at once do not interleave. When another one migrated
+        it between our look and our script (ours then adds the openings column twice),
+        look again."""
+        for attempt in range(3):
+            try:
+                conn.executescript(setup_script(conn))
+                return
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if attempt == 2 or "duplicate column" not in str(exc):
+                    raise
 
     def _in_write_thread(self, function: Callable[[], T]) -> asyncio.Future[T]:
         assert self._write_thread is not None

@@ -14,7 +14,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self, TypedDict
 
-from auditmw._errors import StorageDamagedError, StoreClosedError
+from auditmw._errors import StorageDamagedError, StoreClosedError, StoreError
 from auditmw._event import Event, Limits, NewEvent, PreparedEvent, prepare
 from auditmw._retention.archive import write_archive
 from auditmw._retention.archive_format import ArchiveHeader
@@ -22,6 +22,7 @@ from auditmw._stores.backend import FACET_COLUMNS, StoreBackend
 from auditmw._stores.cursor import encode_cursor, keyset_position
 from auditmw._stores.filters import EventFilter, Page
 from auditmw._stores.histogram import DEFAULT_BUCKETS, MAX_BUCKETS, BucketLayout, Histogram
+from auditmw._stores.personal_check import ErasureRecord
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
 from auditmw._stores.verify import ChainRow, StoreEvidence, VerifyReport, verify_rows
 from auditmw._stores.writer import GroupCommitWriter, OnCommit
@@ -135,7 +136,15 @@ class AuditStore:
         prepared = prepare(event, self.limits)
         if not self._opened:
             raise StoreClosedError("the audit store is not open")
+        self._require_format_2()
         return await self._writer.submit(prepared)
+
+    def _require_format_2(self) -> None:
+        if not self.backend.writes_format_2:
+            raise StoreError(
+                "the audit store predates entry format 2 and was opened without create: "
+                "open it once with create=True (as its owner) to upgrade it"
+            )
 
     @property
     def is_open(self) -> bool:
@@ -156,6 +165,7 @@ class AuditStore:
     async def _append_own(self, event: NewEvent) -> Event:
         """``append`` for the store's own events (the checkpoint key record), which may
         still be made while the store is closing, before its writer stopped."""
+        self._require_format_2()
         return await self._writer.submit(prepare(event, self.limits))
 
     async def verify(
@@ -177,13 +187,22 @@ class AuditStore:
         damage = await self.backend.storage_damage()
         removed: list[str] = []
         sizes: dict[tuple[str, str], int] | None = None
+        erasures: list[ErasureRecord] = []
         try:
             removed = await self.backend.removed_checkpoints()
             sizes = await self.backend.checkpoint_sizes()
         except StorageDamagedError as exc:
             damage.append(f"reading the checkpoint table failed: {exc}")
+        try:
+            erasures = await self.backend.erasure_records()
+        except StorageDamagedError as exc:
+            damage.append(f"reading the erasure records failed: {exc}")
         return StoreEvidence(
-            tuple(damage), tuple(removed), sizes, tuple(await self.backend.schema_warnings())
+            tuple(damage),
+            tuple(removed),
+            sizes,
+            tuple(await self.backend.schema_warnings()),
+            tuple(erasures),
         )
 
     async def archive(

@@ -32,7 +32,10 @@ Beside the rows, a store hands the verifier what it knows of itself (``StoreEvid
 - ``checkpoints_removed``: the checkpoint table proves rows were deleted from it (SQLite
   counts every id it ever gave out), or a trusted key record (``checkpoint.key_rotated``)
   has no stored checkpoint by that key covering it, though the issuer signs one at once;
-- warnings: protections found missing (append-only triggers dropped or disabled).
+- warnings: protections found missing (append-only triggers dropped or disabled);
+- the ``audit.erased`` records, against which the personal data of format-2 entries is
+  checked (``auditmw._stores.personal_check``: ``personal_modified``,
+  ``erased_without_record``).
 """
 
 from __future__ import annotations
@@ -45,14 +48,30 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from auditmw._errors import StorageDamagedError
-from auditmw._event import ENTRY_FIELDS, GENESIS_HASH, ROW_FIELDS, TEXT_COLUMNS, entry_hash
+from auditmw._event import (
+    ENTRY_FIELDS,
+    FORMAT_2_FIELDS,
+    GENESIS_HASH,
+    ROW_FIELDS,
+    TEXT_COLUMNS,
+    entry_hash,
+)
+from auditmw._personal import FORMAT, PERSONAL_FIELDS
+from auditmw._stores.personal_check import (
+    ERASED_WITHOUT_RECORD,
+    PERSONAL_MODIFIED,
+    ErasureRecord,
+    PersonalCheck,
+)
 from auditmw._stores.report import Report, finding_lines, printable
 from auditmw._text import column_text
 from auditmw._transparency.key_record import KEY_RESOURCE, KEY_ROTATED_ACTION
 
 # Columns kept beside the entry for indexing; each must equal the entry's own field (a
 # text column: its column form, or the exact text as stores written before that rule hold).
-INDEX_COLUMNS = tuple(name for name in ROW_FIELDS if name not in ("log", "seq", "hash", "entry"))
+INDEX_COLUMNS = tuple(
+    name for name in ROW_FIELDS if name not in ("log", "seq", "hash", "entry", "personal")
+)
 _TEXT_COLUMNS = frozenset(TEXT_COLUMNS)
 
 MODIFIED = "modified"
@@ -69,6 +88,7 @@ CHECKPOINTS_REMOVED = "checkpoints_removed"
 
 _T = TypeVar("_T")
 _ENTRY_KEYS = frozenset(ENTRY_FIELDS)
+_FORMAT_2_KEYS = _ENTRY_KEYS | frozenset(FORMAT_2_FIELDS)
 
 # How many recent entries the verifier remembers to check links across reordered rows.
 LINK_WINDOW = 4096
@@ -85,6 +105,7 @@ class ChainRow(NamedTuple):
     hash: str
     entry: bytes
     columns: tuple[Any, ...]  # values of INDEX_COLUMNS, in that order
+    personal: Any = None  # the openings column (format 2): JSON text, or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,13 +141,16 @@ class StoreEvidence:
     - ``checkpoint_sizes``: for each (log, verifier key), the largest size of a checkpoint
       it holds signed by that key (per the table's unsigned columns), to check the key
       records against; None: not checked (its table could not be read);
-    - ``warnings``: protections found missing.
+    - ``warnings``: protections found missing;
+    - ``erasures``: the ``audit.erased`` records its columns show; None: not known (then
+      a missing opening is not judged).
     """
 
     damage: tuple[str, ...] = ()
     removed_checkpoints: tuple[str, ...] = ()
     checkpoint_sizes: Mapping[tuple[str, str], int] | None = None
     warnings: tuple[str, ...] = ()
+    erasures: tuple[ErasureRecord, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -226,6 +250,7 @@ class ChainVerifier:
         self._window = max(window, 1)
         self._pending: ChainRow | None = None
         self._checkpoint_sizes: Mapping[tuple[str, str], int] | None = None
+        self._personal = PersonalCheck(None if evidence is None else evidence.erasures)
         if evidence is not None:
             for message in evidence.damage:
                 self._add_store_finding(STORAGE_DAMAGED, message)
@@ -255,6 +280,14 @@ class ChainVerifier:
         if self._pending is not None:
             self._check(self._pending, None)
             self._pending = None
+        for record in self._personal.unconfirmed():
+            self._add(
+                record.log,
+                record.seq,
+                ERASED_WITHOUT_RECORD,
+                "the store's columns show an audit.erased entry here that was not read "
+                "intact: the erasures it records are not proven",
+            )
         return self.report
 
     def unreadable(self, error: StorageDamagedError) -> None:
@@ -329,10 +362,19 @@ class ChainVerifier:
         if entry is not None:
             if entry["log"] != row.log:
                 wrong.append("log")
+            fields: Mapping[str, Any] = entry
+            if "commitments" in entry:
+                problems, opened = self._personal.check(entry, row.personal)
+                for kind, message in problems:
+                    self._add(row.log, row.seq, kind, message)
+                # The index columns hold the opened values (None once erased).
+                fields = {**entry, **{name: opened.get(name) for name in PERSONAL_FIELDS}}
+            elif row.personal is not None:
+                self._add(row.log, row.seq, PERSONAL_MODIFIED, "openings beside a format-1 entry")
             wrong.extend(
                 name
                 for name, value in zip(INDEX_COLUMNS, row.columns, strict=True)
-                if entry[name] != value and not _column_form_of(name, entry[name], value)
+                if fields[name] != value and not _column_form_of(name, fields[name], value)
             )
             if wrong:
                 message = f"column(s) {', '.join(wrong)} differ from the entry"
@@ -352,6 +394,8 @@ class ChainVerifier:
                     f"the row at seq {row.seq} holds the entry of seq {seq}",
                 )
             self._check_link(row, seq, entry["prev_hash"])
+            if not wrong:
+                self._personal.confirm(row.log, seq, entry)
             if self._checkpoint_sizes is not None and entry["action"] == KEY_ROTATED_ACTION:
                 self._check_key_record(row, seq, entry)
         self._remember(row, seq, linked)
@@ -483,10 +527,21 @@ def _parse(entry: bytes) -> dict[str, Any] | None:
         data = orjson.loads(entry)
     except orjson.JSONDecodeError:
         return None
+    if not isinstance(data, dict):
+        return None
+    if data.keys() == _FORMAT_2_KEYS:
+        commitments = data["commitments"]
+        if (
+            data["format"] != FORMAT
+            or type(data["format"]) is not int
+            or not isinstance(commitments, dict)
+            or not all(isinstance(value, str) for value in commitments.values())
+        ):
+            return None
+    elif data.keys() != _ENTRY_KEYS:
+        return None
     if (
-        not isinstance(data, dict)
-        or data.keys() != _ENTRY_KEYS
-        or type(data["seq"]) is not int
+        type(data["seq"]) is not int
         or not isinstance(data["prev_hash"], str)
         or not isinstance(data["log"], str)
     ):
