@@ -7,6 +7,8 @@
     auditmw export STORE --format csv|jsonl [filters] [-o FILE]
     auditmw archive STORE --before DATE -o FILE
                                           the entries older than DATE, as an archive
+    auditmw erase STORE --user-id ID [--reason TEXT]
+                                          remove a person's personal data
     auditmw prove STORE --seq N           the Merkle inclusion proof of one entry
     auditmw keygen NAME --out PREFIX      a key pair for signing checkpoints
 
@@ -23,7 +25,7 @@ import sys
 from collections.abc import Sequence
 
 from auditmw._admin.parameters import flag
-from auditmw._cli import archive, export, keygen, prove, verify
+from auditmw._cli import archive, erase, export, keygen, prove, verify
 from auditmw._cli.command import Command
 from auditmw._cli.exit_codes import ExitCode
 from auditmw._errors import StoreError, StoreUnavailableError
@@ -36,6 +38,7 @@ COMMANDS: tuple[Command, ...] = (
     verify.COMMAND,
     export.COMMAND,
     archive.COMMAND,
+    erase.COMMAND,
     prove.COMMAND,
     keygen.COMMAND,
 )

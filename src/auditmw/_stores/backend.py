@@ -17,7 +17,7 @@ reading from a backend that is not connected raises ``StoreClosedError``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar
 
 from auditmw._event import Event, PreparedEvent
@@ -25,7 +25,7 @@ from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter
 from auditmw._stores.histogram import BucketLayout
 from auditmw._stores.personal_check import ErasureRecord
-from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
+from auditmw._stores.rows import CheckpointRow, PersonalUpdate, StoredCheckpoint, SubjectRow
 from auditmw._stores.verify import ChainRow
 
 # The columns whose distinct values the dashboard offers as choices.
@@ -107,6 +107,19 @@ class StoreBackend(ABC):
     async def distinct_values(self, column: str, limit: int) -> list[str]:
         """The distinct values of ``column`` (one of ``FACET_COLUMNS``), sorted, at most
         ``limit`` of them."""
+
+    # --- erasure (auditmw._retention.erasure) ----------------------------------------------
+
+    @abstractmethod
+    async def subject_rows(self, user_id: str, resources: Sequence[str]) -> list[SubjectRow]:
+        """The rows whose actor is ``user_id`` (its column form), or that are about that
+        person: resource one of ``resources``, resource_id ``user_id``."""
+
+    @abstractmethod
+    async def remove_personal(self, updates: list[PersonalUpdate]) -> list[str]:
+        """Apply ``updates`` in one transaction, through the one UPDATE the table takes,
+        and make the removed values unreadable from the database's files as far as it
+        can; returns notes on what it could not (e.g. what PostgreSQL keeps a while)."""
 
     # --- checkpoint rows -----------------------------------------------------------------
 

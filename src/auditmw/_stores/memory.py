@@ -10,7 +10,7 @@ a database file: a store opened again over the same tables finds its log as it l
 from __future__ import annotations
 
 import bisect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -22,7 +22,13 @@ from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter, ascii_lower
 from auditmw._stores.histogram import BucketLayout
 from auditmw._stores.personal_check import ErasureRecord
-from auditmw._stores.rows import CheckpointRow, StoredCheckpoint, leaf_of
+from auditmw._stores.rows import (
+    CheckpointRow,
+    PersonalUpdate,
+    StoredCheckpoint,
+    SubjectRow,
+    leaf_of,
+)
 from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
 
 _COLUMN = {name: index for index, name in enumerate(ROW_FIELDS)}
@@ -203,6 +209,38 @@ class MemoryBackend(StoreBackend):
     async def schema_warnings(self) -> list[str]:
         self._rows()
         return []  # nothing here can drop a protection
+
+    async def subject_rows(self, user_id: str, resources: Sequence[str]) -> list[SubjectRow]:
+        c = _COLUMN
+        return [
+            SubjectRow(
+                row[_LOG],
+                row[_SEQ],
+                row[_TIMESTAMP],
+                row[c["user_id"]],
+                row[c["resource"]],
+                row[c["resource_id"]],
+                row[_ENTRY],
+                row[_PERSONAL],
+            )
+            for row in self._rows().events
+            if row[c["user_id"]] == user_id
+            or (row[c["resource"]] in resources and row[c["resource_id"]] == user_id)
+        ]
+
+    async def remove_personal(self, updates: list[PersonalUpdate]) -> list[str]:
+        # The one change a row takes (as the databases' UPDATE trigger allows).
+        tables = self._rows()
+        cleared = [_COLUMN[name] for name in ("user_email", "ip_address", "user_agent")]
+        for update in updates:
+            position = tables.by_log[update.log][update.seq - 1]
+            row = list(tables.events[position])
+            row[_PERSONAL] = update.personal
+            if update.actor:
+                for index in cleared:
+                    row[index] = None
+            tables.events[position] = tuple(row)
+        return []
 
     async def erasure_records(self) -> list[ErasureRecord]:
         action, resource = _COLUMN["action"], _COLUMN["resource"]

@@ -46,6 +46,18 @@ LOGS = (
     "FROM l WHERE l.log IS NOT NULL) SELECT log FROM l WHERE log IS NOT NULL"
 )
 COUNT = "SELECT count(*) FROM auditmw_events"
+# Erasure: a person's rows, through the user_id and resource_id indexes.
+SUBJECT_COLUMNS = "e.log, e.seq, e.timestamp, e.user_id, e.resource, e.resource_id"
+ACTOR_ROWS = "FROM auditmw_events AS e WHERE e.user_id = ?"
+ABOUT_ROWS = (
+    "FROM auditmw_events AS e WHERE e.resource_id = ? AND e.resource = ? "
+    "AND e.user_id IS DISTINCT FROM ?"
+)
+ERASE_ACTOR = (
+    "UPDATE auditmw_events SET personal = NULL, user_email = NULL, ip_address = NULL, "
+    "user_agent = NULL WHERE log = ? AND seq = ?"
+)
+ERASE_DETAILS = "UPDATE auditmw_events SET personal = ? WHERE log = ? AND seq = ?"
 # The erasure records (auditmw._personal.ERASED_ACTION), through the (action, ...) index.
 ERASURE_RECORDS = (
     "SELECT log, seq, resource_id, timestamp FROM auditmw_events "

@@ -17,8 +17,10 @@ from auditmw._stores.backend import StoreBackend
 from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter
 from auditmw._stores.personal_check import ErasureRecord
-from auditmw._stores.rows import CheckpointRow, StoredCheckpoint, leaf_of
+from auditmw._stores.rows import CheckpointRow, StoredCheckpoint, SubjectRow, leaf_of
 from auditmw._stores.sql import (
+    ABOUT_ROWS,
+    ACTOR_ROWS,
     CHECKPOINT_SIZES,
     COUNT,
     ERASURE_RECORDS,
@@ -26,6 +28,7 @@ from auditmw._stores.sql import (
     LEAF_HASHES,
     LOGS,
     RECENT_CHECKPOINTS,
+    SUBJECT_COLUMNS,
     Dialect,
     Row,
     Selection,
@@ -149,6 +152,20 @@ class SQLBackend(StoreBackend):
 
     async def logs(self) -> list[str]:
         return [str(row[0]) for row in await self._fetch_rows(LOGS, [])]
+
+    async def subject_rows(self, user_id: str, resources: Sequence[str]) -> list[SubjectRow]:
+        if not is_column_text(user_id):  # no row has it; the driver would raise
+            return []
+        columns = f"SELECT {SUBJECT_COLUMNS}, {self.dialect.entry}, {self.dialect.personal} "
+        rows = await self._fetch_rows(self.dialect.sql(columns + ACTOR_ROWS), [user_id])
+        for resource in resources:
+            rows += await self._fetch_rows(
+                self.dialect.sql(columns + ABOUT_ROWS), [user_id, resource, user_id]
+            )
+        return [
+            SubjectRow(str(r[0]), int(r[1]), str(r[2]), r[3], str(r[4]), r[5], bytes(r[6]), r[7])
+            for r in rows
+        ]
 
     async def erasure_records(self) -> list[ErasureRecord]:
         return [

@@ -38,8 +38,13 @@ from auditmw._event import (
     chain,
     entry_hash,
 )
-from auditmw._stores.rows import CheckpointRow
-from auditmw._stores.sql import INSERT_CHECKPOINT, insert_checkpoint_values
+from auditmw._stores.rows import CheckpointRow, PersonalUpdate
+from auditmw._stores.sql import (
+    ERASE_ACTOR,
+    ERASE_DETAILS,
+    INSERT_CHECKPOINT,
+    insert_checkpoint_values,
+)
 from auditmw._stores.sqlite_check import (
     missing_ranges,
     quick_check,
@@ -433,6 +438,44 @@ class SQLiteBackend(SQLiteReads):
         with self._write_transaction() as conn:
             conn.execute("PRAGMA analysis_limit=1000")
             conn.execute("ANALYZE auditmw_events")
+
+    async def remove_personal(self, updates: list[PersonalUpdate]) -> list[str]:
+        if self._write_thread is None:
+            raise StoreClosedError("the audit store is not open")
+        return await self._in_write_thread(partial(self._remove_personal, updates))
+
+    def _remove_personal(self, updates: list[PersonalUpdate]) -> list[str]:
+        """Erase (in the write thread): secure_delete zeroes what the UPDATE frees, in
+        table and index pages; then the WAL, which still holds the pages as they were
+        written, is copied into the file and truncated."""
+        conn = self._write_conn
+        assert conn is not None
+        try:
+            previous = conn.execute("PRAGMA secure_delete").fetchone()[0]
+            conn.execute("PRAGMA secure_delete=ON")
+            try:
+                with self._write_transaction() as conn:
+                    conn.executemany(ERASE_ACTOR, [(u.log, u.seq) for u in updates if u.actor])
+                    conn.executemany(
+                        ERASE_DETAILS, [(u.personal, u.log, u.seq) for u in updates if not u.actor]
+                    )
+            finally:
+                conn.execute(f"PRAGMA secure_delete={int(previous)}")
+            deadline = time.monotonic() + self._busy_timeout
+            while True:
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if not busy or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)  # another connection reads: wait for it to finish
+        except sqlite3.Error as exc:
+            raise store_error(f"audit store {self.path}: erase failed", exc) from exc
+        if busy:
+            return [
+                "the write-ahead log could not be truncated (another connection kept "
+                "reading the store): the erased values may stay in the -wal file until "
+                "the next checkpoint; run erase again when the store is idle"
+            ]
+        return []
 
     async def insert_checkpoint(self, row: CheckpointRow) -> bool:
         if self._write_thread is None:

@@ -18,6 +18,7 @@ from auditmw._errors import StorageDamagedError, StoreClosedError, StoreError
 from auditmw._event import Event, Limits, NewEvent, PreparedEvent, prepare
 from auditmw._retention.archive import write_archive
 from auditmw._retention.archive_format import ArchiveHeader
+from auditmw._retention.erasure import ErasureReport, erase_person
 from auditmw._stores.backend import FACET_COLUMNS, StoreBackend
 from auditmw._stores.cursor import encode_cursor, keyset_position
 from auditmw._stores.filters import EventFilter, Page
@@ -217,6 +218,28 @@ class AuditStore:
         """
         self._require_open()
         return await write_archive(self, before=before, output=output)
+
+    async def erase(self, *, user_id: str, reason: str | None = None) -> ErasureReport:
+        """Erase the personal data of the person ``user_id`` (GDPR Art. 17) from every
+        entry they made or that is about them (resource ``user``), and record it as an
+        appended ``audit.erased`` entry; returns what was erased. The entries, the chain,
+        the Merkle tree and every signed checkpoint stay as they were (docs/privacy.md).
+
+        ``ValidationError`` for an empty id, a reason over 1024 characters, or an id that
+        no entry names. Entries of format 1 cannot be erased: the report counts them."""
+        self._require_open()
+        if not self._opened:
+            raise StoreClosedError("the audit store is not open")
+        self._require_format_2()
+        return await erase_person(
+            user_id=user_id,
+            reason=reason,
+            max_chars=self.limits.max_chars,
+            keys=self.limits.personal_keys,
+            subject_rows=self.backend.subject_rows,
+            append=self.append,
+            remove=self.backend.remove_personal,
+        )
 
     def _require_open(self) -> None:
         if not self._connected:
