@@ -47,6 +47,7 @@ from auditmw._event import (
 )
 from auditmw._stores.filters import EventFilter, ascii_lower
 from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
+from auditmw._stores.postgres_erase import remove_personal
 from auditmw._stores.postgres_errors import (
     DRIVER_ERRORS,
     error_text,
@@ -69,8 +70,6 @@ from auditmw._stores.postgres_schema import (
 )
 from auditmw._stores.rows import CheckpointRow, PersonalUpdate
 from auditmw._stores.sql import (
-    ERASE_ACTOR,
-    ERASE_DETAILS,
     INSERT_CHECKPOINT,
     NumberedDialect,
     Row,
@@ -89,7 +88,6 @@ __all__ = ["SCHEMA_VERSION", "PostgresBackend", "PostgresStore"]
 
 logger = logging.getLogger("auditmw")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-VACUUM_TIMEOUT = 600.0  # seconds: a VACUUM after an erasure reads the whole table
 
 ROW_COLUMNS = ROW_FIELDS  # the events table's columns, in insert order
 # Statements are built from the constant column names above, never from input.
@@ -495,26 +493,7 @@ class PostgresBackend(SQLBackend):
     # --- erasure ---------------------------------------------------------------------------
 
     async def remove_personal(self, updates: list[PersonalUpdate]) -> list[str]:
-        """The UPDATE in one transaction, then a VACUUM of the events table, so that the
-        old row versions' space is freed (not zeroed: see the notes returned)."""
-        async with self._connection("erase failed") as conn, conn.transaction():
-            actor = [(u.log, u.seq) for u in updates if u.actor]
-            details = [(u.personal, u.log, u.seq) for u in updates if not u.actor]
-            if actor:
-                await conn.executemany(self.dialect.sql(ERASE_ACTOR), actor)
-            if details:
-                await conn.executemany(self.dialect.sql(ERASE_DETAILS), details)
-        notes = [
-            "PostgreSQL frees the space of the old row versions at VACUUM without zeroing "
-            "it: their bytes may stay in the table's data files until overwritten, and in "
-            "WAL segments (and any WAL archive or replica) until recycled"
-        ]
-        try:
-            async with self._connection("VACUUM failed") as conn:
-                await conn.execute("VACUUM auditmw_events", timeout=VACUUM_TIMEOUT)
-        except StoreError as exc:
-            notes.append(f"VACUUM auditmw_events failed ({exc}): run it as the table's owner")
-        return notes
+        return await remove_personal(self._connection, self.dialect, updates)
 
     # --- signed checkpoints (auditmw._transparency.checkpoints, table auditmw_checkpoints) --
 

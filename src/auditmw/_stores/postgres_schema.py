@@ -22,9 +22,10 @@ BEGIN
 END """
 # The one UPDATE the events table takes: removing personal data (AuditStore.erase). Every
 # column but the openings (personal) and the clear index columns of the committed fields
-# stays; the openings left are some of those there were, unchanged (compared as text:
-# ``json``, not ``jsonb``, which rejects \u0000); an index column is kept, or set NULL
-# where the row had that field's opening. Anything else is refused.
+# stays; the openings left are some of those there were, unchanged (each [salt, value]
+# compared as jsonb; the column is text read as json, as a JSON Pointer may hold U+0000,
+# which jsonb refuses); an index column is kept, or set NULL where the row had that
+# field's opening. Anything else is refused.
 REJECT_CHANGE_BODY = """
 BEGIN
     IF TG_OP = 'UPDATE' THEN
@@ -42,7 +43,7 @@ BEGIN
            AND (NEW.personal IS NOT DISTINCT FROM OLD.personal OR NEW.personal IS NULL
                 OR (json_typeof(NEW.personal::json) = 'object' AND NOT EXISTS (
                     SELECT 1 FROM json_each(NEW.personal::json) AS n
-                    WHERE (OLD.personal::json -> n.key)::text IS DISTINCT FROM n.value::text)))
+                    WHERE (OLD.personal::json -> n.key)::jsonb IS DISTINCT FROM n.value::jsonb)))
         THEN
             RETURN NEW;
         END IF;
