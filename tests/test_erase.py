@@ -386,3 +386,61 @@ async def test_personal_keys_are_a_store_setting(store_factory: StoreFactory) ->
     assert read is not None
     assert read.details == {"nickname": None, "name": "B"}  # "name" is not personal here
     assert read.erased == ("/details/nickname",)
+
+
+# --- exports and archives: openings beside the entries -----------------------------------
+
+
+async def test_exports_and_archives_carry_the_openings_left(
+    contract_store: AuditStore, tmp_path: Path
+) -> None:
+    await fill(contract_store)
+    await contract_store.erase(user_id="u1")
+    lines = [jsonl_line(event) async for event in contract_store.iter_events(EventFilter())]
+    bob, about, carol, _ = (orjson.loads(line) for line in lines)
+    assert "openings" not in bob  # every value erased: nothing to open
+    assert set(about["openings"]) == {"/user_email"}  # the admin's own
+    assert set(carol["openings"]) == {"/user_email"}
+    assert carol["user_email"] is None and "/user_email" in carol["commitments"]
+    assert verify_jsonl(lines).ok
+
+    # An opening edited in the file: its commitment no longer matches.
+    forged = lines[2].replace(b'"\\"carol@example.com\\""', b'"\\"mallory@example.com\\""')
+    assert forged != lines[2]
+    report = verify_jsonl([*lines[:2], forged, lines[3]])
+    assert not report.ok
+    assert [(f.seq, f.kind) for f in report.findings] == [(3, "personal_modified")]
+
+    # The same lines in an archive verify alone.
+    archive = tmp_path / "archive.jsonl"
+    await contract_store.archive(before="2999-01-01", output=archive)
+    archived = archive.read_bytes().splitlines(keepends=True)[1:]
+    assert archived == lines
+
+
+def test_the_documented_scripts_check_the_openings(
+    target: Target, tmp_path: Path, verify_mjs: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from ._paths import DOCS
+
+    events = run_fill(target, erase="u1")
+    assert events["report"].entries == 2
+
+    async def export() -> list[bytes]:
+        async with open_store(target.url, create=False) as store:
+            return [jsonl_line(event) async for event in store.iter_events(EventFilter())]
+
+    lines = asyncio.run(export())
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(b"".join(lines))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"".join(lines).replace(b"carol@example.com", b"mallory@example.com"))
+    for command in ([sys.executable, str(DOCS / "verify_jsonl.py")], ["node", str(verify_mjs)]):
+        done = subprocess.run([*command, str(good)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        done = subprocess.run([*command, str(bad)], capture_output=True, text=True)
+        assert done.returncode == 1
+        assert done.stdout.startswith("FAIL line 3 (log 'default' seq 3): personal value modified")
