@@ -25,8 +25,10 @@ from auditmw._errors import (
 from auditmw._event import GENESIS_HASH, OUTCOMES, Event, Limits, NewEvent, Outcome, entry_hash
 from auditmw._mask import DEFAULT_SENSITIVE_KEYS
 from auditmw._middleware import AuditMiddleware
+from auditmw._personal import DEFAULT_PERSONAL_KEYS
 from auditmw._record import FailurePolicy, acting_as, audit, set_actor
 from auditmw._retention.archive_format import ArchiveHeader
+from auditmw._retention.erasure import ErasureReport
 from auditmw._stores.filters import EventFilter, Page, QueryError
 from auditmw._stores.histogram import Histogram, HistogramBucket
 from auditmw._stores.open import open_store
@@ -62,8 +64,10 @@ __all__ = [
     "CheckpointStats",
     "Checkpointing",
     "CheckpointingError",
+    "DEFAULT_PERSONAL_KEYS",
     "DEFAULT_SENSITIVE_KEYS",
     "DirectorySink",
+    "ErasureReport",
     "Event",
     "EventFilter",
     "EventRefusedError",
