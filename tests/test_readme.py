@@ -121,7 +121,7 @@ def test_readme_cli_lines_parse(command: str) -> None:
     from auditmw._cli import build_parser
 
     args = build_parser().parse_args(shlex.split(command)[1:])
-    assert args.command in {"verify", "export", "archive", "prove", "keygen"}
+    assert args.command in {"verify", "export", "archive", "erase", "prove", "keygen"}
 
 
 def test_the_readme_shows_the_cli() -> None:
