@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from auditmw._canonical import canonical_json, canonical_string
+from auditmw._canonical import canonical_json
 
 FORMAT = 2
 # The top-level fields committed when they hold a value; their pointers.
@@ -109,19 +109,21 @@ def _redact(value: Any, keys: frozenset[str], pointer: str, found: list[tuple[st
 
 def commit(values: list[tuple[str, bytes]]) -> tuple[bytes, bytes]:
     """The canonical ``commitments`` object and the openings (JSON) of ``values``, each
-    (pointer, canonical JSON bytes of the value); one ``urandom`` call for all salts."""
+    (pointer, canonical JSON bytes of the value); one ``urandom`` call for all salts.
+    (On every append: written for speed, one orjson call per object.)"""
     salts = os.urandom(SALT_BYTES * len(values))
+    salts_hex = salts.hex()
+    sha256 = hashlib.sha256
     commitments: dict[str, str] = {}
-    openings: list[bytes] = []
+    openings: dict[str, list[str]] = {}
     for index, (pointer, canonical) in enumerate(values):
-        salt = salts[index * SALT_BYTES : (index + 1) * SALT_BYTES]
-        commitments[pointer] = hashlib.sha256(salt + canonical).hexdigest()
-        openings.append(
-            b'%s:["%s",%s]'
-            % (canonical_string(pointer), salt.hex().encode(), orjson.dumps(canonical.decode()))
-        )
-    fast = all(pointer.isascii() for pointer in commitments)  # else JCS's UTF-16 order
-    return canonical_json(commitments, fast=fast), b"{" + b",".join(openings) + b"}"
+        at = index * SALT_BYTES
+        commitments[pointer] = sha256(salts[at : at + SALT_BYTES] + canonical).hexdigest()
+        openings[pointer] = [salts_hex[2 * at : 2 * (at + SALT_BYTES)], canonical.decode()]
+    # Pointers are plain str; JCS sorts by UTF-16 code units, orjson by code points: the
+    # same order unless a key lies beyond the BMP (then the reference writer).
+    fast = all(pointer.isascii() for pointer in commitments)
+    return canonical_json(commitments, fast=fast), orjson.dumps(openings)
 
 
 def commitment_of(salt_hex: str, canonical: str) -> str | None:
@@ -166,14 +168,19 @@ def open_entry(
     """Put each opened value back into the parsed entry ``data`` (in place); returns the
     pointers whose opening is gone (erased), sorted."""
     erased = []
-    for pointer in commitments:
+    for pointer in commitments:  # (on every read: the common cases first)
         opening = openings.get(pointer)
-        ok, value = opened_value(opening) if opening is not None else (False, None)
-        if not ok:
+        if opening is None:
             erased.append(pointer)
             continue
-        place(data, pointer, value)
-    return tuple(sorted(erased))
+        ok, value = opened_value(opening)
+        if not ok:
+            erased.append(pointer)
+        elif pointer in POINTER_FIELDS:
+            data[POINTER_FIELDS[pointer]] = value
+        else:
+            place(data, pointer, value)
+    return tuple(sorted(erased)) if erased else ()
 
 
 def place(data: dict[str, Any], pointer: str, value: Any) -> None:

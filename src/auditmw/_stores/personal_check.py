@@ -87,13 +87,21 @@ class PersonalCheck:
                         )
                     )
                 continue
-            ok, value = opened_value(opening)
-            if not ok or commitment_of(opening[0], opening[1]) != commitment:
+            well_formed = (
+                type(opening) is list
+                and len(opening) == 2
+                and type(opening[0]) is str
+                and type(opening[1]) is str
+            )
+            if not well_formed or commitment_of(opening[0], opening[1]) != commitment:
                 findings.append(
                     (PERSONAL_MODIFIED, f"the value of {pointer} does not match its commitment")
                 )
-            if ok and pointer in POINTER_FIELDS:
-                fields[POINTER_FIELDS[pointer]] = value
+            name = POINTER_FIELDS.get(pointer)
+            if name is not None:  # the index column holds it: read the value
+                ok, value = opened_value(opening)
+                if ok:
+                    fields[name] = value
         extra = sorted(set(openings) - set(commitments))
         if extra:
             findings.append(
