@@ -444,3 +444,41 @@ def test_the_documented_scripts_check_the_openings(
         done = subprocess.run([*command, str(bad)], capture_output=True, text=True)
         assert done.returncode == 1
         assert done.stdout.startswith("FAIL line 3 (log 'default' seq 3): personal value modified")
+
+
+# --- people read erased values as erased ---------------------------------------------------
+
+
+async def test_the_admin_app_and_csv_show_erased_values_as_erased(store_path: Path) -> None:
+    import csv
+    import io
+
+    from starlette.requests import Request
+
+    from auditmw import Actor, AdminApp, SQLiteStore
+
+    from ._asgi import client_for
+
+    def authorize(request: Request) -> Actor:
+        return Actor(user_id="admin-1")
+
+    async with SQLiteStore(store_path) as store:
+        events = await fill(store)
+        await store.erase(user_id="u1")
+        async with client_for(AdminApp(store, authorize=authorize)) as client:
+            one = (await client.get(f"/events/{events['bob'].id}")).json()
+            assert one["user_email"] is None and one["ip_address"] is None
+            assert one["erased"] == ["/details/name", "/ip_address", "/user_agent", "/user_email"]
+            listed = (await client.get("/events", params={"user_id": "u2"})).json()
+            assert "erased" not in listed["events"][0]  # nothing erased: the usual shape
+            exported = (await client.get("/export.csv")).text
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    bob = next(row for row in rows if row["Seq"] == "1")
+    assert bob["User"] == "u1"  # the id stays: only the e-mail was personal
+    assert bob["IP Address"] == "[erased]" and bob["User Agent"] == "[erased]"
+    assert json.loads(bob["Details"]) == {"name": "[erased]"}
+    about = next(row for row in rows if row["Seq"] == "2")
+    assert json.loads(about["Details"]) == {"changes": {"email": "[erased]"}, "plan": "pro"}
+    assert about["User"] == "admin@example.com"
+    carol = next(row for row in rows if row["Seq"] == "3")
+    assert carol["IP Address"] == "" and carol["User"] == "carol@example.com"

@@ -196,6 +196,21 @@ def place(data: dict[str, Any], pointer: str, value: Any) -> None:
         target[last] = value
 
 
+def marked_details(details: Any, erased: Iterable[str]) -> Any:
+    """A copy of ``details`` with ``ERASED_MARK`` at each erased detail pointer (for
+    people: CSV cells, pages); ``details`` itself when none of it was erased."""
+    pointers = [pointer for pointer in erased if pointer.startswith("/details/")]
+    if not pointers or not isinstance(details, dict):
+        return details
+    marked = {"details": orjson.loads(orjson.dumps(details))}
+    for pointer in pointers:
+        try:
+            place(marked, pointer, ERASED_MARK)
+        except (KeyError, IndexError, ValueError, TypeError):
+            continue  # not where the entry had it (changed behind the library's back)
+    return marked["details"]
+
+
 def field_name(pointer: str) -> str:
     """What an erasure counts a pointer as: the field, or ``details.<key>`` (the key, not
     the path: a path may run through keys that are data)."""
