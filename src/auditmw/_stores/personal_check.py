@@ -16,6 +16,7 @@ every trusted entry of format 2 to ``PersonalCheck``, which finds:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,13 +28,12 @@ from auditmw._personal import (
     ERASED_RESOURCE,
     PERSON_RESOURCES,
     POINTER_FIELDS,
-    commitment_of,
-    opened_value,
 )
 from auditmw._text import column_text
 
 PERSONAL_MODIFIED = "personal_modified"
 ERASED_WITHOUT_RECORD = "erased_without_record"
+_sha256 = hashlib.sha256
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,10 @@ class PersonalCheck:
     ) -> tuple[list[tuple[str, str]], dict[str, Any]]:
         """The findings (kind, message) for one trusted entry of format 2 and its
         openings column; and the opened values of its committed fields (user_email...),
-        which the index columns must hold (None where erased)."""
+        which the index columns must hold (None where erased).
+
+        Runs for every entry verified: written for speed (one parse of the column, one
+        hash per opening, a value parsed only where an index column holds it)."""
         findings: list[tuple[str, str]] = []
         fields: dict[str, Any] = {}
         commitments = entry["commitments"]
@@ -75,6 +78,7 @@ class PersonalCheck:
         if openings is None:
             findings.append((PERSONAL_MODIFIED, "the openings column is not a JSON object"))
             openings = {}
+        present = 0
         for pointer, commitment in commitments.items():
             opening = openings.get(pointer)
             if opening is None:
@@ -87,23 +91,21 @@ class PersonalCheck:
                         )
                     )
                 continue
-            well_formed = (
-                type(opening) is list
-                and len(opening) == 2
-                and type(opening[0]) is str
-                and type(opening[1]) is str
-            )
-            if not well_formed or commitment_of(opening[0], opening[1]) != commitment:
+            present += 1
+            try:
+                salt, text = opening
+                matches = _sha256(bytes.fromhex(salt) + text.encode()).hexdigest() == commitment
+                name = POINTER_FIELDS.get(pointer)
+                if name is not None:  # the index column holds it: read the value
+                    fields[name] = orjson.loads(text)
+            except (ValueError, TypeError, AttributeError):
+                matches = False  # not [salt hex, JSON text]
+            if not matches:
                 findings.append(
                     (PERSONAL_MODIFIED, f"the value of {pointer} does not match its commitment")
                 )
-            name = POINTER_FIELDS.get(pointer)
-            if name is not None:  # the index column holds it: read the value
-                ok, value = opened_value(opening)
-                if ok:
-                    fields[name] = value
-        extra = sorted(set(openings) - set(commitments))
-        if extra:
+        if len(openings) > present:
+            extra = sorted(set(openings) - set(commitments))
             findings.append(
                 (
                     PERSONAL_MODIFIED,

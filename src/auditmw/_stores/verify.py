@@ -362,19 +362,20 @@ class ChainVerifier:
         if entry is not None:
             if entry["log"] != row.log:
                 wrong.append("log")
-            fields: Mapping[str, Any] = entry
             if "commitments" in entry:
                 problems, opened = self._personal.check(entry, row.personal)
                 for kind, message in problems:
                     self._add(row.log, row.seq, kind, message)
-                # The index columns hold the opened values (None once erased).
-                fields = {**entry, **{name: opened.get(name) for name in PERSONAL_FIELDS}}
+                # The index columns hold the opened values (None once erased); the parsed
+                # entry is ours, and its personal fields are null.
+                for name in PERSONAL_FIELDS:
+                    entry[name] = opened.get(name)
             elif row.personal is not None:
                 self._add(row.log, row.seq, PERSONAL_MODIFIED, "openings beside a format-1 entry")
             wrong.extend(
                 name
                 for name, value in zip(INDEX_COLUMNS, row.columns, strict=True)
-                if fields[name] != value and not _column_form_of(name, fields[name], value)
+                if entry[name] != value and not _column_form_of(name, entry[name], value)
             )
             if wrong:
                 message = f"column(s) {', '.join(wrong)} differ from the entry"
@@ -530,13 +531,10 @@ def _parse(entry: bytes) -> dict[str, Any] | None:
     if not isinstance(data, dict):
         return None
     if data.keys() == _FORMAT_2_KEYS:
-        commitments = data["commitments"]
-        if (
-            data["format"] != FORMAT
-            or type(data["format"]) is not int
-            or not isinstance(commitments, dict)
-            or not all(isinstance(value, str) for value in commitments.values())
-        ):
+        # (a commitment that is not a string matches no opening: personal_modified)
+        if data["format"] != FORMAT or type(data["format"]) is not int:
+            return None
+        if not isinstance(data["commitments"], dict):
             return None
     elif data.keys() != _ENTRY_KEYS:
         return None
