@@ -482,3 +482,20 @@ async def test_the_admin_app_and_csv_show_erased_values_as_erased(store_path: Pa
     assert about["User"] == "admin@example.com"
     carol = next(row for row in rows if row["Seq"] == "3")
     assert carol["IP Address"] == "" and carol["User"] == "carol@example.com"
+
+
+def test_a_rewritten_update_trigger_is_reported(tmp_path: Path) -> None:
+    target = SQLiteTarget(tmp_path / "audit.db")
+    run_fill(target)
+    with target.attacker(drop_triggers=False) as conn:
+        conn.execute("DROP TRIGGER auditmw_events_no_update")
+        conn.execute(  # same name, lets every UPDATE through
+            "CREATE TRIGGER auditmw_events_no_update BEFORE UPDATE ON auditmw_events "
+            "WHEN 0 BEGIN SELECT RAISE(ABORT, 'no'); END"
+        )
+
+    async def warnings() -> list[str]:
+        async with open_store(target.url, create=False) as store:
+            return await store.schema_warnings()
+
+    assert any("auditmw_events_no_update was altered" in w for w in asyncio.run(warnings()))

@@ -63,6 +63,7 @@ from auditmw._stores.sqlite_sql import (
     INSERT,
     ROW_COLUMNS,
     TRIGGERS,
+    UPDATE_TRIGGER,
     SQLiteDialect,
     has_personal_column,
     insert_rows,
@@ -363,6 +364,18 @@ class SQLiteBackend(SQLiteReads):
 
     async def schema_warnings(self) -> list[str]:
         warnings = await self._missing_triggers("auditmw_events", TRIGGERS, "the table")
+        rows = await self._fetch_rows(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+            ["auditmw_events_no_update"],
+        )
+        # The one UPDATE allowed is the trigger's WHEN clause: one rewritten to let more
+        # through protects nothing (a store not migrated yet has the older, stricter one).
+        expected = " ".join(UPDATE_TRIGGER.replace(" IF NOT EXISTS", "").split()).rstrip(";")
+        if rows and self.writes_format_2 and " ".join(str(rows[0][0]).split()) != expected:
+            warnings.append(
+                "append-only trigger auditmw_events_no_update was altered: the table may "
+                "accept other UPDATEs than the removal of personal data"
+            )
         if await self._has_checkpoint_table():
             warnings += await self._missing_triggers(
                 "auditmw_checkpoints", CHECKPOINT_TRIGGERS, "auditmw_checkpoints"
