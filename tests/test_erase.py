@@ -499,3 +499,22 @@ def test_a_rewritten_update_trigger_is_reported(tmp_path: Path) -> None:
             return await store.schema_warnings()
 
     assert any("auditmw_events_no_update was altered" in w for w in asyncio.run(warnings()))
+
+
+async def test_signed_checkpoints_still_verify_after_an_erasure(
+    store_factory: StoreFactory,
+) -> None:
+    from auditmw import Checkpointing
+    from auditmw._transparency.external import check_checkpoints
+    from auditmw._transparency.notes import SigningKey
+
+    key = SigningKey.generate("audit.example.com/erase")
+    async with store_factory(checkpointing=Checkpointing(key, interval=None)) as store:
+        await fill(store)
+        [issued] = await store.issue_checkpoints()  # the key record and the 3 events
+        await store.erase(user_id="u1")
+        await store.issue_checkpoints()  # one covering the erasure record too
+        report = await check_checkpoints(store, [key.verifier], [])
+        assert report.ok, report.summary()
+        assert report.chain.ok
+        assert report.logs["default"].anchored == issued.size + 1
