@@ -518,3 +518,28 @@ async def test_signed_checkpoints_still_verify_after_an_erasure(
         assert report.ok, report.summary()
         assert report.chain.ok
         assert report.logs["default"].anchored == issued.size + 1
+
+
+async def test_a_failure_between_the_record_and_the_removal_leaves_a_consistent_log(
+    contract_store: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record is appended first: an erasure stopped before its UPDATE (a crash, the
+    database gone) leaves the record and the data, which verifies; erase runs again."""
+    events = await fill(contract_store)
+
+    async def fail(updates: object) -> list[str]:
+        raise ConnectionError("the database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(contract_store.backend, "remove_personal", fail)
+        with pytest.raises(ConnectionError):
+            await contract_store.erase(user_id="u1")
+    bob = await contract_store.get(events["bob"].id)
+    assert bob is not None and bob.user_email == BOB["user_email"]  # still there
+    assert (await contract_store.verify()).ok
+    report = await contract_store.erase(user_id="u1")
+    assert report.entries == 2
+    bob = await contract_store.get(events["bob"].id)
+    assert bob is not None and bob.user_email is None
+    verified = await contract_store.verify()
+    assert verified.ok and verified.entries == 5  # two records
