@@ -151,7 +151,12 @@ def prepare_chunk(job: tuple[int, int, int]) -> list[RowTemplate]:
     templates = []
     for index in range(start, start + count):
         prepared = prepare(make_event(rng), limits, at=moment_of(index, total))
-        values = {**prepared.columns, "log": prepared.log, **dict.fromkeys(CHAIN_COLUMNS)}
+        values = {
+            **prepared.columns,
+            "log": prepared.log,
+            "personal": prepared.personal,
+            **dict.fromkeys(CHAIN_COLUMNS),
+        }
         row = [values[name] for name in ROW_COLUMNS]
         templates.append((prepared.head, prepared.middle, prepared.tail, row))
     return templates

@@ -14,8 +14,11 @@ const ENTRY_FIELDS = (
   "action details id ip_address log outcome prev_hash request_id resource resource_id seq " +
   "timestamp user_agent user_email user_id"
 ).split(" ");
-// The last member of every line auditmw writes; the text before it is the entry.
-const HASH_MEMBER = /,"hash":"([0-9a-f]{64})"\}$/;
+// Format 2 adds these two members to the entry.
+const FORMAT_2_FIELDS = [...ENTRY_FIELDS, "commitments", "format"].sort();
+// The members after the entry in every line auditmw writes, from the last ',"hash":"' on
+// (an opening's value is a JSON string: no unescaped '"hash":"' can follow it).
+const HASH_MEMBER = /^,"hash":"([0-9a-f]{64})"(?:,"openings":(\{.*\}))?\}$/s;
 // A JSON string, or a JSON number: in valid JSON, the only tokens that contain digits.
 const TOKEN = /"[^"\\]*(?:\\.[^"\\]*)*"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/g;
 // A JSON string, with the colon after it when it is a member name.
@@ -39,31 +42,36 @@ function parse(text) {
   return value;
 }
 
-// The entry's text, the hash the line claims for it, and the entry's members.
+// The entry's text, the hash the line claims for it, the entry's members, and the
+// openings (an empty object when the line has none).
 function read(line, reserialized) {
   if (reserialized) {
-    // The entry is every member but "hash", written anew with RFC 8785.
+    // The entry is every member but "hash" and "openings", written anew with RFC 8785.
     const event = parse(line);
     const claimed = event !== null && typeof event === "object" ? event.hash : undefined;
     if (typeof claimed !== "string") throw new Error('no "hash" member');
+    const openings = event.openings ?? {};
     delete event.hash;
-    return [canonicalize(event), claimed, event];
+    delete event.openings;
+    return [canonicalize(event), claimed, event, openings];
   }
-  const found = HASH_MEMBER.exec(line);
+  const at = line.lastIndexOf(',"hash":"');
+  const found = at >= 0 ? HASH_MEMBER.exec(line.slice(at)) : null;
   if (found === null) {
     throw new Error(
       'the line does not end with its "hash" member as auditmw writes it ' +
         "(if another tool rewrote the file, see --reserialized)",
     );
   }
-  const entry = line.slice(0, found.index) + "}";
-  return [entry, found[1], parse(entry)];
+  const entry = line.slice(0, at) + "}";
+  return [entry, found[1], parse(entry), parse(found[2] ?? "{}")];
 }
 
 // log, seq and prev_hash: strings and a small integer, read alike everywhere.
 function chainFields(event) {
   const names = event !== null && typeof event === "object" ? Object.keys(event).sort() : [];
-  if (Array.isArray(event) || JSON.stringify(names) !== JSON.stringify(ENTRY_FIELDS)) {
+  const format2 = JSON.stringify(names) === JSON.stringify(FORMAT_2_FIELDS) && event.format === 2;
+  if (Array.isArray(event) || (JSON.stringify(names) !== JSON.stringify(ENTRY_FIELDS) && !format2)) {
     throw new Error("not an event: the entry must have exactly the 15 entry members");
   }
   const { log, seq, prev_hash: prevHash } = event;
@@ -71,6 +79,28 @@ function chainFields(event) {
     throw new Error("log and prev_hash must be strings and seq an integer");
   }
   return [log, seq, prevHash];
+}
+
+// What is wrong with the openings of a format-2 entry, or null. Each is the salt (hex)
+// and the canonical JSON text of a value the entry commits to at a JSON Pointer; an
+// erased value's opening is simply gone.
+function opened(event, openings) {
+  const commitments = event.commitments ?? {};
+  const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
+  if (!isObject(openings) || !isObject(commitments)) {
+    return "the openings or the commitments are not JSON objects";
+  }
+  for (const [pointer, opening] of Object.entries(openings)) {
+    if (!(Array.isArray(opening) && opening.length === 2)) {
+      return `the opening of ${pointer} is not [salt, value]`;
+    }
+    const [salt, value] = opening;
+    const digest = createHash("sha256").update(Buffer.from(salt, "hex")).update(value, "utf8");
+    if (commitments[pointer] !== digest.digest("hex")) {
+      return `personal value modified: the opening of ${pointer} does not match`;
+    }
+  }
+  return null;
 }
 
 // Throw unless the entry is RFC 8785 canonical JSON, as auditmw hashed it.
@@ -119,7 +149,7 @@ async function verify(path, reserialized) {
     try {
       const line = UTF8.decode(bytes).replace(/[\r\n]+$/, "");
       if (/^[ \t\r\n]*$/.test(line)) continue;
-      const [entry, claimed, event] = read(line, reserialized);
+      const [entry, claimed, event, openings] = read(line, reserialized);
       const [log, seq, prevHash] = chainFields(event);
       where = `log ${repr(log)} seq ${seq}`;
       if (!reserialized) checkCanonical(entry);
@@ -132,6 +162,8 @@ async function verify(path, reserialized) {
         problem = `expected seq ${headSeq + 1}: entries missing, reordered or repeated`;
       } else if (prevHash !== headHash) {
         problem = "broken link: prev_hash is not the hash of the entry before";
+      } else if (opened(event, openings) !== null) {
+        problem = opened(event, openings);
       } else {
         heads.set(log, [seq, hash]);
         continue;

@@ -1,8 +1,10 @@
 """Verify an auditmw JSONL export without auditmw: python verify_jsonl.py [--reserialized] FILE
 
 auditmw writes each line as the event's entry exactly as it was hashed (RFC 8785 canonical
-JSON) with "hash" added as its last member. So the entry is cut out of the line as text and
-its bytes are hashed as they are: the verdict never depends on how numbers are parsed.
+JSON) with "hash" added, and for an entry of format 2 then "openings" (its personal values
+still present). So the entry is cut out of the line as text and its bytes are hashed as
+they are: the verdict never depends on how numbers are parsed. Each opening [salt, value]
+must match its commitment: SHA-256(salt || value's text) (docs/format.md, format 2).
 --reserialized is for a file that another tool rewrote (members reordered, re-escaped): each
 line is parsed and its entry written anew with RFC 8785, reading numbers as IEEE 754 doubles.
 
@@ -26,8 +28,11 @@ ENTRY_FIELDS = (  # noqa: SIM905 (shorter than a list of 15 lines)
     "action details id ip_address log outcome prev_hash request_id resource resource_id seq "
     "timestamp user_agent user_email user_id"
 ).split()
-# The last member of every line auditmw writes; the text before it is the entry.
-HASH_MEMBER = re.compile(r',"hash":"([0-9a-f]{64})"\}\Z')
+# Format 2 adds these two members to the entry.
+FORMAT_2_FIELDS = sorted([*ENTRY_FIELDS, "commitments", "format"])
+# The members after the entry in every line auditmw writes, from the last ',"hash":"' on
+# (an opening's value is a JSON string: no unescaped '"hash":"' can follow it).
+HASH_MEMBER = re.compile(r',"hash":"([0-9a-f]{64})"(?:,"openings":(\{.*\}))?\}', re.DOTALL)
 # A JSON string, or a JSON number: in valid JSON, the only tokens that contain digits.
 TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?')
 
@@ -61,32 +66,55 @@ def parse(text: str) -> Any:
     )
 
 
-def read(line: str, reserialized: bool) -> tuple[str, str, Any]:
-    """The entry's text, the hash the line claims for it, and the entry's members."""
-    if reserialized:  # the entry is every member but "hash", written anew with RFC 8785
+def read(line: str, reserialized: bool) -> tuple[str, str, Any, Any]:
+    """The entry's text, the hash the line claims for it, the entry's members, and the
+    openings (an empty object when the line has none)."""
+    if reserialized:  # the entry is every member but "hash" and "openings", written anew
         event = parse(line)
         claimed = event.pop("hash", None) if isinstance(event, dict) else None
         if not isinstance(claimed, str):
             raise ValueError('no "hash" member')
-        return rfc8785.dumps(event).decode(), claimed, event
-    found = HASH_MEMBER.search(line)
+        openings = event.pop("openings", {})
+        return rfc8785.dumps(event).decode(), claimed, event, openings
+    at = line.rfind(',"hash":"')
+    found = HASH_MEMBER.fullmatch(line, at) if at >= 0 else None
     if found is None:
         raise ValueError(
             'the line does not end with its "hash" member as auditmw writes it '
             "(if another tool rewrote the file, see --reserialized)"
         )
-    entry = line[: found.start()] + "}"
-    return entry, found[1], parse(entry)
+    entry = line[:at] + "}"
+    return entry, found[1], parse(entry), parse(found[2] or "{}")
 
 
 def chain_fields(event: Any) -> tuple[str, int, str]:
     """log, seq and prev_hash: strings and a small integer, read alike everywhere."""
-    if not isinstance(event, dict) or sorted(event) != ENTRY_FIELDS:
+    if not isinstance(event, dict) or (
+        sorted(event) != ENTRY_FIELDS
+        and not (sorted(event) == FORMAT_2_FIELDS and event["format"] == 2)
+    ):
         raise ValueError("not an event: the entry must have exactly the 15 entry members")
     log, seq, prev_hash = event["log"], event["seq"], event["prev_hash"]
     if not (isinstance(log, str) and type(seq) is int and isinstance(prev_hash, str)):
         raise ValueError("log and prev_hash must be strings and seq an integer")
     return log, seq, prev_hash
+
+
+def opened(event: dict[str, Any], openings: Any) -> str | None:
+    """What is wrong with the openings of a format-2 entry, or None. Each is the salt (hex)
+    and the canonical JSON text of a value the entry commits to at a JSON Pointer; an
+    erased value's opening is simply gone."""
+    commitments = event.get("commitments", {})
+    if not isinstance(openings, dict) or not isinstance(commitments, dict):
+        return "the openings or the commitments are not JSON objects"
+    for pointer, opening in openings.items():
+        if not (isinstance(opening, list) and len(opening) == 2):
+            return f"the opening of {pointer} is not [salt, value]"
+        salt, value = opening
+        digest = hashlib.sha256(bytes.fromhex(salt) + value.encode()).hexdigest()
+        if commitments.get(pointer) != digest:
+            return f"personal value modified: the opening of {pointer} does not match"
+    return None
 
 
 def check_canonical(entry: str) -> None:
@@ -116,7 +144,7 @@ def verify(path: str, reserialized: bool) -> int:
                 line = raw.decode("utf-8").rstrip("\r\n")
                 if not line.strip(" \t\r\n"):
                     continue
-                entry, claimed, event = read(line, reserialized)
+                entry, claimed, event, openings = read(line, reserialized)
                 log, seq, prev_hash = chain_fields(event)
                 where = f"log {log!r} seq {seq}"
                 if not reserialized:
@@ -129,6 +157,8 @@ def verify(path: str, reserialized: bool) -> int:
                     problem = f"expected seq {head_seq + 1}: entries missing, reordered or repeated"
                 elif prev_hash != head_hash:
                     problem = "broken link: prev_hash is not the hash of the entry before"
+                elif (wrong := opened(event, openings)) is not None:
+                    problem = wrong
                 else:
                     heads[log] = (seq, digest)
                     continue

@@ -35,4 +35,6 @@ def client_for(
 
 async def stored(store: AuditStore) -> list[Event]:
     """Every event of ``store``, read from its chain rows (every log, in chain order)."""
-    return [Event.from_entry(row.entry, row.hash) async for row in store.iter_chain_rows()]
+    return [
+        Event.from_entry(row.entry, row.hash, row.personal) async for row in store.iter_chain_rows()
+    ]

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import asyncpg
+import orjson
 
 from auditmw._stores.postgres_schema import create_schema
 
@@ -102,13 +103,36 @@ class Attacker(ABC):
 
     def insert_row(self, entry: bytes, hash_: str, data: dict[str, Any]) -> None:
         """Insert a row whose every column agrees with ``entry`` (a careful forger)."""
-        values = {**data, "hash": hash_, "entry": entry}
+        values = {**data, "hash": hash_, "entry": entry, "personal": None}
+        if data.get("commitments"):  # format 2: copy the openings of the row it copies
+            values.update(self._openings_of(data["commitments"]))
         columns = self.columns()
         self.execute(
             f"INSERT INTO auditmw_events ({', '.join(columns)}) "
             f"VALUES ({', '.join('?' * len(columns))})",
             [values[name] for name in columns],
         )
+
+    def _openings_of(self, commitments: dict[str, str]) -> dict[str, Any]:
+        """The openings column (and the index columns it fills) of the row whose openings
+        match ``commitments``."""
+        for offset in range(self.count()):
+            personal = self.fetchval(
+                "SELECT personal FROM auditmw_events ORDER BY log, seq LIMIT 1 OFFSET ?", (offset,)
+            )
+            openings = orjson.loads(personal) if personal else {}
+            if set(openings) == set(commitments) and all(
+                hashlib.sha256(bytes.fromhex(salt) + text.encode()).hexdigest()
+                == commitments[pointer]
+                for pointer, (salt, text) in openings.items()
+            ):
+                opened = {
+                    pointer[1:]: orjson.loads(text)
+                    for pointer, (_, text) in openings.items()
+                    if pointer in ("/user_email", "/ip_address", "/user_agent")
+                }
+                return {"personal": personal, **opened}
+        raise AssertionError("no row holds these openings")
 
     def swap_seq(self, a: int, b: int) -> None:
         """Swap the seq columns of two rows (the entries keep the seq they carry)."""

@@ -304,7 +304,9 @@ async def test_jsonl_export_of_the_whole_log_verifies(
     report = verify_jsonl(lines)
     assert report.ok and not report.subset and report.entries == len(SAMPLE) + 1
     last = orjson.loads(lines[-1])  # the export's own record was committed before it
-    assert last["action"] == "export.requested" and last["user_agent"] == "auditor/1.0"
+    # Format 2: the user agent is committed to in the entry, its value in the openings.
+    assert last["action"] == "export.requested" and last["user_agent"] is None
+    assert last["openings"]["/user_agent"][1] == '"auditor/1.0"'
     filtered = await client.get("/export.jsonl?user_id=u1", headers=ADMIN)
     report = verify_jsonl(filtered.content.splitlines())
     assert report.ok and report.subset

@@ -332,47 +332,107 @@ seqs = st.integers(1, MAX_SAFE_INTEGER)
     7,
     GENESIS_HASH,
 )
+@example(  # personal details at several depths, in a list, under keys to escape
+    NewEvent(
+        action="a",
+        resource="user",
+        details={"Email": "a@b", "x/y~": {"name": "Bob", "tags": [{"phone": 1.5}]}, "ip": None},
+        user_email="a@b",
+        ip_address="192.0.2.1",
+    ),
+    3,
+    GENESIS_HASH,
+)
 def test_sealed_entry_is_jcs_of_the_event_fields(event: NewEvent, seq: int, prev: str) -> None:
     prepared = prepare(event, Limits())
     entry, hash_ = prepared.seal(seq, prev)
 
+    # Format 2: each personal value is null in the entry and committed to, its salt and
+    # canonical JSON (the opening) kept beside the entry.
+    commitments = json.loads(entry)["commitments"]
+    openings = json.loads(prepared.personal) if prepared.personal else {}
+    expected_details, personal = _redacted(event.details, "/details")
+    for name in ("ip_address", "user_agent", "user_email"):
+        if getattr(event, name) is not None:
+            personal["/" + name] = getattr(event, name)
+    assert set(openings) == set(commitments) == set(personal)
+    for pointer, (salt, text) in openings.items():
+        assert len(bytes.fromhex(salt)) == 16
+        assert text.encode() == rfc8785.dumps(personal[pointer])
+        digest = hashlib.sha256(bytes.fromhex(salt) + text.encode()).hexdigest()
+        assert digest == commitments[pointer]
     entry_dict: dict[str, Any] = {
         "id": prepared.id,
         "log": event.log,
         "seq": seq,
         "timestamp": prepared.timestamp,
         "user_id": event.user_id,
-        "user_email": event.user_email,
+        "user_email": None,
         "action": event.action,
         "resource": event.resource,
         "resource_id": event.resource_id,
         "outcome": event.outcome,
-        "details": event.details,
-        "ip_address": event.ip_address,
-        "user_agent": event.user_agent,
+        "details": expected_details,
+        "ip_address": None,
+        "user_agent": None,
         "request_id": event.request_id,
         "prev_hash": prev,
+        "format": 2,
+        "commitments": commitments,
     }
-    assert set(entry_dict) == set(EVENT_FIELDS) - {"hash"}
+    assert set(entry_dict) == set(EVENT_FIELDS) - {"hash"} | {"format", "commitments"}
     assert entry == rfc8785.dumps(entry_dict)
     assert hash_ == hashlib.sha256(b"\x00" + entry).hexdigest() == entry_hash(entry)
 
-    # What the store hands back (and what an export writes) canonicalizes to the same
-    # bytes again, also after a trip through Python's json module.
-    read_back = Event.from_entry(entry, hash_)
+    # What the store hands back is the event as submitted (its openings put back).
+    read_back = Event.from_entry(entry, hash_, prepared.personal)
+    assert read_back.erased == ()
     # What the store writes and returns: the row in ROW_FIELDS order, and the Event.
-    assert prepared.event(seq, prev, hash_) == read_back
+    assert prepared.event(seq, prev, hash_, entry) == read_back
     row = dict(zip(ROW_FIELDS, prepared.row(seq, prev, hash_, entry), strict=True))
-    columns = {name: getattr(read_back, name) for name in ROW_FIELDS[:-1]}
+    columns = {name: getattr(read_back, name) for name in ROW_FIELDS[:-2]}
     for name in TEXT_COLUMNS:  # their column form: each U+0000 as U+FFFD (docs/format.md)
         if columns[name] is not None:
             columns[name] = columns[name].replace("\x00", "\ufffd")
-    assert row == {**columns, "entry": entry}
+    assert row == {**columns, "entry": entry, "personal": prepared.personal}
 
     stored = read_back.to_dict()
     assert stored.pop("hash") == hash_
-    assert rfc8785.dumps(stored) == entry
-    assert rfc8785.dumps(json.loads(json.dumps(stored))) == entry
+    for name in ("user_email", "ip_address", "user_agent", "details"):
+        assert stored[name] == getattr(event, name) or (
+            name == "details" and stored[name] == json.loads(rfc8785.dumps(event.details))
+        )
+    assert rfc8785.dumps(json.loads(json.dumps(stored))) == rfc8785.dumps(stored)
+
+    # Without its openings (erased), each personal value reads as None and is named.
+    erased = Event.from_entry(entry, hash_, None)
+    assert erased.erased == tuple(sorted(personal))
+    assert erased.to_dict().get("erased", []) == sorted(personal)
+
+
+def _redacted(value: Any, pointer: str) -> tuple[Any, dict[str, Any]]:
+    """A reference for the entry's details: personal members (Limits' default keys,
+    compared lowercased) null, and those members by JSON Pointer."""
+    found: dict[str, Any] = {}
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            at = pointer + "/" + key.replace("~", "~0").replace("/", "~1")
+            if item is not None and key.lower() in Limits().personal_keys:
+                found[at] = item
+                result[key] = None
+            else:
+                result[key], inner = _redacted(item, at)
+                found.update(inner)
+        return result, found
+    if isinstance(value, list | tuple):
+        items = []
+        for index, item in enumerate(value):
+            redacted, inner = _redacted(item, f"{pointer}/{index}")
+            items.append(redacted)
+            found.update(inner)
+        return items, found
+    return value, found
 
 
 def test_event_details_read_back_can_be_canonicalized_again() -> None:

@@ -297,7 +297,9 @@ async def test_hostile_details_fail_the_request_not_the_log(store: SQLiteStore) 
         huge_int = await client.post("/", content=b'{"n": 123456789012345678901234567890}')
         secret = await client.post("/", json={"password": "p", "nested": [{"api-key": "k"}]})
     assert (too_deep.status_code, huge_int.status_code, secret.status_code) == (500, 500, 200)
-    events = [Event.from_entry(row.entry, row.hash) async for row in store.iter_chain_rows()]
+    events = [
+        Event.from_entry(row.entry, row.hash, row.personal) async for row in store.iter_chain_rows()
+    ]
     assert [e.details for e in events] == [
         {"password": "[MASKED]", "nested": [{"api-key": "[MASKED]"}]}
     ]

@@ -19,6 +19,7 @@ import pytest
 from auditmw import (
     GENESIS_HASH,
     OUTCOMES,
+    Event,
     Limits,
     NewEvent,
     SQLiteStore,
@@ -346,7 +347,10 @@ def test_bad_ip_address_is_rejected(ip: Any) -> None:
 )
 def test_ip_address_is_stored_exactly_as_given(ip: str) -> None:
     assert accepted(ip_address=ip)["ip_address"] == ip  # validated, not normalized
-    assert f'"ip_address":"{ip}"'.encode() in sealed(ip_address=ip)
+    # Format 2: the entry commits to it; its opening holds it exactly.
+    assert b'"ip_address":null' in sealed(ip_address=ip)
+    openings = json.loads(prepare(event(ip_address=ip), Limits()).personal or "{}")
+    assert json.loads(openings["/ip_address"][1]) == ip
 
 
 # --- nothing is coerced or truncated, end to end -------------------------------------------------
@@ -455,8 +459,13 @@ def test_the_stored_row_and_the_event_agree_with_the_sealed_entry() -> None:
     assert ROW_FIELDS == sqlite_store.ROW_COLUMNS  # the SQLite insert uses this order
     assert row.pop("entry") == entry
     assert row.pop("hash") == hash_
-    stored = json.loads(entry)
+    assert row.pop("personal") == prepared.personal
+    # Format 2: the entry holds null where the IP address was; the row and the event the
+    # opened value.
+    assert json.loads(entry)["ip_address"] is None
+    stored = Event.from_entry(entry, hash_, prepared.personal).to_dict()
+    assert stored["ip_address"] == "2001:DB8::1"
     assert row == {name: stored[name] for name in row}
 
     committed = prepared.event(7, "ab" * 32, hash_)
-    assert committed.to_dict() == {**stored, "hash": hash_}
+    assert committed.to_dict() == stored

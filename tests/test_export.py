@@ -167,7 +167,8 @@ async def test_jsonl_lines_are_the_hashed_entries(
     async for row in store.iter_chain_rows():
         conn_entry = row.entry
     assert line == conn_entry[:-1] + b',"hash":"' + event.hash.encode() + b'"}\n'  # type: ignore[index]
-    assert orjson.loads(line) == {**event.to_dict()}
+    # Format 2: the entry as hashed, so with its commitments (none here: no personal data).
+    assert orjson.loads(line) == {**event.to_dict(), "format": 2, "commitments": {}}
     assert verify_jsonl([line]).ok
 
 

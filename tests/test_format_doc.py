@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rfc8785
 
 import auditmw._event
 from auditmw import GENESIS_HASH, Event, Limits, NewEvent, SQLiteStore, entry_hash
 from auditmw._canonical import canonical_json, check_json
-from auditmw._event import EVENT_FIELDS, ROW_FIELDS, TEXT_COLUMNS, prepare
+from auditmw._event import EVENT_FIELDS, ROW_FIELDS, TEXT_COLUMNS, as_doubles, prepare
+from auditmw._stores.jsonl import jsonl_line
 
 from ._node import VERIFY_MJS, require_node
 from ._paths import DOCS
@@ -107,7 +109,10 @@ def test_vectors_chain_per_log() -> None:
 @pytest.mark.parametrize("vector", VECTORS, ids=lambda v: f"vector-{v.number}")
 def test_the_store_writes_the_vector_bytes(vector: Vector, monkeypatch: pytest.MonkeyPatch) -> None:
     # Through auditmw's own write path (validation, pre-serialization, sealing), with the
-    # id and the clock pinned to the vector's.
+    # id and the clock pinned to the vector's. The vectors are of format 1: the store now
+    # writes format 2, the same members with the personal values committed to, so the
+    # format-1 entry is the format-2 one without "commitments" and "format" and with the
+    # personal values in place. A format-1 entry reads back as it always did.
     monkeypatch.setattr(auditmw._event, "uuid7_str", lambda: str(uuid.UUID(vector.event["id"])))
     monkeypatch.setattr(auditmw._event, "_current_timestamp", lambda: vector.event["timestamp"])
     submitted = NewEvent(
@@ -115,9 +120,12 @@ def test_the_store_writes_the_vector_bytes(vector: Vector, monkeypatch: pytest.M
     )
     prepared = prepare(submitted, Limits())
     entry, hash_ = prepared.seal(vector.event["seq"], vector.event["prev_hash"])
-    assert entry == vector.entry
-    assert hash_ == vector.hash
-    assert Event.from_entry(entry, hash_).to_dict() == vector.event
+    written = Event.from_entry(entry, hash_, prepared.personal).to_dict()
+    assert {**written, "hash": vector.hash} == vector.event
+    format_1 = rfc8785.dumps({k: v for k, v in vector.event.items() if k != "hash"})
+    assert format_1 == vector.entry
+    assert entry_hash(vector.entry) == vector.hash
+    assert Event.from_entry(vector.entry, vector.hash).to_dict() == vector.event
 
 
 # --- the verification scripts ------------------------------------------------------------------
@@ -170,10 +178,14 @@ def verifier(request: pytest.FixtureRequest) -> Verifier:
 
 
 def export_line(event: dict[str, Any]) -> str:
-    """The line auditmw writes for ``event``: its canonical entry, ``hash`` added last."""
-    fields = {name: value for name, value in event.items() if name != "hash"}
+    """The line auditmw writes for ``event``: its canonical entry, ``hash`` added, then the
+    ``openings`` of an entry of format 2 that has any."""
+    fields = {name: value for name, value in event.items() if name not in ("hash", "openings")}
     entry = canonical_json(fields, fast=check_json(fields, "entry", 64)).decode()
-    return entry[:-1] + f',"hash":"{event["hash"]}"}}'
+    openings = ""
+    if "openings" in event:
+        openings = ',"openings":' + json.dumps(event["openings"], separators=(",", ":"))
+    return entry[:-1] + f',"hash":"{event["hash"]}"{openings}}}'
 
 
 def write_jsonl(path: Path, objects: list[dict[str, Any]]) -> Path:
@@ -232,7 +244,11 @@ async def export_store(path: Path) -> list[dict[str, Any]]:
         )
         read_back = [await store.get(event.id) for event in events]
     assert read_back == events
-    return [event.to_dict() for event in sorted(events, key=lambda e: (e.log, e.seq))]
+    # The lines an export writes (entries of format 2, with their openings), as objects.
+    lines = [json.loads(jsonl_line(e)) for e in sorted(events, key=lambda e: (e.log, e.seq))]
+    for line in lines:  # numbers as doubles (JSON's, RFC 8785's): 1e20 is no integer
+        line["details"] = as_doubles(line["details"])
+    return lines
 
 
 @pytest.fixture

@@ -72,7 +72,7 @@ async def test_version_2_triggers_are_made_to_fire_always_but_a_disabled_one_sta
         assert sum("session_replication_role = replica" in w for w in warnings) == 3
         assert any("auditmw_events_no_truncate is missing or disabled" in w for w in warnings)
 
-        async with open_store(url) as store:  # as the owner: migrated to version 3
+        async with open_store(url) as store:  # as the owner: migrated to version 3 and on
             warnings = await store.schema_warnings()
         # The disabled trigger is still reported: the migration does not hide it.
         assert len(warnings) == 1 and "auditmw_events_no_truncate" in warnings[0]
@@ -90,7 +90,7 @@ async def test_version_2_triggers_are_made_to_fire_always_but_a_disabled_one_sta
             "auditmw_cuts_no_change": "A",
             "auditmw_cuts_no_truncate": "A",
         }
-        assert await stored_schema_version(conn) == SCHEMA_VERSION == "3"
+        assert await stored_schema_version(conn) == SCHEMA_VERSION == "4"
     finally:
         await conn.close()
 
@@ -125,7 +125,7 @@ async def test_schema_creation_is_idempotent_and_concurrent(pg_schema: str) -> N
     assert sorted(event.seq for event in events) == [1, 2, 3, 4]
     conn = await _raw(pg_schema)
     try:
-        assert await stored_schema_version(conn) == SCHEMA_VERSION == "3"
+        assert await stored_schema_version(conn) == SCHEMA_VERSION == "4"
     finally:
         await conn.close()
 

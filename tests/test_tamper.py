@@ -282,7 +282,7 @@ def test_upsert_is_refused(db: Target) -> None:
     with db.attacker(drop_triggers=False) as conn:
         entry, hash_, data = forge(conn.read_entry(5), details={"n": 5, "note": "rewritten"})
         columns = conn.columns()
-        values = {**data, "hash": hash_, "entry": entry}
+        values = {**data, "hash": hash_, "entry": entry, "personal": None}
         with pytest.raises(conn.refused, match="append-only"):
             conn.execute(
                 f"INSERT INTO auditmw_events ({', '.join(columns)}) "

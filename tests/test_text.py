@@ -274,8 +274,15 @@ def insert_as_written(path: Path, event: NewEvent, **columns: str) -> None:
     column rule did (its text columns exactly as the entry), with ``columns`` changed."""
     prepared = prepare(event, Limits())
     entry, hash_ = prepared.seal(1, GENESIS_HASH)
-    row = {**prepared.columns, "seq": 1, "prev_hash": GENESIS_HASH, "hash": hash_, **columns}
-    names = ["log", *INDEX_COLUMNS, "seq", "hash", "entry"]
+    row = {
+        **prepared.columns,
+        "seq": 1,
+        "prev_hash": GENESIS_HASH,
+        "hash": hash_,
+        "personal": prepared.personal,  # format 2: the openings beside the entry
+        **columns,
+    }
+    names = ["log", *INDEX_COLUMNS, "seq", "hash", "personal", "entry"]
     values = [row[name] for name in names[:-1]] + [entry]
     with sqlite3.connect(path) as conn:
         conn.execute(

@@ -26,8 +26,10 @@ from auditmw._errors import (
 from auditmw._event import GENESIS_HASH, OUTCOMES, Event, Limits, NewEvent, Outcome, entry_hash
 from auditmw._mask import DEFAULT_SENSITIVE_KEYS
 from auditmw._middleware import AuditMiddleware
+from auditmw._personal import DEFAULT_PERSONAL_KEYS
 from auditmw._record import FailurePolicy, acting_as, audit, set_actor
 from auditmw._retention.archive_format import ArchiveHeader
+from auditmw._retention.erasure import ErasureReport
 from auditmw._retention.holds import LegalHold
 from auditmw._retention.policy import RetentionPolicy, RetentionStats
 from auditmw._retention.prune import PruneReport
@@ -66,8 +68,10 @@ __all__ = [
     "CheckpointStats",
     "Checkpointing",
     "CheckpointingError",
+    "DEFAULT_PERSONAL_KEYS",
     "DEFAULT_SENSITIVE_KEYS",
     "DirectorySink",
+    "ErasureReport",
     "Event",
     "EventFilter",
     "EventRefusedError",

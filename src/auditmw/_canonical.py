@@ -28,10 +28,24 @@ def check_json(value: Any, path: str, max_depth: int) -> bool:
 
     Returns True when the orjson fast path is byte-identical to JCS for ``value``.
     """
-    return _check(value, path, max_depth, 0)
+    return _check(value, path, max_depth, 0, _NO_KEYS, [])
 
 
-def _check(value: Any, path: str, max_depth: int, depth: int) -> bool:
+def check_details(value: Any, path: str, max_depth: int, keys: frozenset[str]) -> tuple[bool, bool]:
+    """``check_json``, and whether an object member at any depth has one of ``keys``
+    (lowercased) and a value that is not null: the personal data of format 2, found in
+    the same walk."""
+    found: list[str] = []
+    fast = _check(value, path, max_depth, 0, keys, found)
+    return fast, bool(found)
+
+
+_NO_KEYS: frozenset[str] = frozenset()
+
+
+def _check(
+    value: Any, path: str, max_depth: int, depth: int, keys: frozenset[str], found: list[str]
+) -> bool:
     if depth > max_depth:
         raise ValidationError(path, f"nested deeper than {max_depth} levels")
     if value is None or isinstance(value, bool):
@@ -59,13 +73,15 @@ def _check(value: Any, path: str, max_depth: int, depth: int) -> bool:
                 fast = False  # orjson rejects str subclasses (StrEnum...) as keys.
             elif not key.isascii() and any(ord(ch) > 0xFFFF for ch in key):
                 fast = False  # UTF-16 and code-point key order can differ.
-            fast = _check(item, f"{path}.{key}", max_depth, depth + 1) and fast
+            if keys and item is not None and key.lower() in keys:
+                found.append(key)
+            fast = _check(item, f"{path}.{key}", max_depth, depth + 1, keys, found) and fast
         return fast
     if isinstance(value, list | tuple):
         # orjson writes lists (and their subclasses) and plain tuples, not namedtuples.
         fast = isinstance(value, list) or type(value) is tuple
         for index, item in enumerate(value):
-            fast = _check(item, f"{path}[{index}]", max_depth, depth + 1) and fast
+            fast = _check(item, f"{path}[{index}]", max_depth, depth + 1, keys, found) and fast
         return fast
     raise ValidationError(
         path, f"{type(value).__name__} is not JSON; convert it to a string, number or object"

@@ -12,13 +12,28 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import orjson
 
-from auditmw._canonical import MAX_SAFE_INTEGER, canonical_json, check_json, check_text
+from auditmw._canonical import (
+    MAX_SAFE_INTEGER,
+    canonical_json,
+    canonical_string,
+    check_details,
+    check_text,
+)
 from auditmw._errors import StoreError, ValidationError
 from auditmw._ids import uuid7_str
+from auditmw._personal import (
+    DEFAULT_PERSONAL_KEYS,
+    FORMAT,
+    commit,
+    open_entry,
+    parse_openings,
+    personal_keys,
+    redact_details,
+)
 from auditmw._text import NUL, column_text
 
 Outcome = Literal["success", "failure", "denied"]
@@ -47,6 +62,9 @@ EVENT_FIELDS = (
     "hash",
 )
 ENTRY_FIELDS = EVENT_FIELDS[:-1]
+# The members an entry of format 2 adds (docs/format.md): the format, and the salted
+# commitments to the personal values it holds as null (auditmw._personal).
+FORMAT_2_FIELDS = ("commitments", "format")
 # Columns of a stored row (every store's events table), in ``PreparedEvent.row`` order.
 ROW_FIELDS = (
     "log",
@@ -65,6 +83,7 @@ ROW_FIELDS = (
     "prev_hash",
     "hash",
     "entry",
+    "personal",
 )
 # Row columns that hold free text: stored in their column form (``_text.column_text``).
 TEXT_COLUMNS = (
@@ -86,6 +105,11 @@ class Limits:
     Lengths count Unicode code points; ``max_details_bytes`` counts the UTF-8 bytes of
     the canonical (RFC 8785) encoding of ``details``; ``max_details_depth`` is how many
     keys/indices deep a value may sit below ``details`` (at most ``MAX_DETAILS_DEPTH``).
+
+    ``personal_keys`` (not a limit, but checked with them): the keys of ``details``
+    members, at any depth and compared lowercased, whose values are personal data and
+    are committed to rather than written into the entry (docs/privacy.md), so that
+    ``erase`` can remove them.
     """
 
     max_chars: int = 256
@@ -93,6 +117,7 @@ class Limits:
     max_user_agent_chars: int = 1024
     max_details_bytes: int = 64 * 1024
     max_details_depth: int = 32
+    personal_keys: frozenset[str] = DEFAULT_PERSONAL_KEYS
 
     def __post_init__(self) -> None:
         for name in (
@@ -108,6 +133,10 @@ class Limits:
         if self.max_details_depth > MAX_DETAILS_DEPTH:
             # orjson and the recursive checks cannot go much deeper than this.
             raise ValueError(f"Limits.max_details_depth must be at most {MAX_DETAILS_DEPTH}")
+        if isinstance(self.personal_keys, str):
+            raise ValueError("Limits.personal_keys must be a collection of keys, not a string")
+        # frozen: normalized through object.__setattr__, once
+        object.__setattr__(self, "personal_keys", personal_keys(self.personal_keys))
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,23 +176,55 @@ class Event:
     request_id: str | None
     prev_hash: str
     hash: str
+    # JSON Pointers (``/user_email``, ``/details/email``) of the personal values erased
+    # from this event (``AuditStore.erase``): each reads as None. Empty when none is.
+    erased: tuple[str, ...] = ()
+    # The entry as hashed and its openings as stored, for exports (not compared).
+    stored: StoredEntry | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in EVENT_FIELDS}
+        """The JSON form: the 16 fields, and ``erased`` (the pointers) when any value was
+        erased."""
+        data = {name: getattr(self, name) for name in EVENT_FIELDS}
+        if self.erased:
+            data["erased"] = list(self.erased)
+        return data
 
     @classmethod
-    def from_entry(cls, entry: bytes, hash: str) -> Event:
-        """Parse stored canonical entry bytes (trusted: written by this library)."""
+    def from_entry(cls, entry: bytes, hash: str, personal: str | bytes | None = None) -> Event:
+        """Parse stored canonical entry bytes (trusted: written by this library) and, for
+        format 2, put back the personal values its openings (``personal``) still hold."""
         data = orjson.loads(entry)
+        erased: tuple[str, ...] = ()
+        commitments = data.pop("commitments", None)
+        if commitments is not None:
+            del data["format"]
+            erased = open_entry(data, commitments, parse_openings(personal))
         data["details"] = as_doubles(data["details"])
-        return cls(**{name: data[name] for name in ENTRY_FIELDS}, hash=hash)
+        text = personal.decode() if isinstance(personal, bytes) else personal
+        return cls(
+            **{name: data[name] for name in ENTRY_FIELDS},
+            hash=hash,
+            erased=erased,
+            stored=StoredEntry(entry, text, 1 if commitments is None else FORMAT),
+        )
 
 
-def stored_event(entry: bytes, hash: str, log: object, seq: object) -> Event:
+class StoredEntry(NamedTuple):
+    """An event's entry bytes as hashed, its openings (JSON text) as stored, its format."""
+
+    entry: bytes
+    personal: str | None
+    format: int
+
+
+def stored_event(
+    entry: bytes, hash: str, log: object, seq: object, personal: str | bytes | None = None
+) -> Event:
     """``Event.from_entry`` for a row read back from a store: an entry that cannot be
     parsed (changed behind the library's back) is a ``StoreError`` naming log and seq."""
     try:
-        return Event.from_entry(entry, hash)
+        return Event.from_entry(entry, hash, personal)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StoreError(
             f"the stored entry of log {log!r} seq {seq} cannot be read ({exc}); "
@@ -195,6 +256,7 @@ class PreparedEvent:
     tail: bytes
     columns: dict[str, Any] = field(repr=False)
     column_forms: dict[str, str] = field(default_factory=dict, repr=False)
+    personal: str | None = field(default=None, repr=False)  # the openings, JSON
 
     def seal(self, seq: int, prev_hash: str) -> tuple[bytes, str]:
         """The entry bytes and hash of this event at position ``seq`` after ``prev_hash``."""
@@ -226,9 +288,10 @@ class PreparedEvent:
             prev_hash,
             hash,
             entry,
+            self.personal,
         )
 
-    def event(self, seq: int, prev_hash: str, hash: str) -> Event:
+    def event(self, seq: int, prev_hash: str, hash: str, entry: bytes = b"") -> Event:
         """The committed ``Event`` of the sealed event."""
         c = self.columns
         return Event(
@@ -248,6 +311,8 @@ class PreparedEvent:
             c["request_id"],
             prev_hash,
             hash,
+            (),
+            StoredEntry(entry, self.personal, FORMAT) if entry else None,
         )
 
 
@@ -267,7 +332,7 @@ def chain(
         entry, hash_ = prepared.seal(seq, prev_hash)
         heads[prepared.log] = (seq, hash_)
         rows.append(prepared.row(seq, prev_hash, hash_, entry))
-        events.append(prepared.event(seq, prev_hash, hash_))
+        events.append(prepared.event(seq, prev_hash, hash_, entry))
     return rows, events
 
 
@@ -295,19 +360,40 @@ def _current_timestamp() -> str:
 
 
 def prepare(event: NewEvent, limits: Limits, *, at: datetime | None = None) -> PreparedEvent:
-    """Validate ``event`` and serialize all of it but the chain link. Its timestamp is
-    now, or ``at`` (timezone-aware: a backdated event, see ``auditmw.testing.append_at``)."""
+    """Validate ``event`` and serialize all of it but the chain link, as an entry of
+    format 2 (its personal values committed to, see ``auditmw._personal``). Its timestamp
+    is now, or ``at`` (timezone-aware: a backdated event, see ``auditmw.testing.append_at``)."""
     if event.outcome not in OUTCOMES:
         raise ValidationError("outcome", f"must be one of {', '.join(OUTCOMES)}")
     max_chars = limits.max_chars
-    details_json, fast = _details(event.details, limits)
+    details_json, fast, personal_details = _details(event.details, limits)
     log = _log_name(event.log, max_chars)
+    ip_address = _ip_address(event.ip_address)
+    user_agent = text_field("user_agent", event.user_agent, limits.max_user_agent_chars)
+    user_email = text_field("user_email", event.user_email, limits.max_email_chars)
+    # The personal values, as (pointer, canonical JSON), committed to in the entry.
+    personal: list[tuple[str, bytes]] = []
+    entry_details = details_json
+    if personal_details:
+        assert event.details is not None  # found in them
+        redacted, found = redact_details(event.details, limits.personal_keys)
+        entry_details = canonical_json(redacted, fast=fast)
+        personal.extend((pointer, canonical_json(value, fast=fast)) for pointer, value in found)
+    if ip_address is not None:
+        personal.append(("/ip_address", canonical_string(ip_address)))
+    if user_agent is not None:
+        personal.append(("/user_agent", canonical_string(user_agent)))
+    if user_email is not None:
+        personal.append(("/user_email", canonical_string(user_email)))
+    commitments, openings = commit(personal) if personal else (b"{}", None)
     # Every entry field, in JCS key order, with placeholders for the chain link.
     values: dict[str, Any] = {
         "action": text_field("action", event.action, max_chars, required=True),
-        "details": orjson.Fragment(details_json),  # already canonical: written as it is
+        "commitments": orjson.Fragment(commitments),
+        "details": orjson.Fragment(entry_details),  # already canonical: written as it is
+        "format": FORMAT,
         "id": uuid7_str(),
-        "ip_address": _ip_address(event.ip_address),
+        "ip_address": None,
         "log": log,
         "outcome": event.outcome,
         "prev_hash": "",
@@ -316,8 +402,8 @@ def prepare(event: NewEvent, limits: Limits, *, at: datetime | None = None) -> P
         "resource_id": text_field("resource_id", event.resource_id, max_chars),
         "seq": 0,
         "timestamp": _current_timestamp() if at is None else utc_timestamp(at),
-        "user_agent": text_field("user_agent", event.user_agent, limits.max_user_agent_chars),
-        "user_email": text_field("user_email", event.user_email, limits.max_email_chars),
+        "user_agent": None,
+        "user_email": None,
         "user_id": text_field("user_id", event.user_id, max_chars),
     }
     # orjson keeps insertion order and escapes strings exactly as JCS does. The entry is
@@ -329,6 +415,10 @@ def prepare(event: NewEvent, limits: Limits, *, at: datetime | None = None) -> P
     head = entry[: link + len(_PREV_HASH_PLACEHOLDER) - 1]
     middle = entry[link + len(_PREV_HASH_PLACEHOLDER) - 1 : seq_at + len(_SEQ_PLACEHOLDER) - 1]
     tail = entry[seq_at + len(_SEQ_PLACEHOLDER) :]
+    # The columns and the returned event hold the values themselves.
+    values["ip_address"] = ip_address
+    values["user_agent"] = user_agent
+    values["user_email"] = user_email
     if event.details is None:
         values["details"] = None
     else:
@@ -341,7 +431,15 @@ def prepare(event: NewEvent, limits: Limits, *, at: datetime | None = None) -> P
         if (value := values[name]) is not None and NUL in value
     }
     return PreparedEvent(
-        log, values["id"], values["timestamp"], head, middle, tail, values, column_forms
+        log,
+        values["id"],
+        values["timestamp"],
+        head,
+        middle,
+        tail,
+        values,
+        column_forms,
+        None if openings is None else openings.decode(),
     )
 
 
@@ -421,18 +519,21 @@ def as_doubles(value: Any) -> Any:
     return value
 
 
-def _details(details: object, limits: Limits) -> tuple[bytes, bool]:
-    """The canonical JSON of ``details``, and whether the orjson fast path wrote it."""
+def _details(details: object, limits: Limits) -> tuple[bytes, bool, bool]:
+    """The canonical JSON of ``details``, whether the orjson fast path wrote it, and
+    whether it holds personal members (``Limits.personal_keys``)."""
     if details is None:
-        return b"null", True
+        return b"null", True, False
     if not isinstance(details, dict):
         kind = type(details).__name__
         raise ValidationError("details", f"must be a JSON object (dict), not {kind}")
-    fast = check_json(details, "details", limits.max_details_depth)
+    fast, personal = check_details(
+        details, "details", limits.max_details_depth, limits.personal_keys
+    )
     encoded = canonical_json(details, fast=fast)
     if len(encoded) > limits.max_details_bytes:
         raise ValidationError(
             "details",
             f"encodes to {len(encoded)} bytes; the limit is {limits.max_details_bytes}",
         )
-    return encoded, fast
+    return encoded, fast, personal

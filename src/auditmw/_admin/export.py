@@ -1,6 +1,7 @@
 """Exports: CSV for people and spreadsheets, JSON Lines for machines and verification.
 
-Both turn a stream of events into a stream of byte chunks (about ``CHUNK_BYTES`` each),
+An erased value (docs/privacy.md) is ``[erased]`` in CSV; JSON Lines has no opening for
+it. Both turn a stream of events into a stream of byte chunks (about ``CHUNK_BYTES`` each),
 so an export of millions of events is never held in memory. The admin app's routes and
 ``auditmw export`` share them.
 
@@ -26,6 +27,7 @@ from typing import Literal, get_args
 import orjson
 
 from auditmw._event import Event
+from auditmw._personal import ERASED_MARK, marked_details
 from auditmw._stores.jsonl import jsonl_line
 
 Format = Literal["csv", "jsonl"]
@@ -62,23 +64,32 @@ def neutralize(cell: str) -> str:
 
 
 def csv_row(event: Event) -> list[str]:
-    """The CSV cells of an event, in ``CSV_COLUMNS`` order, neutralized."""
-    details = "" if event.details is None else orjson.dumps(event.details).decode()
+    """The CSV cells of an event, in ``CSV_COLUMNS`` order, neutralized; an erased value
+    (``Event.erased``) reads ``[erased]``, never an empty cell."""
+    erased = event.erased
+    details = event.details
+    if erased:
+        details = marked_details(details, erased)
+    details_cell = "" if details is None else orjson.dumps(details).decode()
     cells = (
         event.timestamp,
-        event.user_email or event.user_id or "",
+        event.user_email or event.user_id or _mark("/user_email", erased),
         event.action,
         event.resource,
         event.resource_id or "",
-        event.ip_address or "",
+        event.ip_address or _mark("/ip_address", erased),
         event.outcome,
-        event.user_agent or "",
+        event.user_agent or _mark("/user_agent", erased),
         event.request_id or "",
-        details,
+        details_cell,
         str(event.seq),
         event.hash,
     )
     return [neutralize(cell) for cell in cells]
+
+
+def _mark(pointer: str, erased: tuple[str, ...]) -> str:
+    return ERASED_MARK if pointer in erased else ""
 
 
 async def export_chunks(

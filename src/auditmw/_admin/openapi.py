@@ -53,8 +53,16 @@ def openapi_document(auth: AdminAuth | None = None) -> dict[str, Any]:
         "type": "object",
         "required": [*_EVENT_TYPES],
         "properties": {
-            name: {"type": kind if name not in _NULLABLE else [kind, "null"]}
-            for name, kind in _EVENT_TYPES.items()
+            **{
+                name: {"type": kind if name not in _NULLABLE else [kind, "null"]}
+                for name, kind in _EVENT_TYPES.items()
+            },
+            # Only when a personal value of the event was erased (docs/privacy.md).
+            "erased": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "JSON Pointers of the erased personal values (each null)",
+            },
         },
     }
     refs = {name: {"$ref": f"#/components/schemas/{name}"} for name in _SCHEMAS}

@@ -11,6 +11,8 @@
                                           delete them, recorded, after checking FILE
     auditmw hold STORE [--place NAME --reason TEXT | --release NAME]
                                           legal holds: prune refuses while one is active
+    auditmw erase STORE --user-id ID [--reason TEXT]
+                                          remove a person's personal data
     auditmw prove STORE --seq N           the Merkle inclusion proof of one entry
     auditmw keygen NAME --out PREFIX      a key pair for signing checkpoints
 
@@ -27,7 +29,7 @@ import sys
 from collections.abc import Sequence
 
 from auditmw._admin.parameters import flag
-from auditmw._cli import archive, export, hold, keygen, prove, prune, verify
+from auditmw._cli import archive, erase, export, hold, keygen, prove, prune, verify
 from auditmw._cli.command import Command
 from auditmw._cli.exit_codes import ExitCode
 from auditmw._errors import PruneRefusedError, StoreError, StoreUnavailableError
@@ -42,6 +44,7 @@ COMMANDS: tuple[Command, ...] = (
     archive.COMMAND,
     prune.COMMAND,
     hold.COMMAND,
+    erase.COMMAND,
     prove.COMMAND,
     keygen.COMMAND,
 )

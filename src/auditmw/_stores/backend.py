@@ -17,7 +17,7 @@ reading from a backend that is not connected raises ``StoreClosedError``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar
 
 from auditmw._event import Event, PreparedEvent
@@ -25,7 +25,8 @@ from auditmw._retention.cuts import CutRecord
 from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter
 from auditmw._stores.histogram import BucketLayout
-from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
+from auditmw._stores.personal_check import ErasureRecord
+from auditmw._stores.rows import CheckpointRow, PersonalUpdate, StoredCheckpoint, SubjectRow
 from auditmw._stores.verify import ChainRow
 
 # The columns whose distinct values the dashboard offers as choices.
@@ -41,6 +42,10 @@ class StoreBackend(ABC):
     # Rows a prune deletes per transaction after recording (``delete_pruned``): appends
     # take turns with the batches, so this bounds how long one waits (benchmarks/prune.py).
     prune_batch: ClassVar[int] = 10_000
+    # Whether the store holds entries of format 2 (their openings beside them); False for
+    # a store that predates them, opened without ``create`` (known once connected): it
+    # reads, and refuses appends until it is opened with ``create`` (which migrates it).
+    writes_format_2: bool = True
 
     # --- connection ----------------------------------------------------------------------
 
@@ -117,6 +122,19 @@ class StoreBackend(ABC):
         """The distinct values of ``column`` (one of ``FACET_COLUMNS``), sorted, at most
         ``limit`` of them."""
 
+    # --- erasure (auditmw._retention.erasure) ----------------------------------------------
+
+    @abstractmethod
+    async def subject_rows(self, user_id: str, resources: Sequence[str]) -> list[SubjectRow]:
+        """The rows whose actor is ``user_id`` (its column form), or that are about that
+        person: resource one of ``resources``, resource_id ``user_id``."""
+
+    @abstractmethod
+    async def remove_personal(self, updates: list[PersonalUpdate]) -> list[str]:
+        """Apply ``updates`` in one transaction, through the one UPDATE the table takes,
+        and make the removed values unreadable from the database's files as far as it
+        can; returns notes on what it could not (e.g. what PostgreSQL keeps a while)."""
+
     # --- checkpoint rows -----------------------------------------------------------------
 
     @abstractmethod
@@ -151,6 +169,10 @@ class StoreBackend(ABC):
     @abstractmethod
     async def schema_warnings(self) -> list[str]:
         """Protections found missing (e.g. append-only triggers dropped)."""
+
+    @abstractmethod
+    async def erasure_records(self) -> list[ErasureRecord]:
+        """The ``audit.erased`` entries (resource ``user``) as the columns show them."""
 
     @abstractmethod
     async def storage_damage(self) -> list[str]:

@@ -2,7 +2,10 @@
 same checks as a store.
 
 ``auditmw export`` writes each line as the event's entry exactly as it was hashed (RFC 8785
-canonical JSON) with ``"hash"`` added as its last member (see docs/format.md). So the entry
+canonical JSON) with ``"hash"`` added (see docs/format.md) and, for an entry of format 2,
+then ``"openings"``: its personal values still present, each checked against its
+commitment (an erased one is simply absent). An opening's value is a JSON string, so no
+unescaped ``"hash":"`` can follow the real one: the last is the cut. So the entry
 is cut out of the line as bytes and hashed as it is: no number is parsed and written again,
 and the verdict never depends on how numbers are read. The entry must be canonical JSON
 (its members in order, no member name twice: a reader could see one value while the hash
@@ -35,16 +38,32 @@ import orjson
 
 from auditmw._canonical import MAX_SAFE_INTEGER, canonical_json, check_json
 from auditmw._errors import ValidationError
-from auditmw._event import ENTRY_FIELDS, MAX_DETAILS_DEPTH, Event, as_doubles, entry_hash
+from auditmw._event import (
+    ENTRY_FIELDS,
+    FORMAT_2_FIELDS,
+    MAX_DETAILS_DEPTH,
+    Event,
+    as_doubles,
+    entry_hash,
+)
+from auditmw._personal import FORMAT, PERSONAL_FIELDS, opened_value, parse_openings
 from auditmw._stores.report import Report, finding_lines
 from auditmw._stores.verify import GAP, INDEX_COLUMNS, ChainRow, ChainVerifier, Finding, LogSummary
 
 _ENTRY_FIELDS = frozenset(ENTRY_FIELDS)
+_FORMAT_2_FIELDS = _ENTRY_FIELDS | frozenset(FORMAT_2_FIELDS)
 MAX_PROBLEMS = 100
 
 
 def jsonl_line(event: Event) -> bytes:
-    """The JSON Lines line of an event: its canonical entry plus ``hash``, and ``\\n``."""
+    """The JSON Lines line of an event: its canonical entry plus ``hash`` (and, for
+    format 2, ``openings``), and ``\\n``."""
+    stored = event.stored
+    if stored is not None:  # the bytes as hashed, and the openings as stored
+        line = stored.entry[:-1] + b',"hash":"%s"' % event.hash.encode()
+        if stored.format == FORMAT and stored.personal is not None:
+            line += b',"openings":%s' % stored.personal.encode()
+        return line + b"}\n"
     entry = event.to_dict()
     hash_ = entry.pop("hash")
     # Sorted-key orjson is the canonical form of most entries; the hash tells for sure
@@ -252,8 +271,8 @@ def verify_jsonl(
 
 
 _JSON_WHITESPACE = b" \t\r\n"
-# The last member of every line auditmw writes; the bytes before it are the entry.
-_HASH_MEMBER = re.compile(rb',"hash":"([0-9a-f]{64})"\}\Z')
+# The members after the entry in every line auditmw writes: the bytes before are the entry.
+_HASH_MEMBER = re.compile(rb',"hash":"([0-9a-f]{64})"(?:,"openings":(\{.*\}))?\}', re.DOTALL)
 _DEPTH = MAX_DETAILS_DEPTH + 2  # the entry object and details sit above the details' depth
 
 
@@ -262,13 +281,14 @@ def chain_row(line: bytes, *, reserialized: bool = False) -> ChainRow:
     line = line.rstrip(b"\r\n")
     if reserialized:
         return _reserialized_row(line)
-    found = _HASH_MEMBER.search(line)
+    at = line.rfind(b',"hash":"')
+    found = _HASH_MEMBER.fullmatch(line, at) if at >= 0 else None
     if found is None:
         raise ValueError(
             'does not end with its "hash" member as auditmw writes it (if another tool '
             "rewrote the file, use --reserialized)"
         )
-    entry = line[: found.start()] + b"}"
+    entry = line[:at] + b"}"
     try:
         data = orjson.loads(entry)
     except orjson.JSONDecodeError as exc:
@@ -280,7 +300,7 @@ def chain_row(line: bytes, *, reserialized: bool = False) -> ChainRow:
             "reordered, repeated or re-escaped, spaces added, or a number not written as RFC "
             "8785 writes it; if another tool rewrote the file, use --reserialized)"
         )
-    return _row(data, found[1].decode(), entry)
+    return _row(data, found[1].decode(), entry, found[2])
 
 
 def _canonical(entry: bytes, data: dict[str, Any]) -> bool:
@@ -313,12 +333,13 @@ def _reserialized_row(line: bytes) -> ChainRow:
     if not isinstance(data, dict) or not isinstance(data.get("hash"), str):
         raise ValueError('not an event object (no "hash" member)')
     hash_ = data.pop("hash")
+    openings = data.pop("openings", None)
     _check_entry(data)
     try:
         canonical = canonical_json(data, fast=check_json(data, "entry", _DEPTH))
     except ValidationError as exc:
         raise ValueError(f"not representable as RFC 8785 JSON ({_cut(exc)})") from None
-    return _row(data, hash_, canonical)
+    return _row(data, hash_, canonical, None if openings is None else orjson.dumps(openings))
 
 
 def _check_entry(data: object) -> None:
@@ -326,9 +347,10 @@ def _check_entry(data: object) -> None:
     seq an integer."""
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
-    if set(data) != _ENTRY_FIELDS:
-        missing = sorted(_ENTRY_FIELDS - set(data))
-        extra = sorted(set(data) - _ENTRY_FIELDS)
+    fields = _FORMAT_2_FIELDS if "format" in data else _ENTRY_FIELDS
+    if set(data) != fields:
+        missing = sorted(fields - set(data))
+        extra = sorted(set(data) - fields)
         what = "; ".join(
             part
             for part in (
@@ -342,9 +364,16 @@ def _check_entry(data: object) -> None:
         raise ValueError("log must be a string and seq an integer")
 
 
-def _row(entry: dict[str, Any], hash_: str, canonical: bytes) -> ChainRow:
-    columns = tuple(entry[name] for name in INDEX_COLUMNS)
-    return ChainRow(entry["log"], entry["seq"], hash_, canonical, columns)
+def _row(entry: dict[str, Any], hash_: str, canonical: bytes, openings: bytes | None) -> ChainRow:
+    """The row a store would hold: its index columns hold the opened values of format 2."""
+    fields = entry
+    if "format" in entry:
+        opened = parse_openings(openings)
+        fields = {**entry}
+        for name in PERSONAL_FIELDS:
+            fields[name] = opened_value(opened.get("/" + name))[1]
+    columns = tuple(fields[name] for name in INDEX_COLUMNS)
+    return ChainRow(entry["log"], entry["seq"], hash_, canonical, columns, openings)
 
 
 def _number(text: str) -> int | float:

@@ -10,7 +10,7 @@ a database file: a store opened again over the same tables finds its log as it l
 from __future__ import annotations
 
 import bisect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -24,17 +24,25 @@ from auditmw._event import (
     entry_hash,
     stored_event,
 )
+from auditmw._personal import ERASED_ACTION, ERASED_RESOURCE
 from auditmw._retention.cuts import CutRecord, latest_cuts
 from auditmw._stores.backend import StoreBackend
 from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter, ascii_lower
 from auditmw._stores.histogram import BucketLayout
-from auditmw._stores.rows import CheckpointRow, StoredCheckpoint, leaf_of
+from auditmw._stores.personal_check import ErasureRecord
+from auditmw._stores.rows import (
+    CheckpointRow,
+    PersonalUpdate,
+    StoredCheckpoint,
+    SubjectRow,
+    leaf_of,
+)
 from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
 
 _COLUMN = {name: index for index, name in enumerate(ROW_FIELDS)}
-_LOG, _SEQ, _ID, _TIMESTAMP, _HASH, _ENTRY = (
-    _COLUMN[name] for name in ("log", "seq", "id", "timestamp", "hash", "entry")
+_LOG, _SEQ, _ID, _TIMESTAMP, _HASH, _ENTRY, _PERSONAL = (
+    _COLUMN[name] for name in ("log", "seq", "id", "timestamp", "hash", "entry", "personal")
 )
 _INDEX_COLUMNS = itemgetter(*(_COLUMN[name] for name in INDEX_COLUMNS))
 EXACT_COLUMNS = tuple(
@@ -119,7 +127,10 @@ class MemoryBackend(StoreBackend):
         for log in sorted(tables.by_log):
             for position in list(tables.by_log[log]):
                 row = tables.events[position]
-                yield ChainRow(row[_LOG], row[_SEQ], row[_HASH], row[_ENTRY], _INDEX_COLUMNS(row))
+                columns = _INDEX_COLUMNS(row)
+                yield ChainRow(
+                    row[_LOG], row[_SEQ], row[_HASH], row[_ENTRY], columns, row[_PERSONAL]
+                )
 
     async def chain_after(self, log: str, seq: int) -> AsyncIterator[tuple[int, str, str]]:
         tables = self._rows()
@@ -238,6 +249,49 @@ class MemoryBackend(StoreBackend):
         self._rows()
         return []  # nothing here can drop a protection
 
+    async def subject_rows(self, user_id: str, resources: Sequence[str]) -> list[SubjectRow]:
+        c = _COLUMN
+        return [
+            SubjectRow(
+                row[_LOG],
+                row[_SEQ],
+                row[_TIMESTAMP],
+                row[c["user_id"]],
+                row[c["resource"]],
+                row[c["resource_id"]],
+                row[_ENTRY],
+                row[_PERSONAL],
+            )
+            for row in self._rows().events
+            if row[c["user_id"]] == user_id
+            or (row[c["resource"]] in resources and row[c["resource_id"]] == user_id)
+        ]
+
+    async def remove_personal(self, updates: list[PersonalUpdate]) -> list[str]:
+        # The one change a row takes (as the databases' UPDATE trigger allows).
+        tables = self._rows()
+        cleared = [_COLUMN[name] for name in ("user_email", "ip_address", "user_agent")]
+        for update in updates:
+            position = tables.by_log[update.log][update.seq - 1]
+            row = list(tables.events[position])
+            row[_PERSONAL] = update.personal
+            if update.actor:
+                for index in cleared:
+                    row[index] = None
+            tables.events[position] = tuple(row)
+        return []
+
+    async def erasure_records(self) -> list[ErasureRecord]:
+        action, resource = _COLUMN["action"], _COLUMN["resource"]
+        return [
+            ErasureRecord(row[_LOG], row[_SEQ], row[_COLUMN["resource_id"]], row[_TIMESTAMP])
+            for log in sorted(self._rows().by_log)
+            for row in (self.tables.events[position] for position in self.tables.by_log[log])
+            if row[action] == ERASED_ACTION
+            and row[resource] == ERASED_RESOURCE
+            and row[_COLUMN["resource_id"]] is not None
+        ]
+
     async def storage_damage(self) -> list[str]:
         self._rows()
         return []
@@ -300,7 +354,7 @@ def _id_at(tables: MemoryTables, log: str, seq: int) -> str | None:
 
 
 def _event(row: tuple[Any, ...]) -> Event:
-    return stored_event(row[_ENTRY], row[_HASH], row[_LOG], row[_SEQ])
+    return stored_event(row[_ENTRY], row[_HASH], row[_LOG], row[_SEQ], row[_PERSONAL])
 
 
 def _matches(row: tuple[Any, ...], filter: EventFilter) -> bool:

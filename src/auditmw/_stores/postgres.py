@@ -46,6 +46,7 @@ from auditmw._event import (
 from auditmw._retention.cuts import CutRecord
 from auditmw._stores.filters import EventFilter, ascii_lower
 from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
+from auditmw._stores.postgres_erase import remove_personal
 from auditmw._stores.postgres_errors import (
     DRIVER_ERRORS,
     error_text,
@@ -65,6 +66,7 @@ from auditmw._stores.postgres_retention import (
 from auditmw._stores.postgres_schema import (
     CHECKPOINT_TRIGGERS,
     CUT_TRIGGERS,
+    REJECT_ALL_CHANGES_BODY,
     REJECT_CHANGE_BODY,
     REJECT_CHECKPOINT_CHANGE_BODY,
     SCHEMA_VERSION,
@@ -74,7 +76,7 @@ from auditmw._stores.postgres_schema import (
     ensure_retention_schema,
     store_exists,
 )
-from auditmw._stores.rows import CheckpointRow
+from auditmw._stores.rows import CheckpointRow, PersonalUpdate
 from auditmw._stores.sql import (
     INSERT_CHECKPOINT,
     NumberedDialect,
@@ -104,8 +106,8 @@ INSERT = (
 CHAIN_QUERY = (
     # A NULL entry (in a table rebuilt without NOT NULL) reads as no bytes: damage to
     # report, not a crash.
-    f"SELECT log, seq, hash, coalesce(entry, ''::bytea), {', '.join(INDEX_COLUMNS)} "  # noqa: S608
-    "FROM auditmw_events ORDER BY log, seq"
+    f"SELECT log, seq, hash, coalesce(entry, ''::bytea), {', '.join(INDEX_COLUMNS)}, "  # noqa: S608
+    "{personal} FROM auditmw_events AS e ORDER BY log, seq"
 )
 
 
@@ -127,7 +129,6 @@ class PostgresBackend(SQLBackend):
     the time limits are ``PostgresStore``'s."""
 
     tiebreak = str  # the event id: time-ordered
-    dialect = PostgresDialect()
     chain_query = CHAIN_QUERY
 
     def __init__(
@@ -154,6 +155,7 @@ class PostgresBackend(SQLBackend):
                 raise ValueError(f"{name} must be a positive number of seconds")
         self.dsn = dsn
         self.schema = schema
+        self.dialect = PostgresDialect()
         self._create = create
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
@@ -186,6 +188,16 @@ class PostgresBackend(SQLBackend):
                 await conn.close()
             self._write_conn = await self._connect_writer()
             await self._check_is_store(self._write_conn)
+            # A store opened with create=False may predate entry format 2: readable, its
+            # entries without openings; appends wait until its owner migrated it.
+            self.writes_format_2 = bool(
+                await self._write_conn.fetchval(
+                    "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1 "
+                    "AND table_name = 'auditmw_events' AND column_name = 'personal'",
+                    self.schema,
+                )
+            )
+            self.dialect.personal = "e.personal" if self.writes_format_2 else "NULL"
             self._pool = await asyncpg.create_pool(
                 self.dsn,
                 min_size=1,
@@ -295,12 +307,15 @@ class PostgresBackend(SQLBackend):
         """The batch as stored when its transaction committed before the connection
         was lost; None when it did not (a transaction is all or nothing)."""
         records = await conn.fetch(
-            "SELECT id, hash, entry FROM auditmw_events WHERE id = ANY($1::text[])",
+            "SELECT id, hash, entry, personal FROM auditmw_events WHERE id = ANY($1::text[])",
             [prepared.id for prepared in batch],
         )
         if not records:
             return None
-        by_id = {row["id"]: Event.from_entry(row["entry"], row["hash"]) for row in records}
+        by_id = {
+            row["id"]: Event.from_entry(row["entry"], row["hash"], row["personal"])
+            for row in records
+        }
         return [by_id[prepared.id] for prepared in batch]
 
     @contextlib.asynccontextmanager
@@ -358,7 +373,13 @@ class PostgresBackend(SQLBackend):
             "SELECT prosrc FROM pg_proc WHERE proname = 'auditmw_reject_change' "
             "AND pronamespace = current_schema()::regnamespace"
         )
-        if source is None or source.split() != REJECT_CHANGE_BODY.split():
+        if source is None or (
+            source.split() != REJECT_CHANGE_BODY.split()
+            and not (
+                # a store not migrated yet (opened with create=False) has the old body
+                not self.writes_format_2 and source.split() == REJECT_ALL_CHANGES_BODY.split()
+            )
+        ):
             # A trigger that stays enabled but calls a neutered function protects nothing.
             warnings.append("trigger function auditmw_reject_change is missing or altered")
         return warnings + await self._checkpoint_schema_warnings() + await self._cut_warnings()
@@ -508,6 +529,11 @@ class PostgresBackend(SQLBackend):
             limit,
         )
         return [record["value"] for record in records]
+
+    # --- erasure ---------------------------------------------------------------------------
+
+    async def remove_personal(self, updates: list[PersonalUpdate]) -> list[str]:
+        return await remove_personal(self._connection, self.dialect, updates)
 
     # --- signed checkpoints (auditmw._transparency.checkpoints, table auditmw_checkpoints) --
 

@@ -12,18 +12,50 @@ from auditmw._stores.sql import SEARCH_COLUMNS
 
 logger = logging.getLogger("auditmw")
 
-# 1: events and meta; 2: auditmw_checkpoints; 3: triggers fire ALWAYS (see create_schema,
-# the migrations).
-SCHEMA_VERSION = "3"
+# 1: events and meta; 2: auditmw_checkpoints; 3: triggers fire ALWAYS; 4: entry format 2,
+# its openings in ``personal``, the erasure UPDATE (see create_schema, the migrations).
+SCHEMA_VERSION = "4"
 
+# Until version 4: every UPDATE, DELETE and TRUNCATE refused.
+REJECT_ALL_CHANGES_BODY = """
+BEGIN
+    RAISE EXCEPTION 'auditmw_events is append-only: % is not allowed', TG_OP;
+END """
+# The one UPDATE the events table takes: removing personal data (AuditStore.erase). Every
+# column but the openings (personal) and the clear index columns of the committed fields
+# stays; the openings left are some of those there were, unchanged (each [salt, value]
+# compared as jsonb; the column is text read as json, as a JSON Pointer may hold U+0000,
+# which jsonb refuses); an index column is kept, or set NULL where the row had that
+# field's opening.
 # The one narrow DELETE path (docs/retention.md): a row at or below its log's recorded cut.
 # The function runs with the store's schema as its search_path (SET ... FROM CURRENT when
 # created), so a session cannot point ``auditmw_cuts`` at a table of its own.
+# Anything else is refused.
 REJECT_CHANGE_BODY = """
 BEGIN
     IF TG_OP = 'DELETE' AND to_regclass('auditmw_cuts') IS NOT NULL THEN
         IF OLD.seq <= (SELECT max(last_seq) FROM auditmw_cuts WHERE log = OLD.log) THEN
             RETURN OLD;
+        END IF;
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        IF (NEW.log, NEW.seq, NEW.id, NEW.timestamp, NEW.user_id, NEW.action, NEW.resource,
+            NEW.resource_id, NEW.outcome, NEW.request_id, NEW.prev_hash, NEW.hash, NEW.entry)
+           IS NOT DISTINCT FROM
+           (OLD.log, OLD.seq, OLD.id, OLD.timestamp, OLD.user_id, OLD.action, OLD.resource,
+            OLD.resource_id, OLD.outcome, OLD.request_id, OLD.prev_hash, OLD.hash, OLD.entry)
+           AND (NEW.user_email IS NOT DISTINCT FROM OLD.user_email OR (NEW.user_email IS NULL
+                AND OLD.personal::json -> '/user_email' IS NOT NULL))
+           AND (NEW.ip_address IS NOT DISTINCT FROM OLD.ip_address OR (NEW.ip_address IS NULL
+                AND OLD.personal::json -> '/ip_address' IS NOT NULL))
+           AND (NEW.user_agent IS NOT DISTINCT FROM OLD.user_agent OR (NEW.user_agent IS NULL
+                AND OLD.personal::json -> '/user_agent' IS NOT NULL))
+           AND (NEW.personal IS NOT DISTINCT FROM OLD.personal OR NEW.personal IS NULL
+                OR (json_typeof(NEW.personal::json) = 'object' AND NOT EXISTS (
+                    SELECT 1 FROM json_each(NEW.personal::json) AS n
+                    WHERE (OLD.personal::json -> n.key)::jsonb IS DISTINCT FROM n.value::jsonb)))
+        THEN
+            RETURN NEW;
         END IF;
     END IF;
     RAISE EXCEPTION 'auditmw_events is append-only: % is not allowed', TG_OP;
@@ -51,6 +83,7 @@ CREATE TABLE IF NOT EXISTS auditmw_events (
     prev_hash text NOT NULL,
     hash text NOT NULL,
     entry bytea NOT NULL,
+    personal text,
     PRIMARY KEY (log, seq)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS auditmw_events_id ON auditmw_events (id);
@@ -136,8 +169,14 @@ ALWAYS_TRIGGERS = (  # built from the constant trigger names above, no input
     )
     + "END $$;\n"
 )
+# Version 4: entry format 2. The openings column, and the trigger function that lets an
+# UPDATE remove them (and nothing else).
+FORMAT_2 = f"""
+ALTER TABLE auditmw_events ADD COLUMN IF NOT EXISTS personal text;
+{REJECT_CHANGE_FUNCTION}
+"""
 # What brings a store of version N - 1 to version N (run in order, under the schema lock).
-MIGRATIONS = {2: CHECKPOINT_SCHEMA, 3: ALWAYS_TRIGGERS}
+MIGRATIONS = {2: CHECKPOINT_SCHEMA, 3: ALWAYS_TRIGGERS, 4: FORMAT_2}
 # Retention (docs/retention.md): the append-only table of cuts, and the events' trigger
 # function that lets a row at or below its log's cut be deleted. Brought in by
 # ``ensure_retention_schema`` whatever the version (idempotent; it does not change it).

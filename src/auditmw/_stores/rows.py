@@ -46,3 +46,30 @@ def leaf_of(stored_hash: object) -> bytes:
     if len(leaf) != 32:
         raise StoreError("a stored hash is not a SHA-256 hash; run `auditmw verify`")
     return leaf
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectRow:
+    """An events row about a person (its actor, or the person it is about), as erasure
+    reads it: where it is, its columns, its entry and its openings (``personal``)."""
+
+    log: str
+    seq: int
+    timestamp: str
+    user_id: str | None
+    resource: str
+    resource_id: str | None
+    entry: bytes
+    personal: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalUpdate:
+    """The one change erasure makes to a row: its openings become ``personal`` (None: all
+    gone) and, for the person's own entries (``actor``), its clear index columns of the
+    committed fields (user_email, ip_address, user_agent) become NULL."""
+
+    log: str
+    seq: int
+    personal: str | None
+    actor: bool

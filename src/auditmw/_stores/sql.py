@@ -46,6 +46,23 @@ LOGS = (
     "FROM l WHERE l.log IS NOT NULL) SELECT log FROM l WHERE log IS NOT NULL"
 )
 COUNT = "SELECT count(*) FROM auditmw_events"
+# Erasure: a person's rows, through the user_id and resource_id indexes.
+SUBJECT_COLUMNS = "e.log, e.seq, e.timestamp, e.user_id, e.resource, e.resource_id"
+ACTOR_ROWS = "FROM auditmw_events AS e WHERE e.user_id = ?"
+ABOUT_ROWS = (
+    "FROM auditmw_events AS e WHERE e.resource_id = ? AND e.resource = ? "
+    "AND e.user_id IS DISTINCT FROM ?"
+)
+ERASE_ACTOR = (
+    "UPDATE auditmw_events SET personal = NULL, user_email = NULL, ip_address = NULL, "
+    "user_agent = NULL WHERE log = ? AND seq = ?"
+)
+ERASE_DETAILS = "UPDATE auditmw_events SET personal = ? WHERE log = ? AND seq = ?"
+# The erasure records (auditmw._personal.ERASED_ACTION), through the (action, ...) index.
+ERASURE_RECORDS = (
+    "SELECT log, seq, resource_id, timestamp FROM auditmw_events "
+    "WHERE action = 'audit.erased' AND resource = 'user' ORDER BY log, seq"
+)
 LAST_SEQ = "SELECT max(seq) FROM auditmw_events WHERE log = ?"
 LEAF_HASHES = "SELECT hash FROM auditmw_events WHERE log = ? AND seq > ? AND seq <= ? ORDER BY seq"
 # A log's entries after a seq, in seq order along the primary key (no sort: the first row
@@ -75,6 +92,7 @@ class Dialect(ABC):
     standard SQL; each backend subclasses what its database does otherwise."""
 
     entry = "e.entry"  # the entry bytes, as bytes
+    personal = "e.personal"  # the openings; "NULL" for a store that predates them
     tiebreak = "e.id"  # what orders events of equal timestamps, in insertion order
 
     def sql(self, statement: str) -> str:
@@ -165,7 +183,10 @@ def page_filter(filter: EventFilter, position: Keyset | None) -> EventFilter:
 
 # The columns of a page's rows: an event, with its keyset position (timestamp, tie-breaker).
 def _event_columns(dialect: Dialect) -> str:
-    return f"e.log, e.seq, {dialect.tiebreak}, e.timestamp, {dialect.entry}, e.hash"
+    return (
+        f"e.log, e.seq, {dialect.tiebreak}, e.timestamp, {dialect.entry}, e.hash, "
+        f"{dialect.personal}"
+    )
 
 
 def page_statement(
@@ -200,7 +221,7 @@ def stream_statement(selection: Selection, dialect: Dialect) -> tuple[str, list[
 
 def event_of(row: Row) -> Event:
     """The event of a row of ``page_statement`` or ``stream_statement``."""
-    return stored_event(bytes(row[4]), row[5], row[0], row[1])
+    return stored_event(bytes(row[4]), row[5], row[0], row[1], row[6])
 
 
 def time_span_statement(selection: Selection, dialect: Dialect) -> tuple[str, list[Any]]:

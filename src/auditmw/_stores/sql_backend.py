@@ -16,15 +16,20 @@ from auditmw._event import Event
 from auditmw._stores.backend import StoreBackend
 from auditmw._stores.cursor import Keyset
 from auditmw._stores.filters import EventFilter
-from auditmw._stores.rows import CheckpointRow, StoredCheckpoint, leaf_of
+from auditmw._stores.personal_check import ErasureRecord
+from auditmw._stores.rows import CheckpointRow, StoredCheckpoint, SubjectRow, leaf_of
 from auditmw._stores.sql import (
+    ABOUT_ROWS,
+    ACTOR_ROWS,
     CHAIN_AFTER,
     CHECKPOINT_SIZES,
     COUNT,
+    ERASURE_RECORDS,
     LAST_SEQ,
     LEAF_HASHES,
     LOGS,
     RECENT_CHECKPOINTS,
+    SUBJECT_COLUMNS,
     Dialect,
     Row,
     Selection,
@@ -46,8 +51,9 @@ from auditmw._text import is_column_text
 class SQLBackend(StoreBackend):
     """A ``StoreBackend`` whose database speaks SQL through ``dialect``."""
 
-    dialect: ClassVar[Dialect]
-    # Every stored row as the verifier reads it (ChainRow's fields), ordered by (log, seq).
+    dialect: Dialect  # the backend's own: its ``personal`` depends on the store's schema
+    # Every stored row as the verifier reads it (ChainRow's fields), ordered by (log, seq);
+    # ``{personal}`` stands for the dialect's openings column.
     chain_query: ClassVar[str]
 
     @abstractmethod
@@ -81,16 +87,17 @@ class SQLBackend(StoreBackend):
             return None
         rows = await self._fetch_rows(
             self.dialect.sql(
-                f"SELECT e.log, e.seq, NULL, NULL, {self.dialect.entry}, e.hash "  # noqa: S608
-                "FROM auditmw_events AS e WHERE e.id = ?"
+                f"SELECT e.log, e.seq, NULL, NULL, {self.dialect.entry}, e.hash, "  # noqa: S608
+                f"{self.dialect.personal} FROM auditmw_events AS e WHERE e.id = ?"
             ),
             [event_id],
         )
         return event_of(rows[0]) if rows else None
 
     async def iter_chain_rows(self) -> AsyncIterator[ChainRow]:
-        async for row in self._stream_rows(self.chain_query, []):
-            yield ChainRow(row[0], row[1], row[2], bytes(row[3]), tuple(row[4:]))
+        query = self.chain_query.replace("{personal}", self.dialect.personal)
+        async for row in self._stream_rows(query, []):
+            yield ChainRow(row[0], row[1], row[2], bytes(row[3]), tuple(row[4:-1]), row[-1])
 
     async def chain_after(self, log: str, seq: int) -> AsyncIterator[tuple[int, str, str]]:
         async for row in self._stream_rows(self.dialect.sql(CHAIN_AFTER), [log, seq]):
@@ -98,7 +105,8 @@ class SQLBackend(StoreBackend):
 
     async def events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
         sql = (
-            f"SELECT e.log, e.seq, NULL, NULL, {self.dialect.entry}, e.hash "  # noqa: S608
+            f"SELECT e.log, e.seq, NULL, NULL, {self.dialect.entry}, e.hash, "  # noqa: S608
+            f"{self.dialect.personal} "
             "FROM auditmw_events AS e WHERE e.log = ? AND e.seq > ? ORDER BY e.seq"
         )
         async for row in self._stream_rows(self.dialect.sql(sql), [log, seq]):
@@ -158,6 +166,27 @@ class SQLBackend(StoreBackend):
 
     async def logs(self) -> list[str]:
         return [str(row[0]) for row in await self._fetch_rows(LOGS, [])]
+
+    async def subject_rows(self, user_id: str, resources: Sequence[str]) -> list[SubjectRow]:
+        if not is_column_text(user_id):  # no row has it; the driver would raise
+            return []
+        columns = f"SELECT {SUBJECT_COLUMNS}, {self.dialect.entry}, {self.dialect.personal} "
+        rows = await self._fetch_rows(self.dialect.sql(columns + ACTOR_ROWS), [user_id])
+        for resource in resources:
+            rows += await self._fetch_rows(
+                self.dialect.sql(columns + ABOUT_ROWS), [user_id, resource, user_id]
+            )
+        return [
+            SubjectRow(str(r[0]), int(r[1]), str(r[2]), r[3], str(r[4]), r[5], bytes(r[6]), r[7])
+            for r in rows
+        ]
+
+    async def erasure_records(self) -> list[ErasureRecord]:
+        return [
+            ErasureRecord(str(log), int(seq), str(person), str(timestamp))
+            for log, seq, person, timestamp in await self._fetch_rows(ERASURE_RECORDS, [])
+            if person is not None
+        ]
 
     async def count(self) -> int:
         return int(await self._value(COUNT, []))

@@ -39,8 +39,13 @@ from auditmw._event import (
     entry_hash,
 )
 from auditmw._retention.cuts import CutRecord
-from auditmw._stores.rows import CheckpointRow
-from auditmw._stores.sql import INSERT_CHECKPOINT, insert_checkpoint_values
+from auditmw._stores.rows import CheckpointRow, PersonalUpdate
+from auditmw._stores.sql import (
+    ERASE_ACTOR,
+    ERASE_DETAILS,
+    INSERT_CHECKPOINT,
+    insert_checkpoint_values,
+)
 from auditmw._stores.sqlite_check import (
     missing_ranges,
     quick_check,
@@ -61,7 +66,6 @@ from auditmw._stores.sqlite_prune import (
 from auditmw._stores.sqlite_reads import SEARCH_INDEX_MAX_MATCHES, SQLiteReads
 from auditmw._stores.sqlite_sql import (
     CHAIN_QUERY,
-    CHECKPOINT_SCHEMA,
     CHECKPOINT_TRIGGERS,
     CUT_ROWS,
     CUT_TRIGGERS,
@@ -69,14 +73,15 @@ from auditmw._stores.sqlite_sql import (
     HEAD_QUERY,
     INSERT,
     LOG_CUT_HEAD,
-    RETENTION_SCHEMA,
     ROW_COLUMNS,
-    SCHEMA,
     TRIGGERS,
+    UPDATE_TRIGGER,
     SQLiteDialect,
+    has_personal_column,
     insert_rows,
     insert_sql,
     rows_per_insert,
+    setup_script,
 )
 from auditmw._stores.store import AuditStore, StoreOptions
 
@@ -113,7 +118,6 @@ class SQLiteBackend(SQLiteReads):
     """
 
     tiebreak = int  # the rowid: insertion order
-    dialect = SQLiteDialect()
     # A batch also deletes from the search index: 10,000 rows held appends ~0.4 s.
     prune_batch = 2_000
     chain_query = CHAIN_QUERY
@@ -132,6 +136,7 @@ class SQLiteBackend(SQLiteReads):
         if synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
         self.path = Path(path)
+        self.dialect = SQLiteDialect()
         self._create = create
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
@@ -162,6 +167,12 @@ class SQLiteBackend(SQLiteReads):
             self._write_conn = await self._in_write_thread(self._open_write_connection)
             self._read_conn = await self._open_connection()
             await self._check_is_store(self._read_conn)
+            # A store opened with create=False may predate entry format 2: readable, its
+            # entries without openings; appends wait until it was opened with create.
+            self.writes_format_2 = await self._in_write_thread(
+                partial(has_personal_column, self._write_conn)
+            )
+            self.dialect.personal = "e.personal" if self.writes_format_2 else "NULL"
         except sqlite3.Error as exc:
             await self.disconnect()
             if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
@@ -191,17 +202,29 @@ class SQLiteBackend(SQLiteReads):
                 conn.execute(pragma)
             if self._create:
                 warn_if_triggers_were_dropped(conn, self.path)
-                # One script, one transaction: two processes creating the store at
-                # once must not interleave (executescript commits what came before).
-                conn.executescript(
-                    "BEGIN IMMEDIATE;" + SCHEMA + CHECKPOINT_SCHEMA + RETENTION_SCHEMA + "COMMIT;"
-                )
+                self._set_up(conn)
             # From here on, waiting for the write lock is _write_transaction's job.
             conn.execute("PRAGMA busy_timeout=0")
         except BaseException:
             conn.close()
             raise
         return conn
+
+    @staticmethod
+    def _set_up(conn: sqlite3.Connection) -> None:
+        """Create the store or migrate it (``setup_script``): one script, one transaction,
+        so two processes opening it at once do not interleave. When another one migrated
+        it between our look and our script (ours then adds the openings column twice),
+        look again."""
+        for attempt in range(3):
+            try:
+                conn.executescript(setup_script(conn))
+                return
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if attempt == 2 or "duplicate column" not in str(exc):
+                    raise
 
     def _in_write_thread(self, function: Callable[[], T]) -> asyncio.Future[T]:
         assert self._write_thread is not None
@@ -360,6 +383,18 @@ class SQLiteBackend(SQLiteReads):
 
     async def schema_warnings(self) -> list[str]:
         warnings = await self._missing_triggers("auditmw_events", TRIGGERS, "the table")
+        rows = await self._fetch_rows(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+            ["auditmw_events_no_update"],
+        )
+        # The one UPDATE allowed is the trigger's WHEN clause: one rewritten to let more
+        # through protects nothing (a store not migrated yet has the older, stricter one).
+        expected = " ".join(UPDATE_TRIGGER.replace(" IF NOT EXISTS", "").split()).rstrip(";")
+        if rows and self.writes_format_2 and " ".join(str(rows[0][0]).split()) != expected:
+            warnings.append(
+                "append-only trigger auditmw_events_no_update was altered: the table may "
+                "accept other UPDATEs than the removal of personal data"
+            )
         if await self._has_checkpoint_table():
             warnings += await self._missing_triggers(
                 "auditmw_checkpoints", CHECKPOINT_TRIGGERS, "auditmw_checkpoints"
@@ -505,6 +540,44 @@ class SQLiteBackend(SQLiteReads):
         with self._write_transaction() as conn:
             conn.execute("PRAGMA analysis_limit=1000")
             conn.execute("ANALYZE auditmw_events")
+
+    async def remove_personal(self, updates: list[PersonalUpdate]) -> list[str]:
+        if self._write_thread is None:
+            raise StoreClosedError("the audit store is not open")
+        return await self._in_write_thread(partial(self._remove_personal, updates))
+
+    def _remove_personal(self, updates: list[PersonalUpdate]) -> list[str]:
+        """Erase (in the write thread): secure_delete zeroes what the UPDATE frees, in
+        table and index pages; then the WAL, which still holds the pages as they were
+        written, is copied into the file and truncated."""
+        conn = self._write_conn
+        assert conn is not None
+        try:
+            previous = conn.execute("PRAGMA secure_delete").fetchone()[0]
+            conn.execute("PRAGMA secure_delete=ON")
+            try:
+                with self._write_transaction() as conn:
+                    conn.executemany(ERASE_ACTOR, [(u.log, u.seq) for u in updates if u.actor])
+                    conn.executemany(
+                        ERASE_DETAILS, [(u.personal, u.log, u.seq) for u in updates if not u.actor]
+                    )
+            finally:
+                conn.execute(f"PRAGMA secure_delete={int(previous)}")
+            deadline = time.monotonic() + self._busy_timeout
+            while True:
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if not busy or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)  # another connection reads: wait for it to finish
+        except sqlite3.Error as exc:
+            raise store_error(f"audit store {self.path}: erase failed", exc) from exc
+        if busy:
+            return [
+                "the write-ahead log could not be truncated (another connection kept "
+                "reading the store): the erased values may stay in the -wal file until "
+                "the next checkpoint; run erase again when the store is idle"
+            ]
+        return []
 
     async def insert_checkpoint(self, row: CheckpointRow) -> bool:
         if self._write_thread is None:

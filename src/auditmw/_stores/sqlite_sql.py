@@ -28,6 +28,70 @@ TIMESTAMP_MICROS = (
     "(CAST(strftime('%s', substr(e.timestamp, 1, 19)) AS INTEGER) * 1000000 "
     "+ CAST(substr(e.timestamp, 21, 6) AS INTEGER))"
 )
+# The text the search index holds for a row: its searchable fields lowercased, joined by
+# char(31), a character search terms cannot contain. ``{row}`` is ``new.``, ``old.`` or
+# "" (the row's columns). One expression for every trigger that adds or deletes index
+# entries: a contentless FTS5 table deletes an entry only given the text it indexed.
+# A row of format 2 (its openings in ``personal``) has its user_email left out: the index
+# could not forget it when the person is erased; search finds it through the column
+# (SQLiteReads._search_index_matches). An erased row's user_email and personal are both
+# NULL, so the text stays the one indexed.
+SEARCH_TEXT = (
+    "lower(coalesce({row}action, '') || char(31) || coalesce({row}resource, '') "
+    "|| char(31) || coalesce({row}resource_id, '') || char(31) "
+    "|| CASE WHEN {row}personal IS NULL THEN coalesce({row}user_email, '') ELSE '' END "
+    "|| char(31) || coalesce({row}user_id, ''))"
+)
+
+
+def search_text(row: str) -> str:
+    """``SEARCH_TEXT`` of the row ``row`` (``"new."``, ``"old."`` or ``""``)."""
+    return SEARCH_TEXT.replace("{row}", row)
+
+
+# The one UPDATE the events table takes: removing personal data (AuditStore.erase). Every
+# column but the openings (personal) and the clear index columns of the committed fields
+# stays; the openings left are some of those there were, unchanged; an index column is
+# kept, or set NULL where the row had that field's opening. Anything else is refused.
+_KEPT = (
+    "log",
+    "seq",
+    "id",
+    "timestamp",
+    "user_id",
+    "action",
+    "resource",
+    "resource_id",
+    "outcome",
+    "request_id",
+    "prev_hash",
+    "hash",
+    "entry",
+)
+ERASURE_ONLY = (  # built from the constant names above, no input
+    "new.rowid IS old.rowid AND "  # noqa: S608
+    + " AND ".join(f"new.{name} IS old.{name}" for name in _KEPT)
+    + "".join(
+        f" AND (new.{name} IS old.{name} OR (new.{name} IS NULL "
+        f"AND json_extract(old.personal, '$.\"/{name}\"') IS NOT NULL))"
+        for name in ("user_email", "ip_address", "user_agent")
+    )
+    + " AND (new.personal IS old.personal OR new.personal IS NULL OR ("
+    "json_valid(new.personal) AND json_type(new.personal) = 'object' AND NOT EXISTS ("
+    "SELECT 1 FROM json_each(new.personal) AS n WHERE n.value IS NOT ("
+    "SELECT o.value FROM json_each(old.personal) AS o WHERE o.key = n.key))))"
+)
+UPDATE_TRIGGER = f"""
+CREATE TRIGGER IF NOT EXISTS auditmw_events_no_update BEFORE UPDATE ON auditmw_events
+WHEN NOT ({ERASURE_ONLY})
+BEGIN SELECT RAISE(ABORT, 'auditmw_events is append-only: UPDATE is not allowed'); END;
+"""
+SEARCH_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS auditmw_events_search AFTER INSERT ON auditmw_events BEGIN
+    INSERT INTO auditmw_search (rowid, text) VALUES (new.rowid, {SEARCH_TEXT_OF_NEW});
+END;
+""".replace("{SEARCH_TEXT_OF_NEW}", search_text("new."))
+SCHEMA_VERSION = "2"  # 2: entry format 2, its openings in ``personal``, the erasure UPDATE
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS auditmw_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS auditmw_events (
@@ -47,6 +111,7 @@ CREATE TABLE IF NOT EXISTS auditmw_events (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL,
     entry BLOB NOT NULL,
+    personal TEXT,
     PRIMARY KEY (log, seq)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS auditmw_events_id ON auditmw_events (id);
@@ -57,33 +122,34 @@ CREATE INDEX IF NOT EXISTS auditmw_events_action ON auditmw_events (action, time
 CREATE INDEX IF NOT EXISTS auditmw_events_resource ON auditmw_events (resource, timestamp);
 CREATE INDEX IF NOT EXISTS auditmw_events_resource_id ON auditmw_events (resource_id, timestamp);
 CREATE INDEX IF NOT EXISTS auditmw_events_outcome ON auditmw_events (outcome, timestamp);
-CREATE TRIGGER IF NOT EXISTS auditmw_events_no_update BEFORE UPDATE ON auditmw_events
-BEGIN SELECT RAISE(ABORT, 'auditmw_events is append-only: UPDATE is not allowed'); END;
-INSERT OR IGNORE INTO auditmw_meta (key, value) VALUES ('schema_version', '1');
--- Search (EventFilter.search): an FTS5 trigram index of one text per event, its searchable
--- fields lowercased and joined by char(31), a character search terms cannot contain.
+{UPDATE_TRIGGER}
+INSERT OR IGNORE INTO auditmw_meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
+-- Search (EventFilter.search): an FTS5 trigram index of one text per event (SEARCH_TEXT).
 -- Contentless (it holds only the index), keyed by the event's rowid, which never changes
 -- as the table is append-only. The trigger keeps it in step; the INSERT after it indexes,
 -- once, the events of a store created before the index existed.
 CREATE VIRTUAL TABLE IF NOT EXISTS auditmw_search USING fts5(
     text, content='', columnsize=0, tokenize='trigram case_sensitive 1');
-CREATE TRIGGER IF NOT EXISTS auditmw_events_search AFTER INSERT ON auditmw_events BEGIN
-    INSERT INTO auditmw_search (rowid, text) VALUES (new.rowid, {SEARCH_TEXT_NEW});
-END;
-INSERT INTO auditmw_search (rowid, text) SELECT rowid, {SEARCH_TEXT_ROW}
+{SEARCH_TRIGGER}
+INSERT INTO auditmw_search (rowid, text) SELECT rowid, {SEARCH_TEXT_OF_ROWS}
     FROM auditmw_events WHERE NOT EXISTS (SELECT 1 FROM auditmw_meta WHERE key = 'search_index');
 INSERT OR IGNORE INTO auditmw_meta (key, value) VALUES ('search_index', 'trigram-1');
 """
-# The text the search index holds for an event: its searchable fields lowercased, joined by
-# char(31). One expression for indexing (new.) and for the FTS5 'delete' of a pruned row
-# (old.): a contentless index can only forget exactly the text it was given.
-SEARCH_TEXT = (
-    "lower(coalesce({row}action, '') || char(31) || coalesce({row}resource, '') "
-    "|| char(31) || coalesce({row}resource_id, '') || char(31) "
-    "|| coalesce({row}user_email, '') || char(31) || coalesce({row}user_id, ''))"
+SCHEMA = (
+    SCHEMA.replace("{UPDATE_TRIGGER}", UPDATE_TRIGGER)
+    .replace("{SEARCH_TRIGGER}", SEARCH_TRIGGER)
+    .replace("{SEARCH_TEXT_OF_ROWS}", search_text(""))
+    .replace("{SCHEMA_VERSION}", SCHEMA_VERSION)
 )
-SCHEMA = SCHEMA.replace("{SEARCH_TEXT_NEW}", SEARCH_TEXT.format(row="new.")).replace(
-    "{SEARCH_TEXT_ROW}", SEARCH_TEXT.format(row="")
+# Version 1 -> 2 (a store created before entry format 2): the openings column is added
+# first (ADD_PERSONAL, when missing), then the two triggers that read it are replaced.
+ADD_PERSONAL = "ALTER TABLE auditmw_events ADD COLUMN personal TEXT;"
+MIGRATION_2 = (  # constant names only
+    "DROP TRIGGER IF EXISTS auditmw_events_no_update;"  # noqa: S608
+    + UPDATE_TRIGGER
+    + "DROP TRIGGER IF EXISTS auditmw_events_search;"
+    + SEARCH_TRIGGER
+    + f"UPDATE auditmw_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';"  # noqa: S608
 )
 # Retention (docs/retention.md): the append-only table of cuts, and the one narrow DELETE
 # path: a row of the events table may be deleted only at or below its log's recorded cut.
@@ -114,7 +180,7 @@ DROP TRIGGER IF EXISTS auditmw_events_no_delete;
 {DELETE_TRIGGER};
 CREATE TRIGGER IF NOT EXISTS auditmw_events_unsearch AFTER DELETE ON auditmw_events BEGIN
     INSERT INTO auditmw_search (auditmw_search, rowid, text)
-        VALUES ('delete', old.rowid, {SEARCH_TEXT.format(row="old.")});
+        VALUES ('delete', old.rowid, {search_text("old.")});
 END;
 """  # noqa: S608 (built from the constants above only)
 TRIGGERS = ("auditmw_events_no_update", "auditmw_events_no_delete")
@@ -171,8 +237,33 @@ HEAD_QUERY = (
 )
 CHAIN_QUERY = (
     "SELECT log, CAST(seq AS INTEGER), hash, coalesce(CAST(entry AS BLOB), x''), "  # noqa: S608
-    f"{', '.join(INDEX_COLUMNS)} FROM auditmw_events ORDER BY log, seq"
+    f"{', '.join(INDEX_COLUMNS)}, {{personal}} FROM auditmw_events AS e ORDER BY log, seq"
 )
+
+
+def setup_script(conn: sqlite3.Connection) -> str:
+    """The script that creates the store, or brings it up to ``SCHEMA_VERSION``: one
+    transaction. Built from what the file holds now; when another process changed it
+    meanwhile, the script fails and is built again (see SQLiteBackend)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(auditmw_events)")}
+    version = 0
+    if columns:
+        row = conn.execute("SELECT value FROM auditmw_meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row is not None and str(row[0]).isdigit() else 1
+    return (
+        "BEGIN IMMEDIATE;"
+        + (ADD_PERSONAL if columns and "personal" not in columns else "")
+        + SCHEMA
+        + CHECKPOINT_SCHEMA
+        + RETENTION_SCHEMA
+        + (MIGRATION_2 if columns and version < int(SCHEMA_VERSION) else "")
+        + "COMMIT;"
+    )
+
+
+def has_personal_column(conn: sqlite3.Connection) -> bool:
+    """Whether the events table has the openings column (a store of version 2 or later)."""
+    return any(row[1] == "personal" for row in conn.execute("PRAGMA table_info(auditmw_events)"))
 
 
 class SQLiteDialect(Dialect):

@@ -15,11 +15,12 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self, TypedDict
 
-from auditmw._errors import PruneRefusedError, StorageDamagedError, StoreClosedError
+from auditmw._errors import PruneRefusedError, StorageDamagedError, StoreClosedError, StoreError
 from auditmw._event import Event, Limits, NewEvent, PreparedEvent, prepare, utc_timestamp
 from auditmw._retention.archive import write_archive
 from auditmw._retention.archive_format import ArchiveHeader
 from auditmw._retention.cuts import CutRecord
+from auditmw._retention.erasure import ErasureReport, erase_person
 from auditmw._retention.holds import (
     HOLD_PLACED,
     HOLD_RELEASED,
@@ -42,6 +43,7 @@ from auditmw._stores.backend import FACET_COLUMNS, StoreBackend
 from auditmw._stores.cursor import encode_cursor, keyset_position
 from auditmw._stores.filters import EventFilter, Page
 from auditmw._stores.histogram import DEFAULT_BUCKETS, MAX_BUCKETS, BucketLayout, Histogram
+from auditmw._stores.personal_check import ErasureRecord
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
 from auditmw._stores.verify import ChainRow, StoreEvidence, VerifyReport, verify_rows
 from auditmw._stores.writer import GroupCommitWriter, OnCommit
@@ -172,7 +174,15 @@ class AuditStore:
         prepared = prepare(event, self.limits)
         if not self._opened:
             raise StoreClosedError("the audit store is not open")
+        self._require_format_2()
         return await self._writer.submit(prepared)
+
+    def _require_format_2(self) -> None:
+        if not self.backend.writes_format_2:
+            raise StoreError(
+                "the audit store predates entry format 2 and was opened without create: "
+                "open it once with create=True (as its owner) to upgrade it"
+            )
 
     @property
     def is_open(self) -> bool:
@@ -198,6 +208,7 @@ class AuditStore:
     async def _append_own(self, event: NewEvent) -> Event:
         """``append`` for the store's own events (the checkpoint key record), which may
         still be made while the store is closing, before its writer stopped."""
+        self._require_format_2()
         return await self._writer.submit(prepare(event, self.limits))
 
     async def verify(
@@ -219,6 +230,7 @@ class AuditStore:
         damage = await self.backend.storage_damage()
         removed: list[str] = []
         sizes: dict[tuple[str, str], int] | None = None
+        erasures: list[ErasureRecord] = []
         try:
             removed = await self.backend.removed_checkpoints()
             sizes = await self.backend.checkpoint_sizes()
@@ -234,6 +246,10 @@ class AuditStore:
                     cut_problems.append(f"auditmw_cuts row {number} is not a cut: {exc}")
         except StorageDamagedError as exc:
             damage.append(f"reading the cut table failed: {exc}")
+        try:
+            erasures = await self.backend.erasure_records()
+        except StorageDamagedError as exc:
+            damage.append(f"reading the erasure records failed: {exc}")
         return StoreEvidence(
             tuple(damage),
             tuple(removed),
@@ -241,6 +257,7 @@ class AuditStore:
             tuple(await self.backend.schema_warnings()),
             tuple(cuts),
             tuple(cut_problems),
+            tuple(erasures),
         )
 
     async def cut_records(self) -> list[CutRecord]:
@@ -344,6 +361,28 @@ class AuditStore:
         """
         self._require_open()
         return await write_archive(self, before=before, output=output)
+
+    async def erase(self, *, user_id: str, reason: str | None = None) -> ErasureReport:
+        """Erase the personal data of the person ``user_id`` (GDPR Art. 17) from every
+        entry they made or that is about them (resource ``user``), and record it as an
+        appended ``audit.erased`` entry; returns what was erased. The entries, the chain,
+        the Merkle tree and every signed checkpoint stay as they were (docs/privacy.md).
+
+        ``ValidationError`` for an empty id, a reason over 1024 characters, or an id that
+        no entry names. Entries of format 1 cannot be erased: the report counts them."""
+        self._require_open()
+        if not self._opened:
+            raise StoreClosedError("the audit store is not open")
+        self._require_format_2()
+        return await erase_person(
+            user_id=user_id,
+            reason=reason,
+            max_chars=self.limits.max_chars,
+            keys=self.limits.personal_keys,
+            subject_rows=self.backend.subject_rows,
+            append=self.append,
+            remove=self.backend.remove_personal,
+        )
 
     def _require_open(self) -> None:
         if not self._connected:

@@ -32,7 +32,10 @@ Beside the rows, a store hands the verifier what it knows of itself (``StoreEvid
 - ``checkpoints_removed``: the checkpoint table proves rows were deleted from it (SQLite
   counts every id it ever gave out), or a trusted key record (``checkpoint.key_rotated``)
   has no stored checkpoint by that key covering it, though the issuer signs one at once;
-- warnings: protections found missing (append-only triggers dropped or disabled).
+- warnings: protections found missing (append-only triggers dropped or disabled);
+- the ``audit.erased`` records, against which the personal data of format-2 entries is
+  checked (``auditmw._stores.personal_check``: ``personal_modified``,
+  ``erased_without_record``).
 """
 
 from __future__ import annotations
@@ -45,15 +48,31 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 
 from auditmw._errors import StorageDamagedError
-from auditmw._event import ENTRY_FIELDS, GENESIS_HASH, ROW_FIELDS, TEXT_COLUMNS, entry_hash
+from auditmw._event import (
+    ENTRY_FIELDS,
+    FORMAT_2_FIELDS,
+    GENESIS_HASH,
+    ROW_FIELDS,
+    TEXT_COLUMNS,
+    entry_hash,
+)
+from auditmw._personal import FORMAT, PERSONAL_FIELDS
 from auditmw._retention.cuts import FORGED_PRUNE, CutRecord, PruneChecker, PruneRecord
+from auditmw._stores.personal_check import (
+    ERASED_WITHOUT_RECORD,
+    PERSONAL_MODIFIED,
+    ErasureRecord,
+    PersonalCheck,
+)
 from auditmw._stores.report import Report, finding_lines, printable
 from auditmw._text import column_text
 from auditmw._transparency.key_record import KEY_RESOURCE, KEY_ROTATED_ACTION
 
 # Columns kept beside the entry for indexing; each must equal the entry's own field (a
 # text column: its column form, or the exact text as stores written before that rule hold).
-INDEX_COLUMNS = tuple(name for name in ROW_FIELDS if name not in ("log", "seq", "hash", "entry"))
+INDEX_COLUMNS = tuple(
+    name for name in ROW_FIELDS if name not in ("log", "seq", "hash", "entry", "personal")
+)
 _TEXT_COLUMNS = frozenset(TEXT_COLUMNS)
 
 MODIFIED = "modified"
@@ -70,6 +89,7 @@ CHECKPOINTS_REMOVED = "checkpoints_removed"
 
 _T = TypeVar("_T")
 _ENTRY_KEYS = frozenset(ENTRY_FIELDS)
+_FORMAT_2_KEYS = _ENTRY_KEYS | frozenset(FORMAT_2_FIELDS)
 
 # How many recent entries the verifier remembers to check links across reordered rows.
 LINK_WINDOW = 4096
@@ -86,6 +106,7 @@ class ChainRow(NamedTuple):
     hash: str
     entry: bytes
     columns: tuple[Any, ...]  # values of INDEX_COLUMNS, in that order
+    personal: Any = None  # the openings column (format 2): JSON text, or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +145,8 @@ class StoreEvidence:
     - ``warnings``: protections found missing;
     - ``cuts``: the rows of ``auditmw_cuts`` (where each pruned log starts), and
       ``cut_problems``: rows of it that could not be read as cuts (edited).
+    - ``erasures``: the ``audit.erased`` records its columns show; None: not known (then
+      a missing opening is not judged).
     """
 
     damage: tuple[str, ...] = ()
@@ -132,6 +155,7 @@ class StoreEvidence:
     warnings: tuple[str, ...] = ()
     cuts: tuple[CutRecord, ...] = ()
     cut_problems: tuple[str, ...] = ()
+    erasures: tuple[ErasureRecord, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -238,6 +262,7 @@ class ChainVerifier:
             () if evidence is None else evidence.cuts,
             () if evidence is None else evidence.cut_problems,
         )
+        self._personal = PersonalCheck(None if evidence is None else evidence.erasures)
         if evidence is not None:
             for message in evidence.damage:
                 self._add_store_finding(STORAGE_DAMAGED, message)
@@ -272,6 +297,14 @@ class ChainVerifier:
             self._add_store_finding(FORGED_PRUNE, message)
         self.report.warnings.extend(prune.warnings())
         self.report.pruned = prune.newest
+        for record in self._personal.unconfirmed():
+            self._add(
+                record.log,
+                record.seq,
+                ERASED_WITHOUT_RECORD,
+                "the store's columns show an audit.erased entry here that was not read "
+                "intact: the erasures it records are not proven",
+            )
         return self.report
 
     def unreadable(self, error: StorageDamagedError) -> None:
@@ -346,6 +379,16 @@ class ChainVerifier:
         if entry is not None:
             if entry["log"] != row.log:
                 wrong.append("log")
+            if "commitments" in entry:
+                problems, opened = self._personal.check(entry, row.personal)
+                for kind, message in problems:
+                    self._add(row.log, row.seq, kind, message)
+                # The index columns hold the opened values (None once erased); the parsed
+                # entry is ours, and its personal fields are null.
+                for name in PERSONAL_FIELDS:
+                    entry[name] = opened.get(name)
+            elif row.personal is not None:
+                self._add(row.log, row.seq, PERSONAL_MODIFIED, "openings beside a format-1 entry")
             wrong.extend(
                 name
                 for name, value in zip(INDEX_COLUMNS, row.columns, strict=True)
@@ -380,6 +423,8 @@ class ChainVerifier:
                     f"the row at seq {row.seq} holds the entry of seq {seq}",
                 )
             self._check_link(row, seq, entry["prev_hash"])
+            if not wrong:
+                self._personal.confirm(row.log, seq, entry)
             if self._checkpoint_sizes is not None and entry["action"] == KEY_ROTATED_ACTION:
                 self._check_key_record(row, seq, entry)
         self._remember(row, seq, linked)
@@ -511,10 +556,18 @@ def _parse(entry: bytes) -> dict[str, Any] | None:
         data = orjson.loads(entry)
     except orjson.JSONDecodeError:
         return None
+    if not isinstance(data, dict):
+        return None
+    if data.keys() == _FORMAT_2_KEYS:
+        # (a commitment that is not a string matches no opening: personal_modified)
+        if data["format"] != FORMAT or type(data["format"]) is not int:
+            return None
+        if not isinstance(data["commitments"], dict):
+            return None
+    elif data.keys() != _ENTRY_KEYS:
+        return None
     if (
-        not isinstance(data, dict)
-        or data.keys() != _ENTRY_KEYS
-        or type(data["seq"]) is not int
+        type(data["seq"]) is not int
         or not isinstance(data["prev_hash"], str)
         or not isinstance(data["log"], str)
     ):

@@ -509,7 +509,7 @@
         el("td", { class: "action" }, el("code", {}, text(event.action))),
         el("td", { class: "resource" }, ...resourceParts(event)),
         el("td", { class: "outcome" }, outcomeElement(event.outcome)),
-        el("td", { class: "ip mono" }, text(event.ip_address)),
+        el("td", { class: "ip mono" }, shown(event, "ip_address")),
         el("td", { class: "more" }, toggle),
       );
       rows.push(row, detailRow);
@@ -519,6 +519,44 @@
 
   function text(value) {
     return value === null || value === undefined ? "" : String(value);
+  }
+
+  // Erased personal values (docs/privacy.md): null in the event, their JSON Pointers in
+  // event.erased. Shown as a marker, never as an empty cell.
+  const ERASED = "[erased]";
+  function isErased(event, pointer) {
+    return Array.isArray(event.erased) && event.erased.includes(pointer);
+  }
+
+  function erasedMark() {
+    return el("span", { class: "muted erased", title: "Erased: this personal value was removed" }, ERASED);
+  }
+
+  /** A top-level field as text, or the erased marker. */
+  function shown(event, name) {
+    return isErased(event, `/${name}`) && !event[name] ? erasedMark() : text(event[name]);
+  }
+
+  /** The event's details with "[erased]" at each erased member. */
+  function markedDetails(event) {
+    const details = event.details;
+    const pointers = (Array.isArray(event.erased) ? event.erased : []).filter((p) =>
+      p.startsWith("/details/"),
+    );
+    if (!pointers.length || details === null || typeof details !== "object") return details;
+    const copy = JSON.parse(JSON.stringify(details));
+    for (const pointer of pointers) {
+      const tokens = pointer
+        .split("/")
+        .slice(2)
+        .map((token) => token.replace(/~1/g, "/").replace(/~0/g, "~"));
+      let target = copy;
+      for (const token of tokens.slice(0, -1)) {
+        target = target === null || typeof target !== "object" ? undefined : target[token];
+      }
+      if (target !== null && typeof target === "object") target[tokens[tokens.length - 1]] = ERASED;
+    }
+    return copy;
   }
 
   function parseTime(timestamp) {
@@ -560,6 +598,11 @@
   }
 
   function userElement(event) {
+    if (!event.user_email && isErased(event, "/user_email")) {
+      const node = el("span", {}, text(event.user_id));
+      node.append(event.user_id ? " " : "", erasedMark());
+      return node;
+    }
     if (event.user_email) {
       const node = el("span", {}, text(event.user_email));
       if (event.user_id) node.title = `User ID: ${event.user_id}`;
@@ -590,7 +633,7 @@
     details.textContent =
       event.details === null || event.details === undefined
         ? "No details"
-        : JSON.stringify(event.details, null, 2);
+        : JSON.stringify(markedDetails(event), null, 2);
     const facts = el("dl", { class: "facts" });
     const add = (label, value, mono = false) => {
       if (value === null || value === undefined || value === "") return;
@@ -600,10 +643,10 @@
     add("Time", timeElement(event.timestamp), true);
     add("UTC", utcText(event.timestamp), true);
     add("User ID", event.user_id);
-    add("User email", event.user_email);
+    add("User email", shown(event, "user_email"));
     add("Resource ID", event.resource_id, true);
-    add("IP address", event.ip_address, true);
-    add("User agent", event.user_agent);
+    add("IP address", shown(event, "ip_address"), true);
+    add("User agent", shown(event, "user_agent"));
     add("Request ID", event.request_id, true);
     add("Event ID", event.id, true);
     add("Log / seq", `${text(event.log)} / ${text(event.seq)}`, true);
