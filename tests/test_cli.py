@@ -22,7 +22,7 @@ from auditmw import Checkpointing, DirectorySink, NewEvent, SigningKey, SQLiteSt
 from auditmw._cli import COMMANDS, ExitCode, main
 from auditmw._stores.jsonl import JsonlReport
 from auditmw._stores.report import Report
-from auditmw._stores.verify import VerifyReport
+from auditmw._stores.verify_report import VerifyReport
 from auditmw._transparency import external
 from auditmw._transparency.checkpoint_report import CheckpointReport
 from auditmw._transparency.notes import save_verifier_key

@@ -78,8 +78,10 @@ async def test_version_2_triggers_are_made_to_fire_always_but_a_disabled_one_sta
         assert len(warnings) == 1 and "auditmw_events_no_truncate" in warnings[0]
         states = dict(
             await conn.fetch(
-                "SELECT tgname::text, tgenabled::text FROM pg_trigger "
-                "WHERE tgname LIKE 'auditmw\\_%' AND tgrelid::regclass::text LIKE 'auditmw%'"
+                "SELECT t.tgname::text, t.tgenabled::text FROM pg_trigger AS t "
+                "JOIN pg_class AS c ON c.oid = t.tgrelid "
+                "WHERE t.tgname LIKE 'auditmw\\_%' AND c.relnamespace = $1::regnamespace",
+                pg_schema,
             )
         )
         assert states == {

@@ -38,7 +38,7 @@ from auditmw._stores.histogram import Histogram, HistogramBucket
 from auditmw._stores.open import open_store
 from auditmw._stores.sqlite import SQLiteStore
 from auditmw._stores.store import AuditStore, StoredCheckpoint
-from auditmw._stores.verify import Finding, LogSummary, VerifyReport
+from auditmw._stores.verify_report import Finding, LogSummary, VerifyReport
 from auditmw._transparency.checkpoint_report import CheckpointReport
 from auditmw._transparency.checkpoints import (
     Checkpointing,

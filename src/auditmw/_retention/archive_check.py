@@ -23,7 +23,8 @@ from typing import IO, Any
 from auditmw._retention.archive_format import ArchiveHeader, LinkedCheckpoint, LogCut, parse_header
 from auditmw._stores.jsonl import JsonlReport, verify_jsonl
 from auditmw._stores.report import Report, ReportedFinding
-from auditmw._stores.verify import INDEX_COLUMNS, ChainRow, LogSummary
+from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
+from auditmw._stores.verify_report import LogSummary
 from auditmw._transparency.merkle import Frontier, verify_consistency
 from auditmw._transparency.notes import (
     Checkpoint,

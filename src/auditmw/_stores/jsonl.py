@@ -48,7 +48,8 @@ from auditmw._event import (
 )
 from auditmw._personal import FORMAT, PERSONAL_FIELDS, opened_value, parse_openings
 from auditmw._stores.report import Report, finding_lines
-from auditmw._stores.verify import GAP, INDEX_COLUMNS, ChainRow, ChainVerifier, Finding, LogSummary
+from auditmw._stores.verify import GAP, INDEX_COLUMNS, ChainRow, ChainVerifier
+from auditmw._stores.verify_report import Finding, LogSummary
 
 _ENTRY_FIELDS = frozenset(ENTRY_FIELDS)
 _FORMAT_2_FIELDS = _ENTRY_FIELDS | frozenset(FORMAT_2_FIELDS)

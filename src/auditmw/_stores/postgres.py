@@ -46,6 +46,7 @@ from auditmw._event import (
 from auditmw._retention.cuts import CutRecord
 from auditmw._stores.filters import EventFilter, ascii_lower
 from auditmw._stores.histogram import AFTER_ANY, BEFORE_ANY, BucketLayout
+from auditmw._stores.postgres_check import protection_warnings
 from auditmw._stores.postgres_erase import remove_personal
 from auditmw._stores.postgres_errors import (
     DRIVER_ERRORS,
@@ -58,20 +59,13 @@ from auditmw._stores.postgres_errors import (
 )
 from auditmw._stores.postgres_retention import (
     CUT_ROWS,
-    cut_function_warnings,
     delete_batch,
     lock_head,
     record_prune,
 )
 from auditmw._stores.postgres_schema import (
-    CHECKPOINT_TRIGGERS,
-    CUT_TRIGGERS,
-    REJECT_ALL_CHANGES_BODY,
-    REJECT_CHANGE_BODY,
-    REJECT_CHECKPOINT_CHANGE_BODY,
     SCHEMA_VERSION,
     SEARCH_TEXT,
-    TRIGGERS,
     create_schema,
     ensure_retention_schema,
     store_exists,
@@ -368,28 +362,10 @@ class PostgresBackend(SQLBackend):
             return await conn.fetchval(sql, *args)
 
     async def schema_warnings(self) -> list[str]:
-        warnings = await self._trigger_warnings("auditmw_events", TRIGGERS)
-        source = await self._fetchval(
-            "SELECT prosrc FROM pg_proc WHERE proname = 'auditmw_reject_change' "
-            "AND pronamespace = current_schema()::regnamespace"
-        )
-        if source is None or (
-            source.split() != REJECT_CHANGE_BODY.split()
-            and not (
-                # a store not migrated yet (opened with create=False) has the old body
-                not self.writes_format_2 and source.split() == REJECT_ALL_CHANGES_BODY.split()
-            )
-        ):
-            # A trigger that stays enabled but calls a neutered function protects nothing.
-            warnings.append("trigger function auditmw_reject_change is missing or altered")
-        return warnings + await self._checkpoint_schema_warnings() + await self._cut_warnings()
-
-    async def _cut_warnings(self) -> list[str]:
-        if not await self._fetchval("SELECT to_regclass('auditmw_cuts') IS NOT NULL"):
-            return []
-        warnings = await self._trigger_warnings("auditmw_cuts", CUT_TRIGGERS)
         async with self._connection() as conn:
-            return warnings + await cut_function_warnings(conn, self.schema)
+            return await protection_warnings(
+                conn, self.schema, self.writes_format_2, await self._has_checkpoint_table()
+            )
 
     # --- retention (docs/retention.md; the statements: auditmw._stores.postgres_retention) --
 
@@ -415,32 +391,6 @@ class PostgresBackend(SQLBackend):
     async def delete_pruned(self, limit: int) -> int:
         async with self._connection("prune failed") as conn:
             return await delete_batch(conn, limit)
-
-    async def _trigger_warnings(self, table: str, names: tuple[str, ...]) -> list[str]:
-        """What is wrong with the append-only triggers ``names`` of ``table``."""
-        # tgenabled: 'A' fires always (as created); 'O' (the default) not in sessions with
-        # session_replication_role = replica; 'R' only in those; 'D' never.
-        states = {
-            record["tgname"]: record["tgenabled"]
-            for record in await self._fetch(
-                "SELECT tgname, tgenabled::text FROM pg_trigger WHERE tgrelid = $1::regclass",
-                table,
-            )
-        }
-        warnings = []
-        for name in names:
-            state = states.get(name)
-            if state == "O":
-                warnings.append(
-                    f"append-only trigger {name} does not fire in sessions with "
-                    f"session_replication_role = replica: {table} accepts changes there "
-                    "(open the store as its owner to upgrade it)"
-                )
-            elif state != "A":
-                warnings.append(
-                    f"append-only trigger {name} is missing or disabled: {table} accepts changes"
-                )
-        return warnings
 
     async def storage_damage(self) -> list[str]:
         """amcheck's ``bt_index_check`` of every B-tree index of the store's tables, when
@@ -560,20 +510,6 @@ class PostgresBackend(SQLBackend):
                 await self._fetchval("SELECT to_regclass('auditmw_checkpoints') IS NOT NULL")
             )
         return self._checkpoint_table
-
-    async def _checkpoint_schema_warnings(self) -> list[str]:
-        if not await self._has_checkpoint_table():
-            return []
-        warnings = await self._trigger_warnings("auditmw_checkpoints", CHECKPOINT_TRIGGERS)
-        source = await self._fetchval(
-            "SELECT prosrc FROM pg_proc WHERE proname = 'auditmw_reject_checkpoint_change' "
-            "AND pronamespace = current_schema()::regnamespace"
-        )
-        if source is None or source.split() != REJECT_CHECKPOINT_CHANGE_BODY.split():
-            warnings.append(
-                "trigger function auditmw_reject_checkpoint_change is missing or altered"
-            )
-        return warnings
 
 
 class PostgresStore(AuditStore):

@@ -48,6 +48,7 @@ from auditmw._stores.sql import (
 )
 from auditmw._stores.sqlite_check import (
     missing_ranges,
+    protection_warnings,
     quick_check,
     warn_if_triggers_were_dropped,
 )
@@ -66,16 +67,11 @@ from auditmw._stores.sqlite_prune import (
 from auditmw._stores.sqlite_reads import SEARCH_INDEX_MAX_MATCHES, SQLiteReads
 from auditmw._stores.sqlite_sql import (
     CHAIN_QUERY,
-    CHECKPOINT_TRIGGERS,
     CUT_ROWS,
-    CUT_TRIGGERS,
-    DELETE_TRIGGER,
     HEAD_QUERY,
     INSERT,
     LOG_CUT_HEAD,
     ROW_COLUMNS,
-    TRIGGERS,
-    UPDATE_TRIGGER,
     SQLiteDialect,
     has_personal_column,
     insert_rows,
@@ -382,43 +378,17 @@ class SQLiteBackend(SQLiteReads):
         return (0, GENESIS_HASH) if cut is None else (int(cut[0]), str(cut[1]))
 
     async def schema_warnings(self) -> list[str]:
-        warnings = await self._missing_triggers("auditmw_events", TRIGGERS, "the table")
-        rows = await self._fetch_rows(
-            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
-            ["auditmw_events_no_update"],
+        return await protection_warnings(
+            self._fetch_rows,
+            self.writes_format_2,
+            await self._has_checkpoint_table(),
+            await self._has_cut_table(),
         )
-        # The one UPDATE allowed is the trigger's WHEN clause: one rewritten to let more
-        # through protects nothing (a store not migrated yet has the older, stricter one).
-        expected = " ".join(UPDATE_TRIGGER.replace(" IF NOT EXISTS", "").split()).rstrip(";")
-        if rows and self.writes_format_2 and " ".join(str(rows[0][0]).split()) != expected:
-            warnings.append(
-                "append-only trigger auditmw_events_no_update was altered: the table may "
-                "accept other UPDATEs than the removal of personal data"
-            )
-        if await self._has_checkpoint_table():
-            warnings += await self._missing_triggers(
-                "auditmw_checkpoints", CHECKPOINT_TRIGGERS, "auditmw_checkpoints"
-            )
-        if await self._has_cut_table():
-            warnings += await self._missing_triggers("auditmw_cuts", CUT_TRIGGERS, "auditmw_cuts")
-            rows = await self._fetch_rows(
-                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
-                ["auditmw_events_no_delete"],
-            )
-            if rows and str(rows[0][0]).split() != DELETE_TRIGGER.split():
-                warnings.append(
-                    "append-only trigger auditmw_events_no_delete was altered: the table may "
-                    "accept DELETE beyond the recorded prune cuts"
-                )
-        return warnings
 
     # --- retention (docs/retention.md; the statements: auditmw._stores.sqlite_prune) -------
 
     async def _has_cut_table(self) -> bool:
-        rows = await self._fetch_rows(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'auditmw_cuts'", []
-        )
-        return bool(rows)
+        return await self._has_table("auditmw_cuts")
 
     async def cut_rows(self) -> list[tuple[object, ...]]:
         if not await self._has_cut_table():
@@ -470,17 +440,6 @@ class SQLiteBackend(SQLiteReads):
                 return delete_batch(conn, limit) if has_retention_schema(conn) else 0
         except sqlite3.Error as exc:
             raise store_error(f"audit store {self.path}: prune failed", exc) from exc
-
-    async def _missing_triggers(self, table: str, names: tuple[str, ...], what: str) -> list[str]:
-        rows = await self._fetch_rows(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", [table]
-        )
-        present = {row[0] for row in rows}
-        return [
-            f"append-only trigger {name} is missing: {what} accepts UPDATE/DELETE"
-            for name in names
-            if name not in present
-        ]
 
     async def storage_damage(self) -> list[str]:
         # On a connection of its own, in a thread: the check reads every page of the file
@@ -598,12 +557,12 @@ class SQLiteBackend(SQLiteReads):
     async def _has_checkpoint_table(self) -> bool:
         # A store opened with create=False may predate the table: it has no checkpoints.
         if not self._checkpoint_table:
-            rows = await self._fetch_rows(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'auditmw_checkpoints'",
-                [],
-            )
-            self._checkpoint_table = bool(rows)
+            self._checkpoint_table = await self._has_table("auditmw_checkpoints")
         return self._checkpoint_table
+
+    async def _has_table(self, name: str) -> bool:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return bool(await self._fetch_rows(sql, [name]))
 
 
 class SQLiteStore(AuditStore):

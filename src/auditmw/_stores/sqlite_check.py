@@ -1,14 +1,22 @@
 """SQLite's own evidence of damage: ``PRAGMA quick_check``, the pages ``dbstat`` finds
-corrupted, dropped triggers, deleted checkpoint ids."""
+corrupted, dropped or altered triggers, deleted checkpoint ids."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from auditmw._stores.sqlite_errors import is_damage, store_error
-from auditmw._stores.sqlite_sql import CHECKPOINT_TRIGGERS, CUT_TRIGGERS, DELETE_TRIGGER, TRIGGERS
+from auditmw._stores.sqlite_sql import (
+    CHECKPOINT_TRIGGERS,
+    CUT_TRIGGERS,
+    DELETE_TRIGGER,
+    TRIGGERS,
+    UPDATE_TRIGGER,
+)
 
 logger = logging.getLogger("auditmw")
 
@@ -108,3 +116,53 @@ def quick_check(conn: sqlite3.Connection, path: Path) -> list[str]:
     if objects:
         message += f"; damaged pages belong to {', '.join(objects)}"
     return [message]
+
+
+FetchRows = Callable[[str, Sequence[Any]], Awaitable[Sequence[Sequence[Any]]]]
+TRIGGER_SQL = "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?"
+
+
+async def protection_warnings(
+    fetch_rows: FetchRows, writes_format_2: bool, has_checkpoints: bool, has_cuts: bool
+) -> list[str]:
+    """What is wrong with the store's append-only triggers (``schema_warnings``): missing,
+    or the narrow UPDATE and DELETE paths rewritten to let more through."""
+    warnings = await _missing_triggers(fetch_rows, "auditmw_events", TRIGGERS, "the table")
+    rows = await fetch_rows(TRIGGER_SQL, ["auditmw_events_no_update"])
+    # The one UPDATE allowed is the trigger's WHEN clause: one rewritten to let more
+    # through protects nothing (a store not migrated yet has the older, stricter one).
+    expected = " ".join(UPDATE_TRIGGER.replace(" IF NOT EXISTS", "").split()).rstrip(";")
+    if rows and writes_format_2 and " ".join(str(rows[0][0]).split()) != expected:
+        warnings.append(
+            "append-only trigger auditmw_events_no_update was altered: the table may "
+            "accept other UPDATEs than the removal of personal data"
+        )
+    if has_checkpoints:
+        warnings += await _missing_triggers(
+            fetch_rows, "auditmw_checkpoints", CHECKPOINT_TRIGGERS, "auditmw_checkpoints"
+        )
+    if has_cuts:
+        warnings += await _missing_triggers(
+            fetch_rows, "auditmw_cuts", CUT_TRIGGERS, "auditmw_cuts"
+        )
+        rows = await fetch_rows(TRIGGER_SQL, ["auditmw_events_no_delete"])
+        if rows and str(rows[0][0]).split() != DELETE_TRIGGER.split():
+            warnings.append(
+                "append-only trigger auditmw_events_no_delete was altered: the table may "
+                "accept DELETE beyond the recorded prune cuts"
+            )
+    return warnings
+
+
+async def _missing_triggers(
+    fetch_rows: FetchRows, table: str, names: tuple[str, ...], what: str
+) -> list[str]:
+    rows = await fetch_rows(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", [table]
+    )
+    present = {row[0] for row in rows}
+    return [
+        f"append-only trigger {name} is missing: {what} accepts UPDATE/DELETE"
+        for name in names
+        if name not in present
+    ]

@@ -45,7 +45,8 @@ from auditmw._stores.filters import EventFilter, Page
 from auditmw._stores.histogram import DEFAULT_BUCKETS, MAX_BUCKETS, BucketLayout, Histogram
 from auditmw._stores.personal_check import ErasureRecord
 from auditmw._stores.rows import CheckpointRow, StoredCheckpoint
-from auditmw._stores.verify import ChainRow, StoreEvidence, VerifyReport, verify_rows
+from auditmw._stores.verify import ChainRow, StoreEvidence, verify_rows
+from auditmw._stores.verify_report import VerifyReport
 from auditmw._stores.writer import GroupCommitWriter, OnCommit
 from auditmw._transparency.checkpoints import Checkpointer, Checkpointing, CheckpointStats
 

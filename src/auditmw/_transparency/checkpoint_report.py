@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from auditmw._stores.report import Report, printable
-from auditmw._stores.verify import VerifyReport
+from auditmw._stores.verify_report import VerifyReport
 
 
 @dataclass(frozen=True, slots=True)
