@@ -291,6 +291,7 @@ def test_a_store_written_before_format_2_is_migrated_and_its_entries_counted(
     with target.attacker(drop_triggers=sqlite) as conn:  # SQLite: triggers name the column
         if sqlite:
             conn.execute("DROP TRIGGER IF EXISTS auditmw_events_search")
+            conn.execute("DROP TRIGGER IF EXISTS auditmw_events_unsearch")
             conn.execute("ALTER TABLE auditmw_events DROP COLUMN personal")
             conn.execute(
                 "CREATE TRIGGER auditmw_events_no_update BEFORE UPDATE ON auditmw_events "

@@ -646,7 +646,7 @@ def test_the_stores_own_checkpoints_are_checked(
     fill_checkpointed(target.url, key, sink, 12)
     sizes = stored_sizes(target.url)
     entries = sizes[-1]  # the store issued its last checkpoint on close
-    assert len(sizes) >= 2 and sizes[0] <= 10
+    assert len(sizes) >= 2 and sizes[0] < entries - 2
 
     code, out, err = run(capsys, "verify", target.url)
     assert (code, err) == (0, "")
@@ -663,8 +663,12 @@ def test_the_stores_own_checkpoints_are_checked(
 
     # The tail and the checkpoints covering it deleted together, the guard put back: the
     # remaining checkpoints still match, and still cover the key record at seq 1...
+    # (Every checkpoint left is smaller than the entries left, whatever sizes the issuer
+    # happened to sign at: some entries are then not anchored.)
     delete_tail(target, entries - 2)
-    tamper_with_checkpoints(target, "DELETE FROM auditmw_checkpoints WHERE size > ?", (10,))
+    tamper_with_checkpoints(
+        target, "DELETE FROM auditmw_checkpoints WHERE size > ?", (entries - 3,)
+    )
     restore_protections(target)
     code, report = report_of(capsys, "verify", target.url, "--public-key", pub)
     assert report["checkpoints"]["findings"] == [] and report["warnings"] == []
