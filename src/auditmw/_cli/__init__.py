@@ -9,6 +9,9 @@
                                           the entries older than DATE, as an archive
     auditmw prove STORE --seq N           the Merkle inclusion proof of one entry
     auditmw keygen NAME --out PREFIX      a key pair for signing checkpoints
+    auditmw stream STORE --to URL [--once] [--from SEQ|DATE] [filters]
+                                          deliver the events to a destination
+    auditmw streams STORE [--json]        each stream's cursor, lag and last error
 
 One module per command (each a ``Command``); ``main`` parses the arguments, runs the
 command, and turns every failure into one line on standard error and an ``ExitCode``
@@ -23,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from auditmw._admin.parameters import flag
-from auditmw._cli import archive, export, keygen, prove, verify
+from auditmw._cli import archive, export, keygen, prove, stream, streams, verify
 from auditmw._cli.command import Command
 from auditmw._cli.exit_codes import ExitCode
 from auditmw._errors import StoreError, StoreUnavailableError
@@ -38,6 +41,8 @@ COMMANDS: tuple[Command, ...] = (
     archive.COMMAND,
     prove.COMMAND,
     keygen.COMMAND,
+    stream.COMMAND,
+    streams.COMMAND,
 )
 
 

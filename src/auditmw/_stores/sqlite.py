@@ -17,11 +17,11 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 from urllib.parse import quote
 
 import aiosqlite
@@ -39,7 +39,7 @@ from auditmw._event import (
     entry_hash,
 )
 from auditmw._stores.rows import CheckpointRow
-from auditmw._stores.sql import INSERT_CHECKPOINT, insert_checkpoint_values
+from auditmw._stores.sql import INSERT_CHECKPOINT, Row, insert_checkpoint_values
 from auditmw._stores.sqlite_check import (
     missing_ranges,
     quick_check,
@@ -66,6 +66,7 @@ from auditmw._stores.sqlite_sql import (
     rows_per_insert,
 )
 from auditmw._stores.store import AuditStore, StoreOptions
+from auditmw._stores.stream_state import SQLITE_STREAM_SQL
 
 if TYPE_CHECKING:
     pass
@@ -102,6 +103,7 @@ class SQLiteBackend(SQLiteReads):
     tiebreak = int  # the rowid: insertion order
     dialect = SQLiteDialect()
     chain_query = CHAIN_QUERY
+    stream_sql = SQLITE_STREAM_SQL
 
     def __init__(
         self,
@@ -439,6 +441,20 @@ class SQLiteBackend(SQLiteReads):
             )
             self._checkpoint_table = bool(rows)
         return self._checkpoint_table
+
+    async def _write_rows(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        # The read connection is query_only: writes go through the write thread, between
+        # two batches, like a checkpoint's.
+        if self._write_thread is None:
+            raise StoreClosedError("the audit store is not open")
+        return await self._in_write_thread(partial(self._write_statement, sql, params))
+
+    def _write_statement(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        try:
+            with self._write_transaction() as conn:
+                return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise store_error(f"audit store {self.path}: cannot update a stream", exc) from exc
 
 
 class SQLiteStore(AuditStore):
