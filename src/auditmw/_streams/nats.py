@@ -79,14 +79,18 @@ class NatsDestination(Destination):
             pass  # each failure reaches deliver's caller as an exception anyway
 
         try:
-            client = await nats.connect(
-                servers=[self.server],
-                connect_timeout=self.timeout,
-                allow_reconnect=False,
-                max_reconnect_attempts=0,
-                error_cb=ignore,
-                name="auditmw stream",
-            )
+            # Bounded here: nats-py's own loop over its server pool may retry for ever
+            # (max_reconnect_attempts=0 does), and the forwarder retries anyway.
+            async with asyncio.timeout(self.timeout):
+                client = await nats.connect(
+                    servers=[self.server],
+                    connect_timeout=self.timeout,
+                    allow_reconnect=False,
+                    max_reconnect_attempts=1,
+                    reconnect_time_wait=0.1,
+                    error_cb=ignore,
+                    name="auditmw stream",
+                )
         except nats.errors.AuthorizationError as exc:
             raise PermanentDeliveryError(f"NATS {self.subject}: not authorized: {exc}") from exc
         except (OSError, TimeoutError, nats.errors.Error) as exc:
