@@ -20,9 +20,11 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ._servers import free_port
 
@@ -132,13 +134,14 @@ class JetStreamStream:
     subject: str
 
 
-async def add_stream(url: str) -> JetStreamStream:
-    """A new JetStream stream with a unique name, capturing a unique subject."""
+async def add_stream(url: str, **config: Any) -> JetStreamStream:
+    """A new JetStream stream with a unique name, capturing a unique subject (``config``:
+    more of its settings, e.g. ``duplicate_window`` in seconds)."""
     token = uuid.uuid4().hex[:12]
     stream = JetStreamStream(f"AUDITMW_TEST_{token}", f"auditmw.test.{token}")
     client = await nats.connect(url)
     try:
-        await client.jetstream().add_stream(name=stream.name, subjects=[stream.subject])
+        await client.jetstream().add_stream(name=stream.name, subjects=[stream.subject], **config)
     finally:
         await client.close()
     return stream
@@ -164,27 +167,43 @@ async def jetstream_stream(url: str) -> AsyncIterator[JetStreamStream]:
 
 
 @contextmanager
-def jetstream_for_test(url: str) -> Iterator[JetStreamStream]:
+def jetstream_for_test(url: str, **config: Any) -> Iterator[JetStreamStream]:
     """``jetstream_stream`` for a sync test (the CLI runs its own event loops)."""
-    stream = asyncio.run(add_stream(url))
+    stream = asyncio.run(add_stream(url, **config))
     try:
         yield stream
     finally:
         asyncio.run(delete_stream(url, stream))
 
 
+async def message_count(url: str, stream: JetStreamStream) -> int:
+    client = await nats.connect(url)
+    try:
+        info = await client.jetstream().stream_info(stream.name)
+        return int(info.state.messages)
+    finally:
+        await client.close()
+
+
 async def received(url: str, stream: JetStreamStream) -> list[tuple[str, bytes]]:
-    """Every message the stream holds, in order: (its Nats-Msg-Id, its payload)."""
+    """Every message the stream holds, in order: (its Nats-Msg-Id, its payload); read
+    through an ephemeral pull consumer, a thousand at a time."""
     client = await nats.connect(url)
     try:
         jetstream = client.jetstream()
-        info = await jetstream.stream_info(stream.name)
-        if not info.state.messages:
-            return []
-        messages = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            message = await jetstream.get_msg(stream.name, seq)
-            messages.append(((message.headers or {}).get("Nats-Msg-Id", ""), message.data or b""))
+        total = (await jetstream.stream_info(stream.name)).state.messages
+        messages: list[tuple[str, bytes]] = []
+        if not total:
+            return messages
+        consumer = await jetstream.pull_subscribe(
+            stream.subject,
+            stream=stream.name,
+            config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
+        )
+        while len(messages) < total:
+            for message in await consumer.fetch(min(1000, total - len(messages)), timeout=10):
+                messages.append(((message.headers or {}).get("Nats-Msg-Id", ""), message.data))
+        await consumer.unsubscribe()
         return messages
     finally:
         await client.close()

@@ -16,7 +16,7 @@ from auditmw._stores.filters import parse_time
 from auditmw._stores.open import open_store
 from auditmw._stores.store import AuditStore
 from auditmw._stores.stream_state import StreamState
-from auditmw._streams.cursor import StreamLeaseLostError
+from auditmw._streams.cursor import DEFAULT_LEASE_SECONDS, StreamLeaseLostError
 from auditmw._streams.destination import (
     DESTINATIONS,
     PermanentDeliveryError,
@@ -55,6 +55,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--once, never without)",
     )
     # The filters of `auditmw export` but the time bounds: --from and --to mean other things.
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=DEFAULT_LEASE_SECONDS,
+        metavar="SECONDS",
+        help="how long the stream stays held by this forwarder after its last sign of life "
+        f"(default {DEFAULT_LEASE_SECONDS:g}): another forwarder takes over after that",
+    )
     add_filter_arguments(parser, skip=("from", "to"))
 
 
@@ -67,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     destination = destination_for(args.to)
     if not 1 <= args.batch_size <= 100_000:
         raise ValueError("--batch-size must be between 1 and 100000")
+    if not 0.1 <= args.lease_seconds <= 3600:
+        raise ValueError("--lease-seconds must be between 0.1 and 3600")
     give_up = args.give_up_after
     if give_up is None and args.once:
         give_up = ONCE_GIVE_UP_AFTER
@@ -84,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             format=format,
             filter=filter,
             batch_size=args.batch_size,
+            lease_seconds=args.lease_seconds,
             give_up_after=give_up,
             settings=settings,
             replay_from=point,

@@ -115,9 +115,15 @@ class StreamCursor:
             await self.save()
 
     async def release(self) -> None:
-        """Give the lease up (a stopping forwarder: the next one need not wait)."""
+        """Give the lease up (a stopping forwarder: the next one need not wait).
+
+        The row is read back first and written unchanged but for the lease: a save
+        cancelled in flight (the forwarder was stopped) may have been committed all the
+        same, and the state held here would then move the cursor back."""
         if self._state is None:
             return
-        state = dataclasses.replace(self._state, lease_owner=None, lease_expires=0.0)
-        await self.backend.save_stream(state, self.owner)
         self._state = None
+        stored = await self.holder()
+        if stored is not None and stored.lease_owner == self.owner:
+            state = dataclasses.replace(stored, lease_owner=None, lease_expires=0.0)
+            await self.backend.save_stream(state, self.owner)

@@ -44,12 +44,15 @@ class AppendWaiter:
         self.poll_interval = poll_interval
         self._woken = asyncio.Event()
         self._connection: Any = None  # asyncpg.Connection listening, when there is one
+        self.notifications = 0  # commits notified so far (PostgreSQL)
 
     @property
     def listening(self) -> bool:
         return self._connection is not None and not self._connection.is_closed()
 
-    async def _listen(self) -> None:
+    async def listen(self) -> None:
+        """Start listening for notifications (PostgreSQL; nothing elsewhere, or when the
+        listening connection cannot be opened: then ``wait`` polls)."""
         if self._postgres is None or self.listening:
             return
         import asyncpg
@@ -58,20 +61,21 @@ class AppendWaiter:
 
         def notified(*args: object) -> None:
             if args[-1] == schema:  # (connection, pid, channel, payload)
+                self.notifications += 1
                 self._woken.set()
 
         try:
-            connection = await asyncpg.connect(dsn, timeout=LISTEN_CONNECT_TIMEOUT)
-            await connection.add_listener(APPEND_CHANNEL, notified)
+            # Held at once, so that close() closes it even if cancelled in add_listener.
+            self._connection = await asyncpg.connect(dsn, timeout=LISTEN_CONNECT_TIMEOUT)
+            await self._connection.add_listener(APPEND_CHANNEL, notified)
         except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
             logger.warning("auditmw stream: cannot LISTEN for appends (polling): %s", exc)
-            return
-        self._connection = connection
+            await self.close()
 
     async def wait(self, most: float = POSTGRES_FALLBACK_SECONDS) -> None:
         """Until a commit was notified, or the poll interval (with PostgreSQL listening,
         the fallback interval) passed."""
-        await self._listen()
+        await self.listen()
         timeout = min(most, POSTGRES_FALLBACK_SECONDS) if self.listening else self.poll_interval
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._woken.wait(), timeout)
