@@ -3,6 +3,8 @@ streams``: on SQLite and PostgreSQL, through ``main()``."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from auditmw import EventFilter
 from auditmw._cli import ExitCode
+from auditmw._stores.open import open_store
 from auditmw._streams.files import segment_name
 
 from ._command import cli
@@ -180,3 +183,59 @@ def test_streams_of_a_store_without_any(url: str, capsys: pytest.CaptureFixture[
     append_events(url, 1)
     assert cli(capsys, "streams", url) == (ExitCode.OK, "no streams\n", "")
     assert orjson.loads(cli(capsys, "streams", url, "--json")[1]) == {"streams": []}
+
+
+def test_from_a_date_replays_each_log_from_its_first_event_at_or_after_it(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    append_events(url, 6)
+    append_events(url, 2, log="later")  # every event of this log is after the point
+    third = orjson.loads(export_lines(url)[2])
+    assert third["seq"] == 3
+    out = tmp_path / "segments"
+    code, _, err = cli(
+        capsys, "stream", url, "--to", f"file://{out}", "--once", "--from", third["timestamp"]
+    )
+    assert code == ExitCode.OK, err
+    lines = [orjson.loads(line) for line in segment_lines(out)]
+    assert [(line["log"], line["seq"]) for line in lines] == [
+        ("default", 3),
+        ("default", 4),
+        ("default", 5),
+        ("default", 6),
+        ("default", 7),  # the reset, recorded in the log and so delivered too
+        ("later", 1),
+        ("later", 2),
+    ]
+    reset = lines[4]
+    assert reset["action"] == "audit.stream_reset"
+    assert reset["details"] == {
+        "from": third["timestamp"],
+        "cursors_before": {},
+        "cursors_after": {"default": 2, "later": 0},
+    }
+    # A day before everything: from the start; a seq past the head: nothing.
+    code, _, err = cli(
+        capsys, "stream", url, "--to", f"file://{out}", "--once", "--from", "2000-01-01"
+    )
+    assert "delivered 10" in err  # the 8 events, the first reset, and this one
+    code, _, err = cli(capsys, "stream", url, "--to", f"file://{out}", "--once", "--from", "999")
+    assert "delivered 1" in err  # only the new reset event
+
+
+def test_a_second_forwarder_says_it_waits_and_takes_over_when_the_lease_expires(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    append_events(url, 2)
+
+    async def hold() -> None:
+        async with open_store(url) as store:
+            now = time.time()
+            state = await store.backend.claim_stream("default", "elsewhere:1", now, now + 1, "t")
+            assert state is not None
+
+    asyncio.run(hold())
+    code, _, err = cli(capsys, "stream", url, "--to", f"file://{tmp_path / 'out'}", "--once")
+    assert code == ExitCode.OK, err
+    assert "the stream is held by elsewhere:1; waiting for it" in err
+    assert "delivered 2" in err

@@ -12,6 +12,8 @@
     auditmw stream STORE --to URL [--once] [--from SEQ|DATE] [filters]
                                           deliver the events to a destination
     auditmw streams STORE [--json]        each stream's cursor, lag and last error
+    auditmw tail STORE [filters] [--follow]
+                                          the newest events, one line each
 
 One module per command (each a ``Command``); ``main`` parses the arguments, runs the
 command, and turns every failure into one line on standard error and an ``ExitCode``
@@ -26,7 +28,7 @@ import sys
 from collections.abc import Sequence
 
 from auditmw._admin.parameters import flag
-from auditmw._cli import archive, export, keygen, prove, stream, streams, verify
+from auditmw._cli import archive, export, keygen, prove, stream, streams, tail, verify
 from auditmw._cli.command import Command
 from auditmw._cli.exit_codes import ExitCode
 from auditmw._errors import StoreError, StoreUnavailableError
@@ -43,6 +45,7 @@ COMMANDS: tuple[Command, ...] = (
     keygen.COMMAND,
     stream.COMMAND,
     streams.COMMAND,
+    tail.COMMAND,
 )
 
 
