@@ -33,6 +33,15 @@ from auditmw._stores.open import open_store
 from auditmw._stores.sqlite import SQLiteStore
 from auditmw._stores.store import AuditStore, StoredCheckpoint
 from auditmw._stores.verify import Finding, LogSummary, VerifyReport
+from auditmw._streams.destination import (
+    DeliveryBatch,
+    DeliveryError,
+    Destination,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+    destination_for,
+)
+from auditmw._streams.forwarder import StreamForwarder
 from auditmw._transparency.checkpoint_report import CheckpointReport
 from auditmw._transparency.checkpoints import (
     Checkpointing,
@@ -63,6 +72,9 @@ __all__ = [
     "Checkpointing",
     "CheckpointingError",
     "DEFAULT_SENSITIVE_KEYS",
+    "DeliveryBatch",
+    "DeliveryError",
+    "Destination",
     "DirectorySink",
     "Event",
     "EventFilter",
@@ -81,6 +93,7 @@ __all__ = [
     "Outcome",
     "Page",
     "PendingEvent",
+    "PermanentDeliveryError",
     "QueryError",
     "SQLiteStore",
     "SigningKey",
@@ -90,6 +103,8 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "StoredCheckpoint",
+    "StreamForwarder",
+    "TemporaryDeliveryError",
     "ValidationError",
     "VerifierKey",
     "VerifyReport",
@@ -98,6 +113,7 @@ __all__ = [
     "audit",
     "audited",
     "check_checkpoints",
+    "destination_for",
     "diff",
     "entry_hash",
     "load_signing_key",

@@ -1,7 +1,7 @@
 """Where a stream delivers: the ``Destination`` interface, its two errors, and the
 registry from URL scheme to destination class.
 
-A destination takes one ``Batch`` at a time (events of one log, consecutive in the
+A destination takes one ``DeliveryBatch`` at a time (events of one log, consecutive in the
 stream's order) and returns from ``deliver`` only once the receiver has acknowledged the
 whole batch: the forwarder moves the stream's cursor after that, never before. Failing,
 it raises
@@ -49,7 +49,7 @@ class PermanentDeliveryError(DeliveryError):
 
 
 @dataclass(frozen=True, slots=True)
-class Batch:
+class DeliveryBatch:
     """Events of one log, in seq order, and each one's record as the stream's format
     encoded it (``records[i]`` is ``events[i]``)."""
 
@@ -81,7 +81,7 @@ class Destination(ABC):
         """Connect; ``TemporaryDeliveryError`` or ``PermanentDeliveryError`` as ``deliver``."""
 
     @abstractmethod
-    async def deliver(self, batch: Batch) -> None:
+    async def deliver(self, batch: DeliveryBatch) -> None:
         """Deliver ``batch``; return once the receiver acknowledged all of it."""
 
     async def close(self) -> None:  # noqa: B027 (nothing to release by default)

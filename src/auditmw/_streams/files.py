@@ -22,7 +22,7 @@ from typing import Self
 from urllib.parse import quote, unquote, urlsplit
 
 from auditmw._streams.destination import (
-    Batch,
+    DeliveryBatch,
     Destination,
     PermanentDeliveryError,
     TemporaryDeliveryError,
@@ -63,7 +63,7 @@ class FileDestination(Destination):
     def _make_directory(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    async def deliver(self, batch: Batch) -> None:
+    async def deliver(self, batch: DeliveryBatch) -> None:
         await asyncio.to_thread(self._guarded, lambda: self._write(batch))
 
     def _guarded(self, action: Callable[[], None]) -> None:
@@ -78,7 +78,7 @@ class FileDestination(Destination):
                 raise TemporaryDeliveryError(message) from exc
             raise PermanentDeliveryError(message) from exc
 
-    def _write(self, batch: Batch) -> None:
+    def _write(self, batch: DeliveryBatch) -> None:
         final = self.directory / segment_name(batch.log, batch.first_seq, batch.last_seq)
         temporary = self.directory / f".{final.name}.{uuid.uuid4().hex}.tmp"
         try:

@@ -34,7 +34,7 @@ from auditmw._stores.store import AuditStore
 from auditmw._stores.stream_state import StreamState
 from auditmw._streams.cursor import DEFAULT_LEASE_SECONDS, StreamCursor, StreamLeaseLostError
 from auditmw._streams.destination import (
-    Batch,
+    DeliveryBatch,
     Destination,
     PermanentDeliveryError,
     TemporaryDeliveryError,
@@ -181,11 +181,11 @@ class StreamForwarder:
                 through = events[-1].seq if len(events) == self.batch_size else head
                 if events:
                     records = [self.format.encode(event) for event in events]
-                    await self._deliver(Batch(log, events, records))
+                    await self._deliver(DeliveryBatch(log, events, records))
                     self.delivered += len(events)
                 await self.cursor.advance(log, through, delivered=bool(events))
 
-    async def _deliver(self, batch: Batch) -> None:
+    async def _deliver(self, batch: DeliveryBatch) -> None:
         """Deliver ``batch``, retrying temporary failures (see the module docstring)."""
         attempt = 0
         started = time.monotonic()

@@ -29,7 +29,7 @@ from nats.js.api import PubAck
 from nats.js.client import JetStreamContext
 
 from auditmw._streams.destination import (
-    Batch,
+    DeliveryBatch,
     Destination,
     PermanentDeliveryError,
     TemporaryDeliveryError,
@@ -98,7 +98,7 @@ class NatsDestination(Destination):
         self._client = client
         self._jetstream = client.jetstream(timeout=self.timeout)
 
-    async def deliver(self, batch: Batch) -> None:
+    async def deliver(self, batch: DeliveryBatch) -> None:
         jetstream = self._jetstream
         if jetstream is None:
             raise TemporaryDeliveryError("NATS: not connected")
