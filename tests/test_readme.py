@@ -121,7 +121,16 @@ def test_readme_cli_lines_parse(command: str) -> None:
     from auditmw._cli import build_parser
 
     args = build_parser().parse_args(shlex.split(command)[1:])
-    assert args.command in {"verify", "export", "archive", "prove", "keygen"}
+    assert args.command in {
+        "verify",
+        "export",
+        "archive",
+        "prove",
+        "keygen",
+        "stream",
+        "streams",
+        "tail",
+    }
 
 
 def test_the_readme_shows_the_cli() -> None:
