@@ -26,6 +26,7 @@ from auditmw._streams.forwarder import StreamForwarder
 
 from ._nats import jetstream_for_test, message_count, received_now, shared_nats
 from ._paths import ROOT
+from ._pg_server import ThrowawayPostgres
 from ._streams import append_events, segment_lines
 from ._waiting import eventually, until
 
@@ -193,3 +194,30 @@ def test_kill_9_mid_delivery_then_restart_resumes_no_gap_at_most_one_batch_twice
     copies = len(seqs) - events
     assert 0 <= copies <= batch, copies  # at most the batch in flight when killed
     assert all(count <= 2 for count in ids.values())
+
+
+async def test_a_following_forwarder_waits_out_a_postgres_outage(
+    pg_server: ThrowawayPostgres, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's server goes down under a following forwarder (an immediate stop, as a
+    crash): it keeps trying, and once the server is back it delivers what was committed,
+    from its cursor, nothing lost."""
+    url = pg_server.store_url(retry_for=2, connect_timeout=1, command_timeout=1)
+    out = tmp_path / "segments"
+    async with open_store(url) as store:
+        await store.append(NewEvent(action="before", resource="r"))
+        forwarder = StreamForwarder(store, FileDestination(out), lease_seconds=3)
+        task = asyncio.create_task(forwarder.run())
+        await cursor_at(store, 1)
+        pg_server.stop()
+        # The forwarder's next look (its lease renewal, within a second) fails: it waits.
+        await until(lambda: any("trying again" in r.getMessage() for r in caplog.records))
+        assert not task.done()
+        await asyncio.to_thread(pg_server.start)
+        await store.append(NewEvent(action="after", resource="r"))
+        await cursor_at(store, 2)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert delivered_seqs(out) == [1, 2]

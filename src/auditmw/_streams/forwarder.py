@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from auditmw._errors import StoreUnavailableError
 from auditmw._stores.filters import EventFilter
 from auditmw._stores.store import AuditStore
 from auditmw._stores.stream_state import StreamState
@@ -44,6 +45,7 @@ from auditmw._streams.formats import Format, NativeFormat
 from auditmw._streams.replay import replay_cursors, reset_stream
 
 DEFAULT_BATCH_SIZE = 1000
+STORE_RETRY_ATTEMPT = 3  # an unavailable store is tried again within 1.6 s (Backoff's)
 logger = logging.getLogger("auditmw")
 
 
@@ -121,10 +123,14 @@ class StreamForwarder:
         return self.delivered - before
 
     async def run(self) -> None:
-        """Deliver, then follow new commits, until cancelled (or a permanent error)."""
+        """Deliver, then follow new commits, until cancelled (or a permanent error).
+
+        A store that becomes unavailable (its server down, a lock held too long) is
+        waited for, as a lost lease is: the forwarder starts again from the cursor."""
         waiter = AppendWaiter(self.store.backend, self.poll_interval)
         try:
             while True:
+                pause = 0.0
                 try:
                     await self._hold()
                     while True:
@@ -133,8 +139,12 @@ class StreamForwarder:
                         await self.cursor.renew_if_due()
                 except StreamLeaseLostError:
                     logger.warning("auditmw stream %r: lease lost; waiting to take it", self.name)
+                except StoreUnavailableError as exc:
+                    logger.warning("auditmw stream %r: %s; trying again", self.name, exc)
+                    pause = self.backoff.delay(STORE_RETRY_ATTEMPT)
                 finally:
                     await self._stop()
+                await asyncio.sleep(pause)
         finally:
             await waiter.close()
 
