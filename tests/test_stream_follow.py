@@ -8,6 +8,7 @@ import asyncio
 import collections
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -221,3 +222,25 @@ async def test_a_following_forwarder_waits_out_a_postgres_outage(
         with pytest.raises(asyncio.CancelledError):
             await task
     assert delivered_seqs(out) == [1, 2]
+
+
+def test_entries_removed_before_delivery_are_reported_not_waited_for(
+    store_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A prefix removed behind the stream's back (as retention's prune would, here by
+    hand with the append-only trigger dropped) is named in a warning; delivery goes on
+    from the first entry still there."""
+    url = str(store_path)
+    append_events(url, 5)
+    with sqlite3.connect(store_path) as conn:
+        conn.execute("DROP TRIGGER auditmw_events_no_delete")
+        conn.execute("DELETE FROM auditmw_events WHERE seq <= 2")
+    out = tmp_path / "segments"
+
+    async def deliver() -> int:
+        async with open_store(url) as store:
+            return await StreamForwarder(store, FileDestination(out)).run_once()
+
+    assert asyncio.run(deliver()) == 3
+    assert delivered_seqs(out) == [3, 4, 5]
+    assert "log 'default' seq 1 to 2 are no longer in the store" in caplog.text

@@ -189,6 +189,16 @@ class StreamForwarder:
                 events = await backend.events_after(log, after, head, self.batch_size, self.filter)
                 # A full batch: more may match before the head; else none does up to it.
                 through = events[-1].seq if len(events) == self.batch_size else head
+                if events and events[0].seq > after + 1 and not self.filter.to_params():
+                    # Only a prune (retention) removes entries: they were never delivered.
+                    logger.warning(
+                        "auditmw stream %r: log %r seq %d to %d are no longer in the store "
+                        "(removed before this stream delivered them)",
+                        self.name,
+                        log,
+                        after + 1,
+                        events[0].seq - 1,
+                    )
                 if events:
                     records = [self.format.encode(event) for event in events]
                     await self._deliver(DeliveryBatch(log, events, records))
