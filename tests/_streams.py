@@ -14,7 +14,9 @@ from auditmw._admin.export import export_chunks
 from auditmw._stores.open import open_store
 
 
-def append_events(url: str, count: int, *, log: str = "default", action: str = "item.created"):  # type: ignore[no-untyped-def]
+def append_events(
+    url: str, count: int, *, log: str = "default", action: str = "item.created"
+) -> None:
     """Append ``count`` events to the store at ``url`` (created if missing)."""
 
     async def run() -> None:

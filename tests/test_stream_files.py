@@ -156,6 +156,9 @@ def test_a_destination_that_cannot_be_written_stops_the_stream_with_its_error(
         (["--to", "file:///tmp/x", "--from", "yesterday"], "--from: "),
         (["--to", "file:///tmp/x", "--format", "xml"], "invalid choice"),
         (["--to", "file:///tmp/x", "--batch-size", "0"], "--batch-size"),
+        (["--to", "file:///tmp/x", "--give-up-after", "-1"], "--give-up-after"),
+        (["--to", "file:///tmp/x", "--lease-seconds", "0"], "--lease-seconds"),
+        (["--to", "file:///tmp/x", "--to-unknown", "1"], "unrecognized arguments"),
         (["--to", "file:///tmp/x", "--outcome", "maybe"], "--outcome"),
     ],
 )

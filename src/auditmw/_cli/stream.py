@@ -54,7 +54,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="stop when a batch could not be delivered for this long (default: 60 with "
         "--once, never without)",
     )
-    # The filters of `auditmw export` but the time bounds: --from and --to mean other things.
     parser.add_argument(
         "--lease-seconds",
         type=float,
@@ -63,6 +62,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="how long the stream stays held by this forwarder after its last sign of life "
         f"(default {DEFAULT_LEASE_SECONDS:g}): another forwarder takes over after that",
     )
+    # The filters of `auditmw export` but the time bounds: --from and --to mean other things.
     add_filter_arguments(parser, skip=("from", "to"))
 
 
@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0.1 <= args.lease_seconds <= 3600:
         raise ValueError("--lease-seconds must be between 0.1 and 3600")
     give_up = args.give_up_after
+    if give_up is not None and not 0 <= give_up < float("inf"):
+        raise ValueError("--give-up-after must be a number of seconds, 0 or more")
     if give_up is None and args.once:
         give_up = ONCE_GIVE_UP_AFTER
     settings = {
