@@ -71,6 +71,7 @@ async def test_a_following_forwarder_delivers_each_new_commit(url: str, tmp_path
         assert delivered_seqs(out) == [1, 2, 3, 4]
         [state] = await store.backend.stream_states("default")
         assert (state.cursors, state.lease_owner) == ({"default": 4}, None)
+        assert state.settings == {"destination": out.as_uri(), "format": "native", "filter": {}}
 
 
 async def test_postgres_commits_are_notified_to_a_follower(pg_schema: str) -> None:

@@ -77,6 +77,11 @@ class Destination(ABC):
         """The destination ``url`` names; ``settings`` are extra options given beside the
         URL (e.g. a secret's file). Bad URLs raise ``ValueError``."""
 
+    def describe(self) -> str:
+        """Where this destination delivers, without secrets (recorded in the stream's
+        state for ``auditmw streams``)."""
+        return f"{self.scheme}://"
+
     async def open(self) -> None:  # noqa: B027 (most destinations connect lazily or not at all)
         """Connect; ``TemporaryDeliveryError`` or ``PermanentDeliveryError`` as ``deliver``."""
 

@@ -57,6 +57,9 @@ class FileDestination(Destination):
             raise ValueError(f"a file destination is file:///absolute/directory, not {url!r}")
         return cls(Path(path))
 
+    def describe(self) -> str:
+        return self.directory.as_uri()
+
     async def open(self) -> None:
         await asyncio.to_thread(self._guarded, self._make_directory)
 

@@ -70,7 +70,8 @@ class StreamForwarder:
     ``run()`` follows new commits until cancelled. ``give_up_after`` (seconds) ends a run
     with the last ``TemporaryDeliveryError`` when a batch could not be delivered for that
     long (None: keep trying). ``on_wait`` is told, once, when another forwarder holds the
-    stream and this one waits for it.
+    stream and this one waits for it. ``settings`` is what the stream's state records
+    about it (by default the destination, format and filter).
     """
 
     def __init__(
@@ -101,7 +102,11 @@ class StreamForwarder:
         self.poll_interval = poll_interval
         self.backoff = backoff or Backoff()
         self.give_up_after = give_up_after
-        self.settings = settings or {}
+        self.settings = settings or {
+            "destination": destination.describe(),
+            "format": self.format.name,
+            "filter": self.filter.to_params(),
+        }
         self.on_wait = on_wait
         self.replay_from = replay_from  # done once, when the lease is first taken
         self.cursor = StreamCursor(store.backend, name, owner=owner, lease_seconds=lease_seconds)

@@ -33,6 +33,7 @@ from auditmw._streams.destination import (
     Destination,
     PermanentDeliveryError,
     TemporaryDeliveryError,
+    display_url,
 )
 
 DEFAULT_TIMEOUT = 10.0
@@ -73,6 +74,9 @@ class NatsDestination(Destination):
                 raise ValueError("timeout of a NATS destination must be 0 to 3600 seconds")
         server = urlunsplit(("nats", parts.netloc, "", "", ""))
         return cls(server, subject, timeout=timeout)
+
+    def describe(self) -> str:
+        return display_url(f"{self.server}/{self.subject}")
 
     async def open(self) -> None:
         async def ignore(exc: Exception) -> None:
