@@ -259,7 +259,7 @@ async def test_openapi_document_describes_the_routes(client: httpx.AsyncClient) 
     assert set(document["paths"]) == {
         "/", "/static/{path}", "/events", "/events/{event_id}", "/events/{event_id}/proof",
         "/facets", "/histogram",
-        "/export.csv", "/export.jsonl", "/verify", "/openapi.json",
+        "/export.csv", "/export.jsonl", "/streams", "/verify", "/openapi.json",
     }  # fmt: skip
     params = {p["name"] for p in document["paths"]["/events"]["get"]["parameters"]}
     assert params == {

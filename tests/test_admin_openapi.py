@@ -54,6 +54,7 @@ OPERATION_IDS = {
     "/histogram": "get_histogram",
     "/export.csv": "get_export_csv",
     "/export.jsonl": "get_export_jsonl",
+    "/streams": "get_streams",
     "/verify": "get_verify",
     "/openapi.json": "get_openapi_json",
 }
@@ -219,6 +220,7 @@ async def test_every_error_the_app_answers_is_documented(
         "/histogram": {},
         "/export.csv": {},
         "/export.jsonl": {},
+        "/streams": {},
         "/verify": {},
         "/openapi.json": {},
     }

@@ -424,9 +424,9 @@ class FailingMidway:
     async def logs(self) -> list[str]:
         return await self.store.logs()
 
-    async def events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
+    async def iter_events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
         count = 0
-        async for event in self.store.events_after(log, seq):
+        async for event in self.store.iter_events_after(log, seq):
             if count == 2:
                 raise StoreUnavailableError("the database went away")
             count += 1

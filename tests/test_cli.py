@@ -83,7 +83,19 @@ def test_the_exit_codes_are_the_documented_contract() -> None:
 
 def test_every_command_has_its_module_and_help() -> None:
     names = [command.name for command in COMMANDS]
-    assert names == ["verify", "export", "archive", "prune", "hold", "erase", "prove", "keygen"]
+    assert names == [
+        "verify",
+        "export",
+        "archive",
+        "prune",
+        "hold",
+        "erase",
+        "prove",
+        "keygen",
+        "stream",
+        "streams",
+        "tail",
+    ]
     for command in COMMANDS:
         assert command.run.__module__ == f"auditmw._cli.{command.name}"
         assert command.help and command.description

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import sqlite3
@@ -152,6 +153,23 @@ async def _seed(path: Path, events: list[NewEvent]) -> None:
             await store.append(event)
 
 
+async def _seed_streams(path: Path) -> None:
+    """Two streams of the store at ``path``: "archive" up to date, "siem" 3 events behind
+    and stopped by its destination's refusal."""
+    async with SQLiteStore(path) as store:
+        head = await store.last_seq("default")
+        for name, cursor, error in (
+            ("archive", head, None),
+            ("siem", head - 3, "refused (stream stopped): NATS: no JetStream stream"),
+        ):
+            state = await store.backend.claim_stream(name, "bench", 0.0, 1.0, "t")
+            assert state is not None
+            saved = dataclasses.replace(
+                state.with_cursor("default", cursor), last_error=error, lease_owner=None
+            )
+            assert await store.backend.save_stream(saved, "bench")
+
+
 def tamper(path: Path) -> None:
     """Rewrite one stored entry behind the store's back (as an attacker with file access)."""
     conn = sqlite3.connect(path)
@@ -229,7 +247,7 @@ class LiveServer:
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     directory = tmp_path_factory.mktemp("dashboard")
-    names = ("audit", "exports", "tampered", "damaged")
+    names = ("audit", "exports", "tampered", "damaged", "streaming")
     paths = {name: directory / f"{name}.db" for name in names}
     # In a thread of its own: sync Playwright may already run an event loop in this one.
     with ThreadPoolExecutor(1) as pool:
@@ -237,6 +255,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         pool.submit(asyncio.run, _seed(paths["exports"], SEEDED)).result()  # gets exports
         pool.submit(asyncio.run, _seed(paths["tampered"], SEEDED[:10])).result()
         pool.submit(asyncio.run, _seed(paths["damaged"], SEEDED[:10])).result()
+        pool.submit(asyncio.run, _seed(paths["streaming"], SEEDED[:10])).result()
+        pool.submit(asyncio.run, _seed_streams(paths["streaming"])).result()
     tamper(paths["tampered"])
     damage(paths["damaged"])
     app = build_app({name: SQLiteStore(path) for name, path in paths.items()})
@@ -289,6 +309,7 @@ LOADED = finished_loading("#events")
 
 # Predicates are functions: the dashboard's CSP forbids eval, which expressions would need.
 CHAIN_CHECKED = "() => document.querySelector('#chain').dataset.state !== 'checking'"
+STREAMS_SHOWN = "() => !document.querySelector('#streams').hidden"
 
 
 def wait_loaded(page: Page) -> None:
@@ -409,6 +430,25 @@ def test_first_page_table_details_and_chain_badge(page: Page, live_server: LiveS
         page.reload()
     page.wait_for_function(CHAIN_CHECKED)
     assert badge.get_attribute("data-state") == "ok"
+
+
+def test_the_streams_badge_shows_a_stopped_stream_and_the_lag(
+    page: Page, live_server: LiveServer
+) -> None:
+    open_dashboard(page, live_server, mount="streaming")
+    badge = page.locator("#streams")
+    page.wait_for_function(STREAMS_SHOWN)
+    assert badge.get_attribute("data-state") == "damaged"
+    assert badge.inner_text() == "Stream siem stopped"
+    title = badge.get_attribute("title") or ""
+    assert "archive: 0 events behind" in title
+    assert "siem: 3 events behind (refused (stream stopped): NATS: no JetStream stream)" in title
+    # A store without streams shows no streams badge (once its answer came).
+    open_dashboard(page, live_server)
+    with page.expect_response(lambda response: response.url.endswith("/streams")):
+        page.reload()
+    page.wait_for_function(CHAIN_CHECKED)
+    assert page.locator("#streams").is_hidden()
 
 
 def test_filters_are_applied_and_reflected_in_the_url(page: Page, live_server: LiveServer) -> None:

@@ -130,6 +130,9 @@ def test_readme_cli_lines_parse(command: str) -> None:
         "erase",
         "prove",
         "keygen",
+        "stream",
+        "streams",
+        "tail",
     }
 
 

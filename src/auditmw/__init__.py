@@ -39,6 +39,15 @@ from auditmw._stores.open import open_store
 from auditmw._stores.sqlite import SQLiteStore
 from auditmw._stores.store import AuditStore, StoredCheckpoint
 from auditmw._stores.verify_report import Finding, LogSummary, VerifyReport
+from auditmw._streams.destination import (
+    DeliveryBatch,
+    DeliveryError,
+    Destination,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+    destination_for,
+)
+from auditmw._streams.forwarder import StreamForwarder
 from auditmw._transparency.checkpoint_report import CheckpointReport
 from auditmw._transparency.checkpoints import (
     Checkpointing,
@@ -70,6 +79,9 @@ __all__ = [
     "CheckpointingError",
     "DEFAULT_PERSONAL_KEYS",
     "DEFAULT_SENSITIVE_KEYS",
+    "DeliveryBatch",
+    "DeliveryError",
+    "Destination",
     "DirectorySink",
     "ErasureReport",
     "Event",
@@ -92,6 +104,7 @@ __all__ = [
     "PendingEvent",
     "PruneRefusedError",
     "PruneReport",
+    "PermanentDeliveryError",
     "QueryError",
     "RetentionPolicy",
     "RetentionStats",
@@ -103,6 +116,8 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "StoredCheckpoint",
+    "StreamForwarder",
+    "TemporaryDeliveryError",
     "ValidationError",
     "VerifierKey",
     "VerifyReport",
@@ -111,6 +126,7 @@ __all__ = [
     "audit",
     "audited",
     "check_checkpoints",
+    "destination_for",
     "diff",
     "entry_hash",
     "load_signing_key",

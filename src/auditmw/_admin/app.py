@@ -54,6 +54,7 @@ from auditmw._admin.pages import dashboard_routes
 from auditmw._admin.paths import to_trailing_slash, without_trailing_slash
 from auditmw._admin.reading import ReadingRoutes
 from auditmw._admin.responses import EXCEPTION_HANDLERS, SECURITY_HEADERS
+from auditmw._admin.streaming import StreamRoutes
 from auditmw._admin.verification import VerificationRoutes
 from auditmw._capture import DEFAULT_REQUEST_ID_HEADER, RequestCapture
 from auditmw._client_ip import X_FORWARDED_FOR
@@ -95,6 +96,7 @@ class AdminApp:
             *dashboard_routes(),
             *ReadingRoutes(store).routes(),
             *VerificationRoutes(store).routes(),
+            *StreamRoutes(store).routes(),
             *ExportRoutes(store).routes(),
             *OpenAPIRoute(self.auth).routes(),
         ]

@@ -182,6 +182,12 @@ def openapi_document(auth: AdminAuth | None = None) -> dict[str, Any]:
             "All matching events as JSON Lines, in chain order (recorded as export.requested)",
             "application/x-ndjson",
         ),
+        "/streams": get(
+            "Each log stream (auditmw stream): destination, whether a forwarder holds "
+            "it, per log the last seq delivered and the lag, the last error",
+            {"200": ok(refs["Streams"])},
+            [],
+        ),
         "/verify": get(
             "Verify the whole chain",
             {"200": ok(refs["VerifyReport"])},
@@ -298,6 +304,48 @@ def openapi_document(auth: AdminAuth | None = None) -> dict[str, Any]:
                         },
                     },
                 },
+                "Streams": {
+                    "type": "object",
+                    "required": ["streams"],
+                    "properties": {
+                        "streams": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "settings", "last_error", "logs"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "settings": {"type": "object"},
+                                    "created_at": {"type": "string"},
+                                    "delivered_at": {"type": ["string", "null"]},
+                                    "last_error": {"type": ["string", "null"]},
+                                    "lease_owner": {"type": ["string", "null"]},
+                                    "lease_expires": {"type": ["number", "null"]},
+                                    "logs": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": [
+                                                "log",
+                                                "cursor",
+                                                "head",
+                                                "lag_events",
+                                                "lag_seconds",
+                                            ],
+                                            "properties": {
+                                                "log": {"type": "string"},
+                                                "cursor": {"type": "integer", "minimum": 0},
+                                                "head": {"type": "integer", "minimum": 0},
+                                                "lag_events": {"type": "integer", "minimum": 0},
+                                                "lag_seconds": {"type": "number", "minimum": 0},
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
                 "VerifyReport": {
                     "type": "object",
                     "required": [
@@ -389,6 +437,7 @@ _SCHEMAS = (
     "InclusionProof",
     "Facets",
     "Histogram",
+    "Streams",
     "VerifyReport",
     "Error",
 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,10 +229,13 @@ def _with_default(parameter: Parameter, text: str | None) -> int:
 # --- the command line ------------------------------------------------------------------------
 
 
-def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+def add_filter_arguments(parser: argparse.ArgumentParser, *, skip: Collection[str] = ()) -> None:
     """Add each filter to ``parser`` as an option (``--user-id``, ``--from``...), with
-    its help; ``filter_from_arguments`` reads them back."""
+    its help; ``filter_from_arguments`` reads them back. ``skip``: HTTP names of filters
+    the command leaves out (its own option has that flag)."""
     for parameter in FILTERS:
+        if parameter.name in skip:
+            continue
         help = parameter.help.replace("`", "").replace("%", "%%")
         parser.add_argument(
             parameter.flag, dest=_dest(parameter), metavar="VALUE", default=None, help=help
@@ -243,7 +246,7 @@ def filter_from_arguments(namespace: argparse.Namespace) -> EventFilter:
     """The ``EventFilter`` of the options ``add_filter_arguments`` added; ``QueryError``
     naming the HTTP parameter (``Parameter.flag`` spells it as an option) for bad input."""
     return parse_filter(
-        {parameter.name: getattr(namespace, _dest(parameter)) for parameter in FILTERS}
+        {parameter.name: getattr(namespace, _dest(parameter), None) for parameter in FILTERS}
     )
 
 

@@ -15,6 +15,11 @@
                                           remove a person's personal data
     auditmw prove STORE --seq N           the Merkle inclusion proof of one entry
     auditmw keygen NAME --out PREFIX      a key pair for signing checkpoints
+    auditmw stream STORE --to URL [--once] [--from SEQ|DATE] [filters]
+                                          deliver the events to a destination
+    auditmw streams STORE [--json]        each stream's cursor, lag and last error
+    auditmw tail STORE [filters] [--follow]
+                                          the newest events, one line each
 
 One module per command (each a ``Command``); ``main`` parses the arguments, runs the
 command, and turns every failure into one line on standard error and an ``ExitCode``
@@ -29,7 +34,19 @@ import sys
 from collections.abc import Sequence
 
 from auditmw._admin.parameters import flag
-from auditmw._cli import archive, erase, export, hold, keygen, prove, prune, verify
+from auditmw._cli import (
+    archive,
+    erase,
+    export,
+    hold,
+    keygen,
+    prove,
+    prune,
+    stream,
+    streams,
+    tail,
+    verify,
+)
 from auditmw._cli.command import Command
 from auditmw._cli.exit_codes import ExitCode
 from auditmw._errors import PruneRefusedError, StoreError, StoreUnavailableError
@@ -47,6 +64,9 @@ COMMANDS: tuple[Command, ...] = (
     erase.COMMAND,
     prove.COMMAND,
     keygen.COMMAND,
+    stream.COMMAND,
+    streams.COMMAND,
+    tail.COMMAND,
 )
 
 

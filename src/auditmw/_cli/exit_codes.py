@@ -30,6 +30,10 @@ class ExitCode(IntEnum):
     """The command needs an optional extra that is not installed, e.g. ``cryptography``
     (``pip install 'auditmw[checkpoints]'``) to make keys or check signatures."""
 
+    REFUSED = 5
+    """A stream's destination refused events for good (``auditmw stream``): the stream
+    stopped at the refused batch, and its state records why (``auditmw streams``)."""
+
     INTERRUPTED = 130
     """Stopped with Ctrl-C (128 + SIGINT, as shells report it)."""
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import itertools
 import sys
+import zlib
 from typing import BinaryIO
 
 from auditmw._cli.command import STORE_HELP, Command
@@ -205,14 +207,24 @@ async def _entries(store: AuditStore) -> int | None:
         return None
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def _verify_export(args: argparse.Namespace) -> int:
     if args.public_key:
         require_cryptography("checking signed checkpoints")
     keys = load_keys(args.public_key)
     if args.jsonl == "-":
         return _verify_lines(sys.stdin.buffer, args, keys)
-    with open(args.jsonl, "rb") as lines:
-        return _verify_lines(lines, args, keys)
+    with open(args.jsonl, "rb") as raw:
+        if raw.peek(2)[:2] != GZIP_MAGIC:
+            return _verify_lines(raw, args, keys)
+        # A gzip-compressed file (a stream's file segment): read it decompressed.
+        try:
+            with gzip.open(raw, "rb") as lines:
+                return _verify_lines(lines, args, keys)  # type: ignore[arg-type]
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise ValueError(f"{args.jsonl}: not a whole gzip file ({exc})") from exc
 
 
 def _verify_lines(lines: BinaryIO, args: argparse.Namespace, keys: list[VerifierKey]) -> int:

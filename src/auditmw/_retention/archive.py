@@ -42,7 +42,7 @@ class ArchiveSource(Protocol):
 
     async def logs(self) -> list[str]: ...
 
-    def events_after(self, log: str, seq: int) -> AsyncIterator[Event]: ...
+    def iter_events_after(self, log: str, seq: int) -> AsyncIterator[Event]: ...
 
     async def checkpoints(self, log: str | None = None) -> list[StoredCheckpoint]: ...
 
@@ -105,7 +105,7 @@ async def _write_entries(
         prefix = _Prefix(0 if after is None else after.last_seq, after=after)
         if after is not None:
             prefix.frontier = after.frontier.copy()
-        events = source.events_after(log, prefix.last_seq)
+        events = source.iter_events_after(log, prefix.last_seq)
         try:
             async for event in events:
                 if event.seq != prefix.last_seq + 1 or event.timestamp >= cut:

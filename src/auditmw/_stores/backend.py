@@ -27,6 +27,7 @@ from auditmw._stores.filters import EventFilter
 from auditmw._stores.histogram import BucketLayout
 from auditmw._stores.personal_check import ErasureRecord
 from auditmw._stores.rows import CheckpointRow, PersonalUpdate, StoredCheckpoint, SubjectRow
+from auditmw._stores.stream_state import StreamState
 from auditmw._stores.verify import ChainRow
 
 # The columns whose distinct values the dashboard offers as choices.
@@ -83,7 +84,7 @@ class StoreBackend(ABC):
         streamed from the first at once (a prune's plan stops at the first too new)."""
 
     @abstractmethod
-    def events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
+    def iter_events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
         """``log``'s events after ``seq``, in seq order, streamed from the first at once
         (an archive stops at the first too new)."""
 
@@ -217,3 +218,33 @@ class StoreBackend(ABC):
     async def delete_pruned(self, limit: int) -> int:
         """Delete up to ``limit`` rows at or below the recorded cuts (a prune not finished
         yet), in (log, seq) order, in one short transaction; how many were deleted."""
+
+    # --- log streams (auditmw._streams; their state: auditmw._stores.stream_state) --------
+
+    @abstractmethod
+    async def events_after(
+        self, log: str, after: int, through: int, limit: int, filter: EventFilter
+    ) -> list[Event]:
+        """Up to ``limit`` events of ``log`` with ``after < seq <= through`` that match
+        ``filter``, in seq order: a stream's next batch, read by range, never the whole
+        log."""
+
+    @abstractmethod
+    async def stream_states(self, name: str | None) -> list[StreamState]:
+        """The state of stream ``name`` (of every stream when None), by name; empty when
+        there is none (or no streams table yet)."""
+
+    @abstractmethod
+    async def claim_stream(
+        self, name: str, owner: str, now: float, expires: float, created_at: str
+    ) -> StreamState | None:
+        """Take stream ``name``'s lease for ``owner`` until ``expires`` (Unix seconds),
+        creating the stream (at ``created_at``) if it is new, when the lease is free,
+        expired at ``now`` or already ``owner``'s; its state then, else None (another
+        forwarder holds it). Creates the streams table on first use."""
+
+    @abstractmethod
+    async def save_stream(self, state: StreamState, owner: str) -> bool:
+        """Write ``state`` (cursors, settings, times, error, lease) over stream
+        ``state.name``'s row if ``owner`` still holds its lease; False if not (the lease
+        was lost: nothing was written)."""

@@ -10,6 +10,7 @@ a database file: a store opened again over the same tables finds its log as it l
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from operator import itemgetter
 from typing import Any
@@ -38,6 +39,7 @@ from auditmw._stores.rows import (
     SubjectRow,
     leaf_of,
 )
+from auditmw._stores.stream_state import StreamState
 from auditmw._stores.verify import INDEX_COLUMNS, ChainRow
 
 _COLUMN = {name: index for index, name in enumerate(ROW_FIELDS)}
@@ -71,6 +73,7 @@ class MemoryTables:
         for position, row in enumerate(self.events):
             self.by_log.setdefault(row[_LOG], []).append(position)
             self.ids[row[_ID]] = position
+        self.streams: dict[str, StreamState] = {}  # by name (auditmw._stores.stream_state)
 
 
 class MemoryBackend(StoreBackend):
@@ -139,7 +142,7 @@ class MemoryBackend(StoreBackend):
             if row[_SEQ] > seq:
                 yield row[_SEQ], row[_HASH], row[_TIMESTAMP]
 
-    async def events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
+    async def iter_events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
         tables = self._rows()
         for position in list(tables.by_log.get(log, ())):
             row = tables.events[position]
@@ -344,6 +347,43 @@ class MemoryBackend(StoreBackend):
             key = (row.checkpoint.log, row.key)
             sizes[key] = max(sizes.get(key, 0), row.checkpoint.size)
         return sizes
+
+    # --- log streams ---------------------------------------------------------------------
+
+    async def events_after(
+        self, log: str, after: int, through: int, limit: int, filter: EventFilter
+    ) -> list[Event]:
+        tables = self._rows()
+        events = []
+        for position in tables.by_log.get(log, [])[max(after, 0) : max(through, 0)]:
+            row = tables.events[position]  # seq n is at index n - 1
+            if _matches(row, filter):
+                events.append(_event(row))
+                if len(events) == limit:
+                    break
+        return events
+
+    async def stream_states(self, name: str | None) -> list[StreamState]:
+        streams = self._rows().streams
+        return [streams[key] for key in sorted(streams) if name is None or key == name]
+
+    async def claim_stream(
+        self, name: str, owner: str, now: float, expires: float, created_at: str
+    ) -> StreamState | None:
+        streams = self._rows().streams
+        state = streams.get(name) or StreamState(name, created_at=created_at)
+        if state.lease_owner not in (None, owner) and state.lease_expires >= now:
+            return None
+        state = streams[name] = dataclasses.replace(state, lease_owner=owner, lease_expires=expires)
+        return state
+
+    async def save_stream(self, state: StreamState, owner: str) -> bool:
+        streams = self._rows().streams
+        stored = streams.get(state.name)
+        if stored is None or stored.lease_owner != owner:
+            return False
+        streams[state.name] = state
+        return True
 
 
 def _id_at(tables: MemoryTables, log: str, seq: int) -> str | None:

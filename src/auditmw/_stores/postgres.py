@@ -81,6 +81,7 @@ from auditmw._stores.sql import (
 )
 from auditmw._stores.sql_backend import SQLBackend
 from auditmw._stores.store import AuditStore, StoreOptions
+from auditmw._stores.stream_state import POSTGRES_STREAM_SQL
 from auditmw._stores.verify import INDEX_COLUMNS
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ class PostgresBackend(SQLBackend):
 
     tiebreak = str  # the event id: time-ordered
     chain_query = CHAIN_QUERY
+    stream_sql = POSTGRES_STREAM_SQL  # written through pooled connections, autocommit
 
     def __init__(
         self,

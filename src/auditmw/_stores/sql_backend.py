@@ -44,6 +44,17 @@ from auditmw._stores.sql import (
     stream_statement,
     time_span_statement,
 )
+from auditmw._stores.stream_state import (
+    CLAIM_STREAM,
+    SAVE_STREAM,
+    STREAM_ORDER,
+    STREAMS,
+    StreamSQL,
+    StreamState,
+    claim_values,
+    save_values,
+    stream_state_of,
+)
 from auditmw._stores.verify import ChainRow
 from auditmw._text import is_column_text
 
@@ -55,6 +66,9 @@ class SQLBackend(StoreBackend):
     # Every stored row as the verifier reads it (ChainRow's fields), ordered by (log, seq);
     # ``{personal}`` stands for the dialect's openings column.
     chain_query: ClassVar[str]
+    # The statements of the streams table (auditmw._stores.stream_state).
+    stream_sql: ClassVar[StreamSQL]
+    _stream_schema_ready = False  # the streams table was made (or found) by this backend
 
     @abstractmethod
     async def _fetch_rows(
@@ -103,7 +117,7 @@ class SQLBackend(StoreBackend):
         async for row in self._stream_rows(self.dialect.sql(CHAIN_AFTER), [log, seq]):
             yield int(row[0]), str(row[1]), str(row[2])
 
-    async def events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
+    async def iter_events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
         sql = (
             f"SELECT e.log, e.seq, NULL, NULL, {self.dialect.entry}, e.hash, "  # noqa: S608
             f"{self.dialect.personal} "
@@ -197,3 +211,48 @@ class SQLBackend(StoreBackend):
             cuts = [int(str(row[1])) for row in await self.cut_rows() if row[0] == log]
             last = max(cuts, default=0)
         return last
+        return int(await self._value(LAST_SEQ, [log]) or 0)
+
+    # --- log streams (table auditmw_streams: auditmw._stores.stream_state) ---------------
+
+    async def _write_rows(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        """Run one writing statement (written for this dialect) in a transaction of its
+        own and return its rows. By default through ``_fetch_rows``, for a database whose
+        read connections may write (each statement its own transaction)."""
+        return await self._fetch_rows(sql, params)
+
+    async def events_after(
+        self, log: str, after: int, through: int, limit: int, filter: EventFilter
+    ) -> list[Event]:
+        selection = await self._selection(filter, newest_first=False)
+        selection.add("e.log = ? AND e.seq > ? AND e.seq <= ?", [log, after, through])
+        sql, params = selection.read(
+            f"e.log, e.seq, NULL, NULL, {self.dialect.entry}, e.hash, {self.dialect.personal}",
+            " ORDER BY e.seq LIMIT ?",
+        )
+        rows = await self._fetch_rows(self.dialect.sql(sql), [*params, limit])
+        return [event_of(row) for row in rows]
+
+    async def stream_states(self, name: str | None) -> list[StreamState]:
+        if not await self._value(self.stream_sql.table_exists, []):
+            return []
+        if name is None:
+            rows = await self._fetch_rows(STREAMS + STREAM_ORDER, [])
+        else:
+            rows = await self._fetch_rows(self.dialect.sql(STREAMS + " WHERE name = ?"), [name])
+        return [stream_state_of(row) for row in rows]
+
+    async def claim_stream(
+        self, name: str, owner: str, now: float, expires: float, created_at: str
+    ) -> StreamState | None:
+        if not self._stream_schema_ready:
+            await self._write_rows(self.stream_sql.schema, [])
+            self._stream_schema_ready = True
+        rows = await self._write_rows(
+            self.dialect.sql(CLAIM_STREAM), claim_values(name, owner, now, expires, created_at)
+        )
+        return stream_state_of(rows[0]) if rows else None
+
+    async def save_stream(self, state: StreamState, owner: str) -> bool:
+        rows = await self._write_rows(self.dialect.sql(SAVE_STREAM), save_values(state, owner))
+        return bool(rows)

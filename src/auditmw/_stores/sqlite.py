@@ -17,11 +17,11 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 from urllib.parse import quote
 
 import aiosqlite
@@ -41,9 +41,8 @@ from auditmw._event import (
 from auditmw._retention.cuts import CutRecord
 from auditmw._stores.rows import CheckpointRow, PersonalUpdate
 from auditmw._stores.sql import (
-    ERASE_ACTOR,
-    ERASE_DETAILS,
     INSERT_CHECKPOINT,
+    Row,
     insert_checkpoint_values,
 )
 from auditmw._stores.sqlite_check import (
@@ -52,6 +51,7 @@ from auditmw._stores.sqlite_check import (
     quick_check,
     warn_if_triggers_were_dropped,
 )
+from auditmw._stores.sqlite_erase import remove_personal
 from auditmw._stores.sqlite_errors import (
     raise_if_partly_committed,
     store_error,
@@ -80,6 +80,7 @@ from auditmw._stores.sqlite_sql import (
     setup_script,
 )
 from auditmw._stores.store import AuditStore, StoreOptions
+from auditmw._stores.stream_state import SQLITE_STREAM_SQL
 
 if TYPE_CHECKING:
     pass
@@ -117,6 +118,7 @@ class SQLiteBackend(SQLiteReads):
     # A batch also deletes from the search index: 10,000 rows held appends ~0.4 s.
     prune_batch = 2_000
     chain_query = CHAIN_QUERY
+    stream_sql = SQLITE_STREAM_SQL
 
     def __init__(
         self,
@@ -506,37 +508,13 @@ class SQLiteBackend(SQLiteReads):
         return await self._in_write_thread(partial(self._remove_personal, updates))
 
     def _remove_personal(self, updates: list[PersonalUpdate]) -> list[str]:
-        """Erase (in the write thread): secure_delete zeroes what the UPDATE frees, in
-        table and index pages; then the WAL, which still holds the pages as they were
-        written, is copied into the file and truncated."""
-        conn = self._write_conn
-        assert conn is not None
+        assert self._write_conn is not None
         try:
-            previous = conn.execute("PRAGMA secure_delete").fetchone()[0]
-            conn.execute("PRAGMA secure_delete=ON")
-            try:
-                with self._write_transaction() as conn:
-                    conn.executemany(ERASE_ACTOR, [(u.log, u.seq) for u in updates if u.actor])
-                    conn.executemany(
-                        ERASE_DETAILS, [(u.personal, u.log, u.seq) for u in updates if not u.actor]
-                    )
-            finally:
-                conn.execute(f"PRAGMA secure_delete={int(previous)}")
-            deadline = time.monotonic() + self._busy_timeout
-            while True:
-                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-                if not busy or time.monotonic() > deadline:
-                    break
-                time.sleep(0.01)  # another connection reads: wait for it to finish
+            return remove_personal(
+                self._write_conn, self._write_transaction, updates, self._busy_timeout
+            )
         except sqlite3.Error as exc:
             raise store_error(f"audit store {self.path}: erase failed", exc) from exc
-        if busy:
-            return [
-                "the write-ahead log could not be truncated (another connection kept "
-                "reading the store): the erased values may stay in the -wal file until "
-                "the next checkpoint; run erase again when the store is idle"
-            ]
-        return []
 
     async def insert_checkpoint(self, row: CheckpointRow) -> bool:
         if self._write_thread is None:
@@ -563,6 +541,20 @@ class SQLiteBackend(SQLiteReads):
     async def _has_table(self, name: str) -> bool:
         sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
         return bool(await self._fetch_rows(sql, [name]))
+
+    async def _write_rows(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        # The read connection is query_only: writes go through the write thread, between
+        # two batches, like a checkpoint's.
+        if self._write_thread is None:
+            raise StoreClosedError("the audit store is not open")
+        return await self._in_write_thread(partial(self._write_statement, sql, params))
+
+    def _write_statement(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        try:
+            with self._write_transaction() as conn:
+                return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise store_error(f"audit store {self.path}: cannot update a stream", exc) from exc
 
 
 class SQLiteStore(AuditStore):

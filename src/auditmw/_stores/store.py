@@ -498,9 +498,9 @@ class AuditStore:
         """The seq of ``log``'s newest entry (its Merkle tree size); 0 when empty."""
         return await self.backend.last_seq(log)
 
-    def events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
+    def iter_events_after(self, log: str, seq: int) -> AsyncIterator[Event]:
         """``log``'s events after ``seq``, in seq order, streamed."""
-        return self.backend.events_after(log, seq)
+        return self.backend.iter_events_after(log, seq)
 
     def chain_after(self, log: str, seq: int) -> AsyncIterator[tuple[int, str, str]]:
         """``(seq, hash, timestamp)`` of ``log``'s entries after ``seq``, in seq order."""

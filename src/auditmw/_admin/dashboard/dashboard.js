@@ -45,6 +45,7 @@
   const statusLine = $("status");
   const searchHint = $("f-search-hint");
   const chainBadge = $("chain");
+  const streamsBadge = $("streams");
   const reverify = $("reverify");
   const pager = {
     nav: $("pager"),
@@ -1056,6 +1057,48 @@
     chainBadge.title = title;
   }
 
+  /** The streams badge, from GET streams: hidden while the store has no log stream; else
+   *  a stream that stopped (its destination refused events), one that is retrying, how far
+   *  behind the furthest one is, or that all are up to date. The tooltip lists each. */
+  async function loadStreamStatus() {
+    let body;
+    try {
+      body = await getJson("streams");
+    } catch (error) {
+      return; // the chain badge and the table report an unavailable store already
+    }
+    const streams = Array.isArray(body.streams) ? body.streams : [];
+    if (streams.length === 0) return;
+    const behind = (stream) =>
+      (Array.isArray(stream.logs) ? stream.logs : []).reduce(
+        (sum, log) => sum + (typeof log.lag_events === "number" ? log.lag_events : 0),
+        0,
+      );
+    const error = (stream) => (typeof stream.last_error === "string" ? stream.last_error : "");
+    const title = streams
+      .map((stream) => {
+        const failing = error(stream) ? ` (${text(error(stream))})` : "";
+        return `${text(stream.name)}: ${numberFormat.format(behind(stream))} events behind${failing}`;
+      })
+      .join("\n");
+    const stopped = streams.find((stream) => error(stream).startsWith("refused"));
+    const retrying = streams.find((stream) => error(stream) !== "");
+    const most = Math.max(...streams.map(behind));
+    let state = "ok";
+    let label = "Streams up to date";
+    if (stopped) {
+      [state, label] = ["damaged", `Stream ${text(stopped.name)} stopped`];
+    } else if (retrying) {
+      [state, label] = ["warning", `Stream ${text(retrying.name)} retrying`];
+    } else if (most > 0) {
+      [state, label] = ["lag", `Streams · ${numberFormat.format(most)} events behind`];
+    }
+    streamsBadge.dataset.state = state;
+    streamsBadge.textContent = label;
+    streamsBadge.title = title;
+    streamsBadge.hidden = false;
+  }
+
   // --- start -----------------------------------------------------------------------------
 
   const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
@@ -1070,4 +1113,5 @@
   go(view, { replace: true }); // canonical URL (invalid parameters dropped), then load
   loadFacets();
   loadChainStatus();
+  loadStreamStatus();
 })();
