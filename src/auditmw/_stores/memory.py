@@ -66,6 +66,7 @@ class MemoryTables:
         self.ids: dict[str, int] = {}  # event id -> position in ``events``
         self.checkpoints: list[CheckpointRow] = []  # in insertion order (their id)
         self.cuts: list[CutRecord] = []  # append-only, as the databases' auditmw_cuts
+        self.streams: dict[str, StreamState] = {}  # by name (auditmw._stores.stream_state)
 
     def reindex(self) -> None:
         """Rebuild ``by_log`` and ``ids`` after rows were removed (a prune)."""
@@ -73,7 +74,6 @@ class MemoryTables:
         for position, row in enumerate(self.events):
             self.by_log.setdefault(row[_LOG], []).append(position)
             self.ids[row[_ID]] = position
-        self.streams: dict[str, StreamState] = {}  # by name (auditmw._stores.stream_state)
 
 
 class MemoryBackend(StoreBackend):
@@ -355,8 +355,11 @@ class MemoryBackend(StoreBackend):
     ) -> list[Event]:
         tables = self._rows()
         events = []
-        for position in tables.by_log.get(log, [])[max(after, 0) : max(through, 0)]:
-            row = tables.events[position]  # seq n is at index n - 1
+        positions = tables.by_log.get(log, [])
+        # Seqs are consecutive from the first kept one (1, or the one after a prune's cut).
+        first = tables.events[positions[0]][_SEQ] if positions else 1
+        for position in positions[max(after - first + 1, 0) : max(through - first + 1, 0)]:
+            row = tables.events[position]
             if _matches(row, filter):
                 events.append(_event(row))
                 if len(events) == limit:
