@@ -33,6 +33,8 @@ from auditmw._event import Event
 DESTINATIONS: dict[str, str] = {
     "file": "auditmw._streams.files:FileDestination",
     "nats": "auditmw._streams.nats:NatsDestination",
+    "http": "auditmw._streams.webhook:WebhookDestination",
+    "https": "auditmw._streams.webhook:WebhookDestination",
 }
 
 
