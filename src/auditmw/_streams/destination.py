@@ -35,6 +35,8 @@ DESTINATIONS: dict[str, str] = {
     "nats": "auditmw._streams.nats:NatsDestination",
     "http": "auditmw._streams.webhook:WebhookDestination",
     "https": "auditmw._streams.webhook:WebhookDestination",
+    "splunk+http": "auditmw._streams.splunk:SplunkDestination",
+    "splunk+https": "auditmw._streams.splunk:SplunkDestination",
 }
 
 
