@@ -37,6 +37,8 @@ DESTINATIONS: dict[str, str] = {
     "https": "auditmw._streams.webhook:WebhookDestination",
     "splunk+http": "auditmw._streams.splunk:SplunkDestination",
     "splunk+https": "auditmw._streams.splunk:SplunkDestination",
+    "syslog+tcp": "auditmw._streams.syslog:SyslogDestination",
+    "syslog+tls": "auditmw._streams.syslog:SyslogDestination",
 }
 
 
