@@ -6,7 +6,7 @@ refused; 5xx is retried, other 4xx stop the stream; HTTPS with a CA made by the 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from auditmw._cli import ExitCode
@@ -234,3 +234,32 @@ def test_https_with_a_private_ca(
         code, _, err = cli(capsys, *args, "--ca-file", str(certs.ca_file))
         assert code == ExitCode.OK, err
     assert records_of(receiver.batches) == export_lines(url)
+
+
+@pytest.mark.parametrize(("status", "code"), [(200, ExitCode.OK), (400, ExitCode.REFUSED)])
+def test_an_endless_answer_is_read_only_so_far(
+    tmp_path: Path, secret_file: str, status: int, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent: list[int] = []
+
+    async def endless(request: Request) -> AsyncIterator[bytes]:
+        # 1 GiB unless the client hangs up first (then the server can stop).
+        while len(sent) < 16384 and not await request.is_disconnected():
+            sent.append(1)
+            yield b"x" * 65536
+
+    async def hostile(request: Request) -> StreamingResponse:
+        await request.body()
+        return StreamingResponse(endless(request), status_code=status)
+
+    url = str(tmp_path / "audit.db")
+    append_events(url, 2)
+    app = Starlette(routes=[Route("/hook", hostile, methods=["POST"])])
+    with serving_in_thread(app, lifespan="off") as base:
+        args = ("stream", url, "--to", f"{base}/hook", "--secret-file", secret_file, "--once")
+        result, _, err = cli(capsys, *args)
+    assert result == code, err
+    if status == 400:
+        assert "answered 400: 'xxxx" in err
+        assert len(err) < 1000  # the answer's start only
+    assert len(sent) < 100  # the client hung up after 64 KiB (and the server's buffers)

@@ -105,15 +105,15 @@ class SplunkDestination(Destination):
             "authorization": f"Splunk {self._token.decode()}",
             "content-type": "application/json",
         }
-        response = await post(client, self.url, hec_body(batch, self.host, self.index), headers)
+        answer = await post(client, self.url, hec_body(batch, self.host, self.index), headers)
         try:
-            code = orjson.loads(response.content).get("code")
+            code = orjson.loads(answer.body).get("code")
         except (orjson.JSONDecodeError, AttributeError):
             code = None
-        if response.status_code != 200 or code != 0:
+        if answer.status != 200 or code != 0:
+            said = answer.body[:200].decode(errors="replace")
             raise PermanentDeliveryError(
-                f"Splunk HEC {self.url}: not an acknowledgement ({response.status_code}, "
-                f"{response.text[:200]!r})"
+                f"Splunk HEC {self.url}: not an acknowledgement ({answer.status}, {said!r})"
             )
 
     async def close(self) -> None:

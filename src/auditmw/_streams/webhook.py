@@ -19,11 +19,13 @@ Splunk HEC destination.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ssl
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 from urllib.parse import urlsplit
@@ -42,6 +44,7 @@ from auditmw._streams.destination import (
 DEFAULT_TIMEOUT = 30.0
 SIGNATURE_HEADER = "auditmw-signature"
 MAX_SECRET_BYTES = 4096
+MAX_ANSWER_BYTES = 64 * 1024  # of a receiver's answer, read (the rest is not)
 # Statuses that mean "not now": the same batch is tried again.
 RETRY_STATUSES = frozenset({408, 425, 429})
 
@@ -75,24 +78,40 @@ def http_client(settings: Mapping[str, str], timeout: float) -> httpx.AsyncClien
     return httpx.AsyncClient(verify=verify, timeout=timeout, follow_redirects=False)
 
 
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """A receiver's 2xx answer: its status and the start of its body."""
+
+    status: int
+    body: bytes
+
+
 async def post(
     client: httpx.AsyncClient, url: str, body: bytes, headers: Mapping[str, str]
-) -> httpx.Response:
-    """``POST`` ``body`` to ``url``; the response when 2xx, else the delivery error its
-    status (or the failure to get one) means."""
+) -> HttpAnswer:
+    """``POST`` ``body`` to ``url``; the answer when 2xx, else the delivery error its
+    status (or the failure to get one) means. Reads at most ``MAX_ANSWER_BYTES`` of the
+    answer, all within the client's timeout: a receiver cannot hold the stream with an
+    endless or slow answer."""
     shown = display_url(url)
     try:
-        response = await client.post(url, content=body, headers=dict(headers))
+        async with asyncio.timeout(_total_timeout(client)):
+            async with client.stream("POST", url, content=body, headers=dict(headers)) as response:
+                status = response.status_code
+                answer = bytearray()
+                async for chunk in response.aiter_bytes():
+                    answer += chunk
+                    if len(answer) >= MAX_ANSWER_BYTES:
+                        break
     except httpx.ConnectError as exc:
         if _certificate_failed(exc):
             raise PermanentDeliveryError(f"{shown}: the server's certificate: {exc}") from exc
         raise TemporaryDeliveryError(f"{shown}: {_text(exc)}") from exc
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, TimeoutError) as exc:
         raise TemporaryDeliveryError(f"{shown}: {_text(exc)}") from exc
-    status = response.status_code
     if 200 <= status < 300:
-        return response
-    said = f"{shown} answered {status}: {response.text[:200]!r}"
+        return HttpAnswer(status, bytes(answer[:MAX_ANSWER_BYTES]))
+    said = f"{shown} answered {status}: {bytes(answer[:200]).decode(errors='replace')!r}"
     if status in RETRY_STATUSES or status >= 500:
         raise TemporaryDeliveryError(said)
     raise PermanentDeliveryError(said)
@@ -153,6 +172,11 @@ class WebhookDestination(Destination):
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+
+def _total_timeout(client: httpx.AsyncClient) -> float:
+    """The bound of a whole request: twice the client's per-step timeout."""
+    return 2 * (client.timeout.read or DEFAULT_TIMEOUT)
 
 
 def _certificate_failed(exc: BaseException) -> bool:
