@@ -155,7 +155,8 @@ def _waiting(holder: StreamState | None) -> None:
 
 COMMAND = Command(
     name="stream",
-    help="deliver the events to a destination (NATS JetStream, files), at least once",
+    help="deliver the events to a destination (NATS JetStream, files, webhook, Splunk HEC, "
+    "syslog), at least once",
     description="Deliver every event, in chain order, to the destination, from the "
     "stream's durable cursor kept in the store: at least once (after a crash, at most one "
     "batch again), never skipping one. Without --once, follow new commits. One forwarder "
