@@ -16,6 +16,7 @@ retried; any other answer (401/403: a bad token, 400: data refused) stops the st
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Self
@@ -30,7 +31,13 @@ from auditmw._streams.destination import (
     PermanentDeliveryError,
     TemporaryDeliveryError,
 )
-from auditmw._streams.webhook import DEFAULT_TIMEOUT, http_client, post, read_secret
+from auditmw._streams.webhook import (
+    DEFAULT_TIMEOUT,
+    http_client,
+    post,
+    read_secret,
+    server_trust,
+)
 
 COLLECTOR_PATH = "/services/collector/event"
 SOURCE = "auditmw"
@@ -64,16 +71,16 @@ class SplunkDestination(Destination):
         self,
         url: str,
         token: bytes,
-        settings: Mapping[str, str],
         *,
+        trust: ssl.SSLContext | bool = True,
         index: str | None = None,
         host: str | None = None,
     ) -> None:
         self.url = url
         self.index = index
         self.host = host or socket.gethostname()
+        self.trust = trust
         self._token = token
-        self._settings = dict(settings)
         self._client: httpx.AsyncClient | None = None
 
     @classmethod
@@ -90,12 +97,11 @@ class SplunkDestination(Destination):
         token = read_secret(settings, "Splunk HEC")
         if not token.isascii() or any(byte < 0x21 for byte in token):
             raise ValueError("the Splunk HEC token must be printable ASCII without spaces")
-        http_client(settings, DEFAULT_TIMEOUT)  # a CA file that cannot load fails now
         collector = urlunsplit((scheme, parts.netloc, parts.path or COLLECTOR_PATH, "", ""))
-        return cls(collector, token, settings, index=index)
+        return cls(collector, token, trust=server_trust(settings), index=index)
 
     async def open(self) -> None:
-        self._client = http_client(self._settings, DEFAULT_TIMEOUT)
+        self._client = http_client(self.trust, DEFAULT_TIMEOUT)
 
     async def deliver(self, batch: DeliveryBatch) -> None:
         client = self._client

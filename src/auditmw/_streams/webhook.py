@@ -13,8 +13,8 @@ lets the receiver check that the body came from a holder of the secret and is re
 and so is a server certificate that does not verify (``--ca-file`` names the CA bundle
 to trust instead of the system's).
 
-The HTTP plumbing here (``read_secret``, ``http_client``, ``post``) is shared with the
-Splunk HEC destination.
+The HTTP plumbing here (``read_secret``, ``server_trust``, ``http_client``, ``post``) is
+shared with the Splunk HEC destination.
 """
 
 from __future__ import annotations
@@ -65,17 +65,21 @@ def read_secret(settings: Mapping[str, str], what: str) -> bytes:
     return secret
 
 
-def http_client(settings: Mapping[str, str], timeout: float) -> httpx.AsyncClient:
-    """A client trusting ``settings["ca_file"]`` (a PEM bundle) when given, else the
-    system's CAs; ``ValueError`` when that file cannot be loaded."""
-    verify: ssl.SSLContext | bool = True
+def server_trust(settings: Mapping[str, str]) -> ssl.SSLContext | bool:
+    """How to verify servers: the CAs of ``settings["ca_file"]`` (a PEM bundle) when
+    given, else the system's (``True``); ``ValueError`` when that file cannot be loaded."""
     ca_file = settings.get("ca_file")
-    if ca_file:
-        try:
-            verify = ssl.create_default_context(cafile=ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"cannot load the CA file {ca_file}: {exc}") from None
-    return httpx.AsyncClient(verify=verify, timeout=timeout, follow_redirects=False)
+    if not ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load the CA file {ca_file}: {exc}") from None
+
+
+def http_client(trust: ssl.SSLContext | bool, timeout: float) -> httpx.AsyncClient:
+    """A client verifying servers by ``trust`` (``server_trust``)."""
+    return httpx.AsyncClient(verify=trust, timeout=timeout, follow_redirects=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +141,12 @@ class WebhookDestination(Destination):
     scheme = "https"
 
     def __init__(
-        self, url: str, secret: bytes, settings: Mapping[str, str], *, timeout: float
+        self, url: str, secret: bytes, *, trust: ssl.SSLContext | bool = True, timeout: float
     ) -> None:
         self.url = url
         self.timeout = timeout
+        self.trust = trust
         self._secret = secret
-        self._settings = dict(settings)
         self._client: httpx.AsyncClient | None = None
 
     @classmethod
@@ -150,12 +154,11 @@ class WebhookDestination(Destination):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"a webhook destination is https://host[:port]/path, not {url!r}")
-        destination = cls(url, read_secret(settings, "webhook"), settings, timeout=DEFAULT_TIMEOUT)
-        http_client(settings, DEFAULT_TIMEOUT)  # a CA file that cannot load fails now
-        return destination
+        secret = read_secret(settings, "webhook")
+        return cls(url, secret, trust=server_trust(settings), timeout=DEFAULT_TIMEOUT)
 
     async def open(self) -> None:
-        self._client = http_client(self._settings, self.timeout)
+        self._client = http_client(self.trust, self.timeout)
 
     async def deliver(self, batch: DeliveryBatch) -> None:
         client = self._client
