@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from auditmw import destination_for
 from auditmw._cli import ExitCode
 from auditmw._streams.webhook import SIGNATURE_HEADER
 
@@ -263,3 +264,20 @@ def test_an_endless_answer_is_read_only_so_far(
         assert "answered 400: 'xxxx" in err
         assert len(err) < 1000  # the answer's start only
     assert len(sent) < 100  # the client hung up after 64 KiB (and the server's buffers)
+
+
+def test_each_destination_describes_itself_without_secrets(
+    tmp_path: Path, secret_file: str
+) -> None:
+    settings = {"secret_file": secret_file}
+    cases = {
+        "https://user:pw@hooks.example.com/in?token=x": "https://user@hooks.example.com/in",
+        "splunk+https://splunk.example.com:8088?index=audit": (
+            "splunk+https://splunk.example.com:8088/services/collector/event"
+        ),
+        "syslog+tls://logs.example.com:6514": "syslog+tls://logs.example.com:6514",
+        "syslog+tcp://logs.example.com:514": "syslog+tcp://logs.example.com:514",
+    }
+    for url, described in cases.items():
+        destination = destination_for(url, settings)
+        assert destination.describe() == described

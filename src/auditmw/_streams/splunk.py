@@ -30,6 +30,7 @@ from auditmw._streams.destination import (
     Destination,
     PermanentDeliveryError,
     TemporaryDeliveryError,
+    display_url,
 )
 from auditmw._streams.webhook import (
     DEFAULT_TIMEOUT,
@@ -99,6 +100,10 @@ class SplunkDestination(Destination):
             raise ValueError("the Splunk HEC token must be printable ASCII without spaces")
         collector = urlunsplit((scheme, parts.netloc, parts.path or COLLECTOR_PATH, "", ""))
         return cls(collector, token, trust=server_trust(settings), index=index)
+
+    def describe(self) -> str:
+        """The collector's URL without credentials (recorded in the stream's state)."""
+        return "splunk+" + display_url(self.url)
 
     async def open(self) -> None:
         self._client = http_client(self.trust, DEFAULT_TIMEOUT)

@@ -120,6 +120,11 @@ class SyslogDestination(Destination):
                 raise ValueError(f"cannot load the CA file {ca_file}: {exc}") from None
         return cls(parts.hostname, port, tls=tls)
 
+    def describe(self) -> str:
+        """The server's URL (recorded in the stream's state)."""
+        scheme = "syslog+tls" if self.tls is not None else "syslog+tcp"
+        return f"{scheme}://{self.host}:{self.port}"
+
     async def open(self) -> None:
         where = f"syslog {self.host}:{self.port}"
         try:

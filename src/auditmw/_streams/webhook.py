@@ -157,6 +157,10 @@ class WebhookDestination(Destination):
         secret = read_secret(settings, "webhook")
         return cls(url, secret, trust=server_trust(settings), timeout=DEFAULT_TIMEOUT)
 
+    def describe(self) -> str:
+        """The URL without credentials or query (recorded in the stream's state)."""
+        return display_url(self.url)
+
     async def open(self) -> None:
         self._client = http_client(self.trust, self.timeout)
 
