@@ -56,7 +56,7 @@ def check_messages(messages: list[dict[str, Any]], lines: list[bytes]) -> None:
         assert int(message["pri"]) == 13 * 8 + severity
         assert message["timestamp"] == event["timestamp"]
         assert message["app"] == "auditmw"
-        msgid = re.sub(r"[^\x21-\x7e]", "_", event["action"].encode("ascii", "replace").decode())
+        msgid = re.sub(r"[^\x21-\x7e]", "_", event["action"])
         assert message["msgid"] == msgid[:32]
         sd_id, params = parse_sd(message["sd"])
         assert sd_id == SD_ID
@@ -175,3 +175,19 @@ def test_bad_urls_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture
         code, _, err = cli(capsys, "stream", url, "--to", target, "--once")
         assert code == ExitCode.USAGE, (target, err)
         assert "Traceback" not in err
+
+
+def test_ocsf_records_as_the_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = str(tmp_path / "audit.db")
+    append(url, HOSTILE)
+    with running_rsyslog(tmp_path / "rsyslog") as server:
+        target = f"syslog+tcp://127.0.0.1:{server.port}"
+        code, _, err = cli(capsys, "stream", url, "--to", target, "--once", "--format", "ocsf")
+        assert code == ExitCode.OK, err
+        lines = export_lines(url)
+        messages = received(server, len(lines))
+    for message, line in zip(messages, lines, strict=True):
+        record = orjson.loads(message["msg"])
+        assert record["unmapped"]["auditmw"] == orjson.loads(line)
+        assert record["class_uid"] in (3001, 3002, 6003)
+        assert parse_sd(message["sd"])[1]["id"] == record["metadata"]["uid"]

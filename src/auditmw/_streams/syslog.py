@@ -5,8 +5,8 @@ Each event is one RFC 5424 message, framed by RFC 6587 octet counting (``LEN SP 
     <PRI>1 TIMESTAMP HOSTNAME auditmw - MSGID [auditmw@32473 id="…" log="…" seq="…" hash="…"] RECORD
 
 PRI is facility 13 (log audit) * 8 + a severity from the outcome (success 6
-informational, failure 5 notice, denied 4 warning); TIMESTAMP is the event's; MSGID its
-action made printable ASCII (others become ``_``) and cut to 32 characters; the
+informational, failure 5 notice, denied 4 warning); TIMESTAMP is the event's; MSGID
+its action, each character outside printable ASCII made ``_``, cut to 32 characters; the
 structured data carries what a receiver de-duplicates by and checks the chain with (its
 values escaped: ``"``, ``\\`` and ``]`` get a backslash); the message is the record of the
 stream's format, UTF-8 JSON without a BOM.
@@ -41,14 +41,14 @@ SEVERITIES = {"success": 6, "failure": 5, "denied": 4}  # informational, notice,
 SD_ID = "auditmw@32473"
 APP_NAME = "auditmw"
 DEFAULT_TIMEOUT = 10.0
-_UNPRINTABLE = re.compile(rb"[^\x21-\x7e]")
+_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
 _SD_ESCAPE = re.compile(r'(["\\\]])')
 
 
 def header_field(value: str, limit: int) -> str:
-    """``value`` as an RFC 5424 header field: printable US-ASCII, at most ``limit``
-    characters, ``-`` when empty."""
-    cleaned = _UNPRINTABLE.sub(b"_", value.encode("ascii", "replace")).decode()[:limit]
+    """``value`` as an RFC 5424 header field: each character outside printable US-ASCII
+    replaced by ``_``, at most ``limit`` characters, ``-`` when empty."""
+    cleaned = _UNPRINTABLE.sub("_", value)[:limit]
     return cleaned or "-"
 
 
