@@ -18,7 +18,7 @@ from ._streams import append_events, segment_lines
 from ._waiting import until
 
 SAMPLES = re.findall(r"```python\n(.*?)```", (DOCS / "streams.md").read_text(), re.S)
-RECEIVER, LIFESPAN = SAMPLES
+RECEIVER, LIFESPAN, *_ = SAMPLES  # then the webhook receiver (test_stream_webhook.py)
 
 
 def test_the_receiver_check_accepts_a_stream_and_catches_tampering(

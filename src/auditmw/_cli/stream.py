@@ -48,6 +48,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N")
     parser.add_argument(
+        "--secret-file",
+        metavar="PATH",
+        help="the shared secret (webhook signature key, Splunk HEC token) in this file",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PATH",
+        help="trust the CA certificates in this PEM file (https://, splunk+https://, "
+        "syslog+tls://) instead of the system's",
+    )
+    parser.add_argument(
         "--give-up-after",
         type=float,
         metavar="SECONDS",
@@ -72,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if point is not None and not point.isdigit():
         parse_time("from", point)
     format = format_named(args.format)
-    destination = destination_for(args.to)
+    secrets = {"secret_file": args.secret_file, "ca_file": args.ca_file}
+    destination = destination_for(args.to, {k: v for k, v in secrets.items() if v})
     if not 1 <= args.batch_size <= 100_000:
         raise ValueError("--batch-size must be between 1 and 100000")
     if not 0.1 <= args.lease_seconds <= 3600:
@@ -145,7 +157,8 @@ def _waiting(holder: StreamState | None) -> None:
 
 COMMAND = Command(
     name="stream",
-    help="deliver the events to a destination (NATS JetStream, files), at least once",
+    help="deliver the events to a destination (NATS JetStream, files, webhook, Splunk HEC, "
+    "syslog), at least once",
     description="Deliver every event, in chain order, to the destination, from the "
     "stream's durable cursor kept in the store: at least once (after a crash, at most one "
     "batch again), never skipping one. Without --once, follow new commits. One forwarder "

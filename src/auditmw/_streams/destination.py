@@ -33,6 +33,12 @@ from auditmw._event import Event
 DESTINATIONS: dict[str, str] = {
     "file": "auditmw._streams.files:FileDestination",
     "nats": "auditmw._streams.nats:NatsDestination",
+    "http": "auditmw._streams.webhook:WebhookDestination",
+    "https": "auditmw._streams.webhook:WebhookDestination",
+    "splunk+http": "auditmw._streams.splunk:SplunkDestination",
+    "splunk+https": "auditmw._streams.splunk:SplunkDestination",
+    "syslog+tcp": "auditmw._streams.syslog:SyslogDestination",
+    "syslog+tls": "auditmw._streams.syslog:SyslogDestination",
 }
 
 

@@ -17,6 +17,7 @@ import orjson
 
 from auditmw._event import Event
 from auditmw._stores.jsonl import jsonl_line
+from auditmw._streams.ocsf import ocsf_record
 
 
 class Format(ABC):
@@ -57,3 +58,15 @@ def format_named(name: str) -> Format:
     if format_class is None:
         raise ValueError(f"unknown stream format {name!r}: use one of {', '.join(FORMATS)}")
     return format_class()
+
+
+class OcsfFormat(Format):
+    """Events as OCSF 1.3.0 events (``auditmw._streams.ocsf``; docs/streams.md)."""
+
+    name = "ocsf"
+
+    def record(self, event: Event) -> dict[str, Any]:
+        return ocsf_record(event)
+
+
+FORMATS[OcsfFormat.name] = OcsfFormat
