@@ -4,8 +4,6 @@ stdout, stdin and the terminal progress bar, as a real child process."""
 from __future__ import annotations
 
 import asyncio
-import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +15,7 @@ from auditmw import EventFilter, NewEvent, SQLiteStore
 from auditmw._admin.export import export_chunks
 from auditmw._cli import main
 
+from ._command import on_terminal
 from ._paths import ROOT
 from .test_query import SAMPLE, write_events
 
@@ -197,34 +196,8 @@ def test_progress_bar_only_on_a_terminal(seeded: Path, tmp_path: Path) -> None:
     quiet = run_cli("export", str(seeded), "--format", "csv", "-o", str(output))
     assert quiet.returncode == 0 and quiet.stderr == b""  # not a terminal: no bar
 
-    primary, secondary = pty.openpty()
-    try:
-        child = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "auditmw",
-                "export",
-                str(seeded),
-                "--format",
-                "csv",
-                "-o",
-                str(output),
-            ],
-            stderr=secondary,
-            cwd=ROOT,
-        )
-        os.close(secondary)
-        shown = b""
-        while True:
-            try:
-                data = os.read(primary, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            shown += data
-    finally:
-        os.close(primary)
-    assert child.returncode == 0
+    code, shown = on_terminal(
+        "export", str(seeded), "--format", "csv", "-o", str(output), stream="stderr", timeout=None
+    )
+    assert code == 0
     assert b"exporting" in shown and b"100%" in shown

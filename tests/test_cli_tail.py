@@ -4,8 +4,6 @@ control character from the log), and ``--follow`` as a real child process."""
 from __future__ import annotations
 
 import asyncio
-import os
-import pty
 import queue
 import signal
 import subprocess
@@ -19,7 +17,7 @@ from auditmw import NewEvent
 from auditmw._cli import ExitCode
 from auditmw._stores.open import open_store
 
-from ._command import cli
+from ._command import cli, on_terminal
 from ._paths import ROOT
 from ._streams import append_events
 
@@ -65,27 +63,8 @@ def test_bad_arguments(store_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_colour_on_a_terminal(store_path: Path) -> None:
     append_events(str(store_path), 1)
-    primary, secondary = pty.openpty()
-    try:
-        child = subprocess.run(
-            [sys.executable, "-m", "auditmw", "tail", str(store_path)],
-            stdout=secondary,
-            cwd=ROOT,
-            timeout=60,
-        )
-        os.close(secondary)
-        shown = b""
-        while True:
-            try:
-                data = os.read(primary, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            shown += data
-    finally:
-        os.close(primary)
-    assert child.returncode == 0
+    code, shown = on_terminal("tail", str(store_path))
+    assert code == 0
     assert b"\033[32msuccess\033[0m" in shown
     assert b"\033[1mitem.created\033[0m" in shown
 
